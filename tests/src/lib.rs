@@ -1,0 +1,1 @@
+//! Integration tests across normcore's crates live in `tests/tests/`.
