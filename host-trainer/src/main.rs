@@ -1,5 +1,475 @@
-//! `normcore`: the host-side command-line tool.
+//! `normcore`: train Batch-Normalized networks on a workstation, reproduce
+//! the paper's experiments, and prepare models for microcontrollers.
 
-fn main() {
-    println!("normcore trainer: not yet implemented");
+mod bench;
+mod checkpoint;
+mod data;
+mod fastgemm;
+mod model;
+mod reproduce;
+mod spec;
+mod train;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use data::Dataset;
+use indicatif::{ProgressBar, ProgressStyle};
+use model::Init;
+use spec::NetworkSpec;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use train::{Schedule, TrainConfig, Trainer};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "normcore",
+    version,
+    about = "Train Batch-Normalized networks and prepare them for microcontrollers",
+    long_about = "Train Batch-Normalized networks (Ioffe & Szegedy, 2015) on a workstation, \
+reproduce the paper's MNIST experiments, and prepare models for Cortex-M devices.\n\n\
+With no data arguments, commands use the built-in UCI digits set (8x8), so a first run needs no download."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a network and save its checkpoint.
+    Train(TrainArgs),
+    /// Evaluate a saved network on a data set.
+    Eval(EvalArgs),
+    /// Show a checkpoint's network: layers, shapes, parameters, MACs.
+    Inspect {
+        /// A checkpoint written by `normcore train`.
+        file: PathBuf,
+        /// Also print the network as a TOML description (for --network).
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Reproduce the paper's experiments.
+    #[command(subcommand)]
+    Reproduce(reproduce::Experiment),
+    /// The end-to-end demonstration on the built-in data set.
+    Demo(DemoArgs),
+    /// Measure training speed and print a table.
+    Bench(bench::BenchArgs),
+}
+
+/// Where samples come from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data set: `digits` (built in, 8x8), `mnist` (IDX files in --data-dir),
+    /// or a CSV file path (features then label per row).
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Directory holding MNIST's four IDX files (.gz or raw). Default: the
+    /// first of $NORMCORE_MNIST_DIR, ./data/mnist, ../shared/data/mnist that exists.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// For CSV data: a separate test file (default: a stratified 80/20 split).
+    #[arg(long)]
+    test_csv: Option<PathBuf>,
+    /// For CSV data: sample shape HxWxC (default 1x1xFEATURES).
+    #[arg(long)]
+    input_shape: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Built-in network: paper-mlp, paper-mlp-nobn, cnn, digits-mlp, digits-cnn.
+    #[arg(long, conflicts_with = "network")]
+    preset: Option<String>,
+    /// A TOML file describing a custom sequential network.
+    #[arg(long)]
+    network: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Training steps (mini-batches).
+    #[arg(long, default_value_t = 2000)]
+    steps: u64,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 60)]
+    batch: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// L2 weight decay on dense/conv weights.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Use Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Learning-rate schedule: constant, step:GAMMA:EVERY or exp:GAMMA:EVERY.
+    #[arg(long, default_value = "constant")]
+    schedule: Schedule,
+    /// Weight initialisation: he, xavier, or gaussian:STD (the paper's small Gaussian).
+    #[arg(long, default_value = "he")]
+    init: Init,
+    /// Evaluate on the test set every N steps (0: only at the end).
+    #[arg(long, default_value_t = 500)]
+    eval_every: u64,
+    /// Write a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Seed of initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Where to write the checkpoint.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Continue a run from its checkpoint (network, weights, momenta,
+    /// statistics, RNG and position); --steps is the new total.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A checkpoint written by `normcore train`.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Directory for the demo's outputs.
+    #[arg(long, default_value = "out/demo")]
+    out_dir: PathBuf,
+    /// Training steps.
+    #[arg(long, default_value_t = 3000)]
+    steps: u64,
+}
+
+/// Train and test sets.
+#[derive(Debug)]
+pub struct Data {
+    train: Dataset,
+    test: Dataset,
+}
+
+fn parse_shape(s: &str) -> Result<[usize; 3]> {
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad --input-shape `{s}`: use HxWxC, e.g. 8x8x1"))?;
+    match parts[..] {
+        [h, w, c] if h > 0 && w > 0 && c > 0 => Ok([h, w, c]),
+        _ => bail!("bad --input-shape `{s}`: use HxWxC with three positive numbers, e.g. 8x8x1"),
+    }
+}
+
+/// The MNIST directory: explicit, or the first default location that exists.
+pub fn mnist_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d.to_path_buf());
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(env) = std::env::var_os("NORMCORE_MNIST_DIR") {
+        candidates.push(env.into());
+    }
+    candidates.push("data/mnist".into());
+    candidates.push("../shared/data/mnist".into());
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "MNIST not found in $NORMCORE_MNIST_DIR, ./data/mnist or ../shared/data/mnist; \
+                 pass --data-dir DIR holding train-images-idx3-ubyte(.gz) and the three other IDX files"
+            )
+        })
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<Data> {
+        match self.data.as_str() {
+            "digits" => {
+                let (train, test) = data::builtin_digits_split()?;
+                Ok(Data { train, test })
+            }
+            "mnist" => {
+                let dir = mnist_dir(self.data_dir.as_deref())?;
+                let (train, test) = data::load_mnist(&dir)?;
+                Ok(Data { train, test })
+            }
+            path if path.ends_with(".csv")
+                || path.ends_with(".csv.gz")
+                || Path::new(path).is_file() =>
+            {
+                let mut opts = data::CsvOptions::default();
+                if let Some(s) = &self.input_shape {
+                    opts.shape = Some(parse_shape(s)?);
+                }
+                let all = data::read_csv(Path::new(path), &opts)?;
+                match &self.test_csv {
+                    Some(t) => {
+                        let test = data::read_csv(t, &opts)?;
+                        Ok(Data { train: all, test })
+                    }
+                    None => {
+                        let (train, test) = all.stratified_split(0.8, 1)?;
+                        Ok(Data { train, test })
+                    }
+                }
+            }
+            other => bail!(
+                "unknown data set `{other}`: use digits, mnist, or the path of an existing CSV file"
+            ),
+        }
+    }
+}
+
+/// A progress bar on stderr for `len` units (hidden when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+fn default_out(name: &str) -> PathBuf {
+    PathBuf::from("out").join(format!("{name}.ckpt"))
+}
+
+/// Run `steps` total steps of `t`, evaluating every `eval_every` steps and
+/// checkpointing every `checkpoint_every` steps to `out`.
+fn run_training(
+    t: &mut Trainer,
+    data: &Data,
+    steps: u64,
+    eval_every: u64,
+    checkpoint_every: u64,
+    out: &Path,
+) -> Result<train::Evaluation> {
+    train::check_data(&t.net, &data.train)?;
+    let pb = progress(steps, "train");
+    pb.set_position(t.step);
+    let started = Instant::now();
+    let mut loss_avg = None::<f32>;
+    let mut last_acc = String::new();
+    while t.step < steps {
+        let loss = t.train_step(&data.train)?;
+        loss_avg = Some(loss_avg.map_or(loss, |a| 0.98 * a + 0.02 * loss));
+        if eval_every > 0 && t.step % eval_every == 0 && t.step < steps {
+            let e = t.evaluate(&data.test, None)?;
+            last_acc = format!(" test acc {:.2}%", 100.0 * e.accuracy);
+            let line = format!(
+                "step {:>6}  loss {:.4}  test accuracy {:.2}%",
+                t.step,
+                loss_avg.unwrap_or(loss),
+                100.0 * e.accuracy
+            );
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                pb.println(line);
+            }
+        }
+        if t.step % 20 == 0 {
+            pb.set_message(format!("loss {:.4}{last_acc}", loss_avg.unwrap_or(loss)));
+            pb.set_position(t.step);
+        }
+        if checkpoint_every > 0 && t.step % checkpoint_every == 0 {
+            checkpoint::save(t, out)?;
+        }
+    }
+    pb.finish_and_clear();
+    let e = t.evaluate(&data.test, None)?;
+    eprintln!(
+        "trained {} steps in {:.1} s; test accuracy {:.2}% (loss {:.4}) on {} samples",
+        t.step,
+        started.elapsed().as_secs_f64(),
+        100.0 * e.accuracy,
+        e.loss,
+        e.samples
+    );
+    checkpoint::save(t, out)?;
+    eprintln!("checkpoint: {}", out.display());
+    Ok(e)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let data = a.data.load()?;
+    let (mut t, out) = match &a.resume {
+        Some(path) => {
+            let t = checkpoint::load(path, a.threads)?;
+            eprintln!(
+                "resuming `{}` at step {} (epoch {})",
+                t.net.spec.name, t.step, t.epoch
+            );
+            (t, a.out.clone().unwrap_or_else(|| path.clone()))
+        }
+        None => {
+            let spec = match (&a.preset, &a.network) {
+                (_, Some(path)) => NetworkSpec::load(path)?,
+                (Some(p), None) => spec::preset(p)?,
+                (None, None) => spec::preset(if a.data.data == "mnist" {
+                    "paper-mlp"
+                } else {
+                    "digits-mlp"
+                })?,
+            };
+            let name = spec.name.clone();
+            let cfg = TrainConfig {
+                batch: a.batch,
+                lr: a.lr,
+                momentum: a.momentum,
+                weight_decay: a.weight_decay,
+                nesterov: a.nesterov,
+                schedule: a.schedule,
+                seed: a.seed,
+            };
+            let t = Trainer::new(spec, a.init, cfg, a.threads)?;
+            let out = a.out.clone().unwrap_or_else(|| default_out(&name));
+            (t, out)
+        }
+    };
+    eprintln!(
+        "network `{}`: {} parameters, {} MACs per sample; data `{}` ({} train / {} test)",
+        t.net.spec.name,
+        t.net.param_count(),
+        t.net.macs(),
+        data.train.name,
+        data.train.len(),
+        data.test.len()
+    );
+    run_training(
+        &mut t,
+        &data,
+        a.steps,
+        a.eval_every,
+        a.checkpoint_every,
+        &out,
+    )?;
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let data = a.data.load()?;
+    let mut t = checkpoint::load(&a.model, a.threads)?;
+    for (name, set) in [("train", &data.train), ("test", &data.test)] {
+        let e = t.evaluate(set, None)?;
+        println!(
+            "{name:<5} {:>6} samples  accuracy {:6.2}%  loss {:.4}",
+            e.samples,
+            100.0 * e.accuracy,
+            e.loss
+        );
+    }
+    Ok(())
+}
+
+fn cmd_inspect(file: &Path, toml: bool) -> Result<()> {
+    let t = checkpoint::load(file, 1)?;
+    let net = &t.net;
+    println!(
+        "network `{}`: input {}, {} classes; trained {} steps (batch {}, lr {}, {})",
+        net.spec.name,
+        net.input(),
+        net.classes(),
+        t.step,
+        t.cfg.batch,
+        t.cfg.lr,
+        t.cfg.schedule
+    );
+    println!(
+        "{:>3}  {:<18} {:>10} {:>10} {:>9} {:>11}",
+        "#", "layer", "input", "output", "params", "MACs"
+    );
+    for (i, l) in net.layers.iter().enumerate() {
+        println!(
+            "{:>3}  {:<18} {:>10} {:>10} {:>9} {:>11}",
+            i + 1,
+            net.spec.layers[i].kind(),
+            l.r.input.to_string(),
+            l.r.output.to_string(),
+            l.params.len(),
+            l.r.op.macs(l.r.output)
+        );
+    }
+    println!(
+        "total: {} parameters ({} bytes as f32), {} MACs per sample",
+        net.param_count(),
+        4 * net.param_count(),
+        net.macs()
+    );
+    if toml {
+        println!("\n{}", net.spec.to_toml());
+    }
+    Ok(())
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let data = DataArgs {
+        data: "digits".into(),
+        data_dir: None,
+        test_csv: None,
+        input_shape: None,
+    }
+    .load()?;
+    let spec = spec::preset("digits-mlp")?;
+    let cfg = TrainConfig {
+        batch: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        schedule: Schedule::Step {
+            gamma: 0.3,
+            every: 1000,
+        },
+        seed: 1,
+    };
+    let mut t = Trainer::new(spec, Init::He, cfg, 1)?;
+    let out = a.out_dir.join("digits-mlp.ckpt");
+    eprintln!(
+        "demo: training digits-mlp ({} parameters) on the built-in UCI digits ({} train / {} test)",
+        t.net.param_count(),
+        data.train.len(),
+        data.test.len()
+    );
+    let e = run_training(&mut t, &data, a.steps, 0, 0, &out)?;
+    println!("| stage                 | test accuracy |");
+    println!("|-----------------------|---------------|");
+    println!("| float, BN (host)      | {:>12.2}% |", 100.0 * e.accuracy);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Inspect { file, toml } => cmd_inspect(&file, toml),
+        Command::Reproduce(e) => reproduce::run(e),
+        Command::Demo(a) => cmd_demo(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

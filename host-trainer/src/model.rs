@@ -1,0 +1,715 @@
+//! A trainable sequential network on the host, built on core's layer math.
+//!
+//! Every forward and backward computation is a call into `normcore`; this
+//! module owns the buffers (parameters, gradients, momenta, running
+//! statistics, activations) and spreads batch-separable work over threads:
+//! each thread runs the core kernel on a contiguous slice of the batch, and
+//! weight gradients (sums over the batch) are reduced from per-thread
+//! partials in a fixed order, so a run is deterministic for a given thread
+//! count. BN and dropout see the whole batch on one thread (their statistics
+//! and random draws couple the samples).
+
+use crate::fastgemm::FastGemm;
+use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
+use normcore::batchnorm::{BnState, RunningStats, SavedStats};
+use normcore::layers::{self};
+use normcore::{Error as CoreError, Rng, Sgd, View, ViewMut};
+use rayon::prelude::*;
+
+/// How weights are initialised (biases start at 0, BN at γ = 1, β = 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// `N(0, std²)`: the paper's "small random Gaussian values" (Sec. 4.1).
+    Gaussian {
+        /// Standard deviation.
+        std: f32,
+    },
+    /// Glorot/Xavier normal, `std = sqrt(2 / (fan_in + fan_out))`.
+    Xavier,
+    /// He/Kaiming normal, `std = sqrt(2 / fan_in)`, for ReLU networks.
+    He,
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "xavier" | "glorot" => Ok(Init::Xavier),
+            "he" | "kaiming" => Ok(Init::He),
+            _ => {
+                let std = s
+                    .strip_prefix("gaussian:")
+                    .and_then(|v| v.parse::<f32>().ok())
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .ok_or_else(|| {
+                        format!("unknown init `{s}`: use he, xavier or gaussian:STD (e.g. gaussian:0.05)")
+                    })?;
+                Ok(Init::Gaussian { std })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Init::Gaussian { std } => write!(f, "gaussian:{std}"),
+            Init::Xavier => f.write_str("xavier"),
+            Init::He => f.write_str("he"),
+        }
+    }
+}
+
+/// One layer: its resolved op and shapes, and its state.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Operation and per-sample shapes.
+    pub r: Resolved,
+    /// Weights then bias (dense, conv, depthwise) or γ then β (BN).
+    pub params: Vec<f32>,
+    /// `∂L/∂params` of the last backward pass.
+    pub grads: Vec<f32>,
+    /// SGD momentum buffer.
+    pub velocity: Vec<f32>,
+    /// BN population mean (empty for other layers).
+    pub running_mean: Vec<f32>,
+    /// BN population variance, unbiased (empty for other layers).
+    pub running_var: Vec<f32>,
+}
+
+impl Layer {
+    /// The weight part of the parameters (γ for BN).
+    pub fn weights(&self) -> &[f32] {
+        &self.params[..self.r.op.weight_len()]
+    }
+    /// The bias part (β for BN); empty when the layer has none.
+    pub fn bias(&self) -> &[f32] {
+        &self.params[self.r.op.weight_len()..]
+    }
+    fn bias_opt(&self) -> Option<&[f32]> {
+        let b = self.bias();
+        (!b.is_empty()).then_some(b)
+    }
+    /// BN inference state (only meaningful for BN layers).
+    pub fn bn_state(&self) -> Option<BnState<'_>> {
+        match self.r.op {
+            Op::BatchNorm(bn) => Some(BnState {
+                gamma: self.weights(),
+                beta: self.bias(),
+                mean: &self.running_mean,
+                var: &self.running_var,
+                eps: bn.config().eps,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A network: its description and its layers' state.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The description it was built from.
+    pub spec: NetworkSpec,
+    /// The layers.
+    pub layers: Vec<Layer>,
+}
+
+/// Training (batch statistics, dropout active) or inference.
+#[derive(Debug)]
+pub enum Mode<'a> {
+    /// Training: BN uses batch statistics and updates its running ones;
+    /// dropout draws from the generator.
+    Train(&'a mut Rng),
+    /// Inference: BN uses population statistics; dropout is the identity.
+    Eval,
+}
+
+/// Per-thread buffers.
+#[derive(Debug, Default)]
+struct ThreadBufs {
+    scratch: Vec<f32>,
+    partial: Vec<f32>,
+}
+
+/// Activation and gradient buffers for batches of up to `capacity` samples.
+#[derive(Debug)]
+pub struct Workspace {
+    capacity: usize,
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+    input: Vec<f32>,
+    acts: Vec<Vec<f32>>,
+    grad: [Vec<f32>; 2],
+    probs: Vec<f32>,
+    saved_mean: Vec<Vec<f32>>,
+    saved_inv_std: Vec<Vec<f32>>,
+    masks: Vec<Vec<u8>>,
+    bufs: Vec<ThreadBufs>,
+    /// Samples in the last forward pass.
+    n: usize,
+}
+
+/// Errors from running a network.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The description does not chain.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A core kernel rejected its inputs (a bug in this module if it happens).
+    #[error("layer {layer}: {source}")]
+    Kernel {
+        /// 1-based layer index.
+        layer: usize,
+        /// The kernel's error.
+        source: CoreError,
+    },
+    /// A batch larger than the workspace or of the wrong sample size.
+    #[error("batch of {n} samples of {len} values does not fit a workspace for {capacity} samples of {expected}")]
+    Batch {
+        /// Samples given.
+        n: usize,
+        /// Values per sample given.
+        len: usize,
+        /// Workspace capacity.
+        capacity: usize,
+        /// Values per sample expected.
+        expected: usize,
+    },
+    /// The thread pool could not be created.
+    #[error("cannot start {0} threads: {1}")]
+    Threads(usize, String),
+}
+
+fn kernel(layer: usize) -> impl Fn(CoreError) -> ModelError {
+    move |source| ModelError::Kernel {
+        layer: layer + 1,
+        source,
+    }
+}
+
+/// Split the first `n` samples of `data` (each `per` values) into `t`
+/// contiguous chunks; returns (first sample, chunk) pairs.
+fn chunks_mut(data: &mut [f32], n: usize, per: usize, t: usize) -> Vec<(usize, &mut [f32])> {
+    let mut out = Vec::with_capacity(t);
+    let mut rest = &mut data[..n * per];
+    let mut start = 0;
+    for i in 0..t {
+        let end = (i + 1) * n / t;
+        let (head, tail) = rest.split_at_mut((end - start) * per);
+        if end > start {
+            out.push((start, head));
+        }
+        rest = tail;
+        start = end;
+    }
+    out
+}
+
+impl Network {
+    /// Build a network from its description with freshly initialised weights.
+    pub fn new(spec: NetworkSpec, init: Init, rng: &mut Rng) -> Result<Self, ModelError> {
+        let resolved = spec.resolve()?;
+        let layers = resolved
+            .into_iter()
+            .map(|r| {
+                let n = r.op.param_len();
+                let mut params = vec![0.0f32; n];
+                let (mut running_mean, mut running_var) = (Vec::new(), Vec::new());
+                match r.op {
+                    Op::BatchNorm(bn) => {
+                        params[..bn.channels()].fill(1.0);
+                        running_mean = vec![0.0; bn.channels()];
+                        running_var = vec![1.0; bn.channels()];
+                    }
+                    Op::Dense { .. } | Op::Conv { .. } | Op::Depthwise { .. } => {
+                        let (fan_in, fan_out) = fans(&r);
+                        let std = match init {
+                            Init::Gaussian { std } => std,
+                            Init::Xavier => (2.0 / (fan_in + fan_out) as f32).sqrt(),
+                            Init::He => (2.0 / fan_in as f32).sqrt(),
+                        };
+                        for w in &mut params[..r.op.weight_len()] {
+                            *w = std * rng.normal();
+                        }
+                    }
+                    _ => {}
+                }
+                Layer {
+                    r,
+                    grads: vec![0.0; n],
+                    velocity: vec![0.0; n],
+                    params,
+                    running_mean,
+                    running_var,
+                }
+            })
+            .collect();
+        Ok(Network { spec, layers })
+    }
+
+    /// Input shape of one sample.
+    pub fn input(&self) -> Hwc {
+        let [h, w, c] = self.spec.input;
+        Hwc { h, w, c }
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.spec.classes
+    }
+
+    /// Total trainable parameters.
+    pub fn param_count(&self) -> usize {
+        self.layers.iter().map(|l| l.params.len()).sum()
+    }
+
+    /// Multiply-accumulates per sample, forward.
+    pub fn macs(&self) -> usize {
+        self.layers.iter().map(|l| l.r.op.macs(l.r.output)).sum()
+    }
+
+    /// A workspace for batches of up to `capacity` samples on `threads` threads.
+    pub fn workspace(&self, capacity: usize, threads: usize) -> Result<Workspace, ModelError> {
+        let threads = threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| ModelError::Threads(threads, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let per_thread = capacity.div_ceil(threads);
+        let mut scratch = 0;
+        let mut partial = 0;
+        let mut max_act = self.input().len();
+        for l in &self.layers {
+            max_act = max_act.max(l.r.output.len());
+            partial = partial.max(l.params.len());
+            if let Op::Conv { op, .. } = l.r.op {
+                let need = op
+                    .backward_scratch_len(per_thread)
+                    .map_err(kernel(0))?
+                    .max(op.forward_scratch_len(per_thread).map_err(kernel(0))?);
+                scratch = scratch.max(need);
+            }
+        }
+        let bn_len = |l: &Layer| match l.r.op {
+            Op::BatchNorm(bn) => bn.channels(),
+            _ => 0,
+        };
+        Ok(Workspace {
+            capacity,
+            threads,
+            pool,
+            input: vec![0.0; capacity * self.input().len()],
+            acts: self
+                .layers
+                .iter()
+                .map(|l| vec![0.0; capacity * l.r.output.len()])
+                .collect(),
+            grad: [vec![0.0; capacity * max_act], vec![0.0; capacity * max_act]],
+            probs: vec![0.0; capacity * self.classes()],
+            saved_mean: self.layers.iter().map(|l| vec![0.0; bn_len(l)]).collect(),
+            saved_inv_std: self.layers.iter().map(|l| vec![0.0; bn_len(l)]).collect(),
+            masks: self
+                .layers
+                .iter()
+                .map(|l| match l.r.op {
+                    Op::Dropout(_) => vec![0u8; capacity * l.r.output.len()],
+                    _ => Vec::new(),
+                })
+                .collect(),
+            bufs: (0..threads)
+                .map(|_| ThreadBufs {
+                    scratch: vec![0.0; scratch],
+                    partial: if threads > 1 {
+                        vec![0.0; partial]
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect(),
+            n: 0,
+        })
+    }
+
+    /// Forward pass over `n` samples in `x` (`n · input.len()` values, NHWC).
+    /// Returns the logits, `[n, classes]`.
+    pub fn forward<'w>(
+        &mut self,
+        ws: &'w mut Workspace,
+        x: &[f32],
+        mode: Mode<'_>,
+    ) -> Result<&'w [f32], ModelError> {
+        let per = self.input().len();
+        let n = x.len() / per.max(1);
+        if n > ws.capacity || n * per != x.len() {
+            return Err(ModelError::Batch {
+                n,
+                len: x.len().checked_div(n).unwrap_or(0),
+                capacity: ws.capacity,
+                expected: per,
+            });
+        }
+        ws.n = n;
+        ws.input[..x.len()].copy_from_slice(x);
+        let mut rng = match mode {
+            Mode::Train(r) => Some(r),
+            Mode::Eval => None,
+        };
+        for i in 0..self.layers.len() {
+            let (before, after) = ws.acts.split_at_mut(i);
+            let xin: &[f32] = if i == 0 { &ws.input } else { &before[i - 1] };
+            let layer = &mut self.layers[i];
+            let r = layer.r;
+            let xin = &xin[..n * r.input.len()];
+            let yout = &mut after[0][..n * r.output.len()];
+            let err = kernel(i);
+            match r.op {
+                Op::BatchNorm(bn) => {
+                    let xs = r.input.batch(n);
+                    if let Some(_rng) = rng.as_deref_mut() {
+                        let wl = r.op.weight_len();
+                        let (gamma, beta) = layer.params.split_at(wl);
+                        bn.forward_train(
+                            View::new(xs, xin).map_err(&err)?,
+                            gamma,
+                            beta,
+                            ViewMut::new(xs, yout).map_err(&err)?,
+                            SavedStats {
+                                mean: &mut ws.saved_mean[i],
+                                inv_std: &mut ws.saved_inv_std[i],
+                            },
+                            Some(RunningStats {
+                                mean: &mut layer.running_mean,
+                                var: &mut layer.running_var,
+                            }),
+                        )
+                        .map_err(&err)?;
+                    } else {
+                        let state = layer.bn_state().ok_or(ModelError::Kernel {
+                            layer: i + 1,
+                            source: CoreError::InvalidParam(normcore::Param::Dimension),
+                        })?;
+                        bn.forward_eval(
+                            View::new(xs, xin).map_err(&err)?,
+                            &state,
+                            ViewMut::new(xs, yout).map_err(&err)?,
+                        )
+                        .map_err(&err)?;
+                    }
+                }
+                Op::Dropout(d) => match rng.as_deref_mut() {
+                    Some(rng) => d
+                        .forward_train(xin, yout, &mut ws.masks[i][..xin.len()], rng)
+                        .map_err(&err)?,
+                    None => yout.copy_from_slice(xin),
+                },
+                Op::Flatten => yout.copy_from_slice(xin),
+                op => {
+                    let layer = &self.layers[i];
+                    let run = |start: usize, y: &mut [f32], bufs: &mut ThreadBufs| {
+                        let m = y.len() / r.output.len();
+                        let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
+                        forward_chunk(layer, op, r, m, xc, y, &mut bufs.scratch).map_err(&err)
+                    };
+                    let chunks = chunks_mut(yout, n, r.output.len(), ws.threads);
+                    match &ws.pool {
+                        Some(pool) => pool.install(|| {
+                            chunks
+                                .into_par_iter()
+                                .zip(ws.bufs.par_iter_mut())
+                                .try_for_each(|((start, y), b)| run(start, y, b))
+                        })?,
+                        None => {
+                            for (start, y) in chunks {
+                                run(start, y, &mut ws.bufs[0])?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(ws.logits())
+    }
+
+    /// Softmax cross-entropy of the last forward pass against `labels`, then
+    /// the backward pass: every layer's `grads` hold `∂L/∂params`.
+    /// Returns the mean loss.
+    pub fn backward(&mut self, ws: &mut Workspace, labels: &[u16]) -> Result<f32, ModelError> {
+        let n = ws.n;
+        let k = self.classes();
+        let last = self.layers.len() - 1;
+        let err_loss = kernel(last);
+        let loss = layers::loss::softmax_cross_entropy(
+            &ws.acts[last][..n * k],
+            labels,
+            k,
+            &mut ws.probs[..n * k],
+        )
+        .map_err(&err_loss)?;
+        layers::loss::softmax_cross_entropy_backward(
+            &ws.probs[..n * k],
+            labels,
+            k,
+            &mut ws.grad[0][..n * k],
+        )
+        .map_err(&err_loss)?;
+        let mut cur = 0; // ws.grad[cur] holds ∂L/∂(output of layer i)
+        for i in (0..self.layers.len()).rev() {
+            let r = self.layers[i].r;
+            // The first layer's input gradient is never needed.
+            let need_dx = i > 0;
+            if !need_dx && r.op.param_len() == 0 {
+                break;
+            }
+            let [g0, g1] = &mut ws.grad;
+            let (dy_buf, dx_buf) = if cur == 0 { (&*g0, g1) } else { (&*g1, g0) };
+            let dy = &dy_buf[..n * r.output.len()];
+            let dx = &mut dx_buf[..n * r.input.len()];
+            let xin: &[f32] = if i == 0 { &ws.input } else { &ws.acts[i - 1] };
+            let xin = &xin[..n * r.input.len()];
+            let yout = &ws.acts[i][..n * r.output.len()];
+            let err = kernel(i);
+            let layer = &mut self.layers[i];
+            match r.op {
+                Op::BatchNorm(bn) => {
+                    let xs = r.input.batch(n);
+                    let wl = r.op.weight_len();
+                    let (dgamma, dbeta) = layer.grads.split_at_mut(wl);
+                    bn.backward(
+                        View::new(xs, xin).map_err(&err)?,
+                        &layer.params[..wl],
+                        &ws.saved_mean[i],
+                        &ws.saved_inv_std[i],
+                        View::new(xs, dy).map_err(&err)?,
+                        ViewMut::new(xs, dx).map_err(&err)?,
+                        dgamma,
+                        dbeta,
+                    )
+                    .map_err(&err)?;
+                }
+                Op::Dropout(d) => d.backward(dy, &ws.masks[i][..dy.len()], dx).map_err(&err)?,
+                Op::Flatten => dx.copy_from_slice(dy),
+                op => {
+                    let plen = r.op.param_len();
+                    let wl = r.op.weight_len();
+                    let (weights, grads) = (&layer.params[..wl], &mut layer.grads);
+                    let run = |start: usize,
+                               m: usize,
+                               dxc: Option<&mut [f32]>,
+                               g: Option<&mut [f32]>,
+                               scratch: &mut [f32]| {
+                        let (xi, yo) = (r.input.len(), r.output.len());
+                        backward_chunk(
+                            op,
+                            r,
+                            m,
+                            weights,
+                            &xin[start * xi..(start + m) * xi],
+                            &yout[start * yo..(start + m) * yo],
+                            &dy[start * yo..(start + m) * yo],
+                            dxc,
+                            g,
+                            scratch,
+                        )
+                        .map_err(&err)
+                    };
+                    match &ws.pool {
+                        Some(pool) if n >= ws.threads => {
+                            let chunks = chunks_mut(dx, n, r.input.len(), ws.threads);
+                            pool.install(|| {
+                                chunks
+                                    .into_par_iter()
+                                    .zip(ws.bufs.par_iter_mut())
+                                    .try_for_each(|((start, dxc), b)| {
+                                        let m = dxc.len() / r.input.len();
+                                        let ThreadBufs { scratch, partial } = b;
+                                        let g = (plen > 0).then_some(&mut partial[..plen]);
+                                        run(start, m, need_dx.then_some(dxc), g, scratch)
+                                    })
+                            })?;
+                            if plen > 0 {
+                                // Fixed-order reduction: deterministic for a given thread count.
+                                grads.copy_from_slice(&ws.bufs[0].partial[..plen]);
+                                for b in &ws.bufs[1..] {
+                                    for (g, p) in grads.iter_mut().zip(&b.partial[..plen]) {
+                                        *g += p;
+                                    }
+                                }
+                            }
+                        }
+                        _ => {
+                            let g = (plen > 0).then_some(&mut grads[..]);
+                            run(0, n, need_dx.then_some(dx), g, &mut ws.bufs[0].scratch)?;
+                        }
+                    }
+                }
+            }
+            cur = 1 - cur;
+        }
+        Ok(loss)
+    }
+
+    /// One SGD update of every parameter from the last backward pass. Weight
+    /// decay applies to dense/conv/depthwise weights only, not to biases or
+    /// BN's γ and β.
+    pub fn sgd_step(&mut self, opt: &Sgd) -> Result<(), ModelError> {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            if l.params.is_empty() {
+                continue;
+            }
+            let wl = l.r.op.weight_len();
+            let decay_weights = !matches!(l.r.op, Op::BatchNorm(_));
+            let (pw, pb) = l.params.split_at_mut(wl);
+            let (gw, gb) = l.grads.split_at(wl);
+            let (vw, vb) = l.velocity.split_at_mut(wl);
+            opt.step(pw, gw, vw, (!decay_weights).then_some(0.0))
+                .map_err(kernel(i))?;
+            opt.step(pb, gb, vb, Some(0.0)).map_err(kernel(i))?;
+        }
+        Ok(())
+    }
+}
+
+fn fans(r: &Resolved) -> (usize, usize) {
+    match r.op {
+        Op::Dense { op, .. } => (op.inputs, op.outputs),
+        Op::Conv { op, .. } => {
+            let k = op.window.kernel_h * op.window.kernel_w;
+            (k * op.in_c, k * op.out_c)
+        }
+        Op::Depthwise { op, .. } => {
+            let k = op.window.kernel_h * op.window.kernel_w;
+            (k, k)
+        }
+        _ => (1, 1),
+    }
+}
+
+/// Forward of a batch-separable layer on `m` samples.
+fn forward_chunk(
+    layer: &Layer,
+    op: Op,
+    r: Resolved,
+    m: usize,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), CoreError> {
+    let xs = r.input.batch(m);
+    let ys = r.output.batch(m);
+    let xv = View::new(xs, x)?;
+    match op {
+        Op::Dense { op, .. } => op.forward(
+            &FastGemm,
+            xv,
+            layer.weights(),
+            layer.bias_opt(),
+            ViewMut::new(ys, y)?,
+        ),
+        Op::Conv { op, .. } => op.forward(
+            &FastGemm,
+            xv,
+            layer.weights(),
+            layer.bias_opt(),
+            ViewMut::new(ys, y)?,
+            scratch,
+        ),
+        Op::Depthwise { op, .. } => {
+            op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
+        }
+        Op::Act(a) => a.forward(x, y),
+        Op::Pool(p) => p.forward(xv, ViewMut::new(ys, y)?),
+        Op::GlobalAvgPool => layers::global_avg_pool_forward(xv, ViewMut::new(ys, y)?),
+        Op::BatchNorm(_) | Op::Dropout(_) | Op::Flatten => Ok(()),
+    }
+}
+
+/// Backward of a batch-separable layer on `m` samples: `dx` (if wanted) and
+/// the parameter gradients of this chunk (weights then bias) into `grads`.
+fn backward_chunk(
+    op: Op,
+    r: Resolved,
+    m: usize,
+    weights: &[f32],
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    grads: Option<&mut [f32]>,
+    scratch: &mut [f32],
+) -> Result<(), CoreError> {
+    let xs = r.input.batch(m);
+    let ys = r.output.batch(m);
+    let dxv = match dx {
+        Some(d) => Some(ViewMut::named(normcore::Operand::InputGrad, xs, d)?),
+        None => None,
+    };
+    let (dw, db) = match grads {
+        Some(g) => {
+            let (w, b) = g.split_at_mut(op.weight_len());
+            (Some(w), (!b.is_empty()).then_some(b))
+        }
+        None => (None, None),
+    };
+    let mut empty: [f32; 0] = [];
+    let dw = dw.unwrap_or(&mut empty);
+    match op {
+        Op::Dense { op, .. } => op.backward(
+            &FastGemm,
+            View::new(xs, x)?,
+            weights,
+            View::new(ys, dy)?,
+            dxv,
+            dw,
+            db,
+        ),
+        Op::Conv { op, .. } => op.backward(
+            &FastGemm,
+            View::new(xs, x)?,
+            weights,
+            View::new(ys, dy)?,
+            dxv,
+            dw,
+            db,
+            scratch,
+        ),
+        Op::Depthwise { op, .. } => {
+            op.backward(View::new(xs, x)?, weights, View::new(ys, dy)?, dxv, dw, db)
+        }
+        Op::Act(a) => match dxv {
+            Some(mut d) => a.backward(y, dy, d.data_mut()),
+            None => Ok(()),
+        },
+        Op::Pool(p) => match dxv {
+            Some(d) => p.backward(View::new(xs, x)?, View::new(ys, dy)?, d),
+            None => Ok(()),
+        },
+        Op::GlobalAvgPool => match dxv {
+            Some(d) => layers::global_avg_pool_backward(View::new(ys, dy)?, d),
+            None => Ok(()),
+        },
+        Op::BatchNorm(_) | Op::Dropout(_) | Op::Flatten => Ok(()),
+    }
+}
+
+impl Workspace {
+    /// Batch capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Logits of the last forward pass, `[n, classes]`.
+    pub fn logits(&self) -> &[f32] {
+        let last = self.acts.len() - 1;
+        let k = self.probs.len() / self.capacity.max(1);
+        &self.acts[last][..self.n * k]
+    }
+    /// Output of layer `i` (0-based) in the last forward pass, `[n, ...]` NHWC.
+    pub fn activation(&self, i: usize, per_sample: usize) -> &[f32] {
+        &self.acts[i][..self.n * per_sample]
+    }
+}
