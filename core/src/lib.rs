@@ -12,6 +12,7 @@
 //! - [`batchnorm`]: BN training (Alg. 1), backward, population statistics and
 //!   inference (Alg. 2), folding into the preceding layer and refolding.
 //! - [`optim`]: SGD with momentum and weight decay.
+//! - [`math`]: a fast, vectorisable `exp` and sigmoid with stated error bounds.
 //! - [`rng`]: a seedable generator for dropout, initialisation and shuffling.
 //!
 //! Memory is always the caller's: every function writes into slices it is
@@ -25,6 +26,7 @@ pub mod batchnorm;
 pub mod error;
 pub mod gemm;
 pub mod layers;
+pub mod math;
 pub mod optim;
 pub mod rng;
 pub mod tensor;

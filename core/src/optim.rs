@@ -80,11 +80,19 @@ impl Sgd {
             return Ok(());
         }
         check_len(Operand::Velocity, params.len(), velocity.len())?;
-        for ((p, &g), v) in params.iter_mut().zip(grads).zip(velocity.iter_mut()) {
-            let g = g + wd * *p;
-            *v = mu * *v + g;
-            let d = if self.nesterov { g + mu * *v } else { *v };
-            *p -= lr * d;
+        // The branch is hoisted so that each loop vectorises.
+        let items = params.iter_mut().zip(grads).zip(velocity.iter_mut());
+        if self.nesterov {
+            for ((p, &g), v) in items {
+                let g = g + wd * *p;
+                *v = mu * *v + g;
+                *p -= lr * (g + mu * *v);
+            }
+        } else {
+            for ((p, &g), v) in items {
+                *v = mu * *v + (g + wd * *p);
+                *p -= lr * *v;
+            }
         }
         Ok(())
     }

@@ -137,7 +137,6 @@ pub struct Workspace {
     capacity: usize,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
-    input: Vec<f32>,
     acts: Vec<Vec<f32>>,
     grad: [Vec<f32>; 2],
     probs: Vec<f32>,
@@ -304,7 +303,6 @@ impl Network {
             capacity,
             threads,
             pool,
-            input: vec![0.0; capacity * self.input().len()],
             acts: self
                 .layers
                 .iter()
@@ -355,14 +353,13 @@ impl Network {
             });
         }
         ws.n = n;
-        ws.input[..x.len()].copy_from_slice(x);
         let mut rng = match mode {
             Mode::Train(r) => Some(r),
             Mode::Eval => None,
         };
         for i in 0..self.layers.len() {
             let (before, after) = ws.acts.split_at_mut(i);
-            let xin: &[f32] = if i == 0 { &ws.input } else { &before[i - 1] };
+            let xin: &[f32] = if i == 0 { x } else { &before[i - 1] };
             let layer = &mut self.layers[i];
             let r = layer.r;
             let xin = &xin[..n * r.input.len()];
@@ -416,15 +413,21 @@ impl Network {
                         let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
                         forward_chunk(layer, op, r, m, xc, y, &mut bufs.scratch).map_err(&err)
                     };
-                    let chunks = chunks_mut(yout, n, r.output.len(), ws.threads);
+                    let parallel = worth_parallel(r, n, ws.threads);
+                    let chunks = chunks_mut(
+                        yout,
+                        n,
+                        r.output.len(),
+                        if parallel { ws.threads } else { 1 },
+                    );
                     match &ws.pool {
-                        Some(pool) => pool.install(|| {
+                        Some(pool) if parallel => pool.install(|| {
                             chunks
                                 .into_par_iter()
                                 .zip(ws.bufs.par_iter_mut())
                                 .try_for_each(|((start, y), b)| run(start, y, b))
                         })?,
-                        None => {
+                        _ => {
                             for (start, y) in chunks {
                                 run(start, y, &mut ws.bufs[0])?;
                             }
@@ -437,10 +440,23 @@ impl Network {
     }
 
     /// Softmax cross-entropy of the last forward pass against `labels`, then
-    /// the backward pass: every layer's `grads` hold `∂L/∂params`.
-    /// Returns the mean loss.
-    pub fn backward(&mut self, ws: &mut Workspace, labels: &[u16]) -> Result<f32, ModelError> {
+    /// the backward pass: every layer's `grads` hold `∂L/∂params`. `x` is the
+    /// input of that forward pass. Returns the mean loss.
+    pub fn backward(
+        &mut self,
+        ws: &mut Workspace,
+        x: &[f32],
+        labels: &[u16],
+    ) -> Result<f32, ModelError> {
         let n = ws.n;
+        if x.len() != n * self.input().len() {
+            return Err(ModelError::Batch {
+                n,
+                len: x.len().checked_div(n).unwrap_or(0),
+                capacity: ws.capacity,
+                expected: self.input().len(),
+            });
+        }
         let k = self.classes();
         let last = self.layers.len() - 1;
         let err_loss = kernel(last);
@@ -470,7 +486,7 @@ impl Network {
             let (dy_buf, dx_buf) = if cur == 0 { (&*g0, g1) } else { (&*g1, g0) };
             let dy = &dy_buf[..n * r.output.len()];
             let dx = &mut dx_buf[..n * r.input.len()];
-            let xin: &[f32] = if i == 0 { &ws.input } else { &ws.acts[i - 1] };
+            let xin: &[f32] = if i == 0 { x } else { &ws.acts[i - 1] };
             let xin = &xin[..n * r.input.len()];
             let yout = &ws.acts[i][..n * r.output.len()];
             let err = kernel(i);
@@ -519,7 +535,7 @@ impl Network {
                         .map_err(&err)
                     };
                     match &ws.pool {
-                        Some(pool) if n >= ws.threads => {
+                        Some(pool) if worth_parallel(r, n, ws.threads) => {
                             let chunks = chunks_mut(dx, n, r.input.len(), ws.threads);
                             pool.install(|| {
                                 chunks
@@ -573,6 +589,17 @@ impl Network {
         }
         Ok(())
     }
+}
+
+/// Work below which a layer runs on one thread: waking the pool costs more
+/// than it saves (measured on the paper MLP: its 100-wide layers are faster
+/// serial, its 784-wide first layer is faster split).
+const PAR_MIN_WORK: usize = 8 << 20;
+
+/// Whether a layer's work on `n` samples is worth splitting over `threads`.
+fn worth_parallel(r: Resolved, n: usize, threads: usize) -> bool {
+    let per_sample = r.op.macs(r.output).max(r.input.len());
+    threads > 1 && n >= threads && n * per_sample >= PAR_MIN_WORK
 }
 
 fn fans(r: &Resolved) -> (usize, usize) {

@@ -304,7 +304,7 @@ impl Trainer {
             .ok_or(TrainError::Config("no workspace".into()))?;
         self.net
             .forward(ws, &self.batch_x, Mode::Train(&mut self.noise_rng))?;
-        let loss = self.net.backward(ws, &self.batch_y)?;
+        let loss = self.net.backward(ws, &self.batch_x, &self.batch_y)?;
         let sgd = self.cfg.sgd(self.step);
         if !loss.is_finite() {
             return Err(TrainError::Diverged {

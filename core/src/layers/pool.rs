@@ -35,6 +35,9 @@ use super::conv::{mul, Taps, Window};
 use crate::error::{Error, Operand, Param};
 use crate::tensor::{Shape, View, ViewMut};
 
+/// Channels handled together by the max-pool backward pass (stack arrays).
+const MAX_BLOCK: usize = 32;
+
 /// Which reduction a [`Pool2d`] applies over its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -229,21 +232,39 @@ impl Pool2d {
                 }
                 match self.kind {
                     PoolKind::Max => {
-                        for (ch, &d) in dyp.iter().enumerate() {
-                            // First maximum in (kh, kw) order, as in forward.
-                            let mut best: Option<(f32, usize)> = None;
+                        // Channels in blocks on the stack, so that every pass
+                        // over a tap walks memory contiguously: the running
+                        // maximum and the flat index of the first tap that
+                        // reached it (ties keep the earlier tap, as in forward).
+                        let mut c0 = 0;
+                        while c0 < c {
+                            let cb = (c - c0).min(MAX_BLOCK);
+                            let mut best = [f32::NEG_INFINITY; MAX_BLOCK];
+                            let mut arg = [usize::MAX; MAX_BLOCK];
                             for (_, ih) in th.iter() {
                                 for (_, iw) in tw.iter() {
-                                    let at = (ih * w + iw) * c + ch;
-                                    let v = image[at];
-                                    if best.is_none_or(|(b, _)| v > b) {
-                                        best = Some((v, at));
+                                    let base = (ih * w + iw) * c + c0;
+                                    let xp = &image[base..base + cb];
+                                    for (k, (&v, (b, a))) in xp
+                                        .iter()
+                                        .zip(best.iter_mut().zip(arg.iter_mut()))
+                                        .enumerate()
+                                    {
+                                        // `usize::MAX` marks "no tap yet": the first
+                                        // tap always wins, even a NaN or -inf.
+                                        if *a == usize::MAX || v > *b {
+                                            *b = v;
+                                            *a = base + k;
+                                        }
                                     }
                                 }
                             }
-                            if let Some((_, at)) = best {
-                                dimage[at] += d;
+                            for (&a, &d) in arg[..cb].iter().zip(&dyp[c0..c0 + cb]) {
+                                if let Some(g) = dimage.get_mut(a) {
+                                    *g += d;
+                                }
                             }
+                            c0 += cb;
                         }
                     }
                     PoolKind::Average => {
