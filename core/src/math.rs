@@ -30,7 +30,7 @@ const X_MIN: f32 = -87.336_55;
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
     // Cody–Waite split of ln 2 (Cephes): C1 = 355/512 is exact in 9 bits.
-    const C1: f32 = 0.693_359_375;
+    const C1: f32 = 355.0 / 512.0;
     const C2: f32 = -2.121_944_4e-4;
     // Adding 1.5·2^23 rounds a float of magnitude < 2^22 to an integer,
     // which then sits in the low mantissa bits of the sum.
