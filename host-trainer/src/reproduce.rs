@@ -360,6 +360,7 @@ pub fn line_plot(
             .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc(x_label)
             .y_desc(y_label)
             .draw()?;
