@@ -53,6 +53,10 @@ pub enum Operand {
     MatrixB,
     /// Result matrix of a product.
     MatrixC,
+    /// Per-channel requantization multipliers of an int8 output stage.
+    Multiplier,
+    /// Per-channel requantization shifts of an int8 output stage.
+    Shift,
 }
 
 /// A hyper-parameter or geometry field that can be out of range.
@@ -82,6 +86,24 @@ pub enum Param {
     MatrixStride,
     /// A population variance: must be >= 0 and not NaN.
     Variance,
+    /// Rows per block of a row-blocked weight layout: must be 4 or 8.
+    BlockRows,
+    /// A requantization multiplier (Q31 bits): must be 0 or in [2^30, 2^31).
+    Multiplier,
+    /// A requantization shift: must lie in [-31, 30].
+    Shift,
+    /// An int8 output clamp: must satisfy -128 <= min <= max <= 127.
+    Clamp,
+    /// An int8 zero point: must lie in [-128, 127].
+    ZeroPoint,
+    /// A quantization scale: must be finite and > 0.
+    Scale,
+    /// Padding an int8 kernel cannot honour: a zero-point-folded convolution
+    /// with padding, or a pooling window lying entirely in the padding.
+    Padding,
+    /// An integer softmax exponential table: entry 0 must be 2^15 and the
+    /// entries non-increasing (as `softmax_exp_table` makes them).
+    ExpTable,
 }
 
 /// Errors of the f32 kernels. Small and `Copy` so that it costs nothing to return.
@@ -165,6 +187,8 @@ impl fmt::Display for Operand {
             Operand::MatrixA => "matrix A",
             Operand::MatrixB => "matrix B",
             Operand::MatrixC => "matrix C",
+            Operand::Multiplier => "requantization multipliers",
+            Operand::Shift => "requantization shifts",
         };
         f.write_str(name)
     }
@@ -184,6 +208,16 @@ impl fmt::Display for Param {
             Param::Dimension => "dimension must be >= 1",
             Param::MatrixStride => "matrix strides must keep every element in bounds",
             Param::Variance => "variance must be >= 0 and not NaN",
+            Param::BlockRows => "block rows must be 4 or 8",
+            Param::Multiplier => "requantization multiplier must be 0 or in [2^30, 2^31)",
+            Param::Shift => "requantization shift must lie in [-31, 30]",
+            Param::Clamp => "clamps must satisfy -128 <= min <= max <= 127",
+            Param::ZeroPoint => "zero point must lie in [-128, 127]",
+            Param::Scale => "scale must be finite and > 0",
+            Param::Padding => {
+                "padding not supported here (folded zero point, or a window entirely in the padding)"
+            }
+            Param::ExpTable => "softmax exp table must start at 2^15 and not increase",
         };
         f.write_str(text)
     }

@@ -23,10 +23,13 @@
 #![forbid(unsafe_code)]
 
 pub mod batchnorm;
+pub mod engine;
 pub mod error;
 pub mod gemm;
+pub mod kernels;
 pub mod layers;
 pub mod math;
+pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod tensor;

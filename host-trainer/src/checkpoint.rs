@@ -160,10 +160,19 @@ pub fn load(path: &Path, threads: usize) -> Result<Trainer, CheckpointError> {
 
 /// Parse a checkpoint image.
 pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
-    if bytes.len() < 20 || &bytes[..6] != b"NCCKPT" {
+    // The magic's first 7 bytes name the format, the 8th is its version. A
+    // file that is a prefix of the magic is a truncated checkpoint.
+    let n = bytes.len().min(7);
+    if bytes[..n] != MAGIC[..n] {
         return Err("wrong magic (is this a normcore checkpoint?)".into());
     }
-    if &bytes[..8] != MAGIC {
+    if bytes.len() < 20 {
+        return Err(format!(
+            "truncated: {} bytes, less than the magic, header length and CRC",
+            bytes.len()
+        ));
+    }
+    if bytes[7] != MAGIC[7] {
         return Err(format!(
             "format version {} is not supported (this build reads version {})",
             bytes[7], MAGIC[7]
@@ -182,6 +191,32 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
         .ok_or("header length exceeds the file")?;
     let header: Header =
         serde_json::from_slice(&body[16..json_end]).map_err(|e| format!("bad header: {e}"))?;
+    header
+        .cfg
+        .validate()
+        .map_err(|e| format!("saved settings are invalid: {e}"))?;
+    // A damaged or hostile header must not make us allocate more than the
+    // file could hold: every tensor of the network is stored in it.
+    let layers = header
+        .spec
+        .resolve()
+        .map_err(|e| format!("saved network is invalid: {e}"))?;
+    // params and velocity per layer, running mean and variance per BN channel.
+    let need = layers.iter().try_fold(0usize, |sum, r| {
+        let stats = match r.op {
+            crate::spec::Op::BatchNorm(bn) => 2 * bn.channels(),
+            _ => 0,
+        };
+        sum.checked_add(r.op.param_len().checked_mul(2)?.checked_add(stats)?)
+    });
+    if need
+        .and_then(|v| v.checked_mul(4))
+        .is_none_or(|b| b > body.len() - json_end)
+    {
+        return Err(
+            "tensor data truncated: the saved network needs more values than the file holds".into(),
+        );
+    }
     let mut net = Network::new(
         header.spec.clone(),
         crate::model::Init::Xavier,
@@ -209,10 +244,13 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
             at = end;
         }
     }
-    let order_bytes = body
-        .get(at..at + 4 * header.order_len)
+    let order_end = header
+        .order_len
+        .checked_mul(4)
+        .and_then(|b| b.checked_add(at))
         .ok_or("epoch order truncated")?;
-    if at + 4 * header.order_len != body.len() {
+    let order_bytes = body.get(at..order_end).ok_or("epoch order truncated")?;
+    if order_end != body.len() {
         return Err("trailing bytes after the epoch order".into());
     }
     let order: Vec<u32> = order_bytes
@@ -233,4 +271,415 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
         Rng::new(header.noise_rng),
         threads,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{builtin_digits_split, Dataset};
+    use crate::model::Init;
+    use crate::spec::{preset, LayerSpec};
+    use crate::train::Schedule;
+
+    /// digits-mlp with dropout (so the noise generator matters), trained with
+    /// momentum, weight decay and a step schedule (so every saved piece of
+    /// state matters).
+    fn trainer(seed: u64) -> Trainer {
+        let mut spec = preset("digits-mlp").unwrap();
+        spec.layers.insert(3, LayerSpec::Dropout { rate: 0.2 });
+        let cfg = TrainConfig {
+            batch: 32,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: true,
+            schedule: Schedule::Step {
+                gamma: 0.5,
+                every: 30,
+            },
+            seed,
+        };
+        Trainer::new(spec, Init::He, cfg, 1).unwrap()
+    }
+
+    fn run_to(t: &mut Trainer, data: &Dataset, steps: u64) {
+        while t.step < steps {
+            t.train_step(data).unwrap();
+        }
+    }
+
+    /// Every tensor, generator state and position, as bits.
+    fn state(t: &Trainer) -> Vec<u64> {
+        let mut v = vec![
+            t.step,
+            t.epoch,
+            t.pos as u64,
+            t.data_rng.state,
+            t.noise_rng.state,
+        ];
+        v.extend(t.order.iter().map(|&i| u64::from(i)));
+        for l in &t.net.layers {
+            for xs in [&l.params, &l.velocity, &l.running_mean, &l.running_var] {
+                v.push(xs.len() as u64);
+                v.extend(xs.iter().map(|x| u64::from(x.to_bits())));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn resuming_from_a_checkpoint_continues_the_run_bit_for_bit() {
+        let (train, _) = builtin_digits_split().unwrap();
+        let total = 100;
+        let mut straight = trainer(7);
+        run_to(&mut straight, &train, total);
+        let want = to_bytes(&mut straight);
+        let per_epoch = (train.len() / 32) as u64;
+        let dir = tempfile::tempdir().unwrap();
+        // Before the first step, mid-epoch, at an epoch's last batch, and one
+        // step before the end.
+        for k in [0, 50, per_epoch, total - 1] {
+            let mut first = trainer(7);
+            run_to(&mut first, &train, k);
+            let path = dir.path().join(format!("k{k}.ckpt"));
+            save(&mut first, &path).unwrap();
+            drop(first);
+            let mut resumed = load(&path, 1).unwrap();
+            assert_eq!(resumed.step, k);
+            run_to(&mut resumed, &train, total);
+            assert_eq!(state(&resumed), state(&straight), "resumed at step {k}");
+            assert_eq!(resumed.cfg, straight.cfg);
+            assert_eq!(resumed.net.spec, straight.net.spec);
+            assert!(
+                to_bytes(&mut resumed) == want,
+                "resumed at step {k}: images differ"
+            );
+        }
+        // The state really moved: velocities, statistics and generators.
+        let fresh = trainer(7);
+        assert_ne!(
+            straight.net.layers[1].running_mean,
+            fresh.net.layers[1].running_mean
+        );
+        assert!(straight.net.layers[0].velocity.iter().any(|&v| v != 0.0));
+        assert_ne!(straight.noise_rng, fresh.noise_rng);
+        assert!(straight.epoch >= 3);
+    }
+
+    #[test]
+    fn a_saved_image_round_trips_exactly() {
+        let (train, _) = builtin_digits_split().unwrap();
+        let mut t = trainer(3);
+        run_to(&mut t, &train, 5);
+        let bytes = to_bytes(&mut t);
+        assert_eq!(&bytes[..8], MAGIC);
+        let mut back = from_bytes(&bytes, 2).unwrap();
+        assert_eq!(state(&back), state(&t));
+        assert_eq!(to_bytes(&mut back), bytes);
+    }
+
+    /// A small checkpoint image with every section present.
+    fn small_image() -> Vec<u8> {
+        let (train, _) = builtin_digits_split().unwrap();
+        let spec = crate::spec::NetworkSpec::from_toml(
+            "name = \"small\"\ninput = [8, 8, 1]\nclasses = 10\n\
+             [[layers]]\ntype = \"dense\"\nunits = 4\nbias = false\n\
+             [[layers]]\ntype = \"batchnorm\"\n[[layers]]\ntype = \"relu\"\n\
+             [[layers]]\ntype = \"dense\"\nunits = 10",
+            "small.toml",
+        )
+        .unwrap();
+        let cfg = TrainConfig {
+            batch: 8,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+            schedule: Schedule::Constant,
+            seed: 1,
+        };
+        let mut t = Trainer::new(spec, Init::He, cfg, 1).unwrap();
+        run_to(&mut t, &train, 3);
+        to_bytes(&mut t)
+    }
+
+    fn reason(bytes: &[u8]) -> String {
+        match from_bytes(bytes, 1) {
+            Err(r) => r,
+            Ok(_) => panic!("accepted a damaged checkpoint"),
+        }
+    }
+
+    /// The JSON header and what follows it (tensors, then order) of an image.
+    fn parts(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
+        let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+        let json = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
+        (json, bytes[16 + len..bytes.len() - 4].to_vec())
+    }
+
+    /// An image with a valid frame and CRC around any header and payload.
+    fn frame(json: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(json);
+        out.extend_from_slice(payload);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn reframed(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value, &mut Vec<u8>)) -> Vec<u8> {
+        let (mut json, mut payload) = parts(bytes);
+        edit(&mut json, &mut payload);
+        frame(&serde_json::to_vec(&json).unwrap(), &payload)
+    }
+
+    #[test]
+    fn truncated_files_are_corrupt_at_every_length() {
+        let bytes = small_image();
+        let json_end = 16 + u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+        // The test's framing (with the header re-serialised) is the file's.
+        assert!(from_bytes(&reframed(&bytes, |_, _| {}), 1).is_ok());
+        for len in 0..bytes.len() {
+            let r = reason(&bytes[..len]);
+            assert!(
+                r.contains("truncated"),
+                "{len} of {} bytes: {r}",
+                bytes.len()
+            );
+        }
+        // Through the file API: the path and the reason, as a Corrupt error.
+        let dir = tempfile::tempdir().unwrap();
+        for len in [
+            0,
+            7,
+            19,
+            20,
+            json_end / 2,
+            json_end,
+            json_end + 10,
+            bytes.len() - 1,
+        ] {
+            let path = dir.path().join("cut.ckpt");
+            fs::write(&path, &bytes[..len]).unwrap();
+            match load(&path, 1) {
+                Err(e @ CheckpointError::Corrupt { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("cut.ckpt") && msg.contains("not a valid normcore checkpoint"),
+                        "{msg}"
+                    );
+                }
+                Err(e) => panic!("{len}: {e}"),
+                Ok(_) => panic!("{len}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_is_detected() {
+        let bytes = small_image();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                let r = reason(&b);
+                let want = match i {
+                    0..=6 => "wrong magic",
+                    7 => "format version",
+                    _ => "CRC mismatch",
+                };
+                assert!(r.contains(want), "byte {i} ^ {bit:#x}: {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_files_and_other_versions_are_named_as_such() {
+        let bytes = small_image();
+        for other in [
+            &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01"[..],
+            b"name = \"digits-mlp\"\ninput = [8, 8, 1]\n",
+            b"NCCKPU\0\x01 and then anything at all",
+            b"x",
+        ] {
+            assert!(reason(other).contains("wrong magic"), "{other:?}");
+        }
+        let mut v2 = bytes.clone();
+        v2[7] = 2;
+        let r = reason(&v2);
+        assert!(
+            r.contains("format version 2 is not supported") && r.contains("version 1"),
+            "{r}"
+        );
+        // Even with a CRC that matches, a future version is not parsed.
+        let n = v2.len() - 4;
+        let crc = crc32fast::hash(&v2[..n]);
+        v2[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(reason(&v2).contains("format version 2"));
+    }
+
+    #[test]
+    fn headers_that_disagree_with_the_data_are_corrupt() {
+        let bytes = small_image();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "tensor 0.params has 257 values, the network needs 256",
+                reframed(&bytes, |j, _| j["tensors"][0][1] = 257.into()),
+            ),
+            (
+                "tensor 0.velocity has 0 values, the network needs 256",
+                reframed(&bytes, |j, _| j["tensors"][1][1] = 0.into()),
+            ),
+            (
+                "tensor 1.mean has 4 values, the network needs 4 for 1.running_mean",
+                reframed(&bytes, |j, _| j["tensors"][6][0] = "1.mean".into()),
+            ),
+            (
+                "tensor table does not match the network",
+                reframed(&bytes, |j, _| {
+                    j["tensors"].as_array_mut().unwrap().pop();
+                }),
+            ),
+            (
+                // The network grew but the tensors did not.
+                "tensor 0.params has 256 values, the network needs 320",
+                reframed(&bytes, |j, _| j["spec"]["layers"][0]["units"] = 5.into()),
+            ),
+            (
+                "the saved network needs more values than the file holds",
+                reframed(&bytes, |j, _| {
+                    j["spec"]["layers"][0]["units"] = 1_000_000_000.into()
+                }),
+            ),
+            (
+                "saved network is invalid: layer 1 (batchnorm)",
+                reframed(&bytes, |j, _| {
+                    j["spec"]["layers"].as_array_mut().unwrap().remove(0);
+                }),
+            ),
+            (
+                "saved settings are invalid",
+                reframed(&bytes, |j, _| j["cfg"]["batch"] = 0.into()),
+            ),
+            (
+                "saved settings are invalid",
+                reframed(&bytes, |j, _| j["cfg"]["momentum"] = 1.0.into()),
+            ),
+            (
+                "epoch order truncated",
+                reframed(&bytes, |j, _| {
+                    let n = j["order_len"].as_u64().unwrap();
+                    j["order_len"] = (n + 1).into();
+                }),
+            ),
+            (
+                "epoch order truncated",
+                reframed(&bytes, |j, _| j["order_len"] = (u64::MAX / 2).into()),
+            ),
+            (
+                "trailing bytes after the epoch order",
+                reframed(&bytes, |_, p| p.extend_from_slice(&[0; 4])),
+            ),
+            (
+                "tensor data truncated",
+                reframed(&bytes, |j, p| {
+                    // Drop the order and the last two values of the last tensor.
+                    let order = j["order_len"].as_u64().unwrap() as usize;
+                    j["order_len"] = 0.into();
+                    p.truncate(p.len() - 4 * order - 8);
+                }),
+            ),
+            (
+                "position beyond the epoch order",
+                reframed(&bytes, |j, _| j["pos"] = 1_000_000.into()),
+            ),
+            (
+                "bad header",
+                reframed(&bytes, |j, _| j["step"] = "three".into()),
+            ),
+            (
+                "bad header",
+                reframed(&bytes, |j, _| j["spec"]["extra"] = 1.into()),
+            ),
+            ("bad header", frame(b"{not json", &[])),
+            ("bad header", frame(b"", &[])),
+        ];
+        for (want, image) in cases {
+            let r = reason(&image);
+            assert!(r.contains(want), "want `{want}`, got `{r}`");
+        }
+        // A header length pointing past the end, with a CRC that matches.
+        let mut long = bytes[..bytes.len() - 4].to_vec();
+        long[8..16].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        let crc = crc32fast::hash(&long);
+        long.extend_from_slice(&crc.to_le_bytes());
+        assert!(reason(&long).contains("header length exceeds the file"));
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("model.ckpt");
+        write_atomic(&path, b"first").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["model.ckpt"],
+            "a temporary file was left behind"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let listing = || {
+            let mut v: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        // The parent "directory" is a file: nothing can be created under it.
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"keep me").unwrap();
+        let e = write_atomic(&file.join("model.ckpt"), b"new").unwrap_err();
+        assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
+        assert!(e.to_string().contains("not-a-dir"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"keep me");
+        // The target is a directory: the rename fails after the temporary
+        // file is written, and the temporary file is removed.
+        let target = dir.path().join("model.ckpt");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("inside"), b"old").unwrap();
+        let e = write_atomic(&target, b"new").unwrap_err();
+        assert!(e.to_string().contains("model.ckpt"), "{e}");
+        assert_eq!(fs::read(target.join("inside")).unwrap(), b"old");
+        assert_eq!(listing(), vec!["model.ckpt", "not-a-dir"]);
+        // A real checkpoint survives a failed save over it.
+        let mut t = trainer(1);
+        let good = dir.path().join("good.ckpt");
+        save(&mut t, &good).unwrap();
+        let before = fs::read(&good).unwrap();
+        assert!(save(&mut t, &good.join("child")).is_err());
+        assert_eq!(fs::read(&good).unwrap(), before);
+        assert!(load(&good, 1).is_ok());
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error_naming_it() {
+        let e = match load(Path::new("/nonexistent/dir/x.ckpt"), 1) {
+            Err(e) => e,
+            Ok(_) => panic!("loaded a missing file"),
+        };
+        assert!(matches!(e, CheckpointError::Io { .. }));
+        assert!(e.to_string().contains("/nonexistent/dir/x.ckpt"), "{e}");
+    }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod checkpoint;
 mod data;
+mod export;
 mod fastgemm;
 mod model;
 mod reproduce;
@@ -41,11 +42,17 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a saved network on a data set.
     Eval(EvalArgs),
-    /// Show a checkpoint's network: layers, shapes, parameters, MACs.
+    /// Fold BN into the layers and write a model file (.ncm) for a device,
+    /// f32 or int8; prints the test accuracy of each form.
+    Export(export::ExportArgs),
+    /// Show a checkpoint's network, or a model file's layers, costs, flash
+    /// and RAM needs: layers, shapes, parameters, MACs.
     Inspect {
-        /// A checkpoint written by `normcore train`.
+        /// A checkpoint written by `normcore train`, or a model file written
+        /// by `normcore export`.
         file: PathBuf,
-        /// Also print the network as a TOML description (for --network).
+        /// Also print the network as a TOML description (for --network;
+        /// checkpoints only).
         #[arg(long)]
         toml: bool,
     },
@@ -295,6 +302,16 @@ fn run_training(
     }
     pb.finish_and_clear();
     let e = t.evaluate(&data.test, None)?;
+    // The last update can blow the weights up after a finite training loss:
+    // a NaN test loss is divergence too, and such weights are not saved.
+    if !e.loss.is_finite() {
+        return Err(train::TrainError::Diverged {
+            step: t.step,
+            loss: e.loss as f32,
+            lr: t.cfg.sgd(t.step.saturating_sub(1)).lr,
+        }
+        .into());
+    }
     eprintln!(
         "trained {} steps in {:.1} s; test accuracy {:.2}% (loss {:.4}) on {} samples",
         t.step,
@@ -379,7 +396,25 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The first four bytes of `file`, if it has them.
+fn magic(file: &Path) -> Option<[u8; 4]> {
+    use std::io::Read;
+    let mut m = [0u8; 4];
+    std::fs::File::open(file).ok()?.read_exact(&mut m).ok()?;
+    Some(m)
+}
+
 fn cmd_inspect(file: &Path, toml: bool) -> Result<()> {
+    if magic(file).is_some_and(|m| export::is_model_file(&m)) {
+        if toml {
+            bail!(
+                "--toml applies to checkpoints; {} is a model file",
+                file.display()
+            );
+        }
+        let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+        return export::inspect(file, &bytes);
+    }
     let t = checkpoint::load(file, 1)?;
     let net = &t.net;
     println!(
@@ -460,6 +495,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => cmd_train(a),
         Command::Eval(a) => cmd_eval(a),
+        Command::Export(a) => export::run(a),
         Command::Inspect { file, toml } => cmd_inspect(&file, toml),
         Command::Reproduce(e) => reproduce::run(e),
         Command::Demo(a) => cmd_demo(a),

@@ -144,6 +144,9 @@ pub struct Workspace {
     saved_inv_std: Vec<Vec<f32>>,
     masks: Vec<Vec<u8>>,
     bufs: Vec<ThreadBufs>,
+    /// Per-layer work below which a layer runs on one thread
+    /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
+    par_min_work: usize,
     /// Samples in the last forward pass.
     n: usize,
 }
@@ -330,6 +333,7 @@ impl Network {
                     },
                 })
                 .collect(),
+            par_min_work: PAR_MIN_WORK,
             n: 0,
         })
     }
@@ -413,7 +417,7 @@ impl Network {
                         let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
                         forward_chunk(layer, op, r, m, xc, y, &mut bufs.scratch).map_err(&err)
                     };
-                    let parallel = worth_parallel(r, n, ws.threads);
+                    let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
                     let chunks = chunks_mut(
                         yout,
                         n,
@@ -535,7 +539,7 @@ impl Network {
                         .map_err(&err)
                     };
                     match &ws.pool {
-                        Some(pool) if worth_parallel(r, n, ws.threads) => {
+                        Some(pool) if worth_parallel(r, n, ws.threads, ws.par_min_work) => {
                             let chunks = chunks_mut(dx, n, r.input.len(), ws.threads);
                             pool.install(|| {
                                 chunks
@@ -591,15 +595,17 @@ impl Network {
     }
 }
 
-/// Work below which a layer runs on one thread: waking the pool costs more
-/// than it saves (measured on the paper MLP: its 100-wide layers are faster
-/// serial, its 784-wide first layer is faster split).
+/// Work (samples × per-sample MACs or elements) below which a layer runs on
+/// one thread: waking the pool costs more than it saves. Measured with
+/// `normcore bench`: splitting the paper MLP's layers (at most 60 × 78,400 =
+/// 4.7M) over 2 threads made a step slower (0.64 s vs 0.41 s per 1,000
+/// steps), while the CNN's convolutions (15M and 52M) gain.
 const PAR_MIN_WORK: usize = 8 << 20;
 
 /// Whether a layer's work on `n` samples is worth splitting over `threads`.
-fn worth_parallel(r: Resolved, n: usize, threads: usize) -> bool {
+fn worth_parallel(r: Resolved, n: usize, threads: usize, min_work: usize) -> bool {
     let per_sample = r.op.macs(r.output).max(r.input.len());
-    threads > 1 && n >= threads && n * per_sample >= PAR_MIN_WORK
+    threads > 1 && n >= threads && n * per_sample >= min_work
 }
 
 fn fans(r: &Resolved) -> (usize, usize) {
@@ -738,5 +744,514 @@ impl Workspace {
     /// Output of layer `i` (0-based) in the last forward pass, `[n, ...]` NHWC.
     pub fn activation(&self, i: usize, per_sample: usize) -> &[f32] {
         &self.acts[i][..self.n * per_sample]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A network from a TOML description (see `spec.rs`).
+    fn net(toml: &str, init: Init, seed: u64) -> Network {
+        let spec = NetworkSpec::from_toml(toml, "test.toml").unwrap();
+        Network::new(spec, init, &mut Rng::new(seed)).unwrap()
+    }
+
+    /// dense (no bias) + BN + sigmoid + dense + tanh + dense: the paper's
+    /// MLP block, plus a second nonlinearity so both smooth ones are checked.
+    const MLP: &str = r#"
+        input = [2, 3, 2]
+        classes = 5
+        [[layers]]
+        type = "dense"
+        units = 8
+        bias = false
+        [[layers]]
+        type = "batchnorm"
+        [[layers]]
+        type = "sigmoid"
+        [[layers]]
+        type = "dense"
+        units = 6
+        [[layers]]
+        type = "tanh"
+        [[layers]]
+        type = "dense"
+        units = 5
+    "#;
+
+    /// conv (same padding), BN, ReLU, max-pool, depthwise (padding), BN,
+    /// tanh, conv (stride 2, asymmetric padding), ReLU6, global average pool,
+    /// dropout, dense: 6x6x2 -> 6x6x4 -> 3x3x4 -> 3x3x4 -> 2x2x6 -> 1x1x6 -> 5.
+    const CNN_GAP: &str = r#"
+        input = [6, 6, 2]
+        classes = 5
+        [[layers]]
+        type = "conv2d"
+        filters = 4
+        kernel = 3
+        padding = "same"
+        bias = false
+        [[layers]]
+        type = "batchnorm"
+        [[layers]]
+        type = "relu"
+        [[layers]]
+        type = "maxpool"
+        kernel = 2
+        [[layers]]
+        type = "depthwise_conv2d"
+        kernel = 3
+        padding = 1
+        bias = false
+        [[layers]]
+        type = "batchnorm"
+        [[layers]]
+        type = "tanh"
+        [[layers]]
+        type = "conv2d"
+        filters = 6
+        kernel = 2
+        stride = 2
+        padding = [0, 1, 0, 1]
+        [[layers]]
+        type = "relu6"
+        [[layers]]
+        type = "global_avgpool"
+        [[layers]]
+        type = "dropout"
+        rate = 0.25
+        [[layers]]
+        type = "dense"
+        units = 5
+    "#;
+
+    /// conv (stride 2, padding 1, bias) + sigmoid + depthwise (bias) + BN +
+    /// tanh + average pool + flatten + dense without bias (smooth everywhere,
+    /// so central differences must agree at the first step):
+    /// 6x6x2 -> 3x3x4 -> 2x2x4 -> 1x1x4 -> 5.
+    const CNN_AVG: &str = r#"
+        input = [6, 6, 2]
+        classes = 5
+        [[layers]]
+        type = "conv2d"
+        filters = 4
+        kernel = 3
+        stride = 2
+        padding = 1
+        [[layers]]
+        type = "sigmoid"
+        [[layers]]
+        type = "depthwise_conv2d"
+        kernel = 2
+        [[layers]]
+        type = "batchnorm"
+        [[layers]]
+        type = "tanh"
+        [[layers]]
+        type = "avgpool"
+        kernel = 2
+        [[layers]]
+        type = "flatten"
+        [[layers]]
+        type = "dense"
+        units = 5
+        bias = false
+    "#;
+
+    fn batch(net: &Network, n: usize, seed: u64) -> (Vec<f32>, Vec<u16>) {
+        let mut rng = Rng::new(seed);
+        let x = (0..n * net.input().len())
+            .map(|_| rng.uniform(-1.0, 1.0))
+            .collect();
+        let y = (0..n)
+            .map(|_| rng.below(net.classes() as u32) as u16)
+            .collect();
+        (x, y)
+    }
+
+    /// Mean softmax cross-entropy of `[n, k]` logits, in f64.
+    fn loss_f64(logits: &[f32], labels: &[u16], k: usize) -> f64 {
+        let mut total = 0.0;
+        for (z, &l) in logits.chunks_exact(k).zip(labels) {
+            let m = z.iter().fold(f64::MIN, |m, &v| m.max(f64::from(v)));
+            let lse = z
+                .iter()
+                .map(|&v| (f64::from(v) - m).exp())
+                .sum::<f64>()
+                .ln();
+            total += m + lse - f64::from(z[usize::from(l)]);
+        }
+        total / labels.len() as f64
+    }
+
+    /// Training-mode loss; `rng` is copied so every call draws the same
+    /// dropout masks.
+    fn train_loss(net: &mut Network, ws: &mut Workspace, x: &[f32], y: &[u16], rng: Rng) -> f64 {
+        let mut rng = rng;
+        let k = net.classes();
+        let logits = net.forward(ws, x, Mode::Train(&mut rng)).unwrap();
+        loss_f64(logits, y, k)
+    }
+
+    /// Every parameter's analytic gradient against central differences of
+    /// the training-mode loss, perturbing one parameter at a time (at most
+    /// `max_per_layer` evenly spaced ones per layer). At most the fraction
+    /// `kinked` of them may need the one-sided fallback.
+    fn check_gradients(toml: &str, init: Init, n: usize, max_per_layer: usize, kinked: f64) {
+        let mut net = net(toml, init, 3);
+        // Non-trivial γ and β, so BN's parameter gradients are not a special case.
+        let mut rng = Rng::new(11);
+        for l in &mut net.layers {
+            if matches!(l.r.op, Op::BatchNorm(_)) {
+                for p in &mut l.params {
+                    *p += rng.uniform(-0.3, 0.3);
+                }
+            } else if l.r.op.param_len() > l.r.op.weight_len() {
+                let wl = l.r.op.weight_len();
+                for b in &mut l.params[wl..] {
+                    *b = rng.uniform(-0.2, 0.2);
+                }
+            }
+        }
+        let (x, y) = batch(&net, n, 5);
+        let mut ws = net.workspace(n, 1).unwrap();
+        let noise = Rng::new(99);
+        let mut r = noise;
+        net.forward(&mut ws, &x, Mode::Train(&mut r)).unwrap();
+        let loss = net.backward(&mut ws, &x, &y).unwrap();
+        let base = train_loss(&mut net, &mut ws, &x, &y, noise);
+        assert!(
+            (f64::from(loss) - base).abs() <= 1e-5 * base.max(1.0),
+            "backward's loss {loss} vs recomputed {base}"
+        );
+        let grads: Vec<Vec<f32>> = net.layers.iter().map(|l| l.grads.clone()).collect();
+        let (mut checked, mut retried) = (0, 0);
+        for li in 0..net.layers.len() {
+            let len = net.layers[li].params.len();
+            let stride = len.div_ceil(max_per_layer.max(1)).max(1);
+            for j in (0..len).step_by(stride) {
+                let an = f64::from(grads[li][j]);
+                let p0 = net.layers[li].params[j];
+                let mut loss_at = |net: &mut Network, d: f32| {
+                    net.layers[li].params[j] = p0 + d;
+                    let l = train_loss(net, &mut ws, &x, &y, noise);
+                    net.layers[li].params[j] = p0;
+                    l
+                };
+                let ok = |fd: f64| (fd - an).abs() <= 1e-3 + 1e-2 * an.abs();
+                let l0 = loss_at(&mut net, 0.0);
+                let h = 1e-2f32;
+                let central = (loss_at(&mut net, h) - loss_at(&mut net, -h)) / (2.0 * f64::from(h));
+                let mut fds = vec![central];
+                if !ok(central) {
+                    // A step can carry a ReLU input or a max-pool winner
+                    // across its kink. The second-order one-sided difference
+                    // on the side without the kink still agrees (a wrong
+                    // gradient agrees on neither side at any step).
+                    for h in [1e-2f32, 3e-3, 1e-3] {
+                        let h2 = 2.0 * f64::from(h);
+                        let fwd = (-3.0 * l0 + 4.0 * loss_at(&mut net, h)
+                            - loss_at(&mut net, 2.0 * h))
+                            / h2;
+                        let bwd = (3.0 * l0 - 4.0 * loss_at(&mut net, -h)
+                            + loss_at(&mut net, -2.0 * h))
+                            / h2;
+                        fds.extend([fwd, bwd]);
+                        if ok(fwd) || ok(bwd) {
+                            break;
+                        }
+                    }
+                }
+                assert!(
+                    fds.iter().any(|&fd| ok(fd)),
+                    "layer {} ({}) param {j}: finite differences {fds:?} vs backward {an}",
+                    li + 1,
+                    net.spec.layers[li].kind()
+                );
+                checked += 1;
+                retried += usize::from(fds.len() > 1);
+            }
+        }
+        assert!(
+            checked > 0 && retried as f64 <= kinked * checked as f64,
+            "{retried} of {checked} parameters disagreed with the central difference"
+        );
+    }
+
+    #[test]
+    fn mlp_gradients_match_finite_differences() {
+        check_gradients(MLP, Init::Xavier, 4, usize::MAX, 0.0);
+    }
+
+    #[test]
+    fn cnn_with_global_pool_and_dropout_gradients_match_finite_differences() {
+        // ReLU after BN: a step of 1e-2 moves all 144 ReLU inputs of a channel,
+        // and about one parameter in ten carries one across 0.
+        check_gradients(CNN_GAP, Init::He, 4, usize::MAX, 0.2);
+    }
+
+    #[test]
+    fn cnn_with_avg_pool_gradients_match_finite_differences() {
+        check_gradients(CNN_AVG, Init::He, 4, usize::MAX, 0.0);
+    }
+
+    #[test]
+    fn layer_parameters_are_laid_out_weights_then_bias() {
+        let net = net(CNN_GAP, Init::He, 1);
+        for l in &net.layers {
+            let op = l.r.op;
+            assert_eq!(l.params.len(), op.param_len());
+            assert_eq!(l.weights().len() + l.bias().len(), op.param_len());
+            assert_eq!(l.grads.len(), op.param_len());
+            assert_eq!(l.velocity.len(), op.param_len());
+            match op {
+                Op::BatchNorm(bn) => {
+                    // γ = 1, β = 0, population statistics (0, 1).
+                    assert!(l.weights().iter().all(|&g| g == 1.0));
+                    assert!(l.bias().iter().all(|&b| b == 0.0));
+                    assert_eq!(l.running_mean, vec![0.0; bn.channels()]);
+                    assert_eq!(l.running_var, vec![1.0; bn.channels()]);
+                }
+                Op::Conv { bias, .. } | Op::Dense { bias, .. } | Op::Depthwise { bias, .. } => {
+                    assert!(l.bias().iter().all(|&b| b == 0.0));
+                    assert_eq!(l.bias().is_empty(), !bias);
+                    assert!(l.weights().iter().any(|&w| w != 0.0));
+                }
+                _ => assert!(l.params.is_empty() && l.running_mean.is_empty()),
+            }
+        }
+    }
+
+    /// Loss, logits and every gradient of one training pass.
+    fn pass(
+        net: &mut Network,
+        threads: usize,
+        min_work: usize,
+        x: &[f32],
+        y: &[u16],
+    ) -> (f32, Vec<f32>, Vec<Vec<f32>>) {
+        let mut ws = net.workspace(y.len(), threads).unwrap();
+        ws.par_min_work = min_work;
+        let mut rng = Rng::new(7);
+        let logits = net
+            .forward(&mut ws, x, Mode::Train(&mut rng))
+            .unwrap()
+            .to_vec();
+        let loss = net.backward(&mut ws, x, y).unwrap();
+        let grads = net.layers.iter().map(|l| l.grads.clone()).collect();
+        (loss, logits, grads)
+    }
+
+    /// `a` and `b` agree to `rel` relative to the largest magnitude in `a`.
+    fn assert_close(a: &[f32], b: &[f32], rel: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+        for (i, (p, q)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (p - q).abs() <= rel * scale,
+                "{what}[{i}]: {p} vs {q} (scale {scale})"
+            );
+        }
+    }
+
+    fn assert_threads_agree(toml: &str, n: usize, min_work: usize) {
+        let net0 = net(toml, Init::He, 2);
+        let (x, y) = batch(&net0, n, 4);
+        let (mut a, mut b, mut c) = (net0.clone(), net0.clone(), net0.clone());
+        let (l1, z1, g1) = pass(&mut a, 1, min_work, &x, &y);
+        let (l2, z2, g2) = pass(&mut b, 2, min_work, &x, &y);
+        assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "loss {l1} vs {l2}");
+        assert_close(&z1, &z2, 1e-5, "logits");
+        for (i, (p, q)) in g1.iter().zip(&g2).enumerate() {
+            assert_close(p, q, 1e-5, &format!("layer {} grads", i + 1));
+        }
+        // The running statistics are computed on one thread either way.
+        for (p, q) in a.layers.iter().zip(&b.layers) {
+            assert_close(&p.running_mean, &q.running_mean, 1e-5, "running mean");
+            assert_close(&p.running_var, &q.running_var, 1e-5, "running var");
+        }
+        // A fixed thread count is deterministic, bit for bit.
+        let (l3, z3, g3) = pass(&mut c, 2, min_work, &x, &y);
+        assert_eq!(l2.to_bits(), l3.to_bits());
+        assert_eq!(z2, z3);
+        assert_eq!(g2, g3);
+    }
+
+    #[test]
+    fn two_threads_match_one_thread_on_every_layer_kind() {
+        // A threshold of 0 splits every batch-separable layer over the threads.
+        assert_threads_agree(CNN_GAP, 8, 0);
+        assert_threads_agree(CNN_AVG, 9, 0);
+        assert_threads_agree(MLP, 8, 0);
+    }
+
+    #[test]
+    fn two_threads_match_one_thread_above_the_real_threshold() {
+        // 16 samples x 1024 x 512 MACs = 8 Mi: exactly the threshold.
+        let toml = r#"
+            input = [32, 32, 1]
+            classes = 10
+            [[layers]]
+            type = "dense"
+            units = 512
+            bias = false
+            [[layers]]
+            type = "batchnorm"
+            [[layers]]
+            type = "relu"
+            [[layers]]
+            type = "dense"
+            units = 10
+        "#;
+        let n = net(toml, Init::He, 1);
+        assert!(worth_parallel(n.layers[0].r, 16, 2, PAR_MIN_WORK));
+        assert!(!worth_parallel(n.layers[0].r, 15, 2, PAR_MIN_WORK));
+        assert!(!worth_parallel(n.layers[3].r, 16, 2, PAR_MIN_WORK));
+        assert!(!worth_parallel(n.layers[0].r, 16, 1, PAR_MIN_WORK));
+        assert_threads_agree(toml, 16, PAR_MIN_WORK);
+    }
+
+    #[test]
+    fn eval_of_one_sample_equals_that_sample_inside_a_batch() {
+        for (toml, threads) in [(CNN_GAP, 1), (CNN_GAP, 2), (MLP, 1), (CNN_AVG, 2)] {
+            let mut net = net(toml, Init::He, 8);
+            // Population statistics away from (0, 1), so that eval-mode BN
+            // visibly differs from training mode.
+            let mut rng = Rng::new(3);
+            for l in &mut net.layers {
+                for m in &mut l.running_mean {
+                    *m = rng.uniform(-0.5, 0.5);
+                }
+                for v in &mut l.running_var {
+                    *v = rng.uniform(0.5, 2.0);
+                }
+            }
+            let n = 8;
+            let (x, _) = batch(&net, n, 6);
+            let per = net.input().len();
+            let k = net.classes();
+            let mut ws = net.workspace(n, threads).unwrap();
+            ws.par_min_work = 0;
+            let all = net.forward(&mut ws, &x, Mode::Eval).unwrap().to_vec();
+            assert_eq!(all.len(), n * k);
+            let mut one = net.workspace(1, threads).unwrap();
+            for i in 0..n {
+                let z = net
+                    .forward(&mut one, &x[i * per..(i + 1) * per], Mode::Eval)
+                    .unwrap();
+                assert_close(&all[i * k..(i + 1) * k], z, 1e-5, &format!("sample {i}"));
+            }
+            // Eval mode does not touch the population statistics.
+            let before: Vec<_> = net.layers.iter().map(|l| l.running_var.clone()).collect();
+            net.forward(&mut ws, &x, Mode::Eval).unwrap();
+            let after: Vec<_> = net.layers.iter().map(|l| l.running_var.clone()).collect();
+            assert_eq!(before, after);
+        }
+    }
+
+    #[test]
+    fn train_mode_updates_running_statistics_and_dropout_follows_the_generator() {
+        let mut net = net(CNN_GAP, Init::He, 8);
+        let (x, _) = batch(&net, 4, 6);
+        let mut ws = net.workspace(4, 1).unwrap();
+        let mut r1 = Rng::new(5);
+        let a = net
+            .forward(&mut ws, &x, Mode::Train(&mut r1))
+            .unwrap()
+            .to_vec();
+        assert_ne!(r1, Rng::new(5), "dropout draws from the generator");
+        assert_ne!(net.layers[1].running_mean, vec![0.0; 4]);
+        let mut r2 = Rng::new(5);
+        let b = net
+            .forward(&mut ws, &x, Mode::Train(&mut r2))
+            .unwrap()
+            .to_vec();
+        assert_eq!(a, b, "same generator state, same masks, same output");
+        assert_eq!(r1, r2);
+        let mut r3 = Rng::new(6);
+        let c = net
+            .forward(&mut ws, &x, Mode::Train(&mut r3))
+            .unwrap()
+            .to_vec();
+        assert_ne!(a, c, "another generator state, other masks");
+    }
+
+    #[test]
+    fn wrong_batches_are_errors() {
+        let mut net = net(MLP, Init::He, 1);
+        let mut ws = net.workspace(4, 1).unwrap();
+        let per = net.input().len();
+        // More samples than the workspace holds, and a partial sample.
+        for len in [5 * per, 2 * per + 1] {
+            let x = vec![0.0; len];
+            assert!(matches!(
+                net.forward(&mut ws, &x, Mode::Eval),
+                Err(ModelError::Batch { .. })
+            ));
+        }
+        let x = vec![0.0; 2 * per];
+        let mut rng = Rng::new(1);
+        net.forward(&mut ws, &x, Mode::Train(&mut rng)).unwrap();
+        // Labels out of range and an input that is not the forward pass's.
+        assert!(matches!(
+            net.backward(&mut ws, &x, &[0, 9]),
+            Err(ModelError::Kernel { .. })
+        ));
+        assert!(matches!(
+            net.backward(&mut ws, &x[..per], &[0, 1]),
+            Err(ModelError::Batch { .. })
+        ));
+    }
+
+    #[test]
+    fn sgd_step_decays_weights_but_not_biases_or_bn() {
+        let mut net = net(MLP, Init::He, 1);
+        for l in &mut net.layers {
+            l.grads.fill(0.0);
+        }
+        let before = net.clone();
+        let opt = Sgd {
+            lr: 0.5,
+            momentum: 0.0,
+            weight_decay: 0.1,
+            nesterov: false,
+        };
+        net.sgd_step(&opt).unwrap();
+        for (a, b) in before.layers.iter().zip(&net.layers) {
+            let shrink = !matches!(a.r.op, Op::BatchNorm(_));
+            for (p, q) in a.weights().iter().zip(b.weights()) {
+                let want = if shrink { p * (1.0 - 0.05) } else { *p };
+                assert!((q - want).abs() <= 1e-6 * p.abs(), "{p} -> {q}");
+            }
+            assert_eq!(a.bias(), b.bias());
+        }
+    }
+
+    #[test]
+    fn init_parses_and_prints() {
+        for s in ["he", "xavier", "gaussian:0.05"] {
+            let i: Init = s.parse().unwrap();
+            assert_eq!(i.to_string(), s);
+        }
+        assert_eq!("kaiming".parse::<Init>(), Ok(Init::He));
+        assert_eq!("glorot".parse::<Init>(), Ok(Init::Xavier));
+        for bad in [
+            "",
+            "gauss",
+            "gaussian:",
+            "gaussian:-1",
+            "gaussian:0",
+            "gaussian:nan",
+        ] {
+            let e = bad.parse::<Init>().unwrap_err();
+            assert!(e.contains("gaussian:STD"), "{bad}: {e}");
+        }
+        // He: std sqrt(2 / fan_in) on a wide layer.
+        let toml = "input = [1, 1, 400]\nclasses = 300\n[[layers]]\ntype = \"dense\"\nunits = 300";
+        let n = net(toml, Init::He, 1);
+        let w = n.layers[0].weights();
+        let var = w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / w.len() as f64;
+        assert!((var / (2.0 / 400.0) - 1.0).abs() < 0.05, "variance {var}");
     }
 }

@@ -404,6 +404,8 @@ pub struct SweepRow {
 
 /// Run the sweep and return its rows (also used by the tests).
 pub fn lr_sweep(a: &LrSweepArgs, data: &Data) -> Result<Vec<SweepRow>> {
+    // Steps to the target are only seen at evaluations (and `% 0` panics).
+    anyhow::ensure!(a.eval_every > 0, "--eval-every must be at least 1");
     let input = [data.train.h, data.train.w, data.train.c];
     let variants: [(&str, bool, LayerSpec); 3] = [
         ("Baseline", false, LayerSpec::Relu),
@@ -480,6 +482,11 @@ pub fn lr_sweep(a: &LrSweepArgs, data: &Data) -> Result<Vec<SweepRow>> {
     Ok(rows)
 }
 
+/// A learning rate as written: `0.02 * 5` in f32 is 0.099999994; show 0.1.
+fn show_lr(lr: f32) -> String {
+    format!("{lr:.5e}").parse::<f32>().unwrap_or(lr).to_string()
+}
+
 /// The sweep as a markdown table.
 pub fn sweep_table(rows: &[SweepRow], a: &LrSweepArgs) -> String {
     let mut s = format!(
@@ -496,7 +503,7 @@ pub fn sweep_table(rows: &[SweepRow], a: &LrSweepArgs) -> String {
             s,
             "| {} | {} | {} | {:.2}% |",
             r.name,
-            a.base_lr * r.multiplier,
+            show_lr(a.base_lr * r.multiplier),
             steps,
             100.0 * r.best
         );
@@ -548,7 +555,8 @@ pub fn run(e: Experiment) -> Result<()> {
             let mut csv = String::from("model,lr,step,test_accuracy\n");
             for r in &rows {
                 for (s, acc) in &r.curve {
-                    let _ = writeln!(csv, "{},{},{s},{acc:.6}", r.name, a.base_lr * r.multiplier);
+                    let lr = show_lr(a.base_lr * r.multiplier);
+                    let _ = writeln!(csv, "{},{lr},{s},{acc:.6}", r.name);
                 }
             }
             crate::checkpoint::write_atomic(&a.out_dir.join("lr-sweep.csv"), csv.as_bytes())?;
@@ -578,5 +586,221 @@ pub fn run(e: Experiment) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits_args() -> DataArgs {
+        DataArgs {
+            data: "digits".into(),
+            data_dir: None,
+            test_csv: None,
+            input_shape: None,
+        }
+    }
+
+    fn digits() -> Data {
+        digits_args().load().unwrap()
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_closest_ranks() {
+        let v = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        for (p, want) in [
+            (0.0, 1.0),
+            (15.0, 1.6),
+            (25.0, 2.0),
+            (50.0, 3.0),
+            (85.0, 4.4),
+            (100.0, 5.0),
+        ] {
+            assert!(
+                (percentile(&v, p) - want).abs() < 1e-6,
+                "p{p}: {}",
+                percentile(&v, p)
+            );
+        }
+        // Even length: the median is halfway between the middle two.
+        let v = [10.0f32, 20.0, 30.0, 40.0];
+        assert_eq!(percentile(&v, 50.0), 25.0);
+        // rank 0.15 * 3 = 0.45: 10 + 0.45 * 10.
+        assert!((percentile(&v, 15.0) - 14.5).abs() < 1e-5);
+        assert_eq!(percentile(&[7.0], 85.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        // Negative values and repeated values.
+        let v = [-3.0f32, -1.0, -1.0, 2.0];
+        assert_eq!(percentile(&v, 50.0), -1.0);
+        assert!((percentile(&v, 85.0) - 0.65).abs() < 1e-6);
+    }
+
+    #[test]
+    fn paper_mlp_has_bn_before_each_hidden_sigmoid_and_no_bias_there() {
+        let bn = paper_mlp([28, 28, 1], true, LayerSpec::Sigmoid, "m");
+        let kinds: Vec<&str> = bn.layers.iter().map(|l| l.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "dense",
+                "batchnorm",
+                "sigmoid",
+                "dense",
+                "batchnorm",
+                "sigmoid",
+                "dense",
+                "batchnorm",
+                "sigmoid",
+                "dense"
+            ]
+        );
+        let mut preset = crate::spec::preset("paper-mlp").unwrap();
+        preset.name = "m".into();
+        assert_eq!(bn, preset);
+        let plain = paper_mlp([28, 28, 1], false, LayerSpec::Sigmoid, "paper-mlp-nobn");
+        assert_eq!(plain, crate::spec::preset("paper-mlp-nobn").unwrap());
+    }
+
+    #[test]
+    fn figure1_on_digits_shows_bn_ahead_at_200_steps() {
+        let data = digits();
+        let dir = tempfile::tempdir().unwrap();
+        let a = Figure1Args {
+            data: digits_args(),
+            steps: 200,
+            batch: 60,
+            lr: 0.5,
+            init: Init::Gaussian { std: 0.05 },
+            eval_every: Some(100),
+            unit: 7,
+            seed: 1,
+            threads: 1,
+            out_dir: dir.path().to_path_buf(),
+        };
+        let record = figure1(&a, &data).unwrap();
+        let steps: Vec<u64> = record.iter().map(|p| p.step).collect();
+        assert_eq!(steps, [0, 100, 200]);
+        let last = record.last().unwrap();
+        eprintln!(
+            "figure1 at 200 steps: BN {:.4}, no BN {:.4}",
+            last.acc_bn, last.acc_plain
+        );
+        assert!(last.acc_bn >= 0.90, "BN test accuracy {}", last.acc_bn);
+        assert!(
+            last.acc_bn - last.acc_plain >= 0.20,
+            "BN {} vs no BN {}",
+            last.acc_bn,
+            last.acc_plain
+        );
+        for p in &record {
+            for pct in [p.pct_plain, p.pct_bn] {
+                assert!(pct.iter().all(|v| v.is_finite()), "{p:?}");
+                assert!(pct[0] <= pct[1] && pct[1] <= pct[2], "{p:?}");
+            }
+        }
+        // Both networks start from the same weights, and BN with its initial
+        // population statistics (0, 1) and γ = 1, β = 0 is the identity (up
+        // to ε): the first point is the same for both.
+        let first = record[0];
+        assert_eq!(first.acc_bn, first.acc_plain);
+        for (b, p) in first.pct_bn.iter().zip(first.pct_plain) {
+            assert!((b - p).abs() <= 1e-4 * p.abs(), "{first:?}");
+        }
+        // Trained with BN, the sigmoid's input is spread around 0, not
+        // pinned where the initial weights put it.
+        assert!(last.pct_bn[0] < 0.0 && last.pct_bn[2] > 0.0, "{last:?}");
+        // The files: a CSV row per record point, and three PNGs.
+        write_figure1(&record, dir.path(), a.unit).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("figure1.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + record.len());
+        assert!(lines[0].starts_with("step,test_acc_nobn,test_acc_bn"));
+        assert!(lines[3].starts_with("200,"));
+        for png in ["figure1a.png", "figure1b.png", "figure1c.png"] {
+            let bytes = std::fs::read(dir.path().join(png)).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{png}");
+        }
+    }
+
+    fn sweep_args(dir: &Path) -> LrSweepArgs {
+        LrSweepArgs {
+            data: digits_args(),
+            base_lr: 0.02,
+            target: 90.0,
+            max_steps: 200,
+            eval_every: 50,
+            batch: 60,
+            seed: 1,
+            threads: 1,
+            out_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn lr_sweep_runs_nine_configurations_with_sensible_records() {
+        let data = digits();
+        let dir = tempfile::tempdir().unwrap();
+        let a = sweep_args(dir.path());
+        let rows = lr_sweep(&a, &data).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Baseline-x1",
+                "Baseline-x5",
+                "Baseline-x30",
+                "BN-x1",
+                "BN-x5",
+                "BN-x30",
+                "BN-Sigmoid-x1",
+                "BN-Sigmoid-x5",
+                "BN-Sigmoid-x30"
+            ]
+        );
+        for r in &rows {
+            eprintln!(
+                "{}: to target {:?}, best {:.3}, diverged {:?}",
+                r.name, r.steps_to_target, r.best, r.diverged_at
+            );
+            assert!([1.0, 5.0, 30.0].contains(&r.multiplier));
+            assert!((0.0..=1.0).contains(&r.best), "{r:?}");
+            let best = r.curve.iter().map(|c| c.1).fold(0.0, f64::max);
+            assert_eq!(best, r.best, "{}", r.name);
+            for (i, &(s, _)) in r.curve.iter().enumerate() {
+                assert_eq!(s, 50 * (i as u64 + 1), "{}", r.name);
+            }
+            match (r.steps_to_target, r.diverged_at) {
+                (Some(s), None) => {
+                    assert_eq!(r.curve.last().map(|c| c.0), Some(s));
+                    assert!(r.best >= 0.90 && s <= a.max_steps);
+                }
+                (None, Some(d)) => assert!(d < a.max_steps),
+                (None, None) => {
+                    assert!(r.best < 0.90);
+                    assert_eq!(r.curve.len(), 4, "{}", r.name);
+                }
+                (Some(_), Some(_)) => panic!("{r:?}"),
+            }
+        }
+        // BN at the base rate reaches 90% on digits within 200 steps.
+        assert!(rows[3].steps_to_target.is_some(), "{:?}", rows[3]);
+        let table = sweep_table(&rows, &a);
+        assert_eq!(table.lines().count(), 2 + 9);
+        assert!(
+            table.contains("| BN-x5 | 0.1 |") && table.contains("| BN-x30 | 0.6 |"),
+            "{table}"
+        );
+        assert_eq!(show_lr(0.02 * 30.0), "0.6");
+        assert_eq!(show_lr(1e-8), "0.00000001");
+    }
+
+    #[test]
+    fn lr_sweep_rejects_evaluating_every_zero_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = sweep_args(dir.path());
+        a.eval_every = 0;
+        let e = lr_sweep(&a, &digits()).unwrap_err().to_string();
+        assert!(e.contains("--eval-every"), "{e}");
     }
 }

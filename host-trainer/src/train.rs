@@ -100,6 +100,19 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Check the hyper-parameters (a fresh run, or one read from a checkpoint).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.sgd(0)
+            .validate()
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        if self.batch < 2 {
+            return Err(TrainError::Config(
+                "batch must be at least 2 (BN needs two samples for a variance)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The optimiser at step `t`.
     pub fn sgd(&self, t: u64) -> Sgd {
         Sgd {
@@ -214,14 +227,7 @@ impl Trainer {
         cfg: TrainConfig,
         threads: usize,
     ) -> Result<Self, TrainError> {
-        cfg.sgd(0)
-            .validate()
-            .map_err(|e| TrainError::Config(e.to_string()))?;
-        if cfg.batch < 2 {
-            return Err(TrainError::Config(
-                "batch must be at least 2 (BN needs two samples for a variance)".into(),
-            ));
-        }
+        cfg.validate()?;
         let mut init_rng = Rng::new(cfg.seed);
         let net = Network::new(spec, init, &mut init_rng)?;
         Ok(Self::resume(
@@ -377,4 +383,410 @@ pub fn evaluate_with(
         loss: loss_sum / data.len() as f64,
         samples: data.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{builtin_digits_split, Dataset};
+    use crate::spec::{preset, NetworkSpec};
+
+    fn cfg(batch: usize, lr: f32, seed: u64) -> TrainConfig {
+        TrainConfig {
+            batch,
+            lr,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+            schedule: Schedule::Constant,
+            seed,
+        }
+    }
+
+    fn digits() -> (Dataset, Dataset) {
+        builtin_digits_split().unwrap()
+    }
+
+    fn spec(toml: &str) -> NetworkSpec {
+        NetworkSpec::from_toml(toml, "test.toml").unwrap()
+    }
+
+    /// Two hidden ReLU layers, no BN: at a huge learning rate the second
+    /// update overflows the activations and the loss becomes NaN.
+    const NO_BN_DEEP: &str = r#"
+        input = [8, 8, 1]
+        classes = 10
+        [[layers]]
+        type = "dense"
+        units = 32
+        [[layers]]
+        type = "relu"
+        [[layers]]
+        type = "dense"
+        units = 32
+        [[layers]]
+        type = "relu"
+        [[layers]]
+        type = "dense"
+        units = 10
+    "#;
+
+    #[test]
+    fn schedules_give_the_documented_rates() {
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs();
+        assert_eq!(Schedule::Constant.lr(0.1, 0), 0.1);
+        assert_eq!(Schedule::Constant.lr(0.1, 1_000_000), 0.1);
+        let step = Schedule::Step {
+            gamma: 0.5,
+            every: 10,
+        };
+        for (t, want) in [
+            (0, 0.1),
+            (9, 0.1),
+            (10, 0.05),
+            (19, 0.05),
+            (25, 0.025),
+            (100, 0.1 / 1024.0),
+        ] {
+            assert!(
+                close(step.lr(0.1, t), want),
+                "step t={t}: {}",
+                step.lr(0.1, t)
+            );
+        }
+        let exp = Schedule::Exponential {
+            gamma: 0.5,
+            every: 10,
+        };
+        for (t, want) in [
+            (0, 0.1),
+            (5, 0.1 * std::f32::consts::FRAC_1_SQRT_2),
+            (10, 0.05),
+            (15, 0.05 * std::f32::consts::FRAC_1_SQRT_2),
+            (30, 0.0125),
+        ] {
+            assert!(close(exp.lr(0.1, t), want), "exp t={t}: {}", exp.lr(0.1, t));
+        }
+        // Smooth decay is monotone between the steps of the step schedule.
+        assert!(exp.lr(0.1, 11) < exp.lr(0.1, 10) && exp.lr(0.1, 11) > exp.lr(0.1, 20));
+        let mut c = cfg(8, 0.2, 1);
+        c.schedule = step;
+        assert!(close(c.sgd(10).lr, 0.1));
+        assert_eq!((c.sgd(10).momentum, c.sgd(10).weight_decay), (0.9, 1e-4));
+    }
+
+    #[test]
+    fn schedules_parse_print_and_reject_bad_text() {
+        for text in [
+            "constant",
+            "step:0.5:10",
+            "exp:0.1:10000",
+            "step:0.3:1000",
+            "exp:1.5:3",
+        ] {
+            let s: Schedule = text.parse().unwrap();
+            assert_eq!(s.to_string(), text);
+            assert_eq!(s.to_string().parse::<Schedule>(), Ok(s));
+        }
+        assert_eq!(
+            "step:0.5:10".parse(),
+            Ok(Schedule::Step {
+                gamma: 0.5,
+                every: 10
+            })
+        );
+        assert_eq!(
+            "exp:0.25:7".parse(),
+            Ok(Schedule::Exponential {
+                gamma: 0.25,
+                every: 7
+            })
+        );
+        for bad in [
+            "",
+            "Constant",
+            "constant:1",
+            "step",
+            "step:0.5",
+            "step:0.5:10:1",
+            "linear:0.5:10",
+            "step:x:10",
+            "step:0.5:ten",
+            "step:0:10",
+            "exp:-0.5:10",
+            "exp:nan:10",
+            "exp:inf:10",
+            "step:0.5:0",
+            "step:0.5:-1",
+        ] {
+            let e = bad.parse::<Schedule>().unwrap_err();
+            assert!(
+                e.contains(&format!("`{bad}`")) && e.contains("step:GAMMA:EVERY"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn digits_mlp_reaches_90_percent_within_600_steps() {
+        let (train, test) = digits();
+        let mut t =
+            Trainer::new(preset("digits-mlp").unwrap(), Init::He, cfg(32, 0.1, 1), 1).unwrap();
+        check_data(&t.net, &train).unwrap();
+        let before = t.evaluate(&test, None).unwrap();
+        let mut losses = Vec::new();
+        while t.step < 600 {
+            losses.push(t.train_step(&train).unwrap());
+        }
+        let e = t.evaluate(&test, None).unwrap();
+        assert_eq!(e.samples, test.len());
+        assert!(
+            before.accuracy < 0.5,
+            "untrained accuracy {}",
+            before.accuracy
+        );
+        eprintln!(
+            "digits-mlp: test accuracy {:.4} after 600 steps",
+            e.accuracy
+        );
+        assert!(
+            e.accuracy >= 0.90,
+            "test accuracy {} after 600 steps",
+            e.accuracy
+        );
+        assert!(e.loss < before.loss);
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean(&losses[550..]) < 0.25 * mean(&losses[..50]));
+        // 600 steps of 32 over ~1,440 samples: 14 epochs.
+        let per_epoch = (train.len() / 32) as u64;
+        assert_eq!(t.epoch, 600_u64.div_ceil(per_epoch));
+    }
+
+    /// Every piece of state a checkpoint saves, as bits.
+    fn state_bits(t: &Trainer) -> Vec<u64> {
+        let mut v = vec![
+            t.step,
+            t.epoch,
+            t.pos as u64,
+            t.data_rng.state,
+            t.noise_rng.state,
+        ];
+        v.extend(t.order.iter().map(|&i| u64::from(i)));
+        for l in &t.net.layers {
+            for xs in [&l.params, &l.velocity, &l.running_mean, &l.running_var] {
+                v.extend(xs.iter().map(|x| u64::from(x.to_bits())));
+            }
+        }
+        v
+    }
+
+    fn with_dropout(mut spec: NetworkSpec) -> NetworkSpec {
+        spec.layers
+            .insert(3, crate::spec::LayerSpec::Dropout { rate: 0.2 });
+        spec
+    }
+
+    #[test]
+    fn the_same_seed_gives_bit_identical_runs_and_another_seed_differs() {
+        let (train, _) = digits();
+        let run = |seed: u64, threads: usize| {
+            let spec = with_dropout(preset("digits-mlp").unwrap());
+            let mut c = cfg(32, 0.1, seed);
+            c.schedule = Schedule::Step {
+                gamma: 0.5,
+                every: 20,
+            };
+            let mut t = Trainer::new(spec, Init::He, c, threads).unwrap();
+            for _ in 0..60 {
+                t.train_step(&train).unwrap();
+            }
+            t
+        };
+        let a = run(1, 1);
+        let b = run(1, 1);
+        assert_eq!(state_bits(&a), state_bits(&b));
+        // Two threads split nothing this small: the same bits again.
+        assert_eq!(state_bits(&a), state_bits(&run(1, 2)));
+        let c = run(2, 1);
+        assert_ne!(a.net.layers[0].params, c.net.layers[0].params);
+        assert_ne!(a.order, c.order);
+        assert_ne!(a.noise_rng, c.noise_rng);
+        // The shuffles and the dropout masks have their own streams.
+        assert_ne!(a.data_rng, a.noise_rng);
+    }
+
+    /// `n` samples of one value each, `i / 64`, so a batch names its samples.
+    fn numbered(n: usize) -> Dataset {
+        let images = (0..n).map(|i| i as f32 / 64.0).collect();
+        let labels = (0..n).map(|i| (i % 2) as u16).collect();
+        Dataset::new("numbered", images, labels, [1, 1, 1], 2, 1.0 / 64.0).unwrap()
+    }
+
+    fn tiny() -> NetworkSpec {
+        spec("input = [1, 1, 1]\nclasses = 2\n[[layers]]\ntype = \"dense\"\nunits = 2")
+    }
+
+    /// The samples of each step's batch, as indices.
+    fn batches(t: &mut Trainer, data: &Dataset, steps: usize) -> Vec<Vec<usize>> {
+        (0..steps)
+            .map(|_| {
+                t.train_step(data).unwrap();
+                t.batch_x
+                    .iter()
+                    .map(|&x| (x * 64.0).round() as usize)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_epoch_is_a_fresh_shuffle_seeing_every_sample_once() {
+        let data = numbered(12);
+        let mut t = Trainer::new(tiny(), Init::He, cfg(4, 0.1, 3), 1).unwrap();
+        let seen = batches(&mut t, &data, 12);
+        assert_eq!(t.epoch, 4);
+        let epochs: Vec<Vec<usize>> = seen.chunks(3).map(|c| c.concat()).collect();
+        for (e, order) in epochs.iter().enumerate() {
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..12).collect::<Vec<_>>(), "epoch {e}: {order:?}");
+        }
+        for w in epochs.windows(2) {
+            assert_ne!(w[0], w[1], "an epoch repeated the previous order");
+        }
+        assert_ne!(epochs[0], (0..12).collect::<Vec<_>>(), "not shuffled");
+        // The labels travel with their samples.
+        for (x, &y) in t.batch_x.iter().zip(&t.batch_y) {
+            assert_eq!(usize::from(y), (x * 64.0).round() as usize % 2);
+        }
+    }
+
+    #[test]
+    fn a_partial_last_batch_is_dropped_and_the_next_epoch_reshuffles() {
+        // 14 samples, batch 4: 3 batches per epoch, 2 samples left over.
+        let data = numbered(14);
+        let mut t = Trainer::new(tiny(), Init::He, cfg(4, 0.1, 5), 1).unwrap();
+        let seen = batches(&mut t, &data, 9);
+        assert_eq!(t.epoch, 3);
+        for epoch in seen.chunks(3) {
+            let mut ids = epoch.concat();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 12, "a sample was drawn twice in an epoch");
+        }
+    }
+
+    #[test]
+    fn a_huge_learning_rate_without_bn_is_reported_as_divergence() {
+        let (train, _) = digits();
+        let mut c = cfg(32, 1e6, 1);
+        c.momentum = 0.0;
+        let mut t = Trainer::new(spec(NO_BN_DEEP), Init::He, c, 1).unwrap();
+        let (err, before) = loop {
+            assert!(t.step < 50, "no divergence within 50 steps");
+            let before = t.net.clone();
+            if let Err(e) = t.train_step(&train) {
+                break (e, before);
+            }
+        };
+        let TrainError::Diverged { step, loss, lr } = err else {
+            panic!("expected divergence, got {err}");
+        };
+        assert_eq!(step, t.step, "the step that failed is the next one");
+        assert!(!loss.is_finite());
+        assert_eq!(lr, 1e6);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("diverged at step {step}"))
+                && msg.contains("lower the learning rate"),
+            "{msg}"
+        );
+        // The failed step applied no update.
+        for (a, b) in before.layers.iter().zip(&t.net.layers) {
+            assert_eq!(a.params, b.params);
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors() {
+        let bad = |c: TrainConfig| match Trainer::new(preset("digits-mlp").unwrap(), Init::He, c, 1)
+        {
+            Err(TrainError::Config(m)) => m,
+            Err(e) => panic!("expected a config error, got {e}"),
+            Ok(_) => panic!("accepted {c:?}"),
+        };
+        for batch in [0, 1] {
+            assert!(bad(cfg(batch, 0.1, 1)).contains("batch"));
+        }
+        for lr in [-0.1, f32::NAN, f32::INFINITY] {
+            bad(cfg(32, lr, 1));
+        }
+        for momentum in [1.0, -0.1, 1.5, f32::NAN] {
+            let mut c = cfg(32, 0.1, 1);
+            c.momentum = momentum;
+            bad(c);
+        }
+        let mut c = cfg(32, 0.1, 1);
+        c.weight_decay = -1.0;
+        bad(c);
+        // The message says what is wrong.
+        let e = TrainError::Config(bad(cfg(32, -1.0, 1))).to_string();
+        assert!(e.starts_with("invalid training settings: "), "{e}");
+        // Edge values that are valid.
+        let mut c = cfg(2, 0.0, 1);
+        c.momentum = 0.0;
+        assert!(Trainer::new(preset("digits-mlp").unwrap(), Init::He, c, 1).is_ok());
+    }
+
+    #[test]
+    fn data_that_does_not_fit_the_network_is_a_mismatch() {
+        let (train, _) = digits();
+        let mut t = Trainer::new(tiny(), Init::He, cfg(4, 0.1, 1), 1).unwrap();
+        let e = t.train_step(&train).unwrap_err();
+        assert!(
+            matches!(e, TrainError::Model(_) | TrainError::Mismatch(_)),
+            "{e}"
+        );
+        let e = check_data(&t.net, &train).unwrap_err().to_string();
+        assert!(e.contains("8x8x1") && e.contains("1x1x1"), "{e}");
+        // More classes in the data than the network outputs.
+        let three =
+            Dataset::new("three", vec![0.0; 4], vec![0, 1, 2, 0], [1, 1, 1], 3, 1.0).unwrap();
+        let e = check_data(&t.net, &three).unwrap_err().to_string();
+        assert!(e.contains("3 classes") && e.contains("outputs 2"), "{e}");
+        // Fewer samples than one batch.
+        let e = t.train_step(&numbered(3)).unwrap_err().to_string();
+        assert!(e.contains("fewer than one batch of 4"), "{e}");
+    }
+
+    #[test]
+    fn evaluation_batches_the_whole_set_and_changes_nothing() {
+        let (train, test) = digits();
+        let mut t =
+            Trainer::new(preset("digits-cnn").unwrap(), Init::He, cfg(16, 0.05, 1), 1).unwrap();
+        for _ in 0..20 {
+            t.train_step(&train).unwrap();
+        }
+        let state = state_bits(&t);
+        let mut calls = 0;
+        let mut seen = 0;
+        let mut probe = |ws: &Workspace| {
+            calls += 1;
+            seen += ws.logits().len() / 10;
+        };
+        let e = t.evaluate(&train, Some(&mut probe)).unwrap();
+        assert_eq!(
+            (calls, seen),
+            (train.len().div_ceil(EVAL_BATCH), train.len())
+        );
+        assert_eq!(e.samples, train.len());
+        assert!((0.0..=1.0).contains(&e.accuracy) && e.loss.is_finite() && e.loss > 0.0);
+        assert_eq!(
+            state,
+            state_bits(&t),
+            "evaluation changed the training state"
+        );
+        let again = t.evaluate(&test, None).unwrap();
+        assert_eq!(again, t.evaluate(&test, None).unwrap());
+    }
 }

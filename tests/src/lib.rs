@@ -1,1 +1,45 @@
-//! Integration tests across normcore's crates live in `tests/tests/`.
+//! Integration tests across normcore's crates live in `tests/tests/`; this
+//! library holds what they share.
+//!
+//! - [`qemu`]: build the firmware once and run its binaries under QEMU,
+//!   never hanging, with golden-file comparison of their decoded output.
+//! - [`workload`]: the computation the `hello` firmware runs, compiled here
+//!   from the firmware's own source file so that the host repeats exactly it.
+
+pub mod qemu;
+
+#[path = "../../firmware/src/workload.rs"]
+pub mod workload;
+
+#[cfg(test)]
+mod tests {
+    use crate::workload::{Workload, BATCH, INPUTS, OUTPUTS, OUTPUT_LEN};
+
+    /// The shared workload computes what its documentation says: checked
+    /// against a naive f64 evaluation of `sigmoid(s·(x·Wᵀ - E) + β)`.
+    #[test]
+    fn workload_matches_f64_reference() {
+        let wl = Workload::new();
+        let mut y = [0.0f32; OUTPUT_LEN];
+        wl.run(&mut y).expect("workload runs");
+        let eps = 1e-5f64;
+        for n in 0..BATCH {
+            for o in 0..OUTPUTS {
+                let z: f64 = (0..INPUTS)
+                    .map(|i| f64::from(wl.x[n * INPUTS + i]) * f64::from(wl.w[o * INPUTS + i]))
+                    .sum();
+                let s = f64::from(wl.gamma[o]) / (f64::from(wl.var[o]) + eps).sqrt();
+                let bn = s * (z - f64::from(wl.mean[o])) + f64::from(wl.beta[o]);
+                let expect = 1.0 / (1.0 + (-bn).exp());
+                let got = f64::from(y[n * OUTPUTS + o]);
+                // f32 sums of 16 terms, BN and a sigmoid good to a few ulp.
+                assert!(
+                    (got - expect).abs() <= 1e-6 + 1e-5 * expect.abs(),
+                    "y[{n}][{o}] = {got}, f64 reference {expect}"
+                );
+            }
+        }
+        // Not saturated: the check above would be weak on 0s and 1s.
+        assert!(y.iter().all(|&v| v > 1e-4 && v < 1.0 - 1e-4), "{y:?}");
+    }
+}

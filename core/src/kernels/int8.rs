@@ -1,0 +1,1715 @@
+//! Integer-only int8 kernels (FORMAT.md, "int8 files"), batch 1, NHWC.
+//!
+//! # Arithmetic
+//! Dense, conv2d and depthwise accumulate in i32,
+//! ```text
+//! acc[c] = bias[c] + Σ_p (x[p] - zp_in) · w[c, p]
+//! ```
+//! (with `ZP_FOLDED` the bias already holds `bias[c] - zp_in·Σ_p w[c, p]`
+//! and the kernel sums `x·w` only), then apply the layer's
+//! [`OutputStage`]: requantize with the channel's Q1.31 multiplier and shift
+//! (round half up), add the zero point, clamp (ReLU/ReLU6), and for
+//! sigmoid/tanh look the result up in a 256-entry table. Accumulation wraps
+//! modulo 2^32, which is exact while `P·255·127 < 2^31` (the model reader
+//! enforces it) and never panics otherwise.
+//!
+//! A padded tap of a convolution reads the real value 0, i.e. `x = zp_in`,
+//! and so contributes `(zp_in - zp_in)·w = 0`: the kernels simply skip it.
+//! That is why a padded convolution must subtract the zero point per load
+//! (`zp_folded = false`): a folded bias would also have subtracted
+//! `zp_in·w` for the skipped taps.
+//!
+//! Max pooling compares int8 values; average pooling sums in i32 and divides
+//! by the number `n` of in-bounds taps rounding half up,
+//! `⌊(2·sum + n) / (2·n)⌋`; both keep the input's scale and zero point.
+//!
+//! # Cost
+//! The dense inner loop loads each input once for `R` multiply-adds and
+//! walks the weights sequentially; accumulators stay in registers. On a
+//! Cortex-M4 (thumbv7em) the loop body is `LDRSB` + `MLA` per MAC plus one
+//! input load (and one subtraction when the zero point is not folded) per
+//! `R` MACs; see the crate's kernel notes for the measured listing.
+
+use super::pack::{check_block_rows, packed_len, padded_rows};
+use super::requant::OutputStage;
+use crate::error::{check_len, Error, Operand, Param};
+use crate::layers::conv::{mul, Padding, Taps};
+use crate::layers::{Conv2d, DepthwiseConv2d, Pool2d};
+
+/// Most in-bounds taps an average-pooling window (or pixels a global
+/// average) may have: `2^22`, so that `2·sum + n` fits in i32.
+pub const MAX_POOL_TAPS: usize = 1 << 22;
+
+/// Most classes a softmax takes (the model header stores them in a u16), so
+/// that the integer softmax's sums fit in u32.
+pub const MAX_CLASSES: usize = u16::MAX as usize;
+
+/// Channels per stack block in the pooling kernels.
+const POOL_BLOCK: usize = 32;
+
+/// Channels handled together (in registers) by the depthwise kernel.
+const DW_GROUP: usize = 4; // = the width of `init4`
+
+fn check_zero_point(zp: i32) -> Result<(), Error> {
+    if (-128..=127).contains(&zp) {
+        Ok(())
+    } else {
+        Err(Error::InvalidParam(Param::ZeroPoint))
+    }
+}
+
+/// Keeps LLVM from unrolling the loop it sits in, at no cost (an empty
+/// `asm` that touches nothing) on ARM, and compiles to nothing elsewhere.
+///
+/// On M-class cores LLVM runtime-unrolls small loops 4×; the scheduler then
+/// interleaves the copies accumulator by accumulator, which keeps four
+/// inputs live, and with `r7` reserved as the frame pointer (13 allocatable
+/// core registers) the accumulators spill. One input per iteration is the
+/// shape that stays entirely in registers (see [`dot4`]).
+#[inline(always)]
+pub(crate) fn unroll_barrier() {
+    #[cfg(target_arch = "arm")]
+    core::hint::black_box(());
+}
+
+/// `acc[k] += Σ_i (x[i] - zp)·w[i·S + k]` for `k < 4`: four rows of a block
+/// whose weights for one input are `S` apart (`S = R`), starting at `w[0]`;
+/// `w` holds `x.len()` whole rows of `S` (a shorter `w` shortens the sum).
+///
+/// The loop body is one input: `LDRSB` of the input (pre-indexed), four
+/// `LDRSB` of the weights at offsets 0..3 from a pointer advanced by `S`,
+/// four `SMLABB` (`SUB` + four `MLA` with the zero point), `SUBS`, `BNE`:
+/// 11 instructions per 4 MACs (12 with the zero point). Four accumulators
+/// and three loop registers leave the register allocator room; eight
+/// accumulators in one pass do not (LLVM's loop-strength reduction then
+/// picks indexed addressing and spills), so a block of 8 rows runs as two
+/// passes of 4 over the same inputs. Not inlined: inlined into the pass
+/// over `w + 4`, LLVM folds the `+ 4` into the offsets and loses the
+/// pre-indexed form.
+#[inline(never)]
+fn dot4<const S: usize, const ZP: bool>(acc: &mut [i32; 4], x: &[i8], w: &[i8], zp: i32) {
+    let mut a = *acc;
+    for (wr, &xv) in w.chunks_exact(S).zip(x) {
+        unroll_barrier();
+        let xv = if ZP {
+            i32::from(xv) - zp
+        } else {
+            i32::from(xv)
+        };
+        for k in 0..4 {
+            a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wr[k])));
+        }
+    }
+    *acc = a;
+}
+
+/// `acc[k] += Σ_i (x[i] - zp)·w[i·R + 4·h + k]` for half `h` (rows
+/// `4h .. 4h + 4`) of a block of `R` rows, `w` the block's `x.len()·R`
+/// weights.
+///
+/// Half 0 is one [`dot4`] pass. Half 1 (R = 8) starts at `w[4]`, where the
+/// last input has only 4 weights left in the block: the pass covers the
+/// other inputs and the last one is added apart.
+#[inline(always)]
+fn dot_half<const R: usize, const ZP: bool>(
+    acc: &mut [i32; 4],
+    x: &[i8],
+    w: &[i8],
+    half: usize,
+    zp: i32,
+) {
+    if half == 0 {
+        dot4::<R, ZP>(acc, x, w, zp);
+        return;
+    }
+    let Some((&x_last, x_body)) = x.split_last() else {
+        return;
+    };
+    dot4::<R, ZP>(acc, x_body, w.get(4..).unwrap_or(&[]), zp);
+    if let Some(w_last) = w
+        .get(x_body.len() * R + 4..)
+        .and_then(<[i8]>::first_chunk::<4>)
+    {
+        let xv = if ZP {
+            i32::from(x_last) - zp
+        } else {
+            i32::from(x_last)
+        };
+        for (a, &wk) in acc.iter_mut().zip(w_last) {
+            *a = a.wrapping_add(xv.wrapping_mul(i32::from(wk)));
+        }
+    }
+}
+
+/// Four accumulators from the first four entries of `bias` (zeros past its end).
+#[inline(always)]
+fn init4(bias: &[i32]) -> [i32; 4] {
+    bias.first_chunk::<4>().copied().unwrap_or([0; 4])
+}
+
+/// Dense layer on one sample: `y = stage(bias + W·(x - zp_in))`.
+///
+/// - `x`: `[inputs]`; `w`: `[outputs, inputs]` row-blocked with `r` rows
+///   ([`packed_len`]`(outputs, inputs, r)` elements); `bias`:
+///   `[⌈outputs/r⌉·r]` (the padding entries are ignored); `y`: `[outputs]`.
+/// - `zp_in`: the input zero point, in `[-128, 127]`; pass 0 for a layer
+///   with `ZP_FOLDED` (its bias already holds the zero point's share).
+/// - `stage`: `outputs` multipliers and shifts, clamps, optional table.
+///
+/// Errors (nothing written): `r` not 4 or 8 (`Param::BlockRows`), a zero
+/// size (`Param::Dimension`), a length mismatch of `x`, `w`, `bias` or `y`
+/// (`LengthMismatch` naming it), `zp_in` out of range (`Param::ZeroPoint`),
+/// an invalid stage ([`OutputStage::validate`]).
+pub fn dense_i8(
+    x: &[i8],
+    w: &[i8],
+    r: usize,
+    bias: &[i32],
+    inputs: usize,
+    outputs: usize,
+    zp_in: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) -> Result<(), Error> {
+    check_block_rows(r)?;
+    if inputs == 0 || outputs == 0 {
+        return Err(Error::InvalidParam(Param::Dimension));
+    }
+    check_len(Operand::Input, inputs, x.len())?;
+    check_len(Operand::Weight, packed_len(outputs, inputs, r)?, w.len())?;
+    check_len(Operand::Bias, padded_rows(outputs, r)?, bias.len())?;
+    check_zero_point(zp_in)?;
+    stage.validate(outputs)?;
+    check_len(Operand::Output, outputs, y.len())?;
+    match (r, zp_in != 0) {
+        (4, false) => dense_blocks::<4, false>(x, w, bias, 0, stage, y),
+        (4, true) => dense_blocks::<4, true>(x, w, bias, zp_in, stage, y),
+        (_, false) => dense_blocks::<8, false>(x, w, bias, 0, stage, y),
+        (_, true) => dense_blocks::<8, true>(x, w, bias, zp_in, stage, y),
+    }
+    Ok(())
+}
+
+/// The dense loop over blocks of `R` rows (arguments validated): per block
+/// and half of 4 rows, accumulators from the bias, one [`dot4`] pass over
+/// all inputs, the output stage. Halves that are entirely padding (past
+/// `outputs`) are skipped.
+#[inline(never)]
+fn dense_blocks<const R: usize, const ZP: bool>(
+    x: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) {
+    let halves = y
+        .chunks_mut(4)
+        .zip(bias.chunks_exact(4))
+        .zip(stage.multipliers.chunks(4).zip(stage.shifts.chunks(4)));
+    let per_block = (x.len() * R).max(1);
+    for (i, ((yh, bh), (mh, sh))) in halves.enumerate() {
+        let half = i % (R / 4);
+        let Some(wb) = w.get(i / (R / 4) * per_block..) else {
+            return;
+        };
+        let mut acc = init4(bh);
+        dot_half::<R, ZP>(&mut acc, x, &wb[..per_block.min(wb.len())], half, zp);
+        stage.write(&acc, mh, sh, yh);
+    }
+}
+
+/// 2-d convolution on one sample, computed directly (no im2col).
+///
+/// - `x`: `[in_h, in_w, in_c]`; `w`: filters `[out_c, KH, KW, in_c]`
+///   row-blocked with `r` rows, i.e. `[⌈out_c/r⌉][KH][KW][in_c][r]`;
+///   `bias`: `[⌈out_c/r⌉·r]`; `y`: `[out_h, out_w, out_c]`.
+/// - `zp_in`: the input zero point in `[-128, 127]`. With `zp_folded` the
+///   bias already holds `-zp_in·Σw` and the kernel sums `x·w`; that is only
+///   valid without padding (see the [module docs](self)).
+///
+/// Per output pixel and block of `r` filters, the accumulators start at the
+/// bias and run over the in-bounds kernel rows; each is one contiguous run
+/// of `KW'·in_c` inputs and `KW'·in_c·r` weights (padded taps are skipped).
+///
+/// Errors (nothing written): `r` not 4 or 8 (`Param::BlockRows`), an
+/// invalid geometry (as [`Conv2d::new`]), a length mismatch of `x`, `w`,
+/// `bias` or `y`, `zp_in` out of range (`Param::ZeroPoint`), `zp_folded`
+/// with padding (`Param::Padding`), an invalid stage.
+pub fn conv2d_i8(
+    geom: &Conv2d,
+    x: &[i8],
+    w: &[i8],
+    r: usize,
+    bias: &[i32],
+    zp_in: i32,
+    zp_folded: bool,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) -> Result<(), Error> {
+    check_block_rows(r)?;
+    let out = geom.output_shape(1)?;
+    let win = geom.window;
+    let patch = mul(mul(win.kernel_h, win.kernel_w)?, geom.in_c)?;
+    check_len(Operand::Input, geom.input_shape(1).len()?, x.len())?;
+    check_len(Operand::Weight, packed_len(geom.out_c, patch, r)?, w.len())?;
+    check_len(Operand::Bias, padded_rows(geom.out_c, r)?, bias.len())?;
+    check_zero_point(zp_in)?;
+    if zp_folded && win.padding != Padding::NONE {
+        return Err(Error::InvalidParam(Param::Padding));
+    }
+    stage.validate(geom.out_c)?;
+    check_len(Operand::Output, out.len()?, y.len())?;
+    let zp = if zp_folded { 0 } else { zp_in };
+    let g = ConvRun {
+        geom,
+        out_h: out.h,
+        out_w: out.w,
+        patch,
+    };
+    match (r, zp != 0) {
+        (4, false) => conv_blocks::<4, false>(&g, x, w, bias, 0, stage, y),
+        (4, true) => conv_blocks::<4, true>(&g, x, w, bias, zp, stage, y),
+        (_, false) => conv_blocks::<8, false>(&g, x, w, bias, 0, stage, y),
+        (_, true) => conv_blocks::<8, true>(&g, x, w, bias, zp, stage, y),
+    }
+    Ok(())
+}
+
+/// A validated convolution's sizes.
+#[derive(Clone, Copy)]
+struct ConvRun<'g> {
+    geom: &'g Conv2d,
+    out_h: usize,
+    out_w: usize,
+    /// `KH·KW·in_c`.
+    patch: usize,
+}
+
+impl ConvRun<'_> {
+    /// Call `f(output pixel index, rows, columns)` for every output pixel
+    /// in NHWC order with the in-bounds taps of its window.
+    #[inline(always)]
+    fn for_each_pixel(&self, mut f: impl FnMut(usize, Taps, Taps)) {
+        let g = self.geom;
+        for oh in 0..self.out_h {
+            let th = g.window.taps_h(oh, g.in_h);
+            for ow in 0..self.out_w {
+                f(oh * self.out_w + ow, th, g.window.taps_w(ow, g.in_w));
+            }
+        }
+    }
+}
+
+/// The convolution loop (arguments validated): pixels, then halves of 4
+/// filters of each block of `R`, then in-bounds kernel rows, each one
+/// [`dot4`] pass over a contiguous run of `KW'·in_c` inputs.
+#[inline(never)]
+fn conv_blocks<const R: usize, const ZP: bool>(
+    g: &ConvRun<'_>,
+    x: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) {
+    let c = g.geom;
+    let (cin, kw, cout) = (c.in_c, c.window.kernel_w, c.out_c);
+    let per_block = (g.patch * R).max(1);
+    g.for_each_pixel(|o, th, tw| {
+        let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
+            return;
+        };
+        let run = tw.len() * cin;
+        let halves = pixel
+            .chunks_mut(4)
+            .zip(bias.chunks_exact(4))
+            .zip(stage.multipliers.chunks(4).zip(stage.shifts.chunks(4)));
+        for (i, ((yh, bh), (mh, sh))) in halves.enumerate() {
+            let half = i % (R / 4);
+            let Some(wb) = w.get(i / (R / 4) * per_block..) else {
+                return;
+            };
+            let mut acc = init4(bh);
+            // Validated geometry: ih < in_h, tw.start + tw.len() <= in_w,
+            // kh < KH and tw.lo + tw.len() <= KW, so both runs are in bounds.
+            for (kh, ih) in th.iter() {
+                let xs = &x[(ih * c.in_w + tw.start) * cin..][..run];
+                let ws = &wb[(kh * kw + tw.lo) * cin * R..][..run * R];
+                dot_half::<R, ZP>(&mut acc, xs, ws, half, zp);
+            }
+            stage.write(&acc, mh, sh, yh);
+        }
+    });
+}
+
+/// Depthwise convolution (channel multiplier 1) on one sample.
+///
+/// - `x`: `[in_h, in_w, C]`; `w`: taps `[KH, KW, C]` (plain); `bias`: `[C]`;
+///   `y`: `[out_h, out_w, C]`; `zp_in` in `[-128, 127]`, subtracted from
+///   every loaded input (depthwise layers are never zero-point-folded).
+///
+/// Per output pixel, channels go in groups of 4 whose accumulators stay in
+/// registers over the in-bounds taps; within a tap the group's 4 inputs and
+/// 4 weights are contiguous.
+///
+/// Errors (nothing written): an invalid geometry, a length mismatch of
+/// `x`, `w`, `bias` or `y`, `zp_in` out of range, an invalid stage.
+pub fn depthwise_i8(
+    geom: &DepthwiseConv2d,
+    x: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    zp_in: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) -> Result<(), Error> {
+    let out = geom.output_shape(1)?;
+    check_len(Operand::Input, geom.input_shape(1).len()?, x.len())?;
+    check_len(Operand::Weight, geom.weight_len()?, w.len())?;
+    check_len(Operand::Bias, geom.channels, bias.len())?;
+    check_zero_point(zp_in)?;
+    stage.validate(geom.channels)?;
+    check_len(Operand::Output, out.len()?, y.len())?;
+    depthwise_run(geom, out.h, out.w, x, w, bias, zp_in, stage, y);
+    Ok(())
+}
+
+/// `acc[k] += Σ_taps (x[tap, c0 + k] - zp)·w[tap, c0 + k]` for a group of
+/// `G` channels starting at `c0`, over the in-bounds taps `th × tw`.
+#[inline(always)]
+fn dw_group<const G: usize>(
+    g: &DepthwiseConv2d,
+    th: Taps,
+    tw: Taps,
+    c0: usize,
+    x: &[i8],
+    w: &[i8],
+    zp: i32,
+    acc: &mut [i32; G],
+) {
+    let c = g.channels;
+    let kw = g.window.kernel_w;
+    let mut a = *acc;
+    for (kh, ih) in th.iter() {
+        let xrow = (ih * g.in_w + tw.start) * c + c0;
+        let wrow = (kh * kw + tw.lo) * c + c0;
+        for t in 0..tw.len() {
+            let xs = &x[xrow + t * c..][..G];
+            let ws = &w[wrow + t * c..][..G];
+            for k in 0..G {
+                let xv = i32::from(xs[k]) - zp;
+                a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(ws[k])));
+            }
+        }
+    }
+    *acc = a;
+}
+
+/// The depthwise loop (arguments validated).
+#[inline(never)]
+fn depthwise_run(
+    g: &DepthwiseConv2d,
+    out_h: usize,
+    out_w: usize,
+    x: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    zp: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) {
+    let c = g.channels;
+    let grouped = c - c % DW_GROUP;
+    let mut pixels = y.chunks_exact_mut(c);
+    for oh in 0..out_h {
+        let th = g.window.taps_h(oh, g.in_h);
+        for ow in 0..out_w {
+            let tw = g.window.taps_w(ow, g.in_w);
+            let Some(pixel) = pixels.next() else { return };
+            for c0 in (0..grouped).step_by(DW_GROUP) {
+                let mut acc = init4(&bias[c0..]);
+                dw_group::<DW_GROUP>(g, th, tw, c0, x, w, zp, &mut acc);
+                stage.write(
+                    &acc,
+                    &stage.multipliers[c0..],
+                    &stage.shifts[c0..],
+                    &mut pixel[c0..c0 + DW_GROUP],
+                );
+            }
+            for c0 in grouped..c {
+                let mut acc = [bias[c0]];
+                dw_group::<1>(g, th, tw, c0, x, w, zp, &mut acc);
+                stage.write(
+                    &acc,
+                    &stage.multipliers[c0..],
+                    &stage.shifts[c0..],
+                    &mut pixel[c0..=c0],
+                );
+            }
+        }
+    }
+}
+
+/// Validate a pooling call: geometry, lengths, no window entirely in the
+/// padding and, for averages, at most [`MAX_POOL_TAPS`] taps per window.
+/// Returns `(out_h, out_w)`.
+fn check_pool(g: &Pool2d, x: usize, y: usize, average: bool) -> Result<(usize, usize), Error> {
+    let out = g.output_shape(1)?;
+    check_len(Operand::Input, g.input_shape(1).len()?, x)?;
+    check_len(Operand::Output, out.len()?, y)?;
+    // Only a leading or trailing window can lie entirely in the padding
+    // (windows move monotonically), so the first and last ones decide.
+    let win = g.window;
+    let empty = win.taps_h(0, g.in_h).len() == 0
+        || win.taps_h(out.h - 1, g.in_h).len() == 0
+        || win.taps_w(0, g.in_w).len() == 0
+        || win.taps_w(out.w - 1, g.in_w).len() == 0;
+    if empty {
+        return Err(Error::InvalidParam(Param::Padding));
+    }
+    if average && mul(win.kernel_h, win.kernel_w)? > MAX_POOL_TAPS {
+        return Err(Error::InvalidParam(Param::Kernel));
+    }
+    Ok((out.h, out.w))
+}
+
+/// Max pooling on one sample: `y[oh, ow, c]` is the largest in-bounds
+/// `x[ih, iw, c]` of the window (padding is ignored, never a 0).
+///
+/// `x`: `[in_h, in_w, C]`, `y`: `[out_h, out_w, C]`. `geom.kind` is not
+/// consulted (this function always takes the maximum).
+///
+/// Errors (nothing written): an invalid geometry, a length mismatch of `x`
+/// or `y`, a window lying entirely in the padding (`Param::Padding`: it has
+/// no int8 value without the zero point).
+pub fn max_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    let (out_h, out_w) = check_pool(geom, x.len(), y.len(), false)?;
+    let c = geom.channels;
+    let mut pixels = y.chunks_exact_mut(c);
+    for oh in 0..out_h {
+        let th = geom.window.taps_h(oh, geom.in_h);
+        for ow in 0..out_w {
+            let tw = geom.window.taps_w(ow, geom.in_w);
+            let Some(pixel) = pixels.next() else {
+                return Ok(());
+            };
+            // Every window has a tap (validated), so -128 is always replaced
+            // by a real value or is one.
+            pixel.fill(i8::MIN);
+            for (_, ih) in th.iter() {
+                for (_, iw) in tw.iter() {
+                    let xp = &x[(ih * geom.in_w + iw) * c..][..c];
+                    for (o, &v) in pixel.iter_mut().zip(xp) {
+                        *o = (*o).max(v);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `⌊(2·sum + n) / (2·n)⌋`, the mean rounded half up; `1 ≤ n ≤ 2^22` and
+/// `|sum| ≤ 128·n`, so nothing overflows and the result is an i8.
+#[inline]
+fn rounded_mean(sum: i32, n: i32) -> i8 {
+    (2 * sum + n).div_euclid(2 * n).clamp(-128, 127) as i8
+}
+
+/// Average pooling on one sample: the mean of the in-bounds taps (padding
+/// is ignored and not counted), summed in i32 and divided with rounding half
+/// up, `⌊(2·sum + n) / (2·n)⌋`.
+///
+/// `x`: `[in_h, in_w, C]`, `y`: `[out_h, out_w, C]`. `geom.kind` is not
+/// consulted (this function always averages).
+///
+/// Errors (nothing written): as [`max_pool_i8`], and a window of more than
+/// [`MAX_POOL_TAPS`] taps (`Param::Kernel`).
+pub fn avg_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    let (out_h, out_w) = check_pool(geom, x.len(), y.len(), true)?;
+    let c = geom.channels;
+    let mut sums = [0i32; POOL_BLOCK];
+    let mut pixels = y.chunks_exact_mut(c);
+    for oh in 0..out_h {
+        let th = geom.window.taps_h(oh, geom.in_h);
+        for ow in 0..out_w {
+            let tw = geom.window.taps_w(ow, geom.in_w);
+            let Some(pixel) = pixels.next() else {
+                return Ok(());
+            };
+            // 1 ≤ n ≤ KH·KW ≤ 2^22 (validated).
+            let n = (th.len() * tw.len()) as i32;
+            for (c0, out) in (0..).step_by(POOL_BLOCK).zip(pixel.chunks_mut(POOL_BLOCK)) {
+                let s = &mut sums[..out.len()];
+                s.fill(0);
+                for (_, ih) in th.iter() {
+                    for (_, iw) in tw.iter() {
+                        let xp = &x[(ih * geom.in_w + iw) * c + c0..][..s.len()];
+                        for (a, &v) in s.iter_mut().zip(xp) {
+                            *a += i32::from(v);
+                        }
+                    }
+                }
+                for (o, &a) in out.iter_mut().zip(s.iter()) {
+                    *o = rounded_mean(a, n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Max or average pooling by `geom.kind`: [`max_pool_i8`] or [`avg_pool_i8`].
+pub fn pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    match geom.kind {
+        crate::layers::PoolKind::Max => max_pool_i8(geom, x, y),
+        crate::layers::PoolKind::Average => avg_pool_i8(geom, x, y),
+    }
+}
+
+/// Global average pooling on one sample: `[h, w, c] -> [c]`, each channel's
+/// mean over the `n = h·w` pixels with rounding half up,
+/// `⌊(2·sum + n) / (2·n)⌋`.
+///
+/// Errors (nothing written): a zero dimension (`Param::Dimension`), more
+/// than [`MAX_POOL_TAPS`] pixels (`Param::Kernel`), a length mismatch of `x`
+/// (`h·w·c`) or `y` (`c`).
+pub fn global_avg_pool_i8(
+    h: usize,
+    w: usize,
+    c: usize,
+    x: &[i8],
+    y: &mut [i8],
+) -> Result<(), Error> {
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::InvalidParam(Param::Dimension));
+    }
+    let n = mul(h, w)?;
+    if n > MAX_POOL_TAPS {
+        return Err(Error::InvalidParam(Param::Kernel));
+    }
+    check_len(Operand::Input, mul(n, c)?, x.len())?;
+    check_len(Operand::Output, c, y.len())?;
+    let mut sums = [0i32; POOL_BLOCK];
+    for (c0, out) in (0..).step_by(POOL_BLOCK).zip(y.chunks_mut(POOL_BLOCK)) {
+        let s = &mut sums[..out.len()];
+        s.fill(0);
+        for pixel in x.chunks_exact(c) {
+            for (a, &v) in s.iter_mut().zip(&pixel[c0..]) {
+                *a += i32::from(v);
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(s.iter()) {
+            *o = rounded_mean(a, n as i32);
+        }
+    }
+    Ok(())
+}
+
+/// Clamp every value into `[min, max]`: a standalone int8 ReLU (`min` =
+/// the zero point) or ReLU6 (`max` = the level of 6.0); scale and zero
+/// point are kept.
+///
+/// Errors (nothing written): not `-128 ≤ min ≤ max ≤ 127` (`Param::Clamp`),
+/// `y` not as long as `x` (`LengthMismatch`, `Operand::Output`).
+pub fn relu_i8(x: &[i8], y: &mut [i8], min: i32, max: i32) -> Result<(), Error> {
+    if !(-128 <= min && min <= max && max <= 127) {
+        return Err(Error::InvalidParam(Param::Clamp));
+    }
+    check_len(Operand::Output, x.len(), y.len())?;
+    let (lo, hi) = (min as i8, max as i8);
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v.clamp(lo, hi);
+    }
+    Ok(())
+}
+
+/// Table lookup: `y = table[x + 128]` (a standalone int8 sigmoid or tanh).
+///
+/// Errors (nothing written): `y` not as long as `x`.
+pub fn lut_i8(table: &[i8; 256], x: &[i8], y: &mut [i8]) -> Result<(), Error> {
+    check_len(Operand::Output, x.len(), y.len())?;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = table[usize::from(v as u8 ^ 0x80)];
+    }
+    Ok(())
+}
+
+fn check_logits(logits: &[i8], out: usize) -> Result<i8, Error> {
+    if logits.is_empty() || logits.len() > MAX_CLASSES {
+        return Err(Error::InvalidParam(Param::Dimension));
+    }
+    check_len(Operand::Probabilities, logits.len(), out)?;
+    Ok(logits.iter().copied().max().unwrap_or(i8::MIN))
+}
+
+/// Softmax of int8 logits (real value `scale·(q - zp)`) as f32
+/// probabilities.
+///
+/// The zero point cancels, so with `d = q - q_max ≤ 0`:
+/// `e_i = expf(d_i · scale)` (libm, correctly-rounded-or-close IEEE f32,
+/// identical on host and device; subtracting the maximum keeps every
+/// `e_i ≤ 1` and the largest exactly 1, so nothing overflows and the sum is
+/// at least 1), `p_i = e_i / Σ e`. The sum of the probabilities is within
+/// `(n + 1)·2^-24` of 1 for `n` classes.
+///
+/// Errors (nothing written): no logits or more than [`MAX_CLASSES`]
+/// (`Param::Dimension`), `scale` not finite and > 0 (`Param::Scale`),
+/// `probs` not as long as `logits` (`Operand::Probabilities`).
+pub fn softmax_i8_f32(logits: &[i8], scale: f32, probs: &mut [f32]) -> Result<(), Error> {
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(Error::InvalidParam(Param::Scale));
+    }
+    let qmax = i32::from(check_logits(logits, probs.len())?);
+    let mut sum = 0.0f32;
+    for (p, &q) in probs.iter_mut().zip(logits) {
+        let e = libm::expf((i32::from(q) - qmax) as f32 * scale);
+        *p = e;
+        sum += e;
+    }
+    for p in probs.iter_mut() {
+        *p /= sum;
+    }
+    Ok(())
+}
+
+/// Entry 0 of an integer softmax table: `2^15`, the weight of the largest logit.
+pub const EXP_TABLE_ONE: u16 = 1 << 15;
+
+/// The table of [`softmax_i8`] for logits of scale `scale` (host side, or
+/// once at start-up on a device with an FPU):
+/// `table[d] = round(2^15 · e^(-d·scale))` for `d = q_max - q ∈ [0, 255]`,
+/// computed in f64 with libm (deterministic everywhere). Entry 0 is `2^15`
+/// and the entries do not increase.
+///
+/// Errors: `scale` not finite and > 0 (`Param::Scale`).
+pub fn softmax_exp_table(scale: f32) -> Result<[u16; 256], Error> {
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(Error::InvalidParam(Param::Scale));
+    }
+    let mut table = [0u16; 256];
+    for (d, t) in table.iter_mut().enumerate() {
+        let e = libm::exp(-(d as f64) * f64::from(scale));
+        *t = libm::round(e * f64::from(EXP_TABLE_ONE)) as u16; // in [0, 2^15]
+    }
+    Ok(table)
+}
+
+/// Integer-only softmax: int8 logits to int8 probabilities with scale
+/// `1/256` and zero point `-128` (probability `(q + 128)/256`).
+///
+/// With `e_i = table[q_max - q_i]` (see [`softmax_exp_table`]; the largest
+/// logit weighs `2^15`) and `S = Σ e_i` (at most `65535·2^15 < 2^32`):
+/// ```text
+/// p_i = ⌊(256·e_i + ⌊S/2⌋) / S⌋        (256·e_i/S rounded half up, 0 ..= 256)
+/// q_i = min(p_i - 128, 127)            (256, a certain class, saturates to 127)
+/// ```
+/// all in u32, no floating point. Properties (tested): a larger logit never
+/// gets a smaller probability, the largest logit gets the largest; each
+/// `p_i` is within `1/2` of `256·e_i/S`, so `Σ (q_i + 128)` is within
+/// `n/2 + 1` levels of 256 for `n` classes (the `+1` is the saturation);
+/// and it is within 1 level of `256·p` of [`softmax_i8_f32`] (the table's
+/// rounding to `2^-15` adds at most `n·2^-8` levels).
+///
+/// Errors (nothing written): no logits or more than [`MAX_CLASSES`]
+/// (`Param::Dimension`), a table whose entry 0 is not `2^15` or that
+/// increases somewhere (`Param::ExpTable`), `out` not as long as `logits`
+/// (`Operand::Probabilities`).
+pub fn softmax_i8(logits: &[i8], exp_table: &[u16; 256], out: &mut [i8]) -> Result<(), Error> {
+    let qmax = i32::from(check_logits(logits, out.len())?);
+    if exp_table[0] != EXP_TABLE_ONE || exp_table.windows(2).any(|p| p[1] > p[0]) {
+        return Err(Error::InvalidParam(Param::ExpTable));
+    }
+    // q_max - q ∈ [0, 255]: a valid index for any i8 pair.
+    let weight = |q: i8| u32::from(exp_table[((qmax - i32::from(q)) & 0xFF) as usize]);
+    // n ≤ 65535 entries of at most 2^15: no overflow; S ≥ 2^15 (the maximum's).
+    let sum: u32 = logits.iter().map(|&q| weight(q)).sum();
+    for (o, &q) in out.iter_mut().zip(logits) {
+        // 256·e ≤ 2^23 and S/2 < 2^31: the numerator fits in u32.
+        let p = (256 * weight(q) + sum / 2) / sum;
+        *o = (p as i32 - 128).min(127) as i8;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every kernel against a naive reference written here on i64 (unblocked
+    //! weights, explicit `(x - zp)·w` sums, [`requantize`] for the output
+    //! stage): the int8 results must be bit-exact.
+
+    use super::*;
+    use crate::kernels::pack::pack_rows;
+    use crate::kernels::requant::{requantize, MULTIPLIER_MIN};
+    use crate::layers::{PoolKind, Window};
+    use crate::rng::Rng;
+    use proptest::prelude::*;
+    use std::boxed::Box;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// `n` values uniform in `[lo, hi]`.
+    fn ints(rng: &mut Rng, n: usize, lo: i32, hi: i32) -> Vec<i32> {
+        (0..n)
+            .map(|_| lo + rng.below((hi - lo + 1) as u32) as i32)
+            .collect()
+    }
+
+    fn bytes(rng: &mut Rng, n: usize, lo: i32, hi: i32) -> Vec<i8> {
+        ints(rng, n, lo, hi).into_iter().map(|v| v as i8).collect()
+    }
+
+    /// An owned output stage and its reference semantics.
+    #[derive(Debug, Clone)]
+    struct Stage {
+        m: Vec<i32>,
+        s: Vec<i32>,
+        zp: i32,
+        lo: i32,
+        hi: i32,
+        lut: Option<Box<[i8; 256]>>,
+    }
+
+    impl Stage {
+        fn view(&self) -> OutputStage<'_> {
+            OutputStage {
+                multipliers: &self.m,
+                shifts: &self.s,
+                zero_point: self.zp,
+                clamp_min: self.lo,
+                clamp_max: self.hi,
+                lut: self.lut.as_deref(),
+            }
+        }
+
+        /// FORMAT.md's output stage, spelled out on i64.
+        fn reference(&self, c: usize, acc: i64) -> i8 {
+            let acc = i32::try_from(acc).expect("test accumulator beyond i32");
+            let q = i64::from(requantize(acc, self.m[c], self.s[c])) + i64::from(self.zp);
+            let q = q.clamp(i64::from(self.lo), i64::from(self.hi)) as i32;
+            match &self.lut {
+                Some(t) => t[(q + 128) as usize],
+                None => q as i8,
+            }
+        }
+    }
+
+    /// `mode`: 0 no activation, 1 ReLU, 2 ReLU6, 3 table (sigmoid/tanh).
+    /// Shifts span the fast (`t ≥ 33`) and the slow requantization path,
+    /// and outputs from small to saturated; one channel in 16 has `M = 0`.
+    fn random_stage(rng: &mut Rng, channels: usize, mode: u32) -> Stage {
+        let zp = rng.below(256) as i32 - 128;
+        let m = (0..channels)
+            .map(|_| {
+                if rng.below(16) == 0 {
+                    0
+                } else {
+                    MULTIPLIER_MIN + rng.below(1 << 30) as i32
+                }
+            })
+            .collect();
+        let s = ints(rng, channels, -16, 1);
+        let (lo, hi, lut) = match mode {
+            1 => (zp, 127, None),
+            2 => (zp, (zp + 1 + rng.below(100) as i32).min(127), None),
+            3 => {
+                let mut t = Box::new([0i8; 256]);
+                for v in t.iter_mut() {
+                    *v = rng.below(256) as u8 as i8;
+                }
+                (-128, 127, Some(t))
+            }
+            _ => (-128, 127, None),
+        };
+        Stage {
+            m,
+            s,
+            zp,
+            lo,
+            hi,
+            lut,
+        }
+    }
+
+    /// Bias padded to whole blocks of `r`, the padding filled with noise
+    /// (the kernels must ignore it).
+    fn padded_bias(rng: &mut Rng, bias: &[i32], r: usize) -> Vec<i32> {
+        let mut b = bias.to_vec();
+        b.extend(ints(
+            rng,
+            padded_rows(bias.len(), r).unwrap() - bias.len(),
+            -1000,
+            1000,
+        ));
+        b
+    }
+
+    fn block(eight: bool) -> usize {
+        if eight {
+            8
+        } else {
+            4
+        }
+    }
+
+    // ---------------------------------------------------------------- dense
+
+    fn naive_dense(x: &[i8], w: &[i8], bias: &[i32], zp: i32, st: &Stage) -> Vec<i8> {
+        let inputs = x.len();
+        (0..bias.len())
+            .map(|o| {
+                let mut acc = i64::from(bias[o]);
+                for i in 0..inputs {
+                    acc += (i64::from(x[i]) - i64::from(zp)) * i64::from(w[o * inputs + i]);
+                }
+                st.reference(o, acc)
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Random sizes (outputs not a multiple of R, a single input, long
+        /// inputs), R = 4 and 8, any zero point, folded or not, every stage mode.
+        #[test]
+        fn dense_i8_matches_naive(
+            inputs in 1usize..=70, outputs in 1usize..=21, eight in any::<bool>(),
+            zp_zero in any::<bool>(), folded in any::<bool>(), mode in 0u32..4, seed in any::<u64>(),
+        ) {
+            let r = block(eight);
+            let mut rng = Rng::new(seed);
+            let x = bytes(&mut rng, inputs, -128, 127);
+            let w = bytes(&mut rng, outputs * inputs, -127, 127);
+            let bias = ints(&mut rng, outputs, -20_000, 20_000);
+            let zp = if zp_zero { 0 } else { rng.below(256) as i32 - 128 };
+            let st = random_stage(&mut rng, outputs, mode);
+            let want = naive_dense(&x, &w, &bias, zp, &st);
+
+            let mut packed = vec![0i8; packed_len(outputs, inputs, r).unwrap()];
+            pack_rows(&w, outputs, inputs, r, &mut packed).unwrap();
+            // Folding: the bias absorbs -zp·Σw and the kernel gets zp = 0.
+            let (kbias, kzp): (Vec<i32>, i32) = if folded {
+                let b = (0..outputs)
+                    .map(|o| bias[o] - zp * w[o * inputs..][..inputs].iter().map(|&v| i32::from(v)).sum::<i32>())
+                    .collect();
+                (b, 0)
+            } else {
+                (bias.clone(), zp)
+            };
+            let kbias = padded_bias(&mut rng, &kbias, r);
+            let mut y = vec![0i8; outputs];
+            dense_i8(&x, &packed, r, &kbias, inputs, outputs, kzp, &st.view(), &mut y).unwrap();
+            prop_assert_eq!(y, want);
+        }
+    }
+
+    /// Extreme values everywhere: inputs at ±128 against weights at ±127, a
+    /// zero point at the other end, the largest multipliers.
+    #[test]
+    fn dense_i8_extremes() {
+        for (xv, wv, zp) in [(-128i8, -127i8, 127), (127, 127, -128), (-128, 127, -128)] {
+            for r in [4, 8] {
+                let (inputs, outputs) = (37, 9);
+                let x = vec![xv; inputs];
+                let w = vec![wv; outputs * inputs];
+                let bias = vec![0; outputs];
+                let st = Stage {
+                    m: vec![i32::MAX; outputs],
+                    s: vec![-12; outputs],
+                    zp: 3,
+                    lo: -128,
+                    hi: 127,
+                    lut: None,
+                };
+                let mut packed = vec![0i8; packed_len(outputs, inputs, r).unwrap()];
+                pack_rows(&w, outputs, inputs, r, &mut packed).unwrap();
+                let mut y = vec![0i8; outputs];
+                let b = padded_bias(&mut Rng::new(1), &bias, r);
+                dense_i8(&x, &packed, r, &b, inputs, outputs, zp, &st.view(), &mut y).unwrap();
+                assert_eq!(y, naive_dense(&x, &w, &bias, zp, &st));
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- conv
+
+    #[derive(Debug, Clone, Copy)]
+    struct Geo {
+        h: usize,
+        w: usize,
+        c: usize,
+        kh: usize,
+        kw: usize,
+        sh: usize,
+        sw: usize,
+        /// top, bottom, left, right
+        pad: [usize; 4],
+    }
+
+    impl Geo {
+        fn window(&self) -> Window {
+            Window {
+                kernel_h: self.kh,
+                kernel_w: self.kw,
+                stride_h: self.sh,
+                stride_w: self.sw,
+                padding: Padding {
+                    top: self.pad[0],
+                    bottom: self.pad[1],
+                    left: self.pad[2],
+                    right: self.pad[3],
+                },
+            }
+        }
+        fn out(&self) -> (usize, usize) {
+            (
+                (self.h + self.pad[0] + self.pad[1] - self.kh) / self.sh + 1,
+                (self.w + self.pad[2] + self.pad[3] - self.kw) / self.sw + 1,
+            )
+        }
+        /// Input pixel `(ih, iw)` read by output `(oh, ow)` at tap `(kh, kw)`,
+        /// or `None` in the padding.
+        fn tap(&self, oh: usize, ow: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+            let ih = (oh * self.sh + kh).checked_sub(self.pad[0])?;
+            let iw = (ow * self.sw + kw).checked_sub(self.pad[2])?;
+            (ih < self.h && iw < self.w).then_some((ih, iw))
+        }
+    }
+
+    fn geo(max_c: usize) -> impl Strategy<Value = Geo> {
+        (
+            (1usize..=6, 1usize..=6, 1usize..=max_c),
+            (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
+            [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        )
+            .prop_map(|((h, w, c), (kh, kw, sh, sw), pad)| Geo {
+                h,
+                w,
+                c,
+                kh: kh.min(h + pad[0] + pad[1]),
+                kw: kw.min(w + pad[2] + pad[3]),
+                sh,
+                sw,
+                pad,
+            })
+    }
+
+    fn naive_conv(
+        g: &Geo,
+        cout: usize,
+        x: &[i8],
+        w: &[i8],
+        bias: &[i32],
+        zp: i32,
+        st: &Stage,
+    ) -> Vec<i8> {
+        let (oh_n, ow_n) = g.out();
+        let mut y = Vec::new();
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                for co in 0..cout {
+                    let mut acc = i64::from(bias[co]);
+                    for kh in 0..g.kh {
+                        for kw in 0..g.kw {
+                            let Some((ih, iw)) = g.tap(oh, ow, kh, kw) else {
+                                continue;
+                            };
+                            for ci in 0..g.c {
+                                let xv = i64::from(x[(ih * g.w + iw) * g.c + ci]) - i64::from(zp);
+                                let wv = i64::from(w[((co * g.kh + kh) * g.kw + kw) * g.c + ci]);
+                                acc += xv * wv;
+                            }
+                        }
+                    }
+                    y.push(st.reference(co, acc));
+                }
+            }
+        }
+        y
+    }
+
+    proptest! {
+        /// Random geometries (asymmetric padding, strides, kernels up to the
+        /// padded input, windows entirely in the padding), R = 4 and 8,
+        /// channel counts not a multiple of R, folded zero points where
+        /// allowed (no padding) and an error where not.
+        #[test]
+        fn conv2d_i8_matches_naive(
+            g in geo(5), cout in 1usize..=11, eight in any::<bool>(), folded in any::<bool>(),
+            mode in 0u32..4, seed in any::<u64>(),
+        ) {
+            let r = block(eight);
+            let mut rng = Rng::new(seed);
+            let conv = Conv2d::new(g.h, g.w, g.c, cout, g.window()).unwrap();
+            let patch = g.kh * g.kw * g.c;
+            let x = bytes(&mut rng, g.h * g.w * g.c, -128, 127);
+            let w = bytes(&mut rng, cout * patch, -127, 127);
+            let bias = ints(&mut rng, cout, -20_000, 20_000);
+            let zp = rng.below(256) as i32 - 128;
+            let st = random_stage(&mut rng, cout, mode);
+            let want = naive_conv(&g, cout, &x, &w, &bias, zp, &st);
+
+            let mut packed = vec![0i8; packed_len(cout, patch, r).unwrap()];
+            pack_rows(&w, cout, patch, r, &mut packed).unwrap();
+            let kbias: Vec<i32> = if folded {
+                (0..cout)
+                    .map(|o| bias[o] - zp * w[o * patch..][..patch].iter().map(|&v| i32::from(v)).sum::<i32>())
+                    .collect()
+            } else {
+                bias.clone()
+            };
+            let kbias = padded_bias(&mut rng, &kbias, r);
+            let (oh, ow) = g.out();
+            let mut y = vec![99i8; oh * ow * cout];
+            let res = conv2d_i8(&conv, &x, &packed, r, &kbias, zp, folded, &st.view(), &mut y);
+            if folded && g.pad != [0; 4] {
+                prop_assert_eq!(res, Err(Error::InvalidParam(Param::Padding)));
+                prop_assert!(y.iter().all(|&v| v == 99));
+            } else {
+                prop_assert_eq!(res, Ok(()));
+                prop_assert_eq!(y, want);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ depthwise
+
+    fn naive_depthwise(g: &Geo, x: &[i8], w: &[i8], bias: &[i32], zp: i32, st: &Stage) -> Vec<i8> {
+        let (oh_n, ow_n) = g.out();
+        let mut y = Vec::new();
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                for ch in 0..g.c {
+                    let mut acc = i64::from(bias[ch]);
+                    for kh in 0..g.kh {
+                        for kw in 0..g.kw {
+                            if let Some((ih, iw)) = g.tap(oh, ow, kh, kw) {
+                                let xv = i64::from(x[(ih * g.w + iw) * g.c + ch]) - i64::from(zp);
+                                acc += xv * i64::from(w[(kh * g.kw + kw) * g.c + ch]);
+                            }
+                        }
+                    }
+                    y.push(st.reference(ch, acc));
+                }
+            }
+        }
+        y
+    }
+
+    proptest! {
+        /// Channel counts around the group of 4 (1..=11), every stage mode.
+        #[test]
+        fn depthwise_i8_matches_naive(g in geo(11), mode in 0u32..4, seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            let dw = DepthwiseConv2d::new(g.h, g.w, g.c, g.window()).unwrap();
+            let x = bytes(&mut rng, g.h * g.w * g.c, -128, 127);
+            let w = bytes(&mut rng, g.kh * g.kw * g.c, -127, 127);
+            let bias = ints(&mut rng, g.c, -5_000, 5_000);
+            let zp = rng.below(256) as i32 - 128;
+            let st = random_stage(&mut rng, g.c, mode);
+            let (oh, ow) = g.out();
+            let mut y = vec![0i8; oh * ow * g.c];
+            depthwise_i8(&dw, &x, &w, &bias, zp, &st.view(), &mut y).unwrap();
+            prop_assert_eq!(y, naive_depthwise(&g, &x, &w, &bias, zp, &st));
+        }
+    }
+
+    // -------------------------------------------------------------- pooling
+
+    /// `None` when some window lies entirely in the padding.
+    fn naive_pool(g: &Geo, kind: PoolKind, x: &[i8]) -> Option<Vec<i8>> {
+        let (oh_n, ow_n) = g.out();
+        let mut y = Vec::new();
+        for oh in 0..oh_n {
+            for ow in 0..ow_n {
+                for ch in 0..g.c {
+                    let vals: Vec<i32> = (0..g.kh)
+                        .flat_map(|kh| (0..g.kw).map(move |kw| (kh, kw)))
+                        .filter_map(|(kh, kw)| g.tap(oh, ow, kh, kw))
+                        .map(|(ih, iw)| i32::from(x[(ih * g.w + iw) * g.c + ch]))
+                        .collect();
+                    if vals.is_empty() {
+                        return None;
+                    }
+                    let v = match kind {
+                        PoolKind::Max => *vals.iter().max().unwrap(),
+                        // Round half up of the exact mean, via f64 (exact
+                        // at the ties: (2k-1)/2 is representable).
+                        PoolKind::Average => {
+                            let mean = vals.iter().sum::<i32>() as f64 / vals.len() as f64;
+                            (mean + 0.5).floor() as i32
+                        }
+                    };
+                    y.push(v as i8);
+                }
+            }
+        }
+        Some(y)
+    }
+
+    proptest! {
+        /// Max and average pooling over random windows; a geometry with a
+        /// window entirely in the padding is `Param::Padding`, output untouched.
+        #[test]
+        fn pools_match_naive(g in geo(9), average in any::<bool>(), seed in any::<u64>()) {
+            let kind = if average { PoolKind::Average } else { PoolKind::Max };
+            let mut rng = Rng::new(seed);
+            let pool = Pool2d::new(kind, g.h, g.w, g.c, g.window()).unwrap();
+            let x = bytes(&mut rng, g.h * g.w * g.c, -128, 127);
+            let (oh, ow) = g.out();
+            let mut y = vec![99i8; oh * ow * g.c];
+            let res = if average { avg_pool_i8(&pool, &x, &mut y) } else { max_pool_i8(&pool, &x, &mut y) };
+            let mut y2 = vec![99i8; y.len()];
+            prop_assert_eq!(pool_i8(&pool, &x, &mut y2), res);
+            match naive_pool(&g, kind, &x) {
+                Some(want) => {
+                    prop_assert_eq!(res, Ok(()));
+                    prop_assert_eq!(&y, &want);
+                    prop_assert_eq!(y2, want);
+                }
+                None => {
+                    prop_assert_eq!(res, Err(Error::InvalidParam(Param::Padding)));
+                    prop_assert!(y.iter().all(|&v| v == 99));
+                }
+            }
+        }
+
+        #[test]
+        fn global_avg_pool_i8_matches_naive(h in 1usize..=9, w in 1usize..=9, c in 1usize..=70, seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            let x = bytes(&mut rng, h * w * c, -128, 127);
+            let mut y = vec![0i8; c];
+            global_avg_pool_i8(h, w, c, &x, &mut y).unwrap();
+            for ch in 0..c {
+                let sum: i32 = (0..h * w).map(|p| i32::from(x[p * c + ch])).sum();
+                let want = ((sum as f64 / (h * w) as f64) + 0.5).floor() as i32;
+                prop_assert_eq!(i32::from(y[ch]), want);
+            }
+        }
+
+        #[test]
+        fn relu_and_lut_are_elementwise(x in proptest::collection::vec(any::<i8>(), 0..50),
+                                        lo in -128i32..=127, span in 0i32..=255, seed in any::<u64>()) {
+            let hi = (lo + span).min(127);
+            let mut y = vec![0i8; x.len()];
+            relu_i8(&x, &mut y, lo, hi).unwrap();
+            for (&a, &b) in x.iter().zip(&y) {
+                prop_assert_eq!(i32::from(b), i32::from(a).clamp(lo, hi));
+            }
+            let mut rng = Rng::new(seed);
+            let mut table = [0i8; 256];
+            for t in table.iter_mut() {
+                *t = rng.below(256) as u8 as i8;
+            }
+            lut_i8(&table, &x, &mut y).unwrap();
+            for (&a, &b) in x.iter().zip(&y) {
+                prop_assert_eq!(b, table[(i32::from(a) + 128) as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn average_rounds_half_up() {
+        // Means 1.5 -> 2, -1.5 -> -1, -0.5 -> 0, 0.25 -> 0, -2.75 -> -3.
+        let cases: [(&[i8], i8); 5] = [
+            (&[1, 2], 2),
+            (&[-1, -2], -1),
+            (&[0, -1], 0),
+            (&[1, 0, 0, 0], 0),
+            (&[-3, -3, -3, -2], -3),
+        ];
+        for (vals, want) in cases {
+            let mut y = [0i8];
+            global_avg_pool_i8(1, vals.len(), 1, vals, &mut y).unwrap();
+            assert_eq!(y[0], want, "{vals:?}");
+        }
+        // Extremes: all -128 or all 127 stay.
+        let mut y = [0i8; 2];
+        global_avg_pool_i8(3, 3, 2, &[-128, 127].repeat(9), &mut y).unwrap();
+        assert_eq!(y, [-128, 127]);
+    }
+
+    // -------------------------------------------------------------- softmax
+
+    proptest! {
+        /// f32 softmax: sums to 1 within 1e-6 (n ≤ 12 classes: the bound
+        /// (n+1)·2^-24 is 7.7e-7), agrees with f64 within
+        /// `(|d·scale| + n + 4)·2^-23` relative, is monotone in the logit and
+        /// gives the largest logit the largest probability.
+        #[test]
+        fn softmax_f32_properties(logits in proptest::collection::vec(any::<i8>(), 1..=12), scale in 1e-3f32..1.0) {
+            let mut p = vec![0.0f32; logits.len()];
+            softmax_i8_f32(&logits, scale, &mut p).unwrap();
+            let sum: f64 = p.iter().map(|&v| f64::from(v)).sum();
+            prop_assert!((sum - 1.0).abs() <= 1e-6, "sum {sum}");
+            let qmax = *logits.iter().max().unwrap();
+            let z: f64 = logits.iter().map(|&q| ((f64::from(q) - f64::from(qmax)) * f64::from(scale)).exp()).sum();
+            let n = logits.len() as f64;
+            for (i, (&qi, &pi)) in logits.iter().zip(&p).enumerate() {
+                let arg = (f64::from(qi) - f64::from(qmax)) * f64::from(scale);
+                let want = arg.exp() / z;
+                // Rounding the f32 argument d·scale costs |arg|·2^-24
+                // relative; expf, the sum and the division a few 2^-24 more.
+                let tol = want * (arg.abs() + n + 4.0) * f64::from(f32::EPSILON) + 1e-38;
+                prop_assert!((f64::from(pi) - want).abs() <= tol, "class {i}: {pi} vs {want}");
+                for (&qj, &pj) in logits.iter().zip(&p) {
+                    if qi >= qj {
+                        prop_assert!(pi >= pj);
+                    }
+                }
+                if qi == qmax {
+                    prop_assert!(p.iter().all(|&v| v <= pi));
+                }
+            }
+        }
+
+        /// Integer softmax: Σ(q+128) within 256 ± (n/2 + 1) levels (k = 1/2
+        /// per class, +1 for the saturation of a certain class), monotone,
+        /// the largest logit gets the largest probability, and within 1 level
+        /// of 256·p of the f32 softmax.
+        #[test]
+        fn softmax_i8_properties(logits in proptest::collection::vec(any::<i8>(), 1..=64), scale in 1e-3f32..2.0) {
+            let table = softmax_exp_table(scale).unwrap();
+            let mut q = vec![0i8; logits.len()];
+            softmax_i8(&logits, &table, &mut q).unwrap();
+            let n = logits.len() as i32;
+            let levels: i32 = q.iter().map(|&v| i32::from(v) + 128).sum();
+            prop_assert!(2 * (levels - 256).abs() <= n + 2, "sum {levels} for {n} classes");
+            let mut p = vec![0.0f32; logits.len()];
+            softmax_i8_f32(&logits, scale, &mut p).unwrap();
+            let qmax = *logits.iter().max().unwrap();
+            for (i, (&li, &qi)) in logits.iter().zip(&q).enumerate() {
+                for (&lj, &qj) in logits.iter().zip(&q) {
+                    if li >= lj {
+                        prop_assert!(qi >= qj);
+                    }
+                }
+                if li == qmax {
+                    prop_assert!(q.iter().all(|&v| v <= qi));
+                }
+                let got = f64::from(i32::from(qi) + 128);
+                let want = 256.0 * f64::from(p[i]);
+                prop_assert!((got - want).abs() <= 1.0, "class {i}: {got} levels vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_edges_and_errors() {
+        // One class: probability 1 (saturated to 127 in int8).
+        let mut p = [0.0f32];
+        softmax_i8_f32(&[-5], 0.1, &mut p).unwrap();
+        assert_eq!(p, [1.0]);
+        let table = softmax_exp_table(0.1).unwrap();
+        assert_eq!(table[0], EXP_TABLE_ONE);
+        assert!(table.windows(2).all(|t| t[1] <= t[0]));
+        let mut q = [0i8];
+        softmax_i8(&[-5], &table, &mut q).unwrap();
+        assert_eq!(q, [127]);
+        // A certain class: the others get -128 (probability 0).
+        let mut q = [0i8; 3];
+        let big = softmax_exp_table(1.0).unwrap();
+        softmax_i8(&[127, -128, -128], &big, &mut q).unwrap();
+        assert_eq!(q, [127, -128, -128]);
+        // Equal logits share equally: 256/4 = 64 levels each.
+        let mut q = [0i8; 4];
+        softmax_i8(&[3; 4], &table, &mut q).unwrap();
+        assert_eq!(q, [-64i8; 4]); // 64 levels - 128
+
+        let dim = Err(Error::InvalidParam(Param::Dimension));
+        assert_eq!(softmax_i8_f32(&[], 0.1, &mut []), dim);
+        assert_eq!(softmax_i8(&[], &table, &mut []), dim);
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let mut p = [7.0f32; 2];
+            assert_eq!(
+                softmax_i8_f32(&[1, 2], bad, &mut p),
+                Err(Error::InvalidParam(Param::Scale))
+            );
+            assert_eq!(p, [7.0; 2]);
+            assert_eq!(
+                softmax_exp_table(bad),
+                Err(Error::InvalidParam(Param::Scale))
+            );
+        }
+        let mut p = [7.0f32; 3];
+        assert_eq!(
+            softmax_i8_f32(&[1, 2], 0.1, &mut p),
+            Err(Error::LengthMismatch {
+                operand: Operand::Probabilities,
+                expected: 2,
+                actual: 3
+            })
+        );
+        let mut q = [7i8; 1];
+        assert_eq!(
+            softmax_i8(&[1, 2], &table, &mut q),
+            Err(Error::LengthMismatch {
+                operand: Operand::Probabilities,
+                expected: 2,
+                actual: 1
+            })
+        );
+        let mut bad = table;
+        bad[0] = 0;
+        let mut q = [7i8; 2];
+        assert_eq!(
+            softmax_i8(&[1, 2], &bad, &mut q),
+            Err(Error::InvalidParam(Param::ExpTable))
+        );
+        let mut bad = table;
+        bad[200] = bad[199] + 1;
+        assert_eq!(
+            softmax_i8(&[1, 2], &bad, &mut q),
+            Err(Error::InvalidParam(Param::ExpTable))
+        );
+        assert_eq!(q, [7; 2]);
+    }
+
+    // --------------------------------------------------------------- errors
+
+    /// A kernel call with everything but the output bound.
+    type Call<'a> = &'a dyn Fn(&mut [i8]) -> Result<(), Error>;
+
+    /// A call's result and its output buffer.
+    type Outcome = (Result<(), Error>, Vec<i8>);
+
+    fn ok_stage(n: usize) -> Stage {
+        Stage {
+            m: vec![MULTIPLIER_MIN; n],
+            s: vec![-8; n],
+            zp: 0,
+            lo: -128,
+            hi: 127,
+            lut: None,
+        }
+    }
+
+    /// Assert `res` is `err` and `y` still holds its sentinel 99s.
+    #[track_caller]
+    fn rejected(res: Result<(), Error>, err: Error, y: &[i8]) {
+        assert_eq!(res, Err(err));
+        assert!(y.iter().all(|&v| v == 99), "output written on error");
+    }
+
+    fn len_err(operand: Operand, expected: usize, actual: usize) -> Error {
+        Error::LengthMismatch {
+            operand,
+            expected,
+            actual,
+        }
+    }
+
+    #[test]
+    fn dense_i8_bad_arguments_are_specific_errors() {
+        // 5 inputs -> 6 outputs, R = 4: w 8·5 = 40, bias 8.
+        let (x, w, b) = (vec![1i8; 5], vec![1i8; 40], vec![0i32; 8]);
+        let st = ok_stage(6);
+        let run = |x: &[i8],
+                   w: &[i8],
+                   r: usize,
+                   b: &[i32],
+                   i: usize,
+                   o: usize,
+                   zp: i32,
+                   st: &OutputStage<'_>,
+                   yl: usize| {
+            let mut y = vec![99i8; yl];
+            let res = dense_i8(x, w, r, b, i, o, zp, st, &mut y);
+            (res, y)
+        };
+        let (res, y) = run(&x, &w, 4, &b, 5, 6, 0, &st.view(), 6);
+        assert_eq!(res, Ok(()));
+        assert!(y.iter().all(|&v| v != 99));
+        let cases: Vec<(Outcome, Error)> = vec![
+            (
+                run(&x, &w, 5, &b, 5, 6, 0, &st.view(), 6),
+                Error::InvalidParam(Param::BlockRows),
+            ),
+            (
+                run(&x, &w, 4, &b, 0, 6, 0, &st.view(), 6),
+                Error::InvalidParam(Param::Dimension),
+            ),
+            (
+                run(&x, &w, 4, &b, 5, 0, 0, &st.view(), 6),
+                Error::InvalidParam(Param::Dimension),
+            ),
+            (
+                run(&x[..4], &w, 4, &b, 5, 6, 0, &st.view(), 6),
+                len_err(Operand::Input, 5, 4),
+            ),
+            (
+                run(&x, &w[..39], 4, &b, 5, 6, 0, &st.view(), 6),
+                len_err(Operand::Weight, 40, 39),
+            ),
+            (
+                run(&x, &w, 4, &b[..6], 5, 6, 0, &st.view(), 6),
+                len_err(Operand::Bias, 8, 6),
+            ),
+            (
+                run(&x, &w, 4, &b, 5, 6, 128, &st.view(), 6),
+                Error::InvalidParam(Param::ZeroPoint),
+            ),
+            (
+                run(&x, &w, 4, &b, 5, 6, 0, &ok_stage(5).view(), 6),
+                len_err(Operand::Multiplier, 6, 5),
+            ),
+            (
+                run(
+                    &x,
+                    &w,
+                    4,
+                    &b,
+                    5,
+                    6,
+                    0,
+                    &OutputStage {
+                        shifts: &[0, 0, 0, 0, 0, 31],
+                        ..st.view()
+                    },
+                    6,
+                ),
+                Error::InvalidParam(Param::Shift),
+            ),
+            (
+                run(
+                    &x,
+                    &w,
+                    4,
+                    &b,
+                    5,
+                    6,
+                    0,
+                    &OutputStage {
+                        clamp_min: 5,
+                        clamp_max: 4,
+                        ..st.view()
+                    },
+                    6,
+                ),
+                Error::InvalidParam(Param::Clamp),
+            ),
+            (
+                run(&x, &w, 4, &b, 5, 6, 0, &st.view(), 5),
+                len_err(Operand::Output, 6, 5),
+            ),
+            (
+                run(&x, &w, 4, &b, 5, 6, 0, &st.view(), 7),
+                len_err(Operand::Output, 6, 7),
+            ),
+        ];
+        for ((res, y), err) in cases {
+            rejected(res, err, &y);
+        }
+    }
+
+    #[test]
+    fn conv_and_depthwise_bad_arguments_are_specific_errors() {
+        // 4×4×3 -> 3×3, stride 1, padding 1 -> 4×4×5, R = 8: patch 27.
+        let conv = Conv2d::new(4, 4, 3, 5, Window::square(3, 1, 1)).unwrap();
+        let (x, w, b) = (vec![1i8; 48], vec![1i8; 8 * 27], vec![0i32; 8]);
+        let st = ok_stage(5);
+        let mut y = vec![99i8; 80];
+        conv2d_i8(&conv, &x, &w, 8, &b, 0, false, &st.view(), &mut y).unwrap();
+        let bad_geom = Conv2d { in_c: 0, ..conv };
+        let cases: [(Call<'_>, Error); 9] = [
+            (
+                &|y| conv2d_i8(&conv, &x, &w, 3, &b, 0, false, &st.view(), y),
+                Error::InvalidParam(Param::BlockRows),
+            ),
+            (
+                &|y| conv2d_i8(&bad_geom, &x, &w, 8, &b, 0, false, &st.view(), y),
+                Error::InvalidParam(Param::Dimension),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x[1..], &w, 8, &b, 0, false, &st.view(), y),
+                len_err(Operand::Input, 48, 47),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x, &w[..27 * 4], 8, &b, 0, false, &st.view(), y),
+                len_err(Operand::Weight, 216, 108),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x, &w, 8, &b[..5], 0, false, &st.view(), y),
+                len_err(Operand::Bias, 8, 5),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x, &w, 8, &b, -129, false, &st.view(), y),
+                Error::InvalidParam(Param::ZeroPoint),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x, &w, 8, &b, 0, true, &st.view(), y),
+                Error::InvalidParam(Param::Padding),
+            ),
+            (
+                &|y| {
+                    conv2d_i8(
+                        &conv,
+                        &x,
+                        &w,
+                        8,
+                        &b,
+                        0,
+                        false,
+                        &OutputStage {
+                            multipliers: &[1; 5],
+                            ..st.view()
+                        },
+                        y,
+                    )
+                },
+                Error::InvalidParam(Param::Multiplier),
+            ),
+            (
+                &|y| conv2d_i8(&conv, &x, &w, 8, &b, 0, false, &st.view(), &mut y[1..]),
+                len_err(Operand::Output, 80, 79),
+            ),
+        ];
+        for (call, err) in cases {
+            let mut y = vec![99i8; 80];
+            rejected(call(&mut y), err, &y);
+        }
+
+        let dw = DepthwiseConv2d::new(4, 4, 3, Window::square(3, 2, 1)).unwrap(); // -> 2×2×3
+        let (x, w, b) = (vec![1i8; 48], vec![1i8; 27], vec![0i32; 3]);
+        let st = ok_stage(3);
+        let cases: [(Call<'_>, Error); 6] = [
+            (
+                &|y| {
+                    depthwise_i8(
+                        &DepthwiseConv2d { in_h: 0, ..dw },
+                        &x,
+                        &w,
+                        &b,
+                        0,
+                        &st.view(),
+                        y,
+                    )
+                },
+                Error::InvalidParam(Param::Dimension),
+            ),
+            (
+                &|y| depthwise_i8(&dw, &x[..40], &w, &b, 0, &st.view(), y),
+                len_err(Operand::Input, 48, 40),
+            ),
+            (
+                &|y| depthwise_i8(&dw, &x, &w[1..], &b, 0, &st.view(), y),
+                len_err(Operand::Weight, 27, 26),
+            ),
+            (
+                &|y| depthwise_i8(&dw, &x, &w, &b[1..], 0, &st.view(), y),
+                len_err(Operand::Bias, 3, 2),
+            ),
+            (
+                &|y| depthwise_i8(&dw, &x, &w, &b, 0, &ok_stage(4).view(), y),
+                len_err(Operand::Multiplier, 3, 4),
+            ),
+            (
+                &|y| depthwise_i8(&dw, &x, &w, &b, 0, &st.view(), &mut y[..11]),
+                len_err(Operand::Output, 12, 11),
+            ),
+        ];
+        for (call, err) in cases {
+            let mut y = vec![99i8; 12];
+            rejected(call(&mut y), err, &y);
+        }
+        let mut y = vec![99i8; 12];
+        depthwise_i8(&dw, &x, &w, &b, 0, &st.view(), &mut y).unwrap();
+    }
+
+    #[test]
+    fn pool_and_elementwise_bad_arguments_are_specific_errors() {
+        let pool = Pool2d::new(PoolKind::Max, 4, 4, 2, Window::square(2, 2, 0)).unwrap(); // -> 2×2×2
+        let x = vec![1i8; 32];
+        let mut y = vec![99i8; 8];
+        rejected(
+            max_pool_i8(&pool, &x[1..], &mut y),
+            len_err(Operand::Input, 32, 31),
+            &y,
+        );
+        rejected(
+            avg_pool_i8(&pool, &x, &mut y[1..]),
+            len_err(Operand::Output, 8, 7),
+            &y,
+        );
+        let bad = Pool2d {
+            channels: 0,
+            ..pool
+        };
+        rejected(
+            max_pool_i8(&bad, &x, &mut y),
+            Error::InvalidParam(Param::Dimension),
+            &y,
+        );
+        // Padding 2 with a 2×2 window: the corner window sees only padding.
+        let padded = Pool2d::new(PoolKind::Max, 4, 4, 2, Window::square(2, 2, 2)).unwrap(); // -> 4×4×2
+        let mut y = vec![99i8; 32];
+        rejected(
+            max_pool_i8(&padded, &x, &mut y),
+            Error::InvalidParam(Param::Padding),
+            &y,
+        );
+        // A window of more than 2^22 taps cannot be averaged in i32.
+        let huge = Window {
+            kernel_h: 2049,
+            kernel_w: 2048,
+            stride_h: 64,
+            stride_w: 64,
+            padding: Padding::symmetric(1100, 1100),
+        };
+        let huge = Pool2d::new(PoolKind::Average, 1, 1, 1, huge).unwrap();
+        let n = huge.output_shape(1).unwrap().len().unwrap();
+        let mut y = vec![99i8; n];
+        rejected(
+            avg_pool_i8(&huge, &[0], &mut y),
+            Error::InvalidParam(Param::Kernel),
+            &y,
+        );
+        max_pool_i8(&huge, &[5], &mut y).unwrap(); // max has no sum to overflow
+        assert!(y.iter().all(|&v| v == 5));
+
+        let mut y = vec![99i8; 2];
+        rejected(
+            global_avg_pool_i8(0, 1, 2, &[], &mut y),
+            Error::InvalidParam(Param::Dimension),
+            &y,
+        );
+        rejected(
+            global_avg_pool_i8(2049, 2048, 1, &[], &mut y),
+            Error::InvalidParam(Param::Kernel),
+            &y,
+        );
+        rejected(
+            global_avg_pool_i8(2, 2, 2, &[0; 7], &mut y),
+            len_err(Operand::Input, 8, 7),
+            &y,
+        );
+        rejected(
+            global_avg_pool_i8(2, 2, 2, &[0; 8], &mut y[..1]),
+            len_err(Operand::Output, 2, 1),
+            &y,
+        );
+
+        let mut y = vec![99i8; 3];
+        rejected(
+            relu_i8(&[1, 2, 3], &mut y, 5, 4),
+            Error::InvalidParam(Param::Clamp),
+            &y,
+        );
+        rejected(
+            relu_i8(&[1, 2, 3], &mut y, -129, 4),
+            Error::InvalidParam(Param::Clamp),
+            &y,
+        );
+        rejected(
+            relu_i8(&[1, 2], &mut y, 0, 4),
+            len_err(Operand::Output, 2, 3),
+            &y,
+        );
+        rejected(
+            lut_i8(&[0; 256], &[1, 2], &mut y),
+            len_err(Operand::Output, 2, 3),
+            &y,
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Why a model file was rejected.
+
+use core::fmt;
+
+/// Which table an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Table {
+    /// The 64-byte header.
+    Header,
+    /// The layer table.
+    Layers,
+    /// The tensor table.
+    Tensors,
+    /// The BN table.
+    Bn,
+}
+
+/// The role a tensor plays for its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Role {
+    /// Weights.
+    Weight,
+    /// Bias.
+    Bias,
+    /// Requantization multipliers.
+    Multiplier,
+    /// Requantization shifts.
+    Shift,
+    /// Activation lookup table.
+    Table,
+    /// A BN parameter or statistic.
+    BnParam,
+}
+
+/// What is wrong with one layer record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LayerFault {
+    /// The op code is not one this version defines.
+    UnknownOp(u8),
+    /// The activation code is not one this version defines.
+    UnknownActivation(u8),
+    /// The activation is not allowed on this op (e.g. a standalone
+    /// activation record without a function).
+    ActivationNotAllowed,
+    /// Unknown flag bits, or a flag that does not apply to the op.
+    BadFlags(u16),
+    /// The input shape is not the previous layer's output (or the header's input).
+    InputShape,
+    /// The output shape is not what the op computes from its input.
+    OutputShape,
+    /// Kernel, stride or padding invalid for the input.
+    Geometry,
+    /// A required tensor is absent.
+    MissingTensor(Role),
+    /// A tensor is given where the op takes none.
+    UnexpectedTensor(Role),
+    /// A tensor index is past the tensor table.
+    TensorIndex(Role),
+    /// A tensor has the wrong dtype, layout, dims or length for its role.
+    TensorKind(Role),
+    /// Quantization parameters out of range (zero point, clamps, shift,
+    /// multiplier, scale).
+    Quantization,
+    /// An int8 accumulator could overflow i32 (too many terms per output).
+    AccumulatorRange,
+    /// A reserved field is not zero.
+    Reserved,
+    /// The last layer does not produce `1×1×classes`.
+    FinalShape,
+}
+
+/// What is wrong with one tensor record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TensorFault {
+    /// Unknown dtype code.
+    UnknownDtype(u8),
+    /// Unknown layout code, or a block size that does not match the layout.
+    Layout,
+    /// Dims multiply to zero or overflow.
+    Dims,
+    /// The data offset is not 16-aligned.
+    Misaligned,
+    /// The data lies outside the data region.
+    OutOfBounds,
+    /// The length is not the dims' element count times the dtype size.
+    Length,
+    /// The data overlaps the previous tensor's or is out of table order.
+    Overlap,
+    /// A reserved field is not zero.
+    Reserved,
+}
+
+/// Errors of [`Model::parse`](super::Model::parse) and the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The buffer is shorter than the structure that must be there.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// The first four bytes are not `"NCMF"`.
+    BadMagic,
+    /// A format version this reader does not implement.
+    UnsupportedVersion(u16),
+    /// Header flag bits this version does not define.
+    UnknownFlags(u16),
+    /// The header's `file_size` is not the buffer's length.
+    SizeMismatch {
+        /// Size the header states.
+        header: u32,
+        /// Length of the buffer.
+        actual: usize,
+    },
+    /// The CRC-32 does not match: the file is damaged.
+    CrcMismatch {
+        /// CRC stored in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// The buffer does not start at a 4-byte aligned address, so its f32
+    /// and i32 tensors cannot be borrowed in place.
+    Misaligned,
+    /// Little-endian data on a big-endian target is not supported.
+    BigEndian,
+    /// A header field is out of range.
+    Header(HeaderFault),
+    /// A table lies outside the file, overlaps another, or is misaligned.
+    TableBounds(Table),
+    /// A tensor record is invalid.
+    Tensor {
+        /// Index in the tensor table.
+        index: u16,
+        /// What is wrong.
+        fault: TensorFault,
+    },
+    /// A layer record is invalid.
+    Layer {
+        /// Index in the layer table.
+        index: u16,
+        /// What is wrong.
+        fault: LayerFault,
+    },
+    /// A BN record is invalid.
+    Bn {
+        /// Index in the BN table.
+        index: u16,
+        /// What is wrong.
+        fault: LayerFault,
+    },
+    /// The header's arena size is not the memory plan's peak.
+    ArenaMismatch {
+        /// Bytes the header states.
+        header: u32,
+        /// Bytes the plan needs.
+        computed: u32,
+    },
+    /// The caller's arena is smaller than the model needs, or misaligned.
+    ArenaTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// The caller's arena does not start at a 4-byte aligned address.
+    ArenaMisaligned,
+    /// The operation needs the other kind of model (f32 vs int8).
+    WrongKind,
+    /// A kernel rejected its inputs (a validated model never does this).
+    Kernel(crate::error::Error),
+}
+
+/// A header field that is out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HeaderFault {
+    /// `layer_count` is 0 or above the maximum.
+    LayerCount,
+    /// `tensor_count` above the maximum.
+    TensorCount,
+    /// An input dimension is 0.
+    InputShape,
+    /// `classes` is 0.
+    Classes,
+    /// Input quantization invalid for the file's kind.
+    InputQuantization,
+    /// `pixel_scale` not finite and positive.
+    PixelScale,
+    /// BN flag and BN table fields disagree.
+    BnTable,
+    /// A reserved field is not zero.
+    Reserved,
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ModelError::Truncated { needed, actual } => {
+                write!(f, "file truncated: {needed} bytes needed, {actual} present")
+            }
+            ModelError::BadMagic => f.write_str("not a normcore model (magic is not \"NCMF\")"),
+            ModelError::UnsupportedVersion(v) => {
+                write!(f, "format version {v} is not supported (this reader implements 1)")
+            }
+            ModelError::UnknownFlags(b) => write!(f, "unknown header flags {b:#06x}"),
+            ModelError::SizeMismatch { header, actual } => write!(
+                f,
+                "header says {header} bytes but the file has {actual} (truncated or padded?)"
+            ),
+            ModelError::CrcMismatch { stored, computed } => write!(
+                f,
+                "CRC mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is damaged"
+            ),
+            ModelError::Misaligned => {
+                f.write_str("model buffer is not 4-byte aligned; load it into an aligned buffer")
+            }
+            ModelError::BigEndian => f.write_str("big-endian targets are not supported"),
+            ModelError::Header(h) => write!(f, "invalid header: {h:?}"),
+            ModelError::TableBounds(t) => {
+                write!(f, "{t:?} table lies outside the file, overlaps another or is misaligned")
+            }
+            ModelError::Tensor { index, fault } => write!(f, "tensor {index}: {fault:?}"),
+            ModelError::Layer { index, fault } => write!(f, "layer {index}: {fault:?}"),
+            ModelError::Bn { index, fault } => write!(f, "BN record {index}: {fault:?}"),
+            ModelError::ArenaMismatch { header, computed } => write!(
+                f,
+                "header arena size {header} differs from the memory plan's {computed}"
+            ),
+            ModelError::ArenaTooSmall { needed, actual } => {
+                write!(f, "arena of {actual} bytes is smaller than the {needed} the model needs")
+            }
+            ModelError::ArenaMisaligned => f.write_str("arena is not 4-byte aligned"),
+            ModelError::WrongKind => f.write_str("operation does not match the model's kind (f32/int8)"),
+            ModelError::Kernel(e) => write!(f, "kernel error: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ModelError {}
+
+impl From<crate::error::Error> for ModelError {
+    fn from(e: crate::error::Error) -> Self {
+        ModelError::Kernel(e)
+    }
+}

@@ -1,0 +1,55 @@
+//! Serial round trip over UART0: reads bytes and writes each back plus one
+//! (wrapping), until the terminator byte, which it does not echo; then exits
+//! with success.
+//!
+//! Run it with QEMU's `-serial stdio` (not `-nographic`, whose console
+//! multiplexer swallows 0x01, Ctrl-A): `NORMCORE_SERIAL=stdio ./qemu-run`.
+//! QEMU writes semihosting output (defmt) to the same stdout, so this binary
+//! logs only when it fails: on success its stdout is exactly the echo.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use embedded_io::{Read, Write};
+use normcore_firmware::board::active::Board;
+use normcore_firmware::cmsdk::uart::{Uart, UartError};
+use normcore_firmware::exit;
+
+/// Ends the session (not echoed).
+const TERMINATOR: u8 = 0x00;
+
+/// Echo until the terminator; the number of bytes echoed.
+fn echo(uart: &mut Uart) -> Result<usize, UartError> {
+    let mut buf = [0u8; 16];
+    let mut count = 0;
+    loop {
+        let n = uart.read(&mut buf)?;
+        let chunk = &mut buf[..n];
+        let end = chunk.iter().position(|&b| b == TERMINATOR);
+        let data = &mut chunk[..end.unwrap_or(n)];
+        for b in data.iter_mut() {
+            *b = b.wrapping_add(1);
+        }
+        uart.write_all(data)?;
+        count += data.len();
+        if end.is_some() {
+            uart.flush()?;
+            return Ok(count);
+        }
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let Some(mut board) = Board::take() else {
+        defmt::error!("board already taken");
+        exit(false)
+    };
+    match echo(&mut board.uart) {
+        Ok(_) => exit(true),
+        Err(e) => {
+            defmt::error!("uart error: {}", e);
+            exit(false)
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Measuring what a piece of code costs: CPU cycles where the core counts
+//! them, timer ticks (convertible to instructions) under QEMU.
+//!
+//! # Two sources, picked at run time
+//! - **DWT CYCCNT** (Cortex-M3 and up, real hardware): the core's cycle
+//!   counter. This is the number to quote for a board.
+//! - **A free-running timer** ([`TickCounter`], e.g. the CMSDK timer on
+//!   `mps2-an386`): QEMU does not model CYCCNT (it reads 0), so
+//!   [`Stopwatch::new`] enables CYCCNT, checks that it advances, and falls
+//!   back to the timer when it does not.
+//!
+//! # Ticks to instructions under QEMU
+//! Run QEMU with `-icount shift=6,align=off,sleep=off` (`NORMCORE_ICOUNT=1`
+//! for `qemu-run`): virtual time then advances exactly 2^6 = 64 ns per
+//! instruction, and the 25 MHz timer ticks every 40 ns, so
+//! ```text
+//! instructions = ticks · 40 / 64 = ticks / 1.6
+//! ```
+//! repeatable run to run ([`Cost::icount_instructions`]). These are
+//! instructions, not Cortex-M4 cycles: a `VDIV` (14 cycles) counts like an
+//! `ADD` (1). Without `-icount` the timer follows host time and the readings
+//! include QEMU's translation work: use them for nothing.
+
+use core::hint::black_box;
+use core::sync::atomic::{compiler_fence, Ordering};
+
+use cortex_m::peripheral::{DCB, DWT};
+
+/// QEMU's `-icount shift=N` that [`Cost::icount_instructions`] assumes
+/// (`qemu-run` passes it when `NORMCORE_ICOUNT=1`).
+pub const ICOUNT_SHIFT: u32 = 6;
+
+/// A free-running 32-bit up-counter (it wraps at 2^32).
+pub trait TickCounter {
+    /// The current count.
+    fn now(&self) -> u32;
+    /// Counts per second.
+    fn hz(&self) -> u32;
+}
+
+/// What a [`Cost`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+pub enum Unit {
+    /// Core clock cycles (DWT CYCCNT).
+    Cycles,
+    /// Ticks of a timer running at `hz`.
+    Ticks {
+        /// Timer rate.
+        hz: u32,
+    },
+}
+
+/// A measured cost, with the stopwatch's own overhead removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+pub struct Cost {
+    /// What `count` counts.
+    pub unit: Unit,
+    /// Cycles or ticks.
+    pub count: u32,
+}
+
+impl Cost {
+    /// Instructions executed, if this cost is in timer ticks and QEMU ran
+    /// with `-icount shift=`[`ICOUNT_SHIFT`]: `ticks · 10^9 / (hz · 2^shift)`,
+    /// rounded to nearest (the tick grid makes it exact to ±1 instruction).
+    /// `None` for cycle counts, which need no conversion.
+    pub fn icount_instructions(&self) -> Option<u32> {
+        match self.unit {
+            Unit::Cycles => None,
+            Unit::Ticks { hz } => {
+                let den = u64::from(hz) << ICOUNT_SHIFT;
+                let num = u64::from(self.count) * 1_000_000_000;
+                Some(((num + den / 2) / den) as u32)
+            }
+        }
+    }
+}
+
+enum Source<T> {
+    Cycles,
+    Timer(T),
+}
+
+/// Measures closures with the best counter the machine has.
+pub struct Stopwatch<T> {
+    source: Source<T>,
+    /// What two back-to-back readings differ by: subtracted from every cost.
+    overhead: u32,
+    /// Keeps CYCCNT's owner alive: nobody else may reconfigure it.
+    _dwt: Option<DWT>,
+}
+
+impl<T> core::fmt::Debug for Stopwatch<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let source = match self.source {
+            Source::Cycles => "dwt-cyccnt",
+            Source::Timer(_) => "timer",
+        };
+        f.debug_struct("Stopwatch")
+            .field("source", &source)
+            .field("overhead", &self.overhead)
+            .finish()
+    }
+}
+
+impl<T: TickCounter> Stopwatch<T> {
+    /// Use DWT CYCCNT if it counts on this machine (enabling it through
+    /// `dcb` and `dwt`), `timer` otherwise.
+    pub fn new(dcb: &mut DCB, mut dwt: DWT, timer: T) -> Self {
+        dcb.enable_trace();
+        // Cortex-M7 locks the DWT behind a software lock; a no-op elsewhere.
+        DWT::unlock();
+        dwt.enable_cycle_counter();
+        let before = DWT::cycle_count();
+        cortex_m::asm::delay(64);
+        if DWT::cycle_count() != before {
+            Self::calibrated(Source::Cycles, Some(dwt))
+        } else {
+            Self::calibrated(Source::Timer(timer), None)
+        }
+    }
+
+    /// Always use `timer` (e.g. to compare with QEMU runs on a board).
+    pub fn with_timer(timer: T) -> Self {
+        Self::calibrated(Source::Timer(timer), None)
+    }
+
+    fn calibrated(source: Source<T>, dwt: Option<DWT>) -> Self {
+        let mut sw = Stopwatch {
+            source,
+            overhead: 0,
+            _dwt: dwt,
+        };
+        // The minimum of a few empty measurements: the first may include
+        // cache or translation effects.
+        sw.overhead = (0..4).map(|_| sw.measure(|| ()).1.count).min().unwrap_or(0);
+        sw
+    }
+
+    /// What the costs count.
+    pub fn unit(&self) -> Unit {
+        match &self.source {
+            Source::Cycles => Unit::Cycles,
+            Source::Timer(t) => Unit::Ticks { hz: t.hz() },
+        }
+    }
+
+    #[inline(always)]
+    fn now(&self) -> u32 {
+        match &self.source {
+            Source::Cycles => DWT::cycle_count(),
+            Source::Timer(t) => t.now(),
+        }
+    }
+
+    /// Run `f` and return its result and cost.
+    ///
+    /// The compiler may move code that does not depend on the readings
+    /// across them: pass `f`'s inputs through [`core::hint::black_box`] so
+    /// that its work cannot start early (or be folded at compile time).
+    #[inline(never)]
+    pub fn measure<R>(&self, f: impl FnOnce() -> R) -> (R, Cost) {
+        let start = self.now();
+        compiler_fence(Ordering::SeqCst);
+        let result = black_box(f());
+        compiler_fence(Ordering::SeqCst);
+        let end = self.now();
+        let cost = Cost {
+            unit: self.unit(),
+            count: end.wrapping_sub(start).saturating_sub(self.overhead),
+        };
+        (result, cost)
+    }
+}

@@ -1,0 +1,56 @@
+//! # normcore-firmware
+//!
+//! The Cortex-M side of normcore: what every firmware binary links, and the
+//! board support behind it. The binaries (`src/bin/`) run under QEMU's
+//! `mps2-an386` (Cortex-M4F) through `./qemu-run`, and the host-side tests
+//! in the root workspace's `tests/` crate check what they print.
+//!
+//! - [`exit`]: end the program with a status (semihosting).
+//! - `fault` (private): HardFault and default exception handlers that log
+//!   and exit with failure, so that no failure is a hang.
+//! - [`cost`]: cycles (DWT CYCCNT) on hardware, timer ticks and
+//!   instruction counts (`-icount`) under QEMU.
+//! - [`stack`]: stack painting and the high-water mark.
+//! - [`board`]: where the peripherals are; [`cmsdk`]: drivers for ARM's
+//!   CMSDK timer and UART (`embedded-hal` delay, `embedded-io` serial).
+//! - [`workload`]: the computation `hello` runs, shared with the host test
+//!   that checks its result.
+//!
+//! Logging is `defmt` over semihosting (decoded on the host by
+//! `defmt-print`); a panic prints its message through `panic-probe`.
+#![no_std]
+
+pub mod board;
+pub mod cmsdk;
+pub mod cost;
+mod fault;
+pub mod mmio;
+pub mod stack;
+pub mod workload;
+
+// The defmt transport and the panic handler, linked into every binary that
+// uses this crate.
+use defmt_semihosting as _;
+use panic_probe as _;
+
+use cortex_m_semihosting::debug;
+
+/// End the program: QEMU exits with status 0 for `true` and 1 for `false`
+/// (semihosting `SYS_EXIT`).
+///
+/// Semihosting needs a host: on a board without a debugger attached the
+/// `BKPT` it executes faults instead; a board port replaces this with its
+/// probe's convention.
+pub fn exit(success: bool) -> ! {
+    // No `defmt::flush()`: semihosting output is synchronous, and a flush
+    // would write an empty frame (bytes on a stdout the UART may share).
+    debug::exit(if success {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    // Only reached without a semihosting host.
+    loop {
+        cortex_m::asm::wfi();
+    }
+}

@@ -1,0 +1,215 @@
+//! The folded f32 model on the host: a plain, batch-capable evaluator of
+//! the IR on core's layer kernels (`normcore::layers`, with the trainer's
+//! [`FastGemm`] under dense and conv), computing exactly what an f32 `.ncm`
+//! file specifies: `y = act(W'·x + b')` per layer, pooling and activations
+//! as in `normcore::layers`.
+//!
+//! It is the reference the fold is checked against (the unfolded network in
+//! eval mode) and the source of the calibration ranges for int8.
+
+use super::fold::{FoldedModel, LayerOp};
+use super::ExportError;
+use crate::data::Dataset;
+use crate::fastgemm::FastGemm;
+use normcore::layers::{self, loss::argmax};
+use normcore::{View, ViewMut};
+use rayon::prelude::*;
+
+/// Samples per batch when a whole data set is evaluated.
+pub const EVAL_BATCH: usize = 256;
+
+/// What a layer produced, for calibration: `pre` is the value before the
+/// activation (the op's output, `None` when the layer has no activation),
+/// `post` the layer's output.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// 0-based layer index.
+    pub layer: usize,
+    /// Pre-activation values `[n, ...]` (layers with an activation only).
+    pub pre: Option<&'a [f32]>,
+    /// Output values `[n, ...]`.
+    pub post: &'a [f32],
+}
+
+impl FoldedModel {
+    /// Logits `[n, classes]` of `n` samples `x` (`[n, h, w, c]`).
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ExportError> {
+        self.forward_observed(x, n, &mut |_| {})
+    }
+
+    /// [`forward`](Self::forward), calling `observe` with every layer's
+    /// pre-activation and output values.
+    pub fn forward_observed(
+        &self,
+        x: &[f32],
+        n: usize,
+        observe: &mut dyn FnMut(Observed<'_>),
+    ) -> Result<Vec<f32>, ExportError> {
+        if x.len() != n * self.input.len() {
+            return Err(ExportError::Batch {
+                n,
+                len: x.len(),
+                expected: self.input.len(),
+            });
+        }
+        let mut cur = x.to_vec();
+        let mut pre = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let kernel = |source| ExportError::Kernel {
+                layer: i + 1,
+                source,
+            };
+            let xs = l.input.batch(n);
+            let ys = l.output.batch(n);
+            let mut y = vec![0.0f32; n * l.output.len()];
+            let xv = View::new(xs, &cur).map_err(kernel)?;
+            match l.op {
+                LayerOp::Dense(op) => op
+                    .forward(
+                        &FastGemm,
+                        xv,
+                        &l.weights,
+                        Some(&l.bias),
+                        ViewMut::new(ys, &mut y).map_err(kernel)?,
+                    )
+                    .map_err(kernel)?,
+                LayerOp::Conv(op) => {
+                    let mut scratch = vec![0.0f32; op.forward_scratch_len(n).map_err(kernel)?];
+                    op.forward(
+                        &FastGemm,
+                        xv,
+                        &l.weights,
+                        Some(&l.bias),
+                        ViewMut::new(ys, &mut y).map_err(kernel)?,
+                        &mut scratch,
+                    )
+                    .map_err(kernel)?
+                }
+                LayerOp::Depthwise(op) => op
+                    .forward(
+                        xv,
+                        &l.weights,
+                        Some(&l.bias),
+                        ViewMut::new(ys, &mut y).map_err(kernel)?,
+                    )
+                    .map_err(kernel)?,
+                LayerOp::Pool(p) => p
+                    .forward(xv, ViewMut::new(ys, &mut y).map_err(kernel)?)
+                    .map_err(kernel)?,
+                LayerOp::GlobalAvgPool => {
+                    layers::global_avg_pool_forward(xv, ViewMut::new(ys, &mut y).map_err(kernel)?)
+                        .map_err(kernel)?
+                }
+                LayerOp::Activation => y.copy_from_slice(&cur),
+            }
+            match l.act {
+                Some(a) => {
+                    pre.clear();
+                    pre.extend_from_slice(&y);
+                    a.forward_in_place(&mut y);
+                    observe(Observed {
+                        layer: i,
+                        pre: Some(&pre),
+                        post: &y,
+                    });
+                }
+                None => observe(Observed {
+                    layer: i,
+                    pre: None,
+                    post: &y,
+                }),
+            }
+            cur = y;
+        }
+        Ok(cur)
+    }
+
+    /// Logits `[n, classes]` computed as a device runs an f32 file: core's
+    /// batch-1 f32 inference kernels (`normcore::kernels::f32`) on weights
+    /// row-blocked in `r` rows, samples in parallel. Equal to
+    /// [`forward`](Self::forward) up to summation order.
+    pub fn forward_device(&self, x: &[f32], n: usize, r: usize) -> Result<Vec<f32>, ExportError> {
+        use normcore::kernels::f32 as kf;
+        let per = self.input.len();
+        if x.len() != n * per || per == 0 {
+            return Err(ExportError::Batch {
+                n,
+                len: x.len(),
+                expected: per,
+            });
+        }
+        // (weights, bias) as the file stores them.
+        let stored = self
+            .layers
+            .iter()
+            .map(|l| match l.op {
+                LayerOp::Dense(_) | LayerOp::Conv(_) => {
+                    let rows = l.op.out_channels();
+                    let mut bias = l.bias.clone();
+                    bias.resize(rows.div_ceil(r) * r, 0.0);
+                    let w = super::ncm::pack_rows(&l.weights, rows, l.weights.len() / rows, r)?;
+                    Ok((w, bias))
+                }
+                _ => Ok((l.weights.clone(), l.bias.clone())),
+            })
+            .collect::<Result<Vec<_>, ExportError>>()?;
+        let outs: Vec<Vec<f32>> = x
+            .par_chunks(per)
+            .map(|s| {
+                let mut cur = s.to_vec();
+                for (i, (l, (w, b))) in self.layers.iter().zip(&stored).enumerate() {
+                    let mut y = vec![0.0f32; l.output.len()];
+                    match l.op {
+                        LayerOp::Dense(d) => {
+                            kf::dense_f32(&cur, w, r, b, d.inputs, d.outputs, l.act, &mut y)
+                        }
+                        LayerOp::Conv(c) => kf::conv2d_f32(&c, &cur, w, r, b, l.act, &mut y),
+                        LayerOp::Depthwise(d) => kf::depthwise_f32(&d, &cur, w, b, l.act, &mut y),
+                        LayerOp::Pool(p) => kf::pool_f32(&p, &cur, &mut y),
+                        LayerOp::GlobalAvgPool => {
+                            kf::global_avg_pool_f32(l.input.h, l.input.w, l.input.c, &cur, &mut y)
+                        }
+                        LayerOp::Activation => match l.act {
+                            Some(a) => kf::activation_f32(a, &cur, &mut y),
+                            None => {
+                                y.copy_from_slice(&cur);
+                                Ok(())
+                            }
+                        },
+                    }
+                    .map_err(|source| ExportError::Kernel {
+                        layer: i + 1,
+                        source,
+                    })?;
+                    cur = y;
+                }
+                Ok(cur)
+            })
+            .collect::<Result<_, ExportError>>()?;
+        Ok(outs.concat())
+    }
+
+    /// Top-1 accuracy on `data`, in batches of [`EVAL_BATCH`].
+    pub fn accuracy(&self, data: &Dataset) -> Result<f64, ExportError> {
+        let per = data.sample_len();
+        let k = self.classes;
+        let mut correct = 0usize;
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for start in (0..data.len()).step_by(EVAL_BATCH) {
+            let m = EVAL_BATCH.min(data.len() - start);
+            x.resize(m * per, 0.0);
+            y.resize(m, 0);
+            let idx: Vec<usize> = (start..start + m).collect();
+            data.gather(&idx, &mut x, &mut y)
+                .map_err(|e| ExportError::Data(e.to_string()))?;
+            let logits = self.forward(&x, m)?;
+            correct += logits
+                .chunks_exact(k)
+                .zip(&y)
+                .filter(|(row, &label)| argmax(row) == usize::from(label))
+                .count();
+        }
+        Ok(correct as f64 / data.len().max(1) as f64)
+    }
+}

@@ -1,0 +1,992 @@
+//! Tests of the exporter: fold equivalence, quantization accuracy on the
+//! built-in digits, the integer reference's arithmetic, and the writer's
+//! bytes against FORMAT.md.
+
+use super::fold::{fold, BnParams, FoldedLayer, FoldedModel, LayerOp};
+use super::int8::{argmax_i8, requantize, round_div};
+use super::ncm::{self, file_crc, pack_rows, round16, unpack_rows, Decoded, NcmFile};
+use super::quant::{
+    activation_table, calibrate, input_params, quantize, InputChoice, QParams, QuantModel,
+    SIGMOID_OUT, TANH_OUT,
+};
+use super::ExportError;
+use crate::data::{builtin_digits_split, Dataset};
+use crate::model::{Init, Mode, Network};
+use crate::spec::{preset, Hwc, NetworkSpec, Op};
+use crate::train::{Schedule, TrainConfig, Trainer};
+use normcore::kernels::quantize_multiplier;
+use normcore::layers::{Activation, Dense};
+use normcore::Rng;
+
+/// A network with random weights, biases and non-trivial BN parameters
+/// and population statistics.
+fn randomized(spec: NetworkSpec, seed: u64) -> Network {
+    let mut rng = Rng::new(seed);
+    let mut net = Network::new(spec, Init::He, &mut rng).unwrap();
+    for l in &mut net.layers {
+        let wl = l.r.op.weight_len();
+        match l.r.op {
+            Op::BatchNorm(bn) => {
+                let c = bn.channels();
+                for g in &mut l.params[..c] {
+                    *g = rng.uniform(0.5, 1.5);
+                }
+                for b in &mut l.params[c..] {
+                    *b = rng.uniform(-0.5, 0.5);
+                }
+                for m in &mut l.running_mean {
+                    *m = rng.uniform(-0.5, 0.5);
+                }
+                for v in &mut l.running_var {
+                    *v = rng.uniform(0.2, 2.0);
+                }
+            }
+            Op::Dense { .. } | Op::Conv { .. } | Op::Depthwise { .. } => {
+                for b in &mut l.params[wl..] {
+                    *b = rng.uniform(-0.2, 0.2);
+                }
+            }
+            _ => {}
+        }
+    }
+    net
+}
+
+fn random_inputs(net: &Network, n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n * net.input().len())
+        .map(|_| rng.uniform(0.0, 1.0))
+        .collect()
+}
+
+/// The unfolded network in eval mode.
+fn unfolded(net: &mut Network, x: &[f32], n: usize) -> Vec<f32> {
+    let mut ws = net.workspace(n, 1).unwrap();
+    net.forward(&mut ws, x, Mode::Eval).unwrap().to_vec()
+}
+
+/// `|a - b| <= 1e-5·max(1, |b|)` everywhere; returns the worst ratio.
+fn assert_close(folded: &[f32], reference: &[f32], what: &str) -> f32 {
+    assert_eq!(folded.len(), reference.len());
+    let mut worst = 0.0f32;
+    for (i, (&a, &b)) in folded.iter().zip(reference).enumerate() {
+        let tol = 1e-5 * b.abs().max(1.0);
+        worst = worst.max((a - b).abs() / tol);
+        assert!(
+            (a - b).abs() <= tol,
+            "{what}: output {i}: folded {a} vs unfolded {b}"
+        );
+    }
+    worst
+}
+
+const DEPTHWISE_NET: &str = r#"
+name = "dw-test"
+input = [10, 10, 2]
+classes = 10
+[[layers]]
+type = "conv2d"
+filters = 6
+kernel = 3
+padding = "same"
+bias = false
+[[layers]]
+type = "batchnorm"
+[[layers]]
+type = "relu6"
+[[layers]]
+type = "depthwise_conv2d"
+kernel = 3
+stride = 2
+padding = 1
+bias = false
+[[layers]]
+type = "batchnorm"
+eps = 1e-3
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "avgpool"
+kernel = 2
+padding = [0, 1, 0, 1]
+[[layers]]
+type = "sigmoid"
+[[layers]]
+type = "dropout"
+rate = 0.2
+[[layers]]
+type = "conv2d"
+filters = 12
+kernel = 1
+[[layers]]
+type = "batchnorm"
+[[layers]]
+type = "relu"
+[[layers]]
+type = "maxpool"
+kernel = 2
+stride = 1
+[[layers]]
+type = "global_avgpool"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 10
+"#;
+
+fn depthwise_spec() -> NetworkSpec {
+    NetworkSpec::from_toml(DEPTHWISE_NET, "dw-test.toml").unwrap()
+}
+
+fn check_fold(spec: NetworkSpec, seed: u64) -> FoldedModel {
+    let name = spec.name.clone();
+    let mut net = randomized(spec, seed);
+    let folded = fold(&net).unwrap();
+    let n = 16;
+    let x = random_inputs(&net, n, seed + 1);
+    let a = folded.forward(&x, n).unwrap();
+    let b = unfolded(&mut net, &x, n);
+    let worst = assert_close(&a, &b, &name);
+    eprintln!("fold equivalence {name}: worst error {worst:.3} of the tolerance");
+    // What a device computes from the f32 file (core's batch-1 kernels on
+    // blocked weights) is the same function.
+    for r in [4, 8] {
+        let d = folded.forward_device(&x, n, r).unwrap();
+        assert_close(&d, &b, &format!("{name}, core f32 kernels, R = {r}"));
+    }
+    folded
+}
+
+#[test]
+fn export_fold_equivalence_paper_mlp() {
+    let f = check_fold(preset("paper-mlp").unwrap(), 11);
+    // Three dense+BN+sigmoid layers and the output layer; BN kept for the table.
+    assert_eq!(f.layers.len(), 4);
+    assert!(f.layers[..3]
+        .iter()
+        .all(|l| l.act == Some(Activation::Sigmoid) && l.bn.is_some()));
+    assert!(f.layers[3].act.is_none() && f.layers[3].bn.is_none());
+}
+
+#[test]
+fn export_fold_equivalence_cnn() {
+    let f = check_fold(preset("cnn").unwrap(), 12);
+    let ops: Vec<&str> = f.layers.iter().map(|l| l.op.name()).collect();
+    assert_eq!(ops, ["conv2d", "maxpool", "conv2d", "maxpool", "dense"]);
+    assert_eq!(f.layers[4].input, Hwc { h: 4, w: 4, c: 32 });
+}
+
+#[test]
+fn export_fold_equivalence_depthwise_toml() {
+    let f = check_fold(depthwise_spec(), 13);
+    let ops: Vec<(&str, Option<Activation>)> =
+        f.layers.iter().map(|l| (l.op.name(), l.act)).collect();
+    assert_eq!(
+        ops,
+        [
+            ("conv2d", Some(Activation::Relu6)),
+            ("depthwise", Some(Activation::Tanh)),
+            ("avgpool", None),
+            ("activation", Some(Activation::Sigmoid)),
+            ("conv2d", Some(Activation::Relu)),
+            ("maxpool", None),
+            ("global_avgpool", None),
+            ("dense", None),
+        ]
+    );
+    assert_eq!(f.layers[1].bn.as_ref().unwrap().eps, 1e-3);
+}
+
+#[test]
+fn export_fold_equivalence_after_training() {
+    // Statistics from real training rather than random ones.
+    let (train, _) = builtin_digits_split().unwrap();
+    let mut t = train_digits("digits-cnn", &train, 50);
+    let folded = fold(&t.net).unwrap();
+    let n = 64;
+    let idx: Vec<usize> = (0..n).collect();
+    let mut x = vec![0.0; n * 64];
+    let mut y = vec![0; n];
+    train.gather(&idx, &mut x, &mut y).unwrap();
+    let a = folded.forward(&x, n).unwrap();
+    let b = unfolded(&mut t.net, &x, n);
+    assert_close(&a, &b, "digits-cnn after 50 steps");
+}
+
+#[test]
+fn export_fold_drops_dropout_and_fuses_across_it() {
+    let spec = NetworkSpec::from_toml(
+        r#"
+        input = [4, 4, 1]
+        classes = 3
+        [[layers]]
+        type = "dense"
+        units = 5
+        [[layers]]
+        type = "dropout"
+        rate = 0.5
+        [[layers]]
+        type = "relu"
+        [[layers]]
+        type = "tanh"
+        [[layers]]
+        type = "dense"
+        units = 3
+        "#,
+        "t",
+    )
+    .unwrap();
+    let f = check_fold(spec, 3);
+    assert_eq!(f.layers.len(), 3);
+    assert_eq!(f.layers[0].act, Some(Activation::Relu));
+    assert_eq!(f.layers[1].op, LayerOp::Activation);
+    assert_eq!(f.layers[1].act, Some(Activation::Tanh));
+    // A layer without BN keeps its own bias.
+    assert!(f.layers[0].bias.iter().any(|&b| b != 0.0));
+}
+
+#[test]
+fn export_fold_rejects_what_the_format_cannot_express() {
+    // A convolution after a flatten would need a reshape.
+    let spec = NetworkSpec::from_toml(
+        r#"
+        input = [4, 4, 2]
+        classes = 3
+        [[layers]]
+        type = "flatten"
+        [[layers]]
+        type = "conv2d"
+        filters = 3
+        kernel = 1
+        "#,
+        "t",
+    )
+    .unwrap();
+    let net = randomized(spec, 1);
+    let e = fold(&net).unwrap_err().to_string();
+    assert!(
+        e.contains("layer 2 (conv2d)") && e.contains("no reshape"),
+        "{e}"
+    );
+    // BN that does not follow a weighted layer (the resolver forbids it in
+    // descriptions; a network edited by hand must still be refused).
+    let mut net = randomized(preset("digits-mlp").unwrap(), 2);
+    net.layers.remove(0);
+    net.spec.layers.remove(0);
+    let e = fold(&net).unwrap_err().to_string();
+    assert!(
+        e.contains("layer 1 (batchnorm)") && e.contains("directly follow"),
+        "{e}"
+    );
+}
+
+fn train_digits(name: &str, train: &Dataset, steps: u64) -> Trainer {
+    let cfg = TrainConfig {
+        batch: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        schedule: Schedule::Step {
+            gamma: 0.3,
+            every: 1000,
+        },
+        seed: 1,
+    };
+    let mut t = Trainer::new(preset(name).unwrap(), Init::He, cfg, 1).unwrap();
+    for _ in 0..steps {
+        t.train_step(train).unwrap();
+    }
+    t
+}
+
+/// Train, fold, quantize and write; check the accuracies and the file.
+fn digits_quantization(name: &str) {
+    let (train, test) = builtin_digits_split().unwrap();
+    let mut t = train_digits(name, &train, 1500);
+    let float = t.evaluate(&test, None).unwrap().accuracy;
+    let folded = fold(&t.net).unwrap();
+    let folded_acc = folded.accuracy(&test).unwrap();
+    let cal = calibrate(&folded, &train, 1000).unwrap();
+    assert_eq!(cal.samples, 1000);
+    let (input_q, choice) = input_params(&train).unwrap();
+    assert_eq!(
+        choice,
+        InputChoice::RawLevels {
+            raw_min: 0,
+            raw_max: 16
+        }
+    );
+    let (qm, notes) = quantize(&folded, &cal, input_q, train.pixel_scale).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let xq = qm.quantize_input(&test.images);
+    let out = qm.forward(&xq, test.len(), 4).unwrap();
+    let int8 = qm.accuracy_of(&out, &test.labels);
+    let gap = 100.0 * (folded_acc - int8);
+    eprintln!(
+        "{name}: float {:.2}%  folded f32 {:.2}%  int8 {:.2}%  (f32 - int8 gap {gap:.2} points, {} test samples)",
+        100.0 * float,
+        100.0 * folded_acc,
+        100.0 * int8,
+        test.len()
+    );
+    assert!(float > 0.9, "{name} trained to only {float}");
+    assert!(
+        (float - folded_acc).abs() <= 1.0 / test.len() as f64 + 1e-12,
+        "folding changed the accuracy: {float} vs {folded_acc}"
+    );
+    assert!(gap.abs() <= 1.5, "int8 is {gap:.2} points from f32");
+
+    // The int8 logits follow the float ones: same class on nearly every
+    // test sample, and dequantized within a few output steps.
+    let logits = folded.forward(&test.images, test.len()).unwrap();
+    let k = qm.classes;
+    let last = qm.layers.last().unwrap().output_q;
+    // Core's kernels equal the plain oracle bit for bit, for either block size.
+    assert_eq!(qm.forward_plain(&xq, test.len()).unwrap(), out);
+    assert_eq!(qm.forward(&xq, test.len(), 8).unwrap(), out);
+    let (mut agree, mut err) = (0, 0.0f32);
+    for (q, f) in out.chunks_exact(k).zip(logits.chunks_exact(k)) {
+        agree += usize::from(argmax_i8(q) == normcore::layers::loss::argmax(f));
+        for (&a, &b) in q.iter().zip(f) {
+            err = err.max((last.dequantize(a) - b).abs());
+        }
+    }
+    let range = 255.0 * last.scale;
+    eprintln!(
+        "{name}: int8 and f32 agree on {agree}/{} test samples; worst logit error {err:.3} ({:.1}% of the output range)",
+        test.len(),
+        100.0 * err / range
+    );
+    assert!(agree as f64 >= 0.97 * test.len() as f64);
+    assert!(err <= 0.1 * range, "worst logit error {err} of {range}");
+
+    // The file decodes to the same model, and runs identically from it.
+    for r in [4, 8] {
+        let bytes = ncm::write_int8(&qm, r).unwrap();
+        check_layout(&bytes);
+        let Decoded::Int8(mut back) = NcmFile::parse(&bytes).unwrap().decode().unwrap() else {
+            panic!("not int8")
+        };
+        back.name.clone_from(&qm.name);
+        assert_eq!(back, qm);
+        assert_eq!(back.forward(&xq, test.len(), r).unwrap(), out);
+        eprintln!(
+            "{name}: int8 file {} bytes (R = {r}), arena {} bytes",
+            bytes.len(),
+            u32::from_le_bytes(bytes[16..20].try_into().unwrap())
+        );
+    }
+    let f32_bytes = ncm::write_f32(&folded, 4, train.pixel_scale).unwrap();
+    check_layout(&f32_bytes);
+    eprintln!(
+        "{name}: f32 file {} bytes, arena {} bytes",
+        f32_bytes.len(),
+        u32::from_le_bytes(f32_bytes[16..20].try_into().unwrap())
+    );
+}
+
+#[test]
+fn export_int8_digits_mlp_within_1_5_points() {
+    digits_quantization("digits-mlp");
+}
+
+#[test]
+fn export_int8_digits_cnn_within_1_5_points() {
+    digits_quantization("digits-cnn");
+}
+
+#[test]
+fn export_int8_follows_f32_on_every_op() {
+    // An untrained network exercising depthwise, padding, average pooling,
+    // a standalone sigmoid, ReLU6/tanh tables and global pooling: the int8
+    // reference dequantized stays close to the folded f32 model.
+    let net = randomized(depthwise_spec(), 21);
+    let folded = fold(&net).unwrap();
+    let mut rng = Rng::new(5);
+    let n = 200;
+    let images: Vec<f32> = (0..n * 200)
+        .map(|_| rng.below(256) as f32 / 255.0)
+        .collect();
+    let labels = vec![0u16; n];
+    let data = Dataset::new("rand", images, labels, [10, 10, 2], 10, 1.0 / 255.0).unwrap();
+    let cal = calibrate(&folded, &data, n).unwrap();
+    let (input_q, _) = input_params(&data).unwrap();
+    assert_eq!(
+        input_q,
+        QParams {
+            scale: 1.0 / 255.0,
+            zero_point: -128
+        }
+    );
+    let (qm, _) = quantize(&folded, &cal, input_q, data.pixel_scale).unwrap();
+    assert!(qm.layers[1].table.len() == 256 && qm.layers[3].table.len() == 256);
+    assert_eq!(qm.layers[1].output_q, TANH_OUT);
+    assert_eq!(qm.layers[3].output_q, SIGMOID_OUT);
+    // Padded convolutions keep the zero point out of the bias.
+    assert!(!qm.layers[0].zp_folded && !qm.layers[1].zp_folded);
+    assert!(qm.layers[4].zp_folded && qm.layers[7].zp_folded);
+    // ReLU6 clamps at 0 and 6.
+    let l0 = &qm.layers[0];
+    assert_eq!(l0.clamp_min, l0.output_q.zero_point);
+    assert!(l0.clamp_max <= 127);
+    let xq = qm.quantize_input(&data.images);
+    let out = qm.forward(&xq, n, 4).unwrap();
+    assert_eq!(qm.forward_plain(&xq, n).unwrap(), out);
+    assert_eq!(qm.forward(&xq, n, 8).unwrap(), out);
+    let logits = folded.forward(&data.images, n).unwrap();
+    let last = qm.layers.last().unwrap().output_q;
+    let range = 255.0 * last.scale;
+    let worst = out
+        .iter()
+        .zip(&logits)
+        .map(|(&q, &f)| (last.dequantize(q) - f).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 0.05 * range,
+        "worst error {worst} of an output range {range}"
+    );
+}
+
+#[test]
+fn export_requantize_rounds_half_up_and_saturates() {
+    // M = 0.5: m = 2^30, shift 0, t = 31.
+    let half = 1 << 30;
+    assert_eq!(requantize(3, half, 0, 0, -128, 127), 2); // 1.5 -> 2
+    assert_eq!(requantize(-3, half, 0, 0, -128, 127), -1); // -1.5 -> -1
+    assert_eq!(requantize(-5, half, 0, 0, -128, 127), -2); // -2.5 -> -2
+    assert_eq!(requantize(1000, half, 0, 0, -128, 127), 127);
+    assert_eq!(requantize(-1000, half, 0, 0, -128, 127), -128);
+    assert_eq!(requantize(10, half, 0, -7, -128, 127), -2);
+    assert_eq!(requantize(-100, half, 0, -128, -128, 127), -128); // ReLU clamp
+                                                                  // Extreme shifts stay in i64: M = 2^30·(1 - 2^-31) and M = 2^-32.
+    assert_eq!(requantize(i32::MAX, i32::MAX, 30, 0, -128, 127), 127);
+    assert_eq!(requantize(i32::MIN, half, -31, 0, -128, 127), 0); // -0.5 -> 0
+}
+
+#[test]
+fn export_core_multiplier_is_q31_with_shift() {
+    // The contract the exporter relies on (core's `quantize_multiplier`).
+    for &m in &[
+        1.0,
+        0.5,
+        0.75,
+        1e-3,
+        3.7,
+        123.456,
+        2.0f64.powi(-31),
+        0.999_999_999_9,
+    ] {
+        let (q, s) = quantize_multiplier(m).unwrap();
+        let bits = i64::from(q.to_bits());
+        assert!((1i64 << 30..1i64 << 31).contains(&bits), "{m}: {bits}");
+        assert!((-31..=30).contains(&s));
+        let back = bits as f64 * 2f64.powi(s - 31);
+        assert!((back - m).abs() <= m * 2f64.powi(-31), "{m} -> {back}");
+    }
+    assert_eq!(quantize_multiplier(1.0).unwrap().1, 1);
+    assert_eq!(
+        quantize_multiplier(0.5).unwrap(),
+        (fixed::types::I1F31::from_num(0.5), 0)
+    );
+    for bad in [-1.0, f64::NAN, f64::INFINITY, 2f64.powi(-40), 2f64.powi(31)] {
+        assert!(quantize_multiplier(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn export_average_rounds_half_up() {
+    assert_eq!(round_div(3, 2), 2);
+    assert_eq!(round_div(-3, 2), -1);
+    assert_eq!(round_div(-5, 2), -2);
+    assert_eq!(round_div(-512, 4), -128);
+    assert_eq!(round_div(7, 3), 2);
+    assert_eq!(round_div(-7, 3), -2);
+}
+
+#[test]
+fn export_activation_tables_meet_their_error_bound() {
+    let pre = QParams {
+        scale: 0.05,
+        zero_point: 10,
+    };
+    for (a, out, f) in [
+        (
+            Activation::Sigmoid,
+            SIGMOID_OUT,
+            (|x: f64| 1.0 / (1.0 + (-x).exp())) as fn(f64) -> f64,
+        ),
+        (Activation::Tanh, TANH_OUT, f64::tanh),
+    ] {
+        let t = activation_table(a, pre).unwrap();
+        assert_eq!(t.len(), 256);
+        // Monotonic, and f(0) at index zp + 128.
+        assert!(t.windows(2).all(|w| w[0] <= w[1]));
+        let zero = f64::from(out.dequantize(t[(pre.zero_point + 128) as usize]));
+        assert!((zero - f(0.0)).abs() <= f64::from(out.scale) / 2.0);
+        for q in -128i32..=127 {
+            let x = f64::from(pre.scale) * f64::from(q - pre.zero_point);
+            let got = f64::from(out.dequantize(t[(q + 128) as usize]));
+            let top = f64::from(out.dequantize(127));
+            let bound = f64::from(out.scale) * if f(x) > top { 1.0 } else { 0.5 };
+            assert!(
+                (got - f(x)).abs() <= bound + 1e-12,
+                "{a:?} at {q}: {got} vs {}",
+                f(x)
+            );
+        }
+    }
+    assert!(activation_table(Activation::Relu, pre).is_none());
+}
+
+#[test]
+fn export_qparams_cover_the_range_and_zero() {
+    let q = QParams::from_range(0.0, 2.55);
+    assert_eq!(q.zero_point, -128);
+    assert!((q.scale - 0.01).abs() < 1e-9);
+    for (lo, hi) in [
+        (-1.0f32, 1.0f32),
+        (-3.0, 0.5),
+        (0.2, 7.0),
+        (-2.0, -1.0),
+        (0.0, 0.0),
+    ] {
+        let q = QParams::from_range(lo, hi);
+        assert!((-128..=127).contains(&q.zero_point));
+        assert_eq!(q.dequantize(q.zero_point as i8), 0.0);
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        if hi > lo {
+            assert!(
+                q.dequantize(-128) <= lo + q.scale / 2.0 + 1e-6,
+                "{lo} {hi} {q:?}"
+            );
+            assert!(
+                q.dequantize(127) >= hi - q.scale / 2.0 - 1e-6,
+                "{lo} {hi} {q:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn export_input_quantization_maps_raw_integers_exactly() {
+    let ds = |raw: &[f32], ps: f32| {
+        let images: Vec<f32> = raw.iter().map(|r| r * ps).collect();
+        let n = images.len();
+        Dataset::new("t", images, vec![0; n], [1, 1, 1], 1, ps).unwrap()
+    };
+    // Digits: 0..=16 with pixel scale 1/16.
+    let (q, c) = input_params(&ds(&[0.0, 5.0, 16.0, 3.0], 1.0 / 16.0)).unwrap();
+    assert_eq!((q.scale, q.zero_point), (1.0 / 16.0, -128));
+    assert_eq!(
+        c,
+        InputChoice::RawLevels {
+            raw_min: 0,
+            raw_max: 16
+        }
+    );
+    // MNIST: 0..=255 with pixel scale 1/255: every raw value is its level.
+    let d = ds(
+        &(0..=255).map(|v| v as f32).collect::<Vec<_>>(),
+        1.0 / 255.0,
+    );
+    let (q, _) = input_params(&d).unwrap();
+    assert_eq!((q.scale, q.zero_point), (1.0 / 255.0, -128));
+    for (i, &x) in d.images.iter().enumerate() {
+        assert_eq!(i32::from(q.quantize(x)), i as i32 - 128);
+    }
+    // Signed raw values: -3..=5 keep their integer levels.
+    let (q, c) = input_params(&ds(&[-3.0, 5.0, 0.0], 0.5)).unwrap();
+    assert_eq!((q.scale, q.zero_point), (0.5, -125));
+    assert_eq!(
+        c,
+        InputChoice::RawLevels {
+            raw_min: -3,
+            raw_max: 5
+        }
+    );
+    // Too many levels or not integers: the value range.
+    let (q, c) = input_params(&ds(&[0.0, 300.0], 1.0)).unwrap();
+    assert!(matches!(c, InputChoice::Range(_)));
+    assert_eq!(q, QParams::from_range(0.0, 300.0));
+    let (_, c) = input_params(&ds(&[0.0, 0.37], 1.0)).unwrap();
+    assert!(matches!(c, InputChoice::Range(_)));
+}
+
+#[test]
+fn export_zero_point_folding_does_not_change_results() {
+    // The same dense layer with the zero point subtracted per input and
+    // folded into the bias gives identical outputs.
+    let mut rng = Rng::new(9);
+    let (inputs, outputs) = (37, 6);
+    let in_q = QParams {
+        scale: 0.02,
+        zero_point: -37,
+    };
+    let weights: Vec<i8> = (0..inputs * outputs)
+        .map(|_| (rng.below(255) as i32 - 127) as i8)
+        .collect();
+    let bias: Vec<i32> = (0..outputs)
+        .map(|_| rng.below(20_000) as i32 - 10_000)
+        .collect();
+    let mut layer = super::quant::QLayer {
+        op: LayerOp::Dense(Dense::new(inputs, outputs).unwrap()),
+        act: None,
+        input: Hwc {
+            h: 1,
+            w: 1,
+            c: inputs,
+        },
+        output: Hwc {
+            h: 1,
+            w: 1,
+            c: outputs,
+        },
+        input_q: in_q,
+        output_q: QParams {
+            scale: 0.1,
+            zero_point: 3,
+        },
+        requant_zp: 3,
+        clamp_min: -128,
+        clamp_max: 127,
+        zp_folded: false,
+        weights: weights.clone(),
+        bias: bias.clone(),
+        multiplier: vec![1_500_000_000; outputs],
+        shift: vec![-9; outputs],
+        table: Vec::new(),
+        bn: None,
+    };
+    let x: Vec<i8> = (0..inputs)
+        .map(|_| rng.below(256) as i32 as u8 as i8)
+        .collect();
+    let mut plain = vec![0i8; outputs];
+    layer.forward_plain(&x, &mut plain);
+    layer.zp_folded = true;
+    for c in 0..outputs {
+        let sum: i32 = weights[c * inputs..(c + 1) * inputs]
+            .iter()
+            .map(|&w| i32::from(w))
+            .sum();
+        layer.bias[c] = bias[c] - in_q.zero_point * sum;
+    }
+    let mut folded = vec![0i8; outputs];
+    layer.forward_plain(&x, &mut folded);
+    assert_eq!(plain, folded);
+    // Core's kernel agrees in both forms.
+    let folded_layer = layer.clone();
+    let mut plain_layer = layer.clone();
+    plain_layer.zp_folded = false;
+    plain_layer.bias.clone_from(&bias);
+    for layer in [plain_layer, folded_layer] {
+        let model = QuantModel {
+            name: String::new(),
+            input: layer.input,
+            classes: outputs,
+            input_q: in_q,
+            pixel_scale: 1.0,
+            layers: vec![layer],
+        };
+        assert_eq!(model.forward(&x, 1, 4).unwrap(), plain);
+        assert_eq!(model.forward(&x, 1, 8).unwrap(), plain);
+    }
+    assert!(plain.iter().any(|&v| v != plain[0]), "{plain:?}");
+}
+
+#[test]
+fn export_pack_rows_matches_the_format() {
+    // W[5, 3] = row·10 + col, R = 4: two blocks, the last padded with zeros.
+    let w: Vec<f32> = (0..5)
+        .flat_map(|r| (0..3).map(move |c| (r * 10 + c) as f32))
+        .collect();
+    let p = pack_rows(&w, 5, 3, 4).unwrap();
+    #[rustfmt::skip]
+    let want = [
+        0.0, 10.0, 20.0, 30.0,   1.0, 11.0, 21.0, 31.0,   2.0, 12.0, 22.0, 32.0,
+        40.0, 0.0, 0.0, 0.0,     41.0, 0.0, 0.0, 0.0,     42.0, 0.0, 0.0, 0.0,
+    ];
+    assert_eq!(p, want);
+    assert_eq!(unpack_rows(&p, 5, 3, 4).unwrap(), w);
+    let p8 = pack_rows(&w, 5, 3, 8).unwrap();
+    assert_eq!(p8.len(), 24);
+    assert_eq!(unpack_rows(&p8, 5, 3, 8).unwrap(), w);
+}
+
+/// A hand-made f32 model: dense 3 -> 5 with a BN record, ReLU.
+fn tiny_model() -> FoldedModel {
+    let weights: Vec<f32> = (0..15).map(|v| v as f32 * 0.5 - 3.0).collect();
+    FoldedModel {
+        name: "tiny".into(),
+        input: Hwc { h: 1, w: 1, c: 3 },
+        classes: 5,
+        layers: vec![FoldedLayer {
+            op: LayerOp::Dense(Dense::new(3, 5).unwrap()),
+            act: Some(Activation::Relu),
+            input: Hwc { h: 1, w: 1, c: 3 },
+            output: Hwc { h: 1, w: 1, c: 5 },
+            weights,
+            bias: vec![0.1, 0.2, 0.3, 0.4, 0.5],
+            bn: Some(BnParams {
+                gamma: vec![1.0; 5],
+                beta: vec![0.5; 5],
+                mean: vec![0.25; 5],
+                var: vec![2.0; 5],
+                eps: 1e-5,
+            }),
+        }],
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Every structural rule of FORMAT.md, checked on the raw bytes.
+fn check_layout(b: &[u8]) {
+    assert_eq!(&b[..4], b"NCMF");
+    assert_eq!(u16_at(b, 4), 1);
+    assert_eq!(u32_at(b, 8) as usize, b.len());
+    // CRC-32 of the file with its own field zeroed, two ways.
+    let mut z = b.to_vec();
+    z[12..16].fill(0);
+    assert_eq!(u32_at(b, 12), crc32fast::hash(&z));
+    assert_eq!(u32_at(b, 12), file_crc(b));
+    let (nl, nt, nb) = (
+        usize::from(u16_at(b, 20)),
+        usize::from(u16_at(b, 22)),
+        usize::from(u16_at(b, 36)),
+    );
+    let (lt, tt, bt) = (
+        u32_at(b, 24) as usize,
+        u32_at(b, 28) as usize,
+        u32_at(b, 32) as usize,
+    );
+    assert_eq!(lt, 64);
+    assert_eq!(tt, lt + 64 * nl);
+    assert_eq!(u16_at(b, 6) & 2 != 0, nb > 0);
+    let tables_end = if nb > 0 {
+        assert_eq!(bt, tt + 32 * nt);
+        bt + 16 * nb
+    } else {
+        assert_eq!(bt, 0);
+        tt + 32 * nt
+    };
+    assert!(lt % 4 == 0 && tt % 4 == 0 && bt % 4 == 0);
+    assert_eq!(u16_at(b, 46), 0);
+    assert_eq!(u32_at(b, 60), 0);
+    let int8 = u16_at(b, 6) & 1 != 0;
+    // Tensors: 16-aligned, after the tables, in order, exact lengths, zeros between.
+    let mut prev = tables_end;
+    for i in 0..nt {
+        let r = &b[tt + 32 * i..tt + 32 * (i + 1)];
+        let dims: Vec<usize> = (0..4).map(|k| u32_at(r, 4 + 4 * k) as usize).collect();
+        let logical: usize = dims.iter().product();
+        let stored = if r[1] == 1 {
+            assert!(r[2] == 4 || r[2] == 8);
+            let rr = usize::from(r[2]);
+            dims[0].div_ceil(rr) * rr * (logical / dims[0])
+        } else {
+            assert_eq!(r[2], 0);
+            logical
+        };
+        let size = if r[0] == 2 { 1 } else { 4 };
+        let (off, len) = (u32_at(r, 20) as usize, u32_at(r, 24) as usize);
+        assert_eq!(off % 16, 0, "tensor {i} at {off}");
+        assert!(off >= prev && off - prev < 16 + round16(prev) - prev);
+        assert!(b[prev..off].iter().all(|&v| v == 0));
+        assert_eq!(len, stored * size, "tensor {i}");
+        assert_eq!(r[3], 0);
+        assert_eq!(u32_at(r, 28), 0);
+        prev = off + len;
+    }
+    assert_eq!(prev.max(tables_end), b.len());
+    // Arena: the memory plan's peak over layer input/output pairs.
+    let elem = if int8 { 1 } else { 4 };
+    let mut arena = 0;
+    for i in 0..nl {
+        let r = &b[lt + 64 * i..lt + 64 * (i + 1)];
+        let n = |at: usize| {
+            (0..3)
+                .map(|k| usize::from(u16_at(r, at + 2 * k)))
+                .product::<usize>()
+        };
+        arena = arena.max(round16(n(4) * elem) + round16(n(10) * elem));
+        assert_eq!(u16_at(r, 34), 0);
+        assert_eq!(u32_at(r, 56), 0);
+        assert_eq!(u32_at(r, 60), 0);
+    }
+    assert_eq!(u32_at(b, 16) as usize, arena);
+    // And the device's parser accepts it.
+    ncm::core_check(b).unwrap();
+}
+
+#[test]
+fn export_f32_file_bytes_follow_the_format() {
+    let m = tiny_model();
+    let b = ncm::write_f32(&m, 4, 1.0 / 255.0).unwrap();
+    check_layout(&b);
+    // One layer, tensors: weight, bias, then γ, β, E[x], Var[x].
+    assert_eq!(u16_at(&b, 6), 2); // f32, HAS_BN
+    assert_eq!((u16_at(&b, 20), u16_at(&b, 22), u16_at(&b, 36)), (1, 6, 1));
+    assert_eq!(u16_at(&b, 38), 5);
+    assert_eq!((u16_at(&b, 40), u16_at(&b, 42), u16_at(&b, 44)), (1, 1, 3));
+    assert_eq!((f32_at(&b, 48), u32_at(&b, 52)), (0.0, 0));
+    assert_eq!(f32_at(&b, 56), 1.0 / 255.0);
+    // Tables end at 64 + 64 + 6·32 + 16 = 336: the data starts there (16-aligned).
+    assert_eq!(u32_at(&b, 32), 64 + 64 + 6 * 32);
+    let t0 = 128;
+    assert_eq!(&b[t0..t0 + 4], &[1, 1, 4, 0]);
+    assert_eq!(
+        (0..4)
+            .map(|k| u32_at(&b, t0 + 4 + 4 * k))
+            .collect::<Vec<_>>(),
+        [5, 3, 1, 1]
+    );
+    assert_eq!(
+        (u32_at(&b, t0 + 20), u32_at(&b, t0 + 24)),
+        (336, 2 * 4 * 3 * 4)
+    );
+    // stored[(blk·3 + p)·4 + r] = W[blk·4 + r, p]
+    for blk in 0..2 {
+        for p in 0..3 {
+            for r in 0..4 {
+                let row = blk * 4 + r;
+                let want = if row < 5 {
+                    m.layers[0].weights[row * 3 + p]
+                } else {
+                    0.0
+                };
+                assert_eq!(f32_at(&b, 336 + 4 * ((blk * 3 + p) * 4 + r)), want);
+            }
+        }
+    }
+    // Bias padded to 8 at 432, then the BN tensors.
+    let t1 = t0 + 32;
+    assert_eq!(
+        (u32_at(&b, t1 + 4), u32_at(&b, t1 + 20), u32_at(&b, t1 + 24)),
+        (8, 432, 32)
+    );
+    assert_eq!(f32_at(&b, 432 + 16), 0.5);
+    assert_eq!(f32_at(&b, 432 + 20), 0.0);
+    // Layer record: dense, ReLU, shapes, no window, tensors 0 and 1, f32 quant fields 0.
+    let l = 64;
+    assert_eq!(&b[l..l + 4], &[1, 1, 0, 0]);
+    assert_eq!(&b[l + 16..l + 24], &[0; 8]);
+    assert_eq!(
+        (0..5)
+            .map(|k| u16_at(&b, l + 24 + 2 * k))
+            .collect::<Vec<_>>(),
+        [0, 1, 0xFFFF, 0xFFFF, 0xFFFF]
+    );
+    assert!(b[l + 36..l + 64].iter().all(|&v| v == 0));
+    // BN record: layer 0, tensors 2..=5, ε.
+    let bn = 336 - 16;
+    assert_eq!(
+        (0..5).map(|k| u16_at(&b, bn + 2 * k)).collect::<Vec<_>>(),
+        [0, 2, 3, 4, 5]
+    );
+    assert_eq!(f32_at(&b, bn + 12), 1e-5);
+    // Arena: round16(12) + round16(20) = 48.
+    assert_eq!(u32_at(&b, 16), 48);
+    let Decoded::F32(mut back) = NcmFile::parse(&b).unwrap().decode().unwrap() else {
+        panic!()
+    };
+    back.name = m.name.clone();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn export_files_are_deterministic_and_round_trip() {
+    for spec in [preset("cnn").unwrap(), depthwise_spec()] {
+        let build = || {
+            let net = randomized(spec.clone(), 33);
+            let folded = fold(&net).unwrap();
+            let mut rng = Rng::new(4);
+            let n = 64;
+            let images: Vec<f32> = (0..n * net.input().len())
+                .map(|_| rng.below(256) as f32 / 255.0)
+                .collect();
+            let [h, w, c] = spec.input;
+            let data = Dataset::new("r", images, vec![0; n], [h, w, c], 10, 1.0 / 255.0).unwrap();
+            let cal = calibrate(&folded, &data, 32).unwrap();
+            let (iq, _) = input_params(&data).unwrap();
+            let (qm, _) = quantize(&folded, &cal, iq, data.pixel_scale).unwrap();
+            (folded, qm)
+        };
+        let (f1, q1) = build();
+        let (f2, q2) = build();
+        for r in [4, 8] {
+            let a = ncm::write_f32(&f1, r, 1.0 / 255.0).unwrap();
+            assert_eq!(a, ncm::write_f32(&f2, r, 1.0 / 255.0).unwrap());
+            check_layout(&a);
+            let b = ncm::write_int8(&q1, r).unwrap();
+            assert_eq!(b, ncm::write_int8(&q2, r).unwrap());
+            check_layout(&b);
+            match NcmFile::parse(&b).unwrap().decode().unwrap() {
+                Decoded::Int8(mut m) => {
+                    m.name.clone_from(&q1.name);
+                    assert_eq!(m, q1);
+                }
+                Decoded::F32(_) => panic!("int8 file decoded as f32"),
+            }
+            match NcmFile::parse(&a).unwrap().decode().unwrap() {
+                Decoded::F32(mut m) => {
+                    m.name.clone_from(&f1.name);
+                    assert_eq!(m, f1);
+                }
+                Decoded::Int8(_) => panic!("f32 file decoded as int8"),
+            }
+        }
+    }
+}
+
+#[test]
+fn export_reader_rejects_damaged_files() {
+    let b = ncm::write_f32(&tiny_model(), 4, 1.0).unwrap();
+    let mut flipped = b.clone();
+    flipped[200] ^= 1;
+    let e = NcmFile::parse(&flipped).unwrap_err().to_string();
+    assert!(e.contains("CRC"), "{e}");
+    let e = NcmFile::parse(&b[..b.len() - 1]).unwrap_err().to_string();
+    assert!(e.contains("bytes"), "{e}");
+    let e = NcmFile::parse(b"NCCKPT\0\x01").unwrap_err().to_string();
+    assert!(e.contains("NCMF"), "{e}");
+}
+
+#[test]
+fn export_writer_rejects_what_the_format_cannot_hold() {
+    let m = tiny_model();
+    assert!(matches!(
+        ncm::write_f32(&m, 5, 1.0),
+        Err(ExportError::Format(_))
+    ));
+    assert!(matches!(
+        ncm::write_f32(&m, 4, 0.0),
+        Err(ExportError::Format(_))
+    ));
+    let mut wide = m.clone();
+    wide.layers[0].input.c = 70_000;
+    wide.input.c = 70_000;
+    let e = ncm::write_f32(&wide, 4, 1.0).unwrap_err().to_string();
+    assert!(e.contains("65535"), "{e}");
+    let q = QuantModel {
+        name: String::new(),
+        input: m.input,
+        classes: 5,
+        input_q: QParams {
+            scale: 1.0,
+            zero_point: 0,
+        },
+        pixel_scale: 1.0,
+        layers: Vec::new(),
+    };
+    assert!(ncm::write_int8(&q, 4).is_err());
+}
