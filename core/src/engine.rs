@@ -91,7 +91,9 @@ fn regions(
     out_len: usize,
 ) -> Result<(&[u8], &mut [u8]), ModelError> {
     let too_small = ModelError::ArenaTooSmall {
-        needed: in_off.saturating_add(in_len).max(out_off.saturating_add(out_len)),
+        needed: in_off
+            .saturating_add(in_len)
+            .max(out_off.saturating_add(out_len)),
         actual: arena.len(),
     };
     let in_end = in_off.checked_add(in_len).ok_or(too_small)?;
@@ -101,7 +103,10 @@ fn regions(
             return Err(too_small);
         }
         let (lo, hi) = arena.split_at_mut(out_off.min(arena.len()));
-        Ok((lo.get(in_off..in_end).ok_or(too_small)?, hi.get_mut(..out_len).ok_or(too_small)?))
+        Ok((
+            lo.get(in_off..in_end).ok_or(too_small)?,
+            hi.get_mut(..out_len).ok_or(too_small)?,
+        ))
     } else {
         if out_end > in_off {
             return Err(too_small);

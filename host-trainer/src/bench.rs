@@ -42,7 +42,7 @@ pub struct BenchArgs {
 }
 
 fn load(dir: Option<&std::path::Path>) -> (Dataset, &'static str) {
-    if let Ok(d) = crate::mnist_dir(dir) {
+    if let Ok(d) = crate::cli::mnist_dir(dir) {
         if let Ok((train, _)) = crate::data::load_mnist(&d) {
             return (train, "MNIST");
         }

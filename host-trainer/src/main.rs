@@ -1,21 +1,12 @@
 //! `normcore`: train Batch-Normalized networks on a workstation, reproduce
 //! the paper's experiments, and prepare models for microcontrollers.
 
-mod bench;
-mod checkpoint;
-mod data;
-mod export;
-mod fastgemm;
-mod model;
-mod reproduce;
-mod spec;
-mod train;
+use normcore_trainer::cli::{progress, Data, DataArgs};
+use normcore_trainer::{bench, checkpoint, export, reproduce, spec, train};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use data::Dataset;
-use indicatif::{ProgressBar, ProgressStyle};
-use model::Init;
+use normcore_trainer::model::Init;
 use spec::NetworkSpec;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,25 +54,6 @@ enum Command {
     Demo(DemoArgs),
     /// Measure training speed and print a table.
     Bench(bench::BenchArgs),
-}
-
-/// Where samples come from.
-#[derive(Args, Debug, Clone)]
-pub struct DataArgs {
-    /// Data set: `digits` (built in, 8x8), `mnist` (IDX files in --data-dir),
-    /// or a CSV file path (features then label per row).
-    #[arg(long, default_value = "digits")]
-    data: String,
-    /// Directory holding MNIST's four IDX files (.gz or raw). Default: the
-    /// first of $NORMCORE_MNIST_DIR, ./data/mnist, ../shared/data/mnist that exists.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// For CSV data: a separate test file (default: a stratified 80/20 split).
-    #[arg(long)]
-    test_csv: Option<PathBuf>,
-    /// For CSV data: sample shape HxWxC (default 1x1xFEATURES).
-    #[arg(long)]
-    input_shape: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -159,99 +131,6 @@ struct DemoArgs {
     /// Training steps.
     #[arg(long, default_value_t = 3000)]
     steps: u64,
-}
-
-/// Train and test sets.
-#[derive(Debug)]
-pub struct Data {
-    train: Dataset,
-    test: Dataset,
-}
-
-fn parse_shape(s: &str) -> Result<[usize; 3]> {
-    let parts: Vec<usize> = s
-        .split('x')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("bad --input-shape `{s}`: use HxWxC, e.g. 8x8x1"))?;
-    match parts[..] {
-        [h, w, c] if h > 0 && w > 0 && c > 0 => Ok([h, w, c]),
-        _ => bail!("bad --input-shape `{s}`: use HxWxC with three positive numbers, e.g. 8x8x1"),
-    }
-}
-
-/// The MNIST directory: explicit, or the first default location that exists.
-pub fn mnist_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(d) = explicit {
-        return Ok(d.to_path_buf());
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(env) = std::env::var_os("NORMCORE_MNIST_DIR") {
-        candidates.push(env.into());
-    }
-    candidates.push("data/mnist".into());
-    candidates.push("../shared/data/mnist".into());
-    candidates
-        .iter()
-        .find(|p| p.is_dir())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "MNIST not found in $NORMCORE_MNIST_DIR, ./data/mnist or ../shared/data/mnist; \
-                 pass --data-dir DIR holding train-images-idx3-ubyte(.gz) and the three other IDX files"
-            )
-        })
-}
-
-impl DataArgs {
-    fn load(&self) -> Result<Data> {
-        match self.data.as_str() {
-            "digits" => {
-                let (train, test) = data::builtin_digits_split()?;
-                Ok(Data { train, test })
-            }
-            "mnist" => {
-                let dir = mnist_dir(self.data_dir.as_deref())?;
-                let (train, test) = data::load_mnist(&dir)?;
-                Ok(Data { train, test })
-            }
-            path if path.ends_with(".csv")
-                || path.ends_with(".csv.gz")
-                || Path::new(path).is_file() =>
-            {
-                let mut opts = data::CsvOptions::default();
-                if let Some(s) = &self.input_shape {
-                    opts.shape = Some(parse_shape(s)?);
-                }
-                let all = data::read_csv(Path::new(path), &opts)?;
-                match &self.test_csv {
-                    Some(t) => {
-                        let test = data::read_csv(t, &opts)?;
-                        Ok(Data { train: all, test })
-                    }
-                    None => {
-                        let (train, test) = all.stratified_split(0.8, 1)?;
-                        Ok(Data { train, test })
-                    }
-                }
-            }
-            other => bail!(
-                "unknown data set `{other}`: use digits, mnist, or the path of an existing CSV file"
-            ),
-        }
-    }
-}
-
-/// A progress bar on stderr for `len` units (hidden when stderr is not a terminal).
-pub fn progress(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb
 }
 
 fn default_out(name: &str) -> PathBuf {

@@ -9,10 +9,10 @@
 //!   accuracy for base learning rate ×1, ×5 and ×30, without BN, with BN, and
 //!   with BN and sigmoid instead of ReLU.
 
+use crate::cli::{progress, Data, DataArgs};
 use crate::model::Init;
 use crate::spec::{LayerSpec, NetworkSpec, Op};
 use crate::train::{Schedule, TrainConfig, TrainError, Trainer};
-use crate::{progress, Data, DataArgs};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use plotters::prelude::*;

@@ -274,6 +274,10 @@ impl Hwc {
     pub fn len(&self) -> usize {
         self.h * self.w * self.c
     }
+    /// True when some dimension is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The NHWC shape of a batch of `n`.
     pub fn batch(&self, n: usize) -> normcore::Shape {
         normcore::Shape::nhwc(n, self.h, self.w, self.c)

@@ -27,23 +27,16 @@
 //! Compressed input is recognised by the gzip magic bytes `1f 8b`, not by the
 //! file name. Bad files are [`DataError`]s naming the file, never panics.
 
-// A library-style API for the CLI, the exporter and the tests: not every item
-// has a caller in the binary yet.
-#![allow(dead_code)]
-
 mod builtin;
 mod csv;
 mod error;
 mod idx;
 
-#[allow(unused_imports)]
 pub use builtin::{
     builtin_digits, builtin_digits_split, DIGITS_CSV_GZ, DIGITS_SPLIT_SEED, DIGITS_TRAIN_FRACTION,
 };
-#[allow(unused_imports)]
 pub use csv::{parse_csv, read_csv, CsvOptions, Scale};
 pub use error::{DataError, Result};
-#[allow(unused_imports)]
 pub use idx::{
     load_idx, load_mnist, parse_idx, IDX_CLASSES, IMAGES_MAGIC, LABELS_MAGIC, MNIST_PIXEL_SCALE,
 };

@@ -131,7 +131,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "4", value_parser = parse_block_rows)]
     block_rows: usize,
     #[command(flatten)]
-    data: crate::DataArgs,
+    data: crate::cli::DataArgs,
     /// Worker threads for the float evaluation.
     #[arg(long, default_value_t = 1)]
     threads: usize,
