@@ -13,11 +13,14 @@
 //! against the unfolded network or another summation order they agree to
 //! rounding, `|Δ| ≲ P·2^-24·Σ|terms|`.
 //!
-//! # Cost
-//! The dense inner loop loads each input once for `R` multiply-adds, reads
-//! the `R` weights of an input with consecutive loads, and keeps the `R`
-//! accumulators in FPU registers: per MAC one `VMUL` and one `VADD` plus the
-//! weight load.
+//! # Cost (Cortex-M4F, `thumbv7em-none-eabihf`, counted in the generated code)
+//! The dense and conv inner loop loads each input once for `R`
+//! multiply-adds, reads the `R` weights of an input with consecutive loads
+//! and keeps the `R` accumulators in FPU registers; LLVM unrolls it 4× with
+//! nothing spilled: 73 instructions per 32 MACs for `R = 8` (2.28 per
+//! MAC), 41 per 16 for `R = 4` (2.56), each MAC one `VLDR` of a weight and
+//! one `VMLA.F32` (the chained multiply-accumulate: rounded product, then
+//! rounded sum, the same value as `VMUL` + `VADD`; never the fused `VFMA`).
 
 use super::pack::{check_block_rows, packed_len, padded_rows};
 use crate::error::{check_len, Error, Operand};
@@ -224,7 +227,7 @@ pub fn depthwise_f32(
 }
 
 /// `acc[k] += Σ_taps x[tap, c0 + k]·w[tap, c0 + k]` over the in-bounds taps.
-#[inline(always)]
+#[inline(never)]
 fn dw_group<const G: usize>(
     g: &DepthwiseConv2d,
     th: Taps,
@@ -235,16 +238,28 @@ fn dw_group<const G: usize>(
     acc: &mut [f32; G],
 ) {
     let c = g.channels;
-    let kw = g.window.kernel_w;
+    if c == 0 || c0 + G > c {
+        return;
+    }
+    let (kw, n) = (g.window.kernel_w, tw.len());
     let mut a = *acc;
+    // Per in-bounds kernel row: n whole input pixels and n whole taps of c
+    // values each, the group being c0 .. c0 + G of every one. Validated
+    // geometry keeps them in bounds (a row that were not would be skipped).
     for (kh, ih) in th.iter() {
-        let xrow = (ih * g.in_w + tw.start) * c + c0;
-        let wrow = (kh * kw + tw.lo) * c + c0;
-        for t in 0..tw.len() {
-            let xs = &x[xrow + t * c..][..G];
-            let ws = &w[wrow + t * c..][..G];
+        let xs = (ih * g.in_w + tw.start) * c;
+        let ws = (kh * kw + tw.lo) * c;
+        let (Some(xrow), Some(wrow)) = (x.get(xs..xs + n * c), w.get(ws..ws + n * c)) else {
+            continue;
+        };
+        for (xp, wp) in xrow.chunks_exact(c).zip(wrow.chunks_exact(c)) {
+            let xt = xp.get(c0..).and_then(<[f32]>::first_chunk::<G>);
+            let wt = wp.get(c0..).and_then(<[f32]>::first_chunk::<G>);
+            let (Some(xt), Some(wt)) = (xt, wt) else {
+                break;
+            };
             for k in 0..G {
-                a[k] += xs[k] * ws[k];
+                a[k] += xt[k] * wt[k];
             }
         }
     }

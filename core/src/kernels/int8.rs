@@ -23,12 +23,21 @@
 //! by the number `n` of in-bounds taps rounding half up,
 //! `⌊(2·sum + n) / (2·n)⌋`; both keep the input's scale and zero point.
 //!
-//! # Cost
-//! The dense inner loop loads each input once for `R` multiply-adds and
-//! walks the weights sequentially; accumulators stay in registers. On a
-//! Cortex-M4 (thumbv7em) the loop body is `LDRSB` + `MLA` per MAC plus one
-//! input load (and one subtraction when the zero point is not folded) per
-//! `R` MACs; see the crate's kernel notes for the measured listing.
+//! # Cost (Cortex-M4, `thumbv7em-none-eabihf`, counted in the generated code)
+//! Dense and conv2d share one inner loop (the private `dot4`): per input, one
+//! `LDRSB` of the input, four `LDRSB` of weights (pre-indexed, sequential)
+//! and four `SMLABB` into four accumulators held in registers, then `SUBS`
+//! and `BNE`: 11 instructions per 4 MACs, 2.75 per MAC (12 and 3.0 with a
+//! zero point subtracted per load). A block of 8 rows is two such passes
+//! over the same inputs. On top come, per block, about 25 instructions per
+//! pass (call, accumulator load/store) plus about 20 per output for the
+//! output stage (the usual `M < 1/4` requantization path is 32-bit:
+//! `SMULL`, shifts, `QADD`, clamps), and in a convolution about 40 per
+//! in-bounds kernel row. Without packed-SIMD instructions (`SXTB16`,
+//! `SMLAD`: intrinsics, which this crate does not use) two instructions per
+//! MAC are the floor, and each pass of 4 rows adds 3 per input (its load and
+//! the loop's `SUBS`/`BNE`); one pass over 8 rows would need more than the
+//! 13 allocatable registers (`r7` is the frame pointer).
 
 use super::pack::{check_block_rows, packed_len, padded_rows};
 use super::requant::OutputStage;
@@ -72,72 +81,99 @@ pub(crate) fn unroll_barrier() {
     core::hint::black_box(());
 }
 
-/// `acc[k] += Σ_i (x[i] - zp)·w[i·S + k]` for `k < 4`: four rows of a block
-/// whose weights for one input are `S` apart (`S = R`), starting at `w[0]`;
-/// `w` holds `x.len()` whole rows of `S` (a shorter `w` shortens the sum).
+/// Where one pass of [`dot4`] reads: `rows` runs of `len` contiguous
+/// inputs, run `i` starting at `x[i·x_step]` with its weights starting at
+/// `w[i·w_step]`. A dense layer is one run; a convolution has one run per
+/// in-bounds kernel row (`KW'·in_c` inputs).
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    rows: usize,
+    len: usize,
+    x_step: usize,
+    w_step: usize,
+}
+
+/// `acc[k] += Σ_runs Σ_i (x[i] - zp)·w[i·S + k]` for `k < 4`: four rows of
+/// a block whose weights for one input are `S = R` apart. `w` starts at
+/// the first weight of the four rows (the block start, or 4 past it for
+/// rows 4..8 of a block of 8). Runs whose slices fall short are cut short
+/// (never the case for validated arguments).
 ///
-/// The loop body is one input: `LDRSB` of the input (pre-indexed), four
-/// `LDRSB` of the weights at offsets 0..3 from a pointer advanced by `S`,
-/// four `SMLABB` (`SUB` + four `MLA` with the zero point), `SUBS`, `BNE`:
-/// 11 instructions per 4 MACs (12 with the zero point). Four accumulators
-/// and three loop registers leave the register allocator room; eight
-/// accumulators in one pass do not (LLVM's loop-strength reduction then
-/// picks indexed addressing and spills), so a block of 8 rows runs as two
-/// passes of 4 over the same inputs. Not inlined: inlined into the pass
+/// The inner loop is one input per iteration: `LDRSB` of the input
+/// (pre-indexed), four `LDRSB` of the weights at offsets 0..3 from a
+/// pointer advanced by `S` (pre-indexed), four `SMLABB` (`SUB` and four
+/// `MLA` with the zero point), `SUBS`, `BNE`: 11 instructions per 4 MACs
+/// (12 with the zero point), nothing spilled. Four accumulators and three
+/// loop registers leave the register allocator room; eight accumulators in
+/// one pass do not (LLVM's loop-strength reduction then picks indexed
+/// addressing and spills), so a block of 8 rows runs as two passes of 4 over
+/// the same inputs. For rows 4..8 (`HI`) the last input of a run has only
+/// its 4 weights left before the end of the block, so the loop covers the
+/// others and the last is added apart. Not inlined: inlined into the pass
 /// over `w + 4`, LLVM folds the `+ 4` into the offsets and loses the
 /// pre-indexed form.
 #[inline(never)]
-fn dot4<const S: usize, const ZP: bool>(acc: &mut [i32; 4], x: &[i8], w: &[i8], zp: i32) {
-    let mut a = *acc;
-    for (wr, &xv) in w.chunks_exact(S).zip(x) {
-        unroll_barrier();
-        let xv = if ZP {
-            i32::from(xv) - zp
+fn dot4<const S: usize, const ZP: bool, const HI: bool>(
+    acc: &mut [i32; 4],
+    x: &[i8],
+    w: &[i8],
+    runs: Runs,
+    zp: i32,
+) {
+    let load = |v: i8| {
+        if ZP {
+            i32::from(v).wrapping_sub(zp)
         } else {
-            i32::from(xv)
+            i32::from(v)
+        }
+    };
+    let mut a = *acc;
+    let body = if HI {
+        runs.len.saturating_sub(1)
+    } else {
+        runs.len
+    };
+    for row in 0..runs.rows {
+        let xr = x.get(row * runs.x_step..).and_then(|t| t.get(..runs.len));
+        let (Some(xr), Some(wr)) = (xr, w.get(row * runs.w_step..)) else {
+            break;
         };
-        for k in 0..4 {
-            a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wr[k])));
+        let (x_body, x_last) = xr.split_at(body);
+        for (wk, &xv) in wr.chunks_exact(S).zip(x_body) {
+            unroll_barrier();
+            let xv = load(xv);
+            for k in 0..4 {
+                a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wk[k])));
+            }
+        }
+        if HI {
+            let wl = wr.get(body * S..).and_then(<[i8]>::first_chunk::<4>);
+            if let (Some(&xv), Some(wl)) = (x_last.first(), wl) {
+                let xv = load(xv);
+                for k in 0..4 {
+                    a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wl[k])));
+                }
+            }
         }
     }
     *acc = a;
 }
 
-/// `acc[k] += Σ_i (x[i] - zp)·w[i·R + 4·h + k]` for half `h` (rows
-/// `4h .. 4h + 4`) of a block of `R` rows, `w` the block's `x.len()·R`
-/// weights.
-///
-/// Half 0 is one [`dot4`] pass. Half 1 (R = 8) starts at `w[4]`, where the
-/// last input has only 4 weights left in the block: the pass covers the
-/// other inputs and the last one is added apart.
+/// Half `half` (rows `4·half .. 4·half + 4`) of a block of `R` rows:
+/// [`dot4`] from the block's weights `wb`, offset to the half.
 #[inline(always)]
 fn dot_half<const R: usize, const ZP: bool>(
     acc: &mut [i32; 4],
     x: &[i8],
-    w: &[i8],
+    wb: &[i8],
     half: usize,
+    runs: Runs,
     zp: i32,
 ) {
     if half == 0 {
-        dot4::<R, ZP>(acc, x, w, zp);
-        return;
-    }
-    let Some((&x_last, x_body)) = x.split_last() else {
-        return;
-    };
-    dot4::<R, ZP>(acc, x_body, w.get(4..).unwrap_or(&[]), zp);
-    if let Some(w_last) = w
-        .get(x_body.len() * R + 4..)
-        .and_then(<[i8]>::first_chunk::<4>)
-    {
-        let xv = if ZP {
-            i32::from(x_last) - zp
-        } else {
-            i32::from(x_last)
-        };
-        for (a, &wk) in acc.iter_mut().zip(w_last) {
-            *a = a.wrapping_add(xv.wrapping_mul(i32::from(wk)));
-        }
+        dot4::<R, ZP, false>(acc, x, wb, runs, zp);
+    } else {
+        dot4::<R, ZP, true>(acc, x, wb.get(4..).unwrap_or(&[]), runs, zp);
     }
 }
 
@@ -213,8 +249,14 @@ fn dense_blocks<const R: usize, const ZP: bool>(
         let Some(wb) = w.get(i / (R / 4) * per_block..) else {
             return;
         };
+        let runs = Runs {
+            rows: 1,
+            len: x.len(),
+            x_step: 0,
+            w_step: 0,
+        };
         let mut acc = init4(bh);
-        dot_half::<R, ZP>(&mut acc, x, &wb[..per_block.min(wb.len())], half, zp);
+        dot_half::<R, ZP>(&mut acc, x, &wb[..per_block.min(wb.len())], half, runs, zp);
         stage.write(&acc, mh, sh, yh);
     }
 }
@@ -321,7 +363,17 @@ fn conv_blocks<const R: usize, const ZP: bool>(
         let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
             return;
         };
-        let run = tw.len() * cin;
+        // The in-bounds kernel rows: runs of tw.len()·cin inputs, one input
+        // row apart, and of as many weights (times R), one kernel row apart.
+        // Validated geometry keeps every run inside x and w.
+        let runs = Runs {
+            rows: th.len(),
+            len: tw.len() * cin,
+            x_step: c.in_w * cin,
+            w_step: kw * cin * R,
+        };
+        let xs = x.get((th.start * c.in_w + tw.start) * cin..).unwrap_or(&[]);
+        let w0 = (th.lo * kw + tw.lo) * cin * R;
         let halves = pixel
             .chunks_mut(4)
             .zip(bias.chunks_exact(4))
@@ -332,13 +384,7 @@ fn conv_blocks<const R: usize, const ZP: bool>(
                 return;
             };
             let mut acc = init4(bh);
-            // Validated geometry: ih < in_h, tw.start + tw.len() <= in_w,
-            // kh < KH and tw.lo + tw.len() <= KW, so both runs are in bounds.
-            for (kh, ih) in th.iter() {
-                let xs = &x[(ih * c.in_w + tw.start) * cin..][..run];
-                let ws = &wb[(kh * kw + tw.lo) * cin * R..][..run * R];
-                dot_half::<R, ZP>(&mut acc, xs, ws, half, zp);
-            }
+            dot_half::<R, ZP>(&mut acc, xs, &wb[w0.min(wb.len())..], half, runs, zp);
             stage.write(&acc, mh, sh, yh);
         }
     });
@@ -378,7 +424,7 @@ pub fn depthwise_i8(
 
 /// `acc[k] += Σ_taps (x[tap, c0 + k] - zp)·w[tap, c0 + k]` for a group of
 /// `G` channels starting at `c0`, over the in-bounds taps `th × tw`.
-#[inline(always)]
+#[inline(never)]
 fn dw_group<const G: usize>(
     g: &DepthwiseConv2d,
     th: Taps,
@@ -390,17 +436,31 @@ fn dw_group<const G: usize>(
     acc: &mut [i32; G],
 ) {
     let c = g.channels;
-    let kw = g.window.kernel_w;
+    if c == 0 || c0 + G > c {
+        return;
+    }
+    let (kw, n) = (g.window.kernel_w, tw.len());
     let mut a = *acc;
+    // Per in-bounds kernel row: n whole input pixels and n whole taps of c
+    // values each, the group being c0 .. c0 + G of every one. Validated
+    // geometry keeps them in bounds (a row that were not would be skipped).
     for (kh, ih) in th.iter() {
-        let xrow = (ih * g.in_w + tw.start) * c + c0;
-        let wrow = (kh * kw + tw.lo) * c + c0;
-        for t in 0..tw.len() {
-            let xs = &x[xrow + t * c..][..G];
-            let ws = &w[wrow + t * c..][..G];
+        let xs = (ih * g.in_w + tw.start) * c;
+        let ws = (kh * kw + tw.lo) * c;
+        let (Some(xrow), Some(wrow)) = (x.get(xs..xs + n * c), w.get(ws..ws + n * c)) else {
+            continue;
+        };
+        for (xp, wp) in xrow.chunks_exact(c).zip(wrow.chunks_exact(c)) {
+            unroll_barrier();
+            let xt = xp.get(c0..).and_then(<[i8]>::first_chunk::<G>);
+            let wt = wp.get(c0..).and_then(<[i8]>::first_chunk::<G>);
+            let (Some(xt), Some(wt)) = (xt, wt) else {
+                break;
+            };
             for k in 0..G {
-                let xv = i32::from(xs[k]) - zp;
-                a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(ws[k])));
+                a[k] = a[k].wrapping_add(
+                    (i32::from(xt[k]).wrapping_sub(zp)).wrapping_mul(i32::from(wt[k])),
+                );
             }
         }
     }
@@ -708,10 +768,11 @@ pub fn softmax_exp_table(scale: f32) -> Result<[u16; 256], Error> {
 /// ```
 /// all in u32, no floating point. Properties (tested): a larger logit never
 /// gets a smaller probability, the largest logit gets the largest; each
-/// `p_i` is within `1/2` of `256·e_i/S`, so `Σ (q_i + 128)` is within
-/// `n/2 + 1` levels of 256 for `n` classes (the `+1` is the saturation);
-/// and it is within 1 level of `256·p` of [`softmax_i8_f32`] (the table's
-/// rounding to `2^-15` adds at most `n·2^-8` levels).
+/// `p_i - 256·e_i/S` lies in `(-1/2 - 1/(2S), 1/2]`, so `Σ (q_i + 128)` is
+/// within `n/2 + 1` levels of 256 for `n` classes (the `+1` is the
+/// saturation); and `q_i + 128` is within 1 level of `256·p_i` of
+/// [`softmax_i8_f32`] for up to 64 classes (the table's rounding to `2^-15`
+/// moves `256·e_i/S` by at most `1/256 + n/256` levels).
 ///
 /// Errors (nothing written): no logits or more than [`MAX_CLASSES`]
 /// (`Param::Dimension`), a table whose entry 0 is not `2^15` or that

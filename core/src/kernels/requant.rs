@@ -273,6 +273,8 @@ mod tests {
         #[test]
         fn requantize_matches_exact_reference(acc in accumulator(), m in multiplier(), s in shift()) {
             prop_assert_eq!(requantize(acc, m, s), reference(acc, m, s));
+            // The kernels' path (no shift clamp) agrees for valid shifts.
+            prop_assert_eq!(requantize_unchecked(acc, m, s), reference(acc, m, s));
         }
 
         /// The represented multiplier is within half a step of `m` (2^-31

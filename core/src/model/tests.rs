@@ -313,7 +313,7 @@ fn int8_cnn() -> Builder {
         dtype: 2,
         block: 0,
         dims: [256, 1, 1, 1],
-        data: i8s(&(0..256).map(|i| (i as i32 - 128) as i8).collect::<Vec<_>>()),
+        data: i8s(&(0..256).map(|i| (i - 128) as i8).collect::<Vec<_>>()),
     });
     let d2_w = push(T {
         dtype: 2,
