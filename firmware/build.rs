@@ -2,10 +2,23 @@
 //! linker scripts to the binaries only (the library is never linked, and a
 //! `-C link-arg` in `.cargo/config.toml` would be lost whenever `RUSTFLAGS`
 //! is set in the environment).
+//!
+//! Also turns the assets the host generated (`cargo xtask assets`: two model
+//! files and `samples.bin`, in `assets/` or `$NORMCORE_ASSETS`) into
+//! `$OUT_DIR/assets.rs`, which the `infer` binary includes: the model files
+//! embedded 16-aligned, the samples as typed arrays, and the arena size
+//! from the model headers. The layout of `samples.bin` is documented in
+//! `host-trainer/src/assets.rs`; it is checked here so that a stale or
+//! mismatched file fails the build, not the device.
 
 use std::env;
+use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What to tell a user whose assets are missing or stale.
+const HINT: &str = "run `cargo xtask assets` (from the repository root) to train the model and \
+                    write model-f32.ncm, model-int8.ncm and samples.bin";
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -19,4 +32,248 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     // Sections need not be page-aligned in the file: keeps the ELF small.
     println!("cargo:rustc-link-arg-bins=--nmagic");
+
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    println!("cargo:rerun-if-env-changed=NORMCORE_ASSETS");
+    let dir = match env::var_os("NORMCORE_ASSETS") {
+        // Relative to the repository root, as the host tools take it.
+        Some(d) if !d.is_empty() => manifest.join("..").join(d),
+        _ => manifest.join("assets"),
+    };
+    if let Err(e) = assets(&dir, &out) {
+        // Fails the build with these lines as its error messages.
+        println!("cargo::error=firmware assets in {}: {e}", dir.display());
+        println!("cargo::error={HINT}");
+    }
+}
+
+/// Header fields of a model file the firmware's build needs.
+struct ModelHeader {
+    int8: bool,
+    arena: u32,
+    classes: u32,
+    features: u32,
+    crc: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u32 {
+    u32::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The few header fields used here; everything else `Model::parse`
+/// validates on the device at start-up.
+fn model_header(b: &[u8]) -> Result<ModelHeader, String> {
+    if b.len() < 64 || &b[..4] != b"NCMF" {
+        return Err("not a normcore model file (magic)".into());
+    }
+    Ok(ModelHeader {
+        int8: u16_at(b, 6) & 1 != 0,
+        arena: u32_at(b, 16),
+        classes: u16_at(b, 38),
+        features: u16_at(b, 40) * u16_at(b, 42) * u16_at(b, 44),
+        crc: u32_at(b, 12),
+    })
+}
+
+/// CRC-32 (zlib's), bit by bit: a build script has time.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc ^ 0xFFFF_FFFF
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
+    let path = dir.join(name);
+    println!("cargo:rerun-if-changed={}", path.display());
+    fs::read(&path).map_err(|e| format!("cannot read {name}: {e}"))
+}
+
+/// Rust source for a `[[T; inner]; outer]` static from `values`.
+fn array<T: Copy>(
+    src: &mut String,
+    doc: &str,
+    name: &str,
+    ty: &str,
+    (outer, inner): (usize, usize),
+    values: &[T],
+    show: impl Fn(T) -> String,
+) {
+    let _ = writeln!(src, "/// {doc}");
+    let _ = writeln!(src, "#[no_mangle]");
+    let _ = writeln!(src, "pub static {name}: [[{ty}; {inner}]; {outer}] = [");
+    for row in values.chunks_exact(inner.max(1)).take(outer) {
+        let items: Vec<String> = row.iter().map(|&v| show(v)).collect();
+        let _ = writeln!(src, "    [{}],", items.join(", "));
+    }
+    let _ = writeln!(src, "];");
+}
+
+/// Also called by the boards' build scripts (`boards/*/build.rs` include
+/// this file as a module): one definition of the assets' Rust form.
+pub(crate) fn assets(dir: &Path, out: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err("the directory does not exist".into());
+    }
+    let f32_bytes = read(dir, "model-f32.ncm")?;
+    let i8_bytes = read(dir, "model-int8.ncm")?;
+    let samples = read(dir, "samples.bin")?;
+    let fh = model_header(&f32_bytes).map_err(|e| format!("model-f32.ncm: {e}"))?;
+    let qh = model_header(&i8_bytes).map_err(|e| format!("model-int8.ncm: {e}"))?;
+    if fh.int8 || !qh.int8 {
+        return Err("model-f32.ncm must be an f32 file and model-int8.ncm an int8 file".into());
+    }
+    if (fh.features, fh.classes) != (qh.features, qh.classes) {
+        return Err("the two model files have different input or output shapes".into());
+    }
+
+    // samples.bin (host-trainer/src/assets.rs).
+    if samples.len() < 32 || &samples[..4] != b"NCSP" || u16_at(&samples, 4) != 1 {
+        return Err("samples.bin: not a version-1 samples file".into());
+    }
+    let (n, f, c) = (
+        u32_at(&samples, 8) as usize,
+        u32_at(&samples, 12) as usize,
+        u32_at(&samples, 16) as usize,
+    );
+    if n == 0 || samples.len() != 32 + n * (5 * f + 5 * c + 2) {
+        return Err(format!(
+            "samples.bin: {} bytes do not hold {n} samples of {f} values and {c} classes",
+            samples.len()
+        ));
+    }
+    if crc32(&samples[32..]) != u32_at(&samples, 28) {
+        return Err("samples.bin: CRC mismatch (corrupt file)".into());
+    }
+    if (f as u32, c as u32) != (fh.features, fh.classes) {
+        return Err(format!(
+            "samples.bin has {f} values and {c} classes per sample, the models {} and {}",
+            fh.features, fh.classes
+        ));
+    }
+    if (u32_at(&samples, 20), u32_at(&samples, 24)) != (fh.crc, qh.crc) {
+        return Err("samples.bin was generated for other model files (stale assets)".into());
+    }
+    let mut at = 32;
+    let mut words = |len: usize| -> Vec<u32> {
+        let v = (0..len).map(|i| u32_at(&samples, at + 4 * i)).collect();
+        at += 4 * len;
+        v
+    };
+    let input_f32 = words(n * f);
+    let expected_f32 = words(n * c);
+    let input_i8: Vec<i8> = samples[at..at + n * f].iter().map(|&b| b as i8).collect();
+    at += n * f;
+    let expected_i8: Vec<i8> = samples[at..at + n * c].iter().map(|&b| b as i8).collect();
+    at += n * c;
+    let labels: Vec<u16> = (0..n)
+        .map(|i| u16_at(&samples, at + 2 * i) as u16)
+        .collect();
+    if labels.iter().any(|&l| usize::from(l) >= c) {
+        return Err("samples.bin: a label is not below the class count".into());
+    }
+
+    fs::write(out.join("model-f32.ncm"), &f32_bytes).map_err(|e| e.to_string())?;
+    fs::write(out.join("model-int8.ncm"), &i8_bytes).map_err(|e| e.to_string())?;
+
+    let mut src = String::new();
+    let _ = writeln!(
+        src,
+        "// Generated by firmware/build.rs from {}; do not edit.\n",
+        dir.display()
+    );
+    let consts = [
+        ("SAMPLES", n, "Embedded test samples."),
+        ("FEATURES", f, "Input values per sample (`h·w·c`)."),
+        ("CLASSES", c, "Logits per sample."),
+        (
+            "ARENA_BYTES",
+            fh.arena.max(qh.arena) as usize,
+            "Arena bytes: the larger of the two models' `arena_bytes`.",
+        ),
+    ];
+    for (name, v, doc) in consts {
+        let _ = writeln!(src, "/// {doc}\npub const {name}: usize = {v};");
+    }
+    let _ = writeln!(
+        src,
+        "/// A model file, aligned as `Model::parse` requires (docs/FORMAT.md).\n\
+         #[repr(C, align(16))]\n\
+         pub struct AlignedModel<const N: usize>(pub [u8; N]);"
+    );
+    for (name, file, len, doc) in [
+        (
+            "NORMCORE_MODEL_F32",
+            "model-f32.ncm",
+            f32_bytes.len(),
+            "The f32 model file.",
+        ),
+        (
+            "NORMCORE_MODEL_INT8",
+            "model-int8.ncm",
+            i8_bytes.len(),
+            "The int8 model file.",
+        ),
+    ] {
+        let _ = writeln!(
+            src,
+            "/// {doc}\n#[no_mangle]\npub static {name}: AlignedModel<{len}> = \
+             AlignedModel(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{file}\")));"
+        );
+    }
+    array(
+        &mut src,
+        "Inputs of the f32 model, NHWC per sample.",
+        "NORMCORE_SAMPLES_F32",
+        "f32",
+        (n, f),
+        &input_f32,
+        |v| format!("f32::from_bits({v:#010x})"),
+    );
+    array(
+        &mut src,
+        "Inputs of the int8 model, quantized with its input scale and zero point.",
+        "NORMCORE_SAMPLES_I8",
+        "i8",
+        (n, f),
+        &input_i8,
+        |v| v.to_string(),
+    );
+    array(
+        &mut src,
+        "The host engine's f32 logits (bit patterns) for each sample.",
+        "NORMCORE_SAMPLES_EXPECTED_F32",
+        "u32",
+        (n, c),
+        &expected_f32,
+        |v| format!("{v:#010x}"),
+    );
+    array(
+        &mut src,
+        "The host engine's int8 logits for each sample.",
+        "NORMCORE_SAMPLES_EXPECTED_I8",
+        "i8",
+        (n, c),
+        &expected_i8,
+        |v| v.to_string(),
+    );
+    let shown: Vec<String> = labels.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        src,
+        "/// The samples' labels.\n#[no_mangle]\npub static NORMCORE_SAMPLES_LABELS: [u16; {n}] = [{}];",
+        shown.join(", ")
+    );
+    fs::write(out.join("assets.rs"), src).map_err(|e| e.to_string())
 }

@@ -18,9 +18,8 @@
 //! how the firmware measures per-layer cost without timing code in here.
 
 use crate::kernels;
-use crate::layers::Activation;
+use crate::layers::{Activation, Conv2d, Padding, PoolKind, Window};
 use crate::model::{Data, Kind, Layer, Model, ModelError, Op};
-use crate::tensor::{View, ViewMut};
 
 /// When an observer is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +138,7 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     }
 
     fn input_region(&mut self) -> Result<&mut [u8], ModelError> {
-        let first = &self.model.layers()[0];
+        let first = self.model.layer(0)?;
         let len = bytes_of(self.model.kind(), first.input.sample_len()?);
         self.arena
             .get_mut(first.in_offset..first.in_offset + len)
@@ -177,36 +176,56 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
         &mut self,
         mut observe: impl FnMut(usize, Event),
     ) -> Result<Output<'_>, ModelError> {
-        let kind = self.model.kind();
         let mut zp_in = self.model.header().input_zero_point;
-        for (i, layer) in self.model.layers().iter().enumerate() {
-            let in_len = bytes_of(kind, layer.input.sample_len()?);
-            let out_len = bytes_of(kind, layer.output.sample_len()?);
-            let (x, y) = regions(
-                self.arena,
-                layer.in_offset,
-                in_len,
-                layer.out_offset,
-                out_len,
-            )?;
+        for i in 0..self.model.layer_count() {
             observe(i, Event::Start);
-            match kind {
-                Kind::Int8 => run_i8(
-                    layer,
-                    bytemuck::cast_slice(x),
-                    bytemuck::cast_slice_mut(y),
-                    zp_in,
-                )?,
-                Kind::F32 => run_f32(
-                    layer,
-                    bytemuck::try_cast_slice(x).map_err(|_| ModelError::ArenaMisaligned)?,
-                    bytemuck::try_cast_slice_mut(y).map_err(|_| ModelError::ArenaMisaligned)?,
-                )?,
-            }
+            zp_in = self.run_layer(i, zp_in)?;
             observe(i, Event::End);
-            zp_in = layer.quant.zero_point;
         }
-        let last = self.model.layers().last().ok_or(ModelError::WrongKind)?;
+        self.output()
+    }
+
+    /// Run layer `i` on the arena (its input where the plan put it, its
+    /// output likewise), `zp_in` being its input's zero point (int8);
+    /// returns its output's zero point. Not generic and not inlined into the
+    /// caller, so that the engine's code exists once, however many observers
+    /// call it.
+    #[inline(never)]
+    fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<i32, ModelError> {
+        let layer = &self.model.layer(i)?;
+        let kind = self.model.kind();
+        let in_len = bytes_of(kind, layer.input.sample_len()?);
+        let out_len = bytes_of(kind, layer.output.sample_len()?);
+        let (x, y) = regions(
+            self.arena,
+            layer.in_offset,
+            in_len,
+            layer.out_offset,
+            out_len,
+        )?;
+        match kind {
+            Kind::Int8 => run_i8(
+                layer,
+                bytemuck::cast_slice(x),
+                bytemuck::cast_slice_mut(y),
+                zp_in,
+            )?,
+            Kind::F32 => run_f32(
+                layer,
+                bytemuck::try_cast_slice(x).map_err(|_| ModelError::ArenaMisaligned)?,
+                bytemuck::try_cast_slice_mut(y).map_err(|_| ModelError::ArenaMisaligned)?,
+            )?,
+        }
+        Ok(layer.quant.zero_point)
+    }
+
+    /// The last layer's output.
+    #[inline(never)]
+    fn output(&self) -> Result<Output<'_>, ModelError> {
+        let kind = self.model.kind();
+        let last = self
+            .model
+            .layer(self.model.layer_count().saturating_sub(1))?;
         let len = bytes_of(kind, last.output.sample_len()?);
         let out = self
             .arena
@@ -228,111 +247,157 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     }
 }
 
-fn weights_i8<'x>(layer: &Layer<'x>) -> Result<(&'x [i8], &'x [i32]), ModelError> {
-    match (layer.weights, layer.bias) {
-        (Some(Data::I8(w)), Some(Data::I32(b))) => Ok((w, b)),
-        _ => Err(ModelError::WrongKind),
+/// A dense or conv layer as a convolution (dense: a 1×1 convolution of a
+/// 1×1 input with `inputs` channels), so both run the same kernel.
+#[inline(never)]
+fn as_conv(op: &Op) -> Option<Conv2d> {
+    match op {
+        Op::Dense(d) => Some(Conv2d {
+            in_h: 1,
+            in_w: 1,
+            in_c: d.inputs,
+            out_c: d.outputs,
+            window: Window::square(1, 1, 0),
+        }),
+        Op::Conv(c) => Some(*c),
+        _ => None,
     }
 }
 
-fn weights_f32<'x>(layer: &Layer<'x>) -> Result<(&'x [f32], &'x [f32]), ModelError> {
-    match (layer.weights, layer.bias) {
-        (Some(Data::F32(w)), Some(Data::F32(b))) => Ok((w, b)),
-        _ => Err(ModelError::WrongKind),
+/// The window of a global average pooling over a `h × w` input.
+fn whole(h: usize, w: usize) -> Window {
+    Window {
+        kernel_h: h,
+        kernel_w: w,
+        stride_h: 1,
+        stride_w: 1,
+        padding: Padding::NONE,
     }
 }
 
+/// One int8 layer. The parser validated every shape, geometry, tensor
+/// length and quantization parameter of the model, so this calls the
+/// kernels' loops directly instead of their validating entry points (code
+/// size); those loops are safe Rust, never index out of bounds and never
+/// panic whatever they are given.
+#[inline(never)]
 fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), ModelError> {
-    use kernels::int8;
-    let stage = layer.output_stage();
-    match layer.op {
-        Op::Dense(d) => {
-            let (w, b) = weights_i8(layer)?;
-            let stage = stage.ok_or(ModelError::WrongKind)?;
+    use kernels::int8::{self, BlockedI8, ChannelOp};
+    let wrong = ModelError::WrongKind;
+    let (i, o) = (layer.input, layer.output);
+    let dims = (i.h, i.w, i.c);
+    match &layer.op {
+        Op::Pool(p) => {
+            let op = match p.kind {
+                PoolKind::Max => ChannelOp::Max,
+                PoolKind::Average => ChannelOp::Mean,
+            };
+            int8::channel_windows(op, &p.window, dims, (o.h, o.w), x, y);
+            return Ok(());
+        }
+        Op::GlobalAvgPool => {
+            int8::channel_windows(ChannelOp::Mean, &whole(i.h, i.w), dims, (1, 1), x, y);
+            return Ok(());
+        }
+        Op::Activation => {
+            match (layer.activation, layer.table) {
+                (Some(Activation::Sigmoid | Activation::Tanh), Some(t)) => int8::lut_i8(t, x, y)?,
+                (Some(Activation::Relu | Activation::Relu6), _) => {
+                    int8::relu_i8(x, y, layer.quant.clamp_min, layer.quant.clamp_max)?
+                }
+                _ => return Err(wrong),
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let stage = layer.output_stage().ok_or(wrong)?;
+    let Some(Data::I32(bias)) = layer.bias else {
+        return Err(wrong);
+    };
+    let w = match layer.weights {
+        Some(Data::I8(w)) => BlockedI8::Bytes(w),
+        Some(Data::I8Pairs(w)) => BlockedI8::Pairs(w),
+        _ => return Err(wrong),
+    };
+    match (&layer.op, w) {
+        (Op::Depthwise(d), BlockedI8::Bytes(w)) => {
+            let op = ChannelOp::Taps {
+                w,
+                kw: d.window.kernel_w,
+                bias,
+                zp: zp_in,
+                stage: &stage,
+            };
+            int8::channel_windows(op, &d.window, dims, (o.h, o.w), x, y);
+        }
+        (op, w) => {
+            let c = as_conv(op).ok_or(wrong)?;
+            let patch = c.window.kernel_h * c.window.kernel_w * c.in_c;
             let zp = if layer.zp_folded { 0 } else { zp_in };
-            int8::dense_i8(
+            int8::conv_blocks(
+                &c,
+                o.h,
+                o.w,
+                patch,
                 x,
                 w,
                 layer.block_rows,
-                b,
-                d.inputs,
-                d.outputs,
+                bias,
                 zp,
                 &stage,
                 y,
-            )?;
+            );
         }
-        Op::Conv(c) => {
-            let (w, b) = weights_i8(layer)?;
-            let stage = stage.ok_or(ModelError::WrongKind)?;
-            int8::conv2d_i8(
-                &c,
-                x,
-                w,
-                layer.block_rows,
-                b,
-                zp_in,
-                layer.zp_folded,
-                &stage,
-                y,
-            )?;
-        }
-        Op::Depthwise(d) => {
-            let (w, b) = weights_i8(layer)?;
-            let stage = stage.ok_or(ModelError::WrongKind)?;
-            int8::depthwise_i8(&d, x, w, b, zp_in, &stage, y)?;
-        }
-        Op::Pool(p) => match p.kind {
-            crate::layers::PoolKind::Max => int8::max_pool_i8(&p, x, y)?,
-            crate::layers::PoolKind::Average => int8::avg_pool_i8(&p, x, y)?,
-        },
-        Op::GlobalAvgPool => {
-            int8::global_avg_pool_i8(layer.input.h, layer.input.w, layer.input.c, x, y)?
-        }
-        Op::Activation => match (layer.activation, layer.table) {
-            (Some(Activation::Sigmoid | Activation::Tanh), Some(t)) => int8::lut_i8(t, x, y)?,
-            (Some(Activation::Relu | Activation::Relu6), _) => {
-                int8::relu_i8(x, y, layer.quant.clamp_min, layer.quant.clamp_max)?
-            }
-            _ => return Err(ModelError::WrongKind),
-        },
     }
     Ok(())
 }
 
+/// One f32 layer, as [`run_i8`].
+#[inline(never)]
 fn run_f32(layer: &Layer<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
-    use kernels::f32 as k;
-    match layer.op {
-        Op::Dense(d) => {
-            let (w, b) = weights_f32(layer)?;
-            k::dense_f32(
+    use kernels::f32::{self as k, ChannelOp};
+    let wrong = ModelError::WrongKind;
+    let (i, o) = (layer.input, layer.output);
+    let dims = (i.h, i.w, i.c);
+    match (&layer.op, layer.weights, layer.bias) {
+        (Op::Pool(p), _, _) => {
+            let op = match p.kind {
+                PoolKind::Max => ChannelOp::Max,
+                PoolKind::Average => ChannelOp::Mean,
+            };
+            k::channel_windows(op, &p.window, dims, (o.h, o.w), x, y);
+        }
+        (Op::GlobalAvgPool, _, _) => {
+            k::channel_windows(ChannelOp::Mean, &whole(i.h, i.w), dims, (1, 1), x, y)
+        }
+        (Op::Activation, _, _) => k::activation_f32(layer.activation.ok_or(wrong)?, x, y)?,
+        (Op::Depthwise(d), Some(Data::F32(w)), Some(Data::F32(bias))) => {
+            let op = ChannelOp::Taps {
+                w,
+                kw: d.window.kernel_w,
+                bias,
+                act: layer.activation,
+            };
+            k::channel_windows(op, &d.window, dims, (o.h, o.w), x, y);
+        }
+        (op, Some(Data::F32(w)), Some(Data::F32(bias))) => {
+            let c = as_conv(op).ok_or(wrong)?;
+            let patch = c.window.kernel_h * c.window.kernel_w * c.in_c;
+            k::conv_blocks(
+                &c,
+                o.h,
+                o.w,
+                patch,
                 x,
                 w,
                 layer.block_rows,
-                b,
-                d.inputs,
-                d.outputs,
+                bias,
                 layer.activation,
                 y,
-            )?;
+            );
         }
-        Op::Conv(c) => {
-            let (w, b) = weights_f32(layer)?;
-            k::conv2d_f32(&c, x, w, layer.block_rows, b, layer.activation, y)?;
-        }
-        Op::Depthwise(d) => {
-            let (w, b) = weights_f32(layer)?;
-            k::depthwise_f32(&d, x, w, b, layer.activation, y)?;
-        }
-        Op::Pool(p) => p.forward(View::new(layer.input, x)?, ViewMut::new(layer.output, y)?)?,
-        Op::GlobalAvgPool => crate::layers::global_avg_pool_forward(
-            View::new(layer.input, x)?,
-            ViewMut::new(layer.output, y)?,
-        )?,
-        Op::Activation => layer
-            .activation
-            .ok_or(ModelError::WrongKind)?
-            .forward(x, y)?,
+        _ => return Err(wrong),
     }
     Ok(())
 }

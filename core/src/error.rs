@@ -96,6 +96,8 @@ pub enum Param {
     Clamp,
     /// An int8 zero point: must lie in [-128, 127].
     ZeroPoint,
+    /// An int8 weight of the pair form: must lie in [-127, 127].
+    WeightRange,
     /// A quantization scale: must be finite and > 0.
     Scale,
     /// Padding an int8 kernel cannot honour: a zero-point-folded convolution
@@ -213,6 +215,7 @@ impl fmt::Display for Param {
             Param::Shift => "requantization shift must lie in [-31, 30]",
             Param::Clamp => "clamps must satisfy -128 <= min <= max <= 127",
             Param::ZeroPoint => "zero point must lie in [-128, 127]",
+            Param::WeightRange => "pair-form int8 weights must lie in [-127, 127]",
             Param::Scale => "scale must be finite and > 0",
             Param::Padding => {
                 "padding not supported here (folded zero point, or a window entirely in the padding)"

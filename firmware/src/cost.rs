@@ -67,14 +67,26 @@ impl Cost {
     pub fn icount_instructions(&self) -> Option<u32> {
         match self.unit {
             Unit::Cycles => None,
-            Unit::Ticks { hz } => {
-                let den = u64::from(hz) << ICOUNT_SHIFT;
-                let num = u64::from(self.count) * 1_000_000_000;
-                Some(((num + den / 2) / den) as u32)
-            }
+            Unit::Ticks { hz } => Some(icount_instructions(u64::from(self.count), hz) as u32),
         }
     }
 }
+
+/// Instructions executed in `ticks` of a timer at `hz` under QEMU's
+/// `-icount shift=`[`ICOUNT_SHIFT`]: `ticks · 10^9 / (hz · 2^shift)`, rounded
+/// to nearest. For sums of many measurements (a per-layer total over many
+/// samples), where a `u32` [`Cost`] could overflow.
+pub fn icount_instructions(ticks: u64, hz: u32) -> u64 {
+    let den = u128::from(hz) << ICOUNT_SHIFT;
+    let num = u128::from(ticks) * 1_000_000_000;
+    ((num + den / 2) / den.max(1)) as u64
+}
+
+/// A raw reading of a [`Stopwatch`]'s counter, for spans that are not one
+/// closure: e.g. from an engine's "layer starts" callback to its "layer
+/// ended" callback ([`Stopwatch::stamp`], [`Stopwatch::between`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(u32);
 
 enum Source<T> {
     Cycles,
@@ -150,6 +162,27 @@ impl<T: TickCounter> Stopwatch<T> {
         match &self.source {
             Source::Cycles => DWT::cycle_count(),
             Source::Timer(t) => t.now(),
+        }
+    }
+
+    /// Read the counter now. Memory accesses are not moved across the
+    /// reading (compiler fences on both sides), so work written to memory
+    /// before or after it stays on its side.
+    #[inline(always)]
+    pub fn stamp(&self) -> Stamp {
+        compiler_fence(Ordering::SeqCst);
+        let now = self.now();
+        compiler_fence(Ordering::SeqCst);
+        Stamp(now)
+    }
+
+    /// The cost from `start` to `end` (two [`stamp`](Self::stamp)s), less
+    /// the cost of reading the counter, as [`measure`](Self::measure)
+    /// reports it.
+    pub fn between(&self, start: Stamp, end: Stamp) -> Cost {
+        Cost {
+            unit: self.unit(),
+            count: end.0.wrapping_sub(start.0).saturating_sub(self.overhead),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`cost`]: cycles (DWT CYCCNT) on hardware, timer ticks and
 //!   instruction counts (`-icount`) under QEMU.
 //! - [`stack`]: stack painting and the high-water mark.
+//! - [`digest`]: CRC-32 of results, for comparing a run with the host's.
 //! - [`board`]: where the peripherals are; [`cmsdk`]: drivers for ARM's
 //!   CMSDK timer and UART (`embedded-hal` delay, `embedded-io` serial).
 //! - [`workload`]: the computation `hello` runs, shared with the host test
@@ -23,6 +24,7 @@
 pub mod board;
 pub mod cmsdk;
 pub mod cost;
+pub mod digest;
 mod fault;
 pub mod mmio;
 pub mod stack;

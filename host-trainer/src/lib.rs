@@ -4,10 +4,12 @@
 //! `normcore` binary is a thin command line over this library; the
 //! integration tests and the firmware's build use it directly.
 
+pub mod assets;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod device_eval;
 pub mod export;
 pub mod fastgemm;
 pub mod model;

@@ -2,7 +2,7 @@
 //! the paper's experiments, and prepare models for microcontrollers.
 
 use normcore_trainer::cli::{progress, Data, DataArgs};
-use normcore_trainer::{bench, checkpoint, export, reproduce, spec, train};
+use normcore_trainer::{assets, bench, checkpoint, export, reproduce, spec, train};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -50,10 +50,16 @@ enum Command {
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Reproduce(reproduce::Experiment),
-    /// The end-to-end demonstration on the built-in data set.
-    Demo(DemoArgs),
+    /// Train, fold and export a model and pick test samples with the host
+    /// engine's expected outputs: the firmware's build inputs
+    /// (`firmware/assets/`, used by `cargo xtask demo` and the QEMU tests).
+    Assets(assets::AssetArgs),
     /// Measure training speed and print a table.
     Bench(bench::BenchArgs),
+    /// Stream a test set through the `serve` firmware in QEMU (mps2-an386,
+    /// UART0 on stdio; docs/SERIAL.md) and compare every prediction with
+    /// the host engine's; prints device and host accuracy.
+    DeviceEval(normcore_trainer::device_eval::DeviceEvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,16 +127,6 @@ struct EvalArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-}
-
-#[derive(Args, Debug)]
-struct DemoArgs {
-    /// Directory for the demo's outputs.
-    #[arg(long, default_value = "out/demo")]
-    out_dir: PathBuf,
-    /// Training steps.
-    #[arg(long, default_value_t = 3000)]
-    steps: u64,
 }
 
 fn default_out(name: &str) -> PathBuf {
@@ -333,42 +329,6 @@ fn cmd_inspect(file: &Path, toml: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_demo(a: DemoArgs) -> Result<()> {
-    let data = DataArgs {
-        data: "digits".into(),
-        data_dir: None,
-        test_csv: None,
-        input_shape: None,
-    }
-    .load()?;
-    let spec = spec::preset("digits-mlp")?;
-    let cfg = TrainConfig {
-        batch: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-        schedule: Schedule::Step {
-            gamma: 0.3,
-            every: 1000,
-        },
-        seed: 1,
-    };
-    let mut t = Trainer::new(spec, Init::He, cfg, 1)?;
-    let out = a.out_dir.join("digits-mlp.ckpt");
-    eprintln!(
-        "demo: training digits-mlp ({} parameters) on the built-in UCI digits ({} train / {} test)",
-        t.net.param_count(),
-        data.train.len(),
-        data.test.len()
-    );
-    let e = run_training(&mut t, &data, a.steps, 0, 0, &out)?;
-    println!("| stage                 | test accuracy |");
-    println!("|-----------------------|---------------|");
-    println!("| float, BN (host)      | {:>12.2}% |", 100.0 * e.accuracy);
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -377,8 +337,9 @@ fn main() -> ExitCode {
         Command::Export(a) => export::run(a),
         Command::Inspect { file, toml } => cmd_inspect(&file, toml),
         Command::Reproduce(e) => reproduce::run(e),
-        Command::Demo(a) => cmd_demo(a),
+        Command::Assets(a) => assets::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::DeviceEval(a) => normcore_trainer::device_eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,9 +3,12 @@
 //!
 //! - [`qemu`]: build the firmware once and run its binaries under QEMU,
 //!   never hanging, with golden-file comparison of their decoded output.
+//! - [`device`]: the `infer` firmware's assets (generated with the
+//!   trainer's library) and its report, parsed.
 //! - [`workload`]: the computation the `hello` firmware runs, compiled here
 //!   from the firmware's own source file so that the host repeats exactly it.
 
+pub mod device;
 pub mod qemu;
 
 #[path = "../../firmware/src/workload.rs"]

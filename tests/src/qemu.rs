@@ -3,7 +3,8 @@
 //!
 //! - [`build_firmware`] runs `cargo build --release` in `firmware/` once
 //!   per test process (all binaries, into `firmware/target`), however many
-//!   tests ask for it and from however many threads.
+//!   tests ask for it and from however many threads; first it generates
+//!   the firmware's assets if there are none ([`crate::device::ensure_assets`]).
 //! - [`run_qemu`] boots one ELF through `firmware/qemu-run` (so the script
 //!   people use is the one tested) and returns its exit status and output.
 //!   It never hangs: the script stops QEMU at the timeout, and a watchdog
@@ -138,6 +139,8 @@ pub fn firmware_elf(bin: &str) -> Result<PathBuf> {
 
 fn build_once() -> Result<PathBuf> {
     check_tools()?;
+    // The firmware's build embeds the assets and fails without them.
+    crate::device::ensure_assets()?;
     let fw = firmware_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(&cargo);

@@ -8,9 +8,20 @@
 //! cargo xtask setup           install the thumb targets, QEMU and defmt-print
 //! cargo xtask test            formatting, clippy, every test, the no_std and firmware builds
 //! cargo xtask demo            the main job, end to end, on the built-in data set
+//! cargo xtask assets [ARGS]   train + export the model and samples the firmware embeds
 //! cargo xtask firmware [BIN]  build the firmware and run one binary in QEMU (default hello)
+//! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
+//! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
+//! cargo xtask size            flash and RAM of the `infer` firmware, by section and by content
+//! cargo xtask bench firmware  per-kernel cost table of the Cortex-M kernels (QEMU, -icount)
+//! cargo xtask bench trainer   the host trainer's benchmark (`normcore bench`)
 //! ```
 
+mod bench;
+mod elf;
+mod quality;
+
+use std::collections::BTreeMap;
 use std::env;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -28,7 +39,12 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
+        Some("assets") => assets(&args[1..]),
         Some("firmware") => firmware(&args[1..]),
+        Some("size") => size(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => quality::fuzz(&args[1..]),
+        Some("quant-check") => quality::quant_check(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -55,10 +71,40 @@ tasks:
                   QEMU (Debian's qemu-system-arm) and defmt-print (cargo install)
   test            cargo fmt --check, clippy -D warnings, the firmware build (no
                   warnings), all tests (release, QEMU runs included), no_std builds
-  demo            the main job end to end on the built-in data set
+  demo [ARGS]     the main job end to end on the built-in data set: train a BN
+                  network, fold, export f32 and int8, build the firmware, run
+                  it in QEMU and print host vs device accuracy, instructions
+                  per inference, flash and RAM. ARGS go to `normcore assets`
+                  (e.g. --steps 3000, --preset digits-cnn)
+  assets [ARGS]   `normcore assets`: train (seeded), export model-f32.ncm and
+                  model-int8.ncm, pick test samples and the host engine's
+                  outputs for them, into firmware/assets (or $NORMCORE_ASSETS).
+                  ARGS: --preset digits-mlp, --data digits|mnist, --samples N|all,
+                  --steps N, --seed N (see `normcore assets --help`)
   firmware [BIN]  build the firmware and run BIN (default: hello) in QEMU,
                   printing its decoded log; -icount on unless NORMCORE_ICOUNT
-                  is set. BIN: hello, panic, fault, uart_echo (reads stdin)"
+                  is set. BIN: hello, infer, panic, fault, uart_echo (reads
+                  stdin). Generates the assets first if there are none
+  bench firmware  build the firmware's `bench` binary and run it in QEMU with
+                  -icount: a table of every inference kernel's instructions
+                  (and instructions per MAC) on fixed shapes, and the whole
+                  paper MLP (784-100-100-100-10), int8 in both weight forms
+  bench trainer [ARGS]
+                  the host trainer's benchmark (`normcore bench`, release)
+  size            build `infer` and report its sections (.text, .rodata, .data,
+                  .bss), split into code, model data and sample data, and the
+                  stack high-water mark of a QEMU run
+  fuzz [SECONDS]  cargo-fuzz target parse_and_run (core's Model::parse, then
+                  one engine run) for SECONDS (default 600) on one core;
+                  installs cargo-fuzz, runs on stable with RUSTC_BOOTSTRAP=1,
+                  writes the seed corpus if it is missing. Not part of `test`
+  quant-check [--reuse]
+                  full-size MNIST quantization check (minutes, not CI): train
+                  paper-mlp with BN (50,000 steps) and cnn (2 epochs), export
+                  f32 and int8 (1000 calibration samples), print unfolded /
+                  folded f32 / int8 test accuracy, file and arena sizes; fails
+                  if int8 is more than 0.5 points below f32. --reuse keeps
+                  checkpoints already in out/quant-check/"
     );
 }
 
@@ -263,6 +309,9 @@ fn test() -> Result {
     // also lets the QEMU tests below reuse the ELFs.
     let fw = firmware_dir();
     run_in(&fw, &cargo, ["fmt", "--", "--check"], &[])?;
+    // The firmware embeds the assets: its build fails without them. (The
+    // device parity tests regenerate the default ones themselves.)
+    ensure_assets()?;
     run_in(
         &fw,
         &cargo,
@@ -271,7 +320,8 @@ fn test() -> Result {
     )?;
     run_in_no_warnings(&fw, &cargo, &["build", "--release", "--bins"])?;
     // The numerics are heavy: tests run optimised. This includes the QEMU
-    // runs of the firmware (tests/tests/qemu.rs).
+    // runs of the firmware (tests/tests/qemu.rs) and the device = host
+    // parity of `infer` (tests/tests/device_parity.rs).
     run(&cargo, ["test", "--workspace", "--release"], &[])?;
     // The core crate must build for both Cortex-M targets with no warnings.
     for target in THUMB_TARGETS {
@@ -302,26 +352,369 @@ fn test() -> Result {
     Ok(())
 }
 
-fn demo(extra: &[String]) -> Result {
-    setup()?;
-    let cargo = cargo();
-    let mut args = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "normcore-trainer",
-        "--",
-        "demo",
+/// The assets directory: `$NORMCORE_ASSETS` (relative to the workspace
+/// root) or `firmware/assets`, as the trainer and `firmware/build.rs` take it.
+fn assets_dir() -> PathBuf {
+    match env::var_os("NORMCORE_ASSETS") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => firmware_dir().join("assets"),
+    }
+}
+
+/// The files the firmware's build embeds.
+const ASSET_FILES: [&str; 3] = ["model-f32.ncm", "model-int8.ncm", "samples.bin"];
+
+/// `normcore assets ARGS`, the trainer built in release (training in a debug
+/// build would take minutes).
+fn assets(args: &[String]) -> Result {
+    let mut all = vec![
+        "run".to_owned(),
+        "--release".into(),
+        "--quiet".into(),
+        "-p".into(),
+        "normcore-trainer".into(),
+        "--".into(),
+        "assets".into(),
     ];
-    args.extend(extra.iter().map(String::as_str));
-    run(&cargo, args, &[])
+    all.extend(args.iter().cloned());
+    run(&cargo(), all, &[])
+}
+
+/// Generate the default assets if any file the firmware embeds is missing.
+fn ensure_assets() -> Result {
+    let dir = assets_dir();
+    if ASSET_FILES.iter().all(|f| dir.join(f).is_file()) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: no firmware assets in {}: generating them",
+        dir.display()
+    );
+    assets(&[])
+}
+
+/// The `infer` ELF, built (release) with the current assets.
+fn build_infer() -> Result<PathBuf> {
+    run_in(
+        &firmware_dir(),
+        &cargo(),
+        ["build", "--release", "--quiet", "--bin", "infer"],
+        &[],
+    )?;
+    Ok(firmware_dir()
+        .join("target")
+        .join(THUMB_TARGETS[0])
+        .join("release")
+        .join("infer"))
+}
+
+/// Run `infer` in QEMU under `-icount` and return its decoded log (level
+/// and message per line); fail, with the log, if it fails.
+fn run_infer(elf: &Path) -> Result<String> {
+    let args = [elf.as_os_str().to_owned()];
+    let out = command_in(
+        &firmware_dir(),
+        "./qemu-run",
+        &args,
+        &[
+            ("NORMCORE_ICOUNT", "1"),
+            ("NORMCORE_QEMU_TIMEOUT", "120"),
+            ("DEFMT_PRINT_FORMAT", "{L} {s}"),
+        ],
+    )
+    .env_remove("NORMCORE_SERIAL")
+    .env_remove("NORMCORE_RAW")
+    .output()
+    .map_err(|e| format!("cannot start firmware/qemu-run: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "infer failed in QEMU ({}):\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(text)
+}
+
+/// The value of `key=` on the first line of `text` whose message starts
+/// with `prefix`.
+fn log_field<'a>(text: &'a str, prefix: &str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, m)| m.trim_start()))
+        .filter(|m| m.starts_with(prefix))
+        .find_map(|m| {
+            m.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        })
+}
+
+/// A number from `infer`'s log (see [`log_field`]).
+fn log_num(text: &str, prefix: &str, key: &str) -> Result<u64> {
+    log_field(text, prefix, key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no `{key}=` on the `{prefix}` line of infer's log:\n{text}"))
+}
+
+/// `key=value` lines of a file, comments skipped.
+fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Sizes of the `infer` image, from its ELF.
+#[derive(Debug)]
+struct Sizes {
+    vector_table: u64,
+    text: u64,
+    rodata: u64,
+    data: u64,
+    bss: u64,
+    uninit: u64,
+    /// Functions of the `normcore` crate (engine, kernels, parser).
+    normcore_code: u64,
+    model_f32: u64,
+    model_int8: u64,
+    samples: u64,
+}
+
+impl Sizes {
+    fn of(elf: &Path) -> Result<Sizes> {
+        let bytes = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+        let e = elf::Elf::parse(&bytes).map_err(|m| format!("{}: {m}", elf.display()))?;
+        let named = |n: &str| e.symbols_sized(|s| s.name == n);
+        Ok(Sizes {
+            vector_table: e.section(".vector_table"),
+            text: e.section(".text"),
+            rodata: e.section(".rodata"),
+            data: e.section(".data"),
+            bss: e.section(".bss"),
+            uninit: e.section(".uninit"),
+            normcore_code: e
+                .symbols_sized(|s| s.func && elf::crate_of(&s.name) == Some("normcore")),
+            model_f32: named("NORMCORE_MODEL_F32"),
+            model_int8: named("NORMCORE_MODEL_INT8"),
+            samples: e.symbols_sized(|s| s.name.starts_with("NORMCORE_SAMPLES_")),
+        })
+    }
+
+    /// Code: the vector table and `.text`.
+    fn code(&self) -> u64 {
+        self.vector_table + self.text
+    }
+
+    /// Everything loaded into flash.
+    fn flash(&self) -> u64 {
+        self.vector_table + self.text + self.rodata + self.data
+    }
+
+    /// Static RAM (without the stack).
+    fn ram_static(&self) -> u64 {
+        self.data + self.bss + self.uninit
+    }
+}
+
+/// `cargo xtask size`: sections of `infer`, split by content, and the stack
+/// high-water mark of a QEMU run.
+fn size() -> Result {
+    setup()?;
+    ensure_assets()?;
+    let elf = build_infer()?;
+    let s = Sizes::of(&elf)?;
+    let log = run_infer(&elf)?;
+    let stack = log_num(&log, "stack:", "high_water")?;
+    let arena = log_num(&log, "samples:", "arena").unwrap_or(0);
+    let shown = elf
+        .strip_prefix(root())
+        .unwrap_or(&elf)
+        .display()
+        .to_string();
+    println!("`infer` ({shown}), {}, release\n", THUMB_TARGETS[0]);
+    println!("| section        |     bytes | memory      | holds");
+    println!(
+        "|----------------|-----------|-------------|------------------------------------------"
+    );
+    let row = |name: &str, v: u64, mem: &str, what: &str| {
+        println!("| {name:<14} | {:>9} | {mem:<11} | {what}", thousands(v));
+    };
+    row(
+        ".vector_table",
+        s.vector_table,
+        "flash",
+        "exception vectors",
+    );
+    row(
+        ".text",
+        s.text,
+        "flash",
+        "code: engine, kernels, parser, start-up, logging",
+    );
+    row(
+        ".rodata",
+        s.rodata,
+        "flash",
+        "constants: the models, the samples, tables",
+    );
+    row(".data", s.data, "flash + RAM", "initialised statics");
+    row(".bss", s.bss, "RAM", "zeroed statics: the arena");
+    row(".uninit", s.uninit, "RAM", "uninitialised statics");
+    println!();
+    println!("| split                                   |     bytes |");
+    println!("|-----------------------------------------|-----------|");
+    let row = |name: &str, v: u64| println!("| {name:<39} | {:>9} |", thousands(v));
+    row("engine code (.vector_table + .text)", s.code());
+    row("  of which normcore functions", s.normcore_code);
+    row("model data: model-f32.ncm", s.model_f32);
+    row("model data: model-int8.ncm", s.model_int8);
+    row("sample data (NORMCORE_SAMPLES_*)", s.samples);
+    row(
+        "other read-only data",
+        s.rodata
+            .saturating_sub(s.model_f32 + s.model_int8 + s.samples),
+    );
+    row("flash total", s.flash());
+    row("RAM: statics (.data + .bss + .uninit)", s.ram_static());
+    row("  of which the arena (both models)", arena);
+    row("RAM: stack high-water (QEMU run)", stack);
+    row("RAM total (statics + stack)", s.ram_static() + stack);
+    println!(
+        "\nSizes from the ELF's section headers and symbol table; the stack by painting \
+         (firmware/src/stack.rs) during a run of both models on every sample."
+    );
+    Ok(())
+}
+
+/// `cargo xtask demo`: the issue's end-to-end run; see `print_help`.
+fn demo(extra: &[String]) -> Result {
+    let started = std::time::Instant::now();
+    setup()?;
+    // Embed the whole test set (unless told otherwise), so the device's
+    // accuracy is the test accuracy.
+    let mut args: Vec<String> = Vec::new();
+    if !extra.iter().any(|a| a.starts_with("--samples")) {
+        args.extend(["--samples".to_owned(), "all".to_owned()]);
+    }
+    args.extend(extra.iter().cloned());
+    eprintln!("\n== 1/3 train, fold, export f32 + int8, host engine outputs");
+    assets(&args)?;
+    eprintln!("\n== 2/3 build the firmware (embeds the models and samples)");
+    let elf = build_infer()?;
+    eprintln!("\n== 3/3 run it in QEMU mps2-an386 (Cortex-M4F, -icount shift=6)");
+    let log = run_infer(&elf)?;
+    let sizes = Sizes::of(&elf)?;
+    let summary = read_kv(&assets_dir().join("summary.txt"))?;
+    let get = |k: &str| -> Result<String> {
+        summary
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("summary.txt has no `{k}`"))
+    };
+    let getn = |k: &str| -> Result<u64> {
+        get(k)?
+            .parse()
+            .map_err(|_| format!("summary.txt: `{k}` is not a number"))
+    };
+    let n = getn("embedded_samples")?;
+    let pct = |c: u64| format!("{:.2}%", 100.0 * c as f64 / n.max(1) as f64);
+    let stack = log_num(&log, "stack:", "high_water")?;
+
+    println!();
+    println!(
+        "normcore demo: `{}` (with BN) trained {} steps on {} ({} train samples); {} test samples \
+         run on the host and on QEMU mps2-an386 (Cortex-M4F)",
+        get("network")?,
+        get("steps")?,
+        match get("data")?.as_str() {
+            "digits" => "the built-in UCI digits".to_owned(),
+            other => format!("`{other}`"),
+        },
+        get("train_samples")?,
+        n
+    );
+    println!();
+    println!(
+        "| model                | host acc. | device acc. | device = host engine  | instructions / inference* | flash: model + code | RAM: arena + stack |"
+    );
+    println!(
+        "|----------------------|-----------|-------------|-----------------------|---------------------------|---------------------|--------------------|"
+    );
+    println!(
+        "| float, BN (unfolded) | {:>9} | {:>11} | {:<21} | {:>25} | {:>19} | {:>18} |",
+        pct(getn("float_correct")?),
+        "host only",
+        "",
+        "",
+        "",
+        ""
+    );
+    let mut all_equal = true;
+    for (label, name) in [("folded f32", "f32"), ("int8", "int8")] {
+        let host = getn(&format!("{name}_correct"))?;
+        let device = log_num(&log, &format!("{name} result:"), "correct")?;
+        let identical = log_num(&log, &format!("{name} host parity:"), "identical")?;
+        let within = log_num(&log, &format!("{name} host parity:"), "within_tolerance")?;
+        let digest_dev = log_field(&log, &format!("{name} result:"), "digest").unwrap_or("?");
+        let digest_host = get(&format!("{name}_digest"))?;
+        let same = if identical == n && digest_dev == digest_host {
+            format!("{identical}/{n} bit-identical")
+        } else if within == n {
+            format!("{within}/{n} within 1e-5")
+        } else {
+            all_equal = false;
+            format!("MISMATCH {identical}/{n}")
+        };
+        all_equal &= host == device;
+        let instructions = log_num(&log, &format!("{name} inference:"), "instructions")?;
+        let model = getn(&format!("{name}_model_bytes"))?;
+        let arena = getn(&format!("{name}_arena_bytes"))?;
+        println!(
+            "| {label:<20} | {:>9} | {:>11} | {same:<21} | {:>25} | {:>19} | {:>18} |",
+            pct(host),
+            pct(device),
+            thousands(instructions),
+            format!("{} + {} B", thousands(model), thousands(sizes.code())),
+            format!("{} + {} B", thousands(arena), thousands(stack)),
+        );
+    }
+    println!();
+    println!(
+        "* instructions executed under QEMU -icount shift=6 (timer ticks / 1.6), not Cortex-M4 cycles; \
+         code = the firmware's whole .text ({} B of it normcore's engine, kernels and parser), \
+         stack = high-water mark of the run; `cargo xtask firmware infer` prints per-layer costs, \
+         `cargo xtask size` the memory map. {:.0} s in all.",
+        thousands(sizes.normcore_code),
+        started.elapsed().as_secs_f64()
+    );
+    if all_equal {
+        Ok(())
+    } else {
+        Err("the device does not agree with the host".into())
+    }
 }
 
 /// Build the firmware and run one binary in QEMU through cargo's runner
 /// (`firmware/qemu-run`), which decodes its defmt log.
 fn firmware(args: &[String]) -> Result {
     setup()?;
+    ensure_assets()?;
     let bin = match args {
         [] => "hello",
         [bin] => bin.as_str(),

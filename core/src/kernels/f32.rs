@@ -21,28 +21,33 @@
 //! MAC), 41 per 16 for `R = 4` (2.56), each MAC one `VLDR` of a weight and
 //! one `VMLA.F32` (the chained multiply-accumulate: rounded product, then
 //! rounded sum, the same value as `VMUL` + `VADD`; never the fused `VFMA`).
+//! Dense is the convolution loop on a 1×1 input (one pixel, one run), so
+//! both share their code; depthwise keeps its accumulators in the output
+//! pixel (channels innermost, contiguous in NHWC and in the taps), pooling
+//! likewise. Code size matters as much as speed here: every kernel is one
+//! non-generic function around at most two small generic inner loops.
 
 use super::pack::{check_block_rows, packed_len, padded_rows};
-use crate::error::{check_len, Error, Operand};
-use crate::layers::conv::{mul, Taps};
-use crate::layers::{global_avg_pool_forward, Activation, Conv2d, DepthwiseConv2d, Pool2d};
-use crate::tensor::{Shape, View, ViewMut};
+use super::{for_each_window, unroll_barrier};
+use crate::error::{check_len, Error, Operand, Param};
+use crate::layers::conv::mul;
+use crate::layers::{Activation, Conv2d, DepthwiseConv2d, Pool2d, PoolKind, Window};
 
-/// Channels handled together (in registers) by the depthwise kernel.
-const DW_GROUP: usize = 4;
-
-/// `acc += Σ_p x[p]·w[p·R .. p·R + R]` for one block of `R` rows, in input
-/// order (`w`: `x.len()·R` weights in the blocked order).
+/// `acc += Σ_p x[p]·w[p·R .. p·R + R]` for one block of `R` rows over one
+/// run, in input order (`w` from the run's first weight; the zip stops at
+/// the end of `x`).
 ///
 /// One input per source iteration, each meeting `R` consecutive weights;
 /// LLVM unrolls it 4× and, with 32 single-precision registers, keeps the
 /// `R` accumulators, the weights and the inputs in registers (no spills, no
 /// bounds checks: the by-value `zip` of two exact-size iterators runs on one
-/// counter). `a + x·w` stays two IEEE operations (Rust never contracts it
+/// counter). The unrolling matters here: `VLDR` has no post-increment, so
+/// a loop of one input pays two address updates and a compare per input
+/// (23 instructions per 8 MACs instead of 73 per 32). `a + x·w` stays two IEEE operations (Rust never contracts it
 /// into a fused multiply-add); LLVM may emit `VMLA.F32`, which is the
 /// chained (not fused) multiply-accumulate, rounding after the multiply and
 /// after the add, so the result is the same as `VMUL` + `VADD`.
-#[inline(always)]
+#[inline(never)]
 fn dot_f32<const R: usize>(acc: &mut [f32; R], x: &[f32], w: &[f32]) {
     let mut a = *acc;
     for (wr, &xv) in w.chunks_exact(R).zip(x) {
@@ -53,23 +58,24 @@ fn dot_f32<const R: usize>(acc: &mut [f32; R], x: &[f32], w: &[f32]) {
     *acc = a;
 }
 
-#[inline(always)]
-fn init<const R: usize>(bias: &[f32]) -> [f32; R] {
-    let mut acc = [0.0f32; R];
-    for (a, &b) in acc.iter_mut().zip(bias) {
-        *a = b;
+/// `y ← act(y)` element-wise ([`Activation::apply`]), nothing for `None`.
+#[inline(never)]
+pub(crate) fn activate(act: Option<Activation>, y: &mut [f32]) {
+    /// Not inlined into the loop: one copy of the polynomial.
+    #[inline(never)]
+    fn sigmoid(v: f32) -> f32 {
+        crate::math::sigmoid(v)
     }
-    acc
-}
-
-/// Write a block's outputs (as many as `y` holds) and apply the activation.
-#[inline(always)]
-fn write_block(act: Option<Activation>, acc: &[f32], y: &mut [f32]) {
-    for (o, &a) in y.iter_mut().zip(acc) {
-        *o = a;
-    }
-    if let Some(f) = act {
-        f.forward_in_place(y);
+    let f: fn(f32) -> f32 = match act {
+        None => return,
+        Some(Activation::Relu) => |v| v.max(0.0),
+        Some(Activation::Relu6) => |v| v.clamp(0.0, 6.0),
+        Some(Activation::Sigmoid) => sigmoid,
+        Some(Activation::Tanh) => libm::tanhf,
+    };
+    for v in y {
+        unroll_barrier();
+        *v = f(*v);
     }
 }
 
@@ -93,38 +99,17 @@ pub fn dense_f32(
 ) -> Result<(), Error> {
     check_block_rows(r)?;
     if inputs == 0 || outputs == 0 {
-        return Err(Error::InvalidParam(crate::Param::Dimension));
+        return Err(Error::InvalidParam(Param::Dimension));
     }
-    check_len(Operand::Input, inputs, x.len())?;
-    check_len(Operand::Weight, packed_len(outputs, inputs, r)?, w.len())?;
-    check_len(Operand::Bias, padded_rows(outputs, r)?, bias.len())?;
-    check_len(Operand::Output, outputs, y.len())?;
-    if r == 4 {
-        dense_blocks::<4>(x, w, bias, act, y);
-    } else {
-        dense_blocks::<8>(x, w, bias, act, y);
-    }
-    Ok(())
-}
-
-/// The dense loop over blocks of `R` rows (arguments validated).
-#[inline(never)]
-fn dense_blocks<const R: usize>(
-    x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    act: Option<Activation>,
-    y: &mut [f32],
-) {
-    let blocks = w
-        .chunks_exact((x.len() * R).max(1))
-        .zip(bias.chunks_exact(R))
-        .zip(y.chunks_mut(R));
-    for ((wb, bb), yb) in blocks {
-        let mut acc = init::<R>(bb);
-        dot_f32::<R>(&mut acc, x, wb);
-        write_block(act, &acc, yb);
-    }
+    // A 1×1 convolution of a 1×1 input with `inputs` channels.
+    let geom = Conv2d {
+        in_h: 1,
+        in_w: 1,
+        in_c: inputs,
+        out_c: outputs,
+        window: Window::square(1, 1, 0),
+    };
+    conv2d_f32(&geom, x, w, r, bias, act, y)
 }
 
 /// 2-d convolution on one sample, computed directly (no im2col):
@@ -137,6 +122,7 @@ fn dense_blocks<const R: usize>(
 ///
 /// Errors (nothing written): `r` not 4 or 8, an invalid geometry (as
 /// [`Conv2d::new`]), a length mismatch of `x`, `w`, `bias` or `y`.
+#[inline(never)]
 pub fn conv2d_f32(
     geom: &Conv2d,
     x: &[f32],
@@ -154,51 +140,61 @@ pub fn conv2d_f32(
     check_len(Operand::Weight, packed_len(geom.out_c, patch, r)?, w.len())?;
     check_len(Operand::Bias, padded_rows(geom.out_c, r)?, bias.len())?;
     check_len(Operand::Output, out.len()?, y.len())?;
-    if r == 4 {
-        conv_blocks::<4>(geom, out.h, out.w, patch, x, w, bias, act, y);
-    } else {
-        conv_blocks::<8>(geom, out.h, out.w, patch, x, w, bias, act, y);
-    }
+    conv_blocks(geom, out.h, out.w, patch, x, w, r, bias, act, y);
     Ok(())
 }
 
-/// The convolution loop (arguments validated).
+/// The dense and convolution loop (arguments validated): pixels, blocks of
+/// `r` filters, then one `dot_f32` per in-bounds kernel row (a
+/// contiguous run of `KW'·in_c` inputs, and of as many weights times `r`).
 #[inline(never)]
-fn conv_blocks<const R: usize>(
+pub(crate) fn conv_blocks(
     c: &Conv2d,
     out_h: usize,
     out_w: usize,
     patch: usize,
     x: &[f32],
     w: &[f32],
+    r: usize,
     bias: &[f32],
     act: Option<Activation>,
     y: &mut [f32],
 ) {
     let (cin, kw, cout) = (c.in_c, c.window.kernel_w, c.out_c);
-    let mut pixels = y.chunks_exact_mut(cout);
-    for oh in 0..out_h {
-        let th = c.window.taps_h(oh, c.in_h);
-        for ow in 0..out_w {
-            let tw = c.window.taps_w(ow, c.in_w);
-            let Some(pixel) = pixels.next() else { return };
-            let run = tw.len() * cin;
-            let blocks = w
-                .chunks_exact((patch * R).max(1))
-                .zip(bias.chunks_exact(R))
-                .zip(pixel.chunks_mut(R));
-            for ((wb, bb), yb) in blocks {
-                let mut acc = init::<R>(bb);
-                // Validated geometry: both runs are in bounds.
-                for (kh, ih) in th.iter() {
-                    let xs = &x[(ih * c.in_w + tw.start) * cin..][..run];
-                    let ws = &wb[(kh * kw + tw.lo) * cin * R..][..run * R];
-                    dot_f32::<R>(&mut acc, xs, ws);
-                }
-                write_block(act, &acc, yb);
+    let (x_step, w_step, per_block) = (c.in_w * cin, kw * cin * r, patch * r);
+    for_each_window(&c.window, c.in_h, c.in_w, out_h, out_w, |o, th, tw| {
+        let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
+            return;
+        };
+        let len = tw.len() * cin;
+        let x0 = (th.start * c.in_w + tw.start) * cin;
+        let w0 = (th.lo * kw + tw.lo) * cin * r;
+        for (b, (yb, bb)) in pixel.chunks_mut(r).zip(bias.chunks_exact(r)).enumerate() {
+            let mut acc = [0.0f32; 8];
+            for (a, &v) in acc.iter_mut().zip(bb) {
+                unroll_barrier();
+                *a = v;
             }
+            for row in 0..th.len() {
+                let start = x0 + row * x_step;
+                let (Some(xs), Some(ws)) = (
+                    x.get(start..start + len),
+                    w.get(b * per_block + w0 + row * w_step..),
+                ) else {
+                    break;
+                };
+                match acc.first_chunk_mut::<4>() {
+                    Some(a4) if r == 4 => dot_f32::<4>(a4, xs, ws),
+                    _ => dot_f32::<8>(&mut acc, xs, ws),
+                }
+            }
+            for (o, &a) in yb.iter_mut().zip(&acc) {
+                unroll_barrier();
+                *o = a;
+            }
+            activate(act, yb);
         }
-    }
+    });
 }
 
 /// Depthwise convolution (channel multiplier 1) on one sample:
@@ -209,6 +205,7 @@ fn conv_blocks<const R: usize>(
 ///
 /// Errors (nothing written): an invalid geometry, a length mismatch of
 /// `x`, `w`, `bias` or `y`.
+#[inline(never)]
 pub fn depthwise_f32(
     geom: &DepthwiseConv2d,
     x: &[f32],
@@ -222,98 +219,148 @@ pub fn depthwise_f32(
     check_len(Operand::Weight, geom.weight_len()?, w.len())?;
     check_len(Operand::Bias, geom.channels, bias.len())?;
     check_len(Operand::Output, out.len()?, y.len())?;
-    depthwise_run(geom, out.h, out.w, x, w, bias, act, y);
+    let op = ChannelOp::Taps {
+        w,
+        kw: geom.window.kernel_w,
+        bias,
+        act,
+    };
+    let dims = (geom.in_h, geom.in_w, geom.channels);
+    channel_windows(op, &geom.window, dims, (out.h, out.w), x, y);
     Ok(())
 }
 
-/// `acc[k] += Σ_taps x[tap, c0 + k]·w[tap, c0 + k]` over the in-bounds taps.
+/// What `channel_windows` computes per channel of each window.
+#[derive(Clone, Copy)]
+pub(crate) enum ChannelOp<'a> {
+    /// The largest input (the first, then any larger one).
+    Max,
+    /// The sum times `1/count` (average and global average pooling).
+    Mean,
+    /// `act(bias + Σ x·w[tap])` (depthwise convolution; `w` is `[KH, KW, C]`,
+    /// `kw` its KW).
+    Taps {
+        w: &'a [f32],
+        kw: usize,
+        bias: &'a [f32],
+        act: Option<Activation>,
+    },
+}
+
+/// One tap of `channel_windows`: `xp` the input pixel, `at` the tap's
+/// first weight (depthwise), `first` whether it is the window's first tap
+/// (max). Not inlined: one copy of each loop (code size).
 #[inline(never)]
-fn dw_group<const G: usize>(
-    g: &DepthwiseConv2d,
-    th: Taps,
-    tw: Taps,
-    c0: usize,
-    x: &[f32],
-    w: &[f32],
-    acc: &mut [f32; G],
-) {
-    let c = g.channels;
-    if c == 0 || c0 + G > c {
-        return;
-    }
-    let (kw, n) = (g.window.kernel_w, tw.len());
-    let mut a = *acc;
-    // Per in-bounds kernel row: n whole input pixels and n whole taps of c
-    // values each, the group being c0 .. c0 + G of every one. Validated
-    // geometry keeps them in bounds (a row that were not would be skipped).
-    for (kh, ih) in th.iter() {
-        let xs = (ih * g.in_w + tw.start) * c;
-        let ws = (kh * kw + tw.lo) * c;
-        let (Some(xrow), Some(wrow)) = (x.get(xs..xs + n * c), w.get(ws..ws + n * c)) else {
-            continue;
-        };
-        for (xp, wp) in xrow.chunks_exact(c).zip(wrow.chunks_exact(c)) {
-            let xt = xp.get(c0..).and_then(<[f32]>::first_chunk::<G>);
-            let wt = wp.get(c0..).and_then(<[f32]>::first_chunk::<G>);
-            let (Some(xt), Some(wt)) = (xt, wt) else {
-                break;
-            };
-            for k in 0..G {
-                a[k] += xt[k] * wt[k];
+fn tap_f32(op: ChannelOp<'_>, pixel: &mut [f32], xp: &[f32], at: usize, first: bool) {
+    match op {
+        ChannelOp::Max => {
+            for (v, &xv) in pixel.iter_mut().zip(xp) {
+                unroll_barrier();
+                if first || xv > *v {
+                    *v = xv;
+                }
+            }
+        }
+        ChannelOp::Mean => {
+            for (v, &xv) in pixel.iter_mut().zip(xp) {
+                unroll_barrier();
+                *v += xv;
+            }
+        }
+        ChannelOp::Taps { w, .. } => {
+            let wp = w.get(at..).unwrap_or(&[]);
+            for ((v, &xv), &wv) in pixel.iter_mut().zip(xp).zip(wp) {
+                unroll_barrier();
+                *v += xv * wv;
             }
         }
     }
-    *acc = a;
 }
 
-/// The depthwise loop (arguments validated).
+/// Every per-channel window kernel (depthwise convolution, max and average
+/// pooling, global average pooling: one function, for code size), arguments
+/// validated. The output pixel is the accumulator: it starts at the bias
+/// or 0, takes every in-bounds tap in window order (channels innermost:
+/// contiguous in NHWC and in the taps), then the activation or the scale.
+/// Depthwise: 7 instructions per MAC (`VLDR` ×3, `VMLA`, `VSTR`, the loop).
 #[inline(never)]
-fn depthwise_run(
-    g: &DepthwiseConv2d,
-    out_h: usize,
-    out_w: usize,
+pub(crate) fn channel_windows(
+    op: ChannelOp<'_>,
+    win: &Window,
+    (in_h, in_w, c): (usize, usize, usize),
+    (out_h, out_w): (usize, usize),
     x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    act: Option<Activation>,
     y: &mut [f32],
 ) {
-    let c = g.channels;
-    let grouped = c - c % DW_GROUP;
-    let mut pixels = y.chunks_exact_mut(c);
-    for oh in 0..out_h {
-        let th = g.window.taps_h(oh, g.in_h);
-        for ow in 0..out_w {
-            let tw = g.window.taps_w(ow, g.in_w);
-            let Some(pixel) = pixels.next() else { return };
-            for c0 in (0..grouped).step_by(DW_GROUP) {
-                let mut acc = init::<DW_GROUP>(&bias[c0..]);
-                dw_group::<DW_GROUP>(g, th, tw, c0, x, w, &mut acc);
-                write_block(act, &acc, &mut pixel[c0..c0 + DW_GROUP]);
+    for_each_window(win, in_h, in_w, out_h, out_w, |o, th, tw| {
+        let Some(pixel) = y.get_mut(o * c..(o + 1) * c) else {
+            return;
+        };
+        match op {
+            ChannelOp::Taps { bias, .. } => {
+                for (v, &b) in pixel.iter_mut().zip(bias) {
+                    unroll_barrier();
+                    *v = b;
+                }
             }
-            for c0 in grouped..c {
-                let mut acc = [bias[c0]];
-                dw_group::<1>(g, th, tw, c0, x, w, &mut acc);
-                write_block(act, &acc, &mut pixel[c0..=c0]);
+            _ => {
+                for v in pixel.iter_mut() {
+                    unroll_barrier();
+                    *v = 0.0;
+                }
             }
         }
-    }
+        let mut first = true;
+        for (kh, ih) in th.iter() {
+            for (k, iw) in tw.iter() {
+                let xp = x.get((ih * in_w + iw) * c..).unwrap_or(&[]);
+                let kw = match op {
+                    ChannelOp::Taps { kw, .. } => kw,
+                    _ => 0,
+                };
+                tap_f32(op, pixel, xp, (kh * kw + k) * c, first);
+                first = false;
+            }
+        }
+        let count = th.len() * tw.len();
+        match op {
+            ChannelOp::Taps { act, .. } => activate(act, pixel),
+            ChannelOp::Mean if count > 0 => {
+                let scale = 1.0 / count as f32;
+                for v in pixel.iter_mut() {
+                    unroll_barrier();
+                    *v *= scale;
+                }
+            }
+            _ => {}
+        }
+    });
 }
 
-/// Max or average pooling (by `geom.kind`) on one sample:
-/// [`Pool2d::forward`] on batch-1 views. `x`: `[in_h, in_w, C]`, `y`:
-/// `[out_h, out_w, C]`.
+/// Max or average pooling (by `geom.kind`) on one sample, as
+/// [`Pool2d::forward`] on a batch of one: max takes the in-bounds taps'
+/// largest value (the first, then any larger one), average sums them in
+/// window order and multiplies by `1/count`; a window entirely in the
+/// padding gives 0. `x`: `[in_h, in_w, C]`, `y`: `[out_h, out_w, C]`.
 ///
 /// Errors (nothing written): an invalid geometry, a length mismatch of `x`
 /// (`Operand::Input`) or `y` (`Operand::Output`).
 pub fn pool_f32(geom: &Pool2d, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    let ys = geom.output_shape(1)?;
-    let xv = View::new(geom.input_shape(1), x)?;
-    geom.forward(xv, ViewMut::new(ys, y)?)
+    let out = geom.output_shape(1)?;
+    check_len(Operand::Input, geom.input_shape(1).len()?, x.len())?;
+    check_len(Operand::Output, out.len()?, y.len())?;
+    let op = match geom.kind {
+        PoolKind::Max => ChannelOp::Max,
+        PoolKind::Average => ChannelOp::Mean,
+    };
+    let dims = (geom.in_h, geom.in_w, geom.channels);
+    channel_windows(op, &geom.window, dims, (out.h, out.w), x, y);
+    Ok(())
 }
 
-/// Global average pooling on one sample, `[h, w, c] -> [c]`:
-/// [`global_avg_pool_forward`] on batch-1 views.
+/// Global average pooling on one sample, `[h, w, c] -> [c]`: the average
+/// pooling of [`pool_f32`] with one `h × w` window (pixels summed in order,
+/// times `1/(h·w)`, as [`global_avg_pool_forward`](crate::layers::global_avg_pool_forward)).
 ///
 /// Errors (nothing written): a zero dimension (`Param::Dimension`), a
 /// length mismatch of `x` (`h·w·c`) or `y` (`c`), overflow.
@@ -324,14 +371,29 @@ pub fn global_avg_pool_f32(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), Error> {
-    let xv = View::new(Shape::nhwc(1, h, w, c), x)?;
-    global_avg_pool_forward(xv, ViewMut::new(Shape::nhwc(1, 1, 1, c), y)?)
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::InvalidParam(Param::Dimension));
+    }
+    check_len(Operand::Input, mul(mul(h, w)?, c)?, x.len())?;
+    check_len(Operand::Output, c, y.len())?;
+    let win = Window {
+        kernel_h: h,
+        kernel_w: w,
+        stride_h: 1,
+        stride_w: 1,
+        padding: crate::layers::Padding::NONE,
+    };
+    channel_windows(ChannelOp::Mean, &win, (h, w, c), (1, 1), x, y);
+    Ok(())
 }
 
 /// A standalone activation layer: `y = act(x)` element-wise
-/// ([`Activation::forward`]). Errors: `y` not as long as `x`.
+/// ([`Activation::apply`]). Errors: `y` not as long as `x`.
 pub fn activation_f32(act: Activation, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
-    act.forward(x, y)
+    check_len(Operand::Output, x.len(), y.len())?;
+    y.copy_from_slice(x);
+    activate(Some(act), y);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -348,9 +410,9 @@ mod tests {
     use super::*;
     use crate::gemm::Portable;
     use crate::kernels::pack::pack_rows;
-    use crate::layers::{Dense, Padding, PoolKind, Window};
+    use crate::layers::{Dense, Padding};
+    use crate::tensor::{Shape, View, ViewMut};
     use crate::testutil::random_vec;
-    use crate::Param;
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;

@@ -23,27 +23,47 @@
 //! by the number `n` of in-bounds taps rounding half up,
 //! `⌊(2·sum + n) / (2·n)⌋`; both keep the input's scale and zero point.
 //!
-//! # Cost (Cortex-M4, `thumbv7em-none-eabihf`, counted in the generated code)
-//! Dense and conv2d share one inner loop (the private `dot4`): per input, one
-//! `LDRSB` of the input, four `LDRSB` of weights (pre-indexed, sequential)
-//! and four `SMLABB` into four accumulators held in registers, then `SUBS`
-//! and `BNE`: 11 instructions per 4 MACs, 2.75 per MAC (12 and 3.0 with a
-//! zero point subtracted per load). A block of 8 rows is two such passes
-//! over the same inputs. On top come, per block, about 25 instructions per
-//! pass (call, accumulator load/store) plus about 20 per output for the
-//! output stage (the usual `M < 1/4` requantization path is 32-bit:
-//! `SMULL`, shifts, `QADD`, clamps), and in a convolution about 40 per
-//! in-bounds kernel row. Without packed-SIMD instructions (`SXTB16`,
-//! `SMLAD`: intrinsics, which this crate does not use) two instructions per
-//! MAC are the floor, and each pass of 4 rows adds 3 per input (its load and
-//! the loop's `SUBS`/`BNE`); one pass over 8 rows would need more than the
-//! 13 allocatable registers (`r7` is the frame pointer).
+//! # Two weight forms, one result
+//! Dense and conv weights come row-blocked ([`BlockedI8`]) either as bytes
+//! (dtype `i8`) or as pair words (dtype `i8pair`, two weights of adjacent
+//! rows per 32-bit word, `lo + 2^24·hi`). Both give bit-identical outputs
+//! (exact integer arithmetic; tested against each other and a naive sum).
+//!
+//! # Cost (Cortex-M4, `thumbv7em-none-eabihf`, measured under QEMU `-icount`)
+//! Dense is the convolution loop on a 1×1 input: per output pixel, passes
+//! of 4 rows, each one inner loop per in-bounds kernel row, then the output
+//! stage (about 20 instructions per output: `SMULL`, shifts, clamps, table).
+//! - Bytes (`dot4`): per input one `LDRSB` of the input, four `LDRSB` of
+//!   weights, four `SMLABB` into accumulators held in registers, `SUBS`,
+//!   `BNE`: 11 instructions per 4 MACs, 2.75 per MAC (3.0 with a zero point
+//!   subtracted per load). Measured: 2.85 per MAC on a 784 → 100 dense
+//!   layer, 3.0 over the paper MLP (784-100-100-100-10). Wider shapes (8
+//!   rows, several inputs per iteration) were measured slower: LLVM hoists
+//!   the loads and spills (13 allocatable registers, `r7` being the frame
+//!   pointer), and without packed-SIMD instructions (`SXTB16`, `SMLAD`:
+//!   intrinsics, which this crate does not use) a byte weight costs a load
+//!   and a multiply-accumulate, so about 2.25 per MAC is the floor.
+//! - Pairs (`dot_pairs`): one `SMLAL` (32×32 + 64) multiplies an input by
+//!   a word and adds two MACs at once, `x·lo + 2^24·x·hi`, recovered exactly
+//!   every 512 inputs (256 with a zero point): two inputs per iteration are
+//!   two `LDRSB`, four word loads, four `SMLAL`, `SUBS`, `BNE`, 11
+//!   instructions per 8 MACs, 1.375 per MAC. Measured: 1.56 per MAC on
+//!   784 → 100 and 1.78 over the whole paper MLP, output stages included.
+//! - Depthwise and pooling share one per-channel loop (`channel_windows`):
+//!   accumulators on the stack, channels innermost, about 8 instructions per
+//!   depthwise MAC plus the per-tap overhead.
+//!
+//! Code size counts as much as speed (a Cortex-M engine's flash budget):
+//! the hot loops are few small generic functions, everything around them
+//! is one non-generic function per kind of layer, and loops that are not
+//! hot carry an `unroll_barrier` (LLVM would otherwise unroll them).
 
 use super::pack::{check_block_rows, packed_len, padded_rows};
 use super::requant::OutputStage;
+use super::{for_each_window, unroll_barrier};
 use crate::error::{check_len, Error, Operand, Param};
-use crate::layers::conv::{mul, Padding, Taps};
-use crate::layers::{Conv2d, DepthwiseConv2d, Pool2d};
+use crate::layers::conv::{mul, Padding};
+use crate::layers::{Conv2d, DepthwiseConv2d, Pool2d, Window};
 
 /// Most in-bounds taps an average-pooling window (or pixels a global
 /// average) may have: `2^22`, so that `2·sum + n` fits in i32.
@@ -53,12 +73,6 @@ pub const MAX_POOL_TAPS: usize = 1 << 22;
 /// that the integer softmax's sums fit in u32.
 pub const MAX_CLASSES: usize = u16::MAX as usize;
 
-/// Channels per stack block in the pooling kernels.
-const POOL_BLOCK: usize = 32;
-
-/// Channels handled together (in registers) by the depthwise kernel.
-const DW_GROUP: usize = 4; // = the width of `init4`
-
 fn check_zero_point(zp: i32) -> Result<(), Error> {
     if (-128..=127).contains(&zp) {
         Ok(())
@@ -67,59 +81,30 @@ fn check_zero_point(zp: i32) -> Result<(), Error> {
     }
 }
 
-/// Keeps LLVM from unrolling the loop it sits in, at no cost (an empty
-/// `asm` that touches nothing) on ARM, and compiles to nothing elsewhere.
-///
-/// On M-class cores LLVM runtime-unrolls small loops 4×; the scheduler then
-/// interleaves the copies accumulator by accumulator, which keeps four
-/// inputs live, and with `r7` reserved as the frame pointer (13 allocatable
-/// core registers) the accumulators spill. One input per iteration is the
-/// shape that stays entirely in registers (see [`dot4`]).
+/// `a[k] += xv·w[k]` for `k < 4`.
 #[inline(always)]
-pub(crate) fn unroll_barrier() {
-    #[cfg(target_arch = "arm")]
-    core::hint::black_box(());
+fn mac4(a: &mut [i32; 4], xv: i32, w: &[i8; 4]) {
+    for k in 0..4 {
+        a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(w[k])));
+    }
 }
 
-/// Where one pass of [`dot4`] reads: `rows` runs of `len` contiguous
-/// inputs, run `i` starting at `x[i·x_step]` with its weights starting at
-/// `w[i·w_step]`. A dense layer is one run; a convolution has one run per
-/// in-bounds kernel row (`KW'·in_c` inputs).
-#[derive(Debug, Clone, Copy)]
-struct Runs {
-    rows: usize,
-    len: usize,
-    x_step: usize,
-    w_step: usize,
-}
-
-/// `acc[k] += Σ_runs Σ_i (x[i] - zp)·w[i·S + k]` for `k < 4`: four rows of
-/// a block whose weights for one input are `S = R` apart. `w` starts at
-/// the first weight of the four rows (the block start, or 4 past it for
-/// rows 4..8 of a block of 8). Runs whose slices fall short are cut short
-/// (never the case for validated arguments).
+/// The i8 form over one run of inputs: `acc[k] += Σ_i (x[i] - zp)·w[i·S + k]`
+/// for `k < 4`, four rows of a block whose weights for one input are
+/// `S = R` bytes apart. `w` starts at the run's first weight of the four
+/// rows (in a block of 8, rows 4..8 start 4 past the block's rows 0..4)
+/// and runs to the end of the block; when the run's last input has only
+/// its 4 weights left (rows 4..8, last input of the block) it is added
+/// apart.
 ///
-/// The inner loop is one input per iteration: `LDRSB` of the input
-/// (pre-indexed), four `LDRSB` of the weights at offsets 0..3 from a
-/// pointer advanced by `S` (pre-indexed), four `SMLABB` (`SUB` and four
-/// `MLA` with the zero point), `SUBS`, `BNE`: 11 instructions per 4 MACs
-/// (12 with the zero point), nothing spilled. Four accumulators and three
-/// loop registers leave the register allocator room; eight accumulators in
-/// one pass do not (LLVM's loop-strength reduction then picks indexed
-/// addressing and spills), so a block of 8 rows runs as two passes of 4 over
-/// the same inputs. For rows 4..8 (`HI`) the last input of a run has only
-/// its 4 weights left before the end of the block, so the loop covers the
-/// others and the last is added apart. Not inlined: inlined into the pass
-/// over `w + 4`, LLVM folds the `+ 4` into the offsets and loses the
-/// pre-indexed form.
+/// The loop is one input per iteration: `LDRSB` of the input (pre-indexed),
+/// four `LDRSB` of the weights at offsets 0..3 from a pointer advanced by
+/// `S`, four `SMLABB` (`SUB` and four `MLA` with the zero point), `SUBS`,
+/// `BNE`: 11 instructions per 4 MACs (12 with the zero point), nothing
+/// spilled. Wider shapes (8 rows, or several inputs per iteration) were
+/// measured slower: LLVM's scheduler hoists the loads and spills.
 #[inline(never)]
-fn dot4<const S: usize, const ZP: bool, const HI: bool>(
-    acc: &mut [i32; 4],
-    x: &[i8],
-    w: &[i8],
-    runs: Runs,
-    zp: i32,
-) {
+fn dot4<const S: usize, const ZP: bool>(acc: &mut [i32; 4], x: &[i8], w: &[i8], zp: i32) {
     let load = |v: i8| {
         if ZP {
             i32::from(v).wrapping_sub(zp)
@@ -128,52 +113,123 @@ fn dot4<const S: usize, const ZP: bool, const HI: bool>(
         }
     };
     let mut a = *acc;
-    let body = if HI {
-        runs.len.saturating_sub(1)
-    } else {
-        runs.len
-    };
-    for row in 0..runs.rows {
-        let xr = x.get(row * runs.x_step..).and_then(|t| t.get(..runs.len));
-        let (Some(xr), Some(wr)) = (xr, w.get(row * runs.w_step..)) else {
-            break;
-        };
-        let (x_body, x_last) = xr.split_at(body);
-        for (wk, &xv) in wr.chunks_exact(S).zip(x_body) {
-            unroll_barrier();
-            let xv = load(xv);
-            for k in 0..4 {
-                a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wk[k])));
-            }
+    for (wk, &xv) in w.chunks_exact(S).zip(x) {
+        unroll_barrier();
+        if let Some(wk) = wk.first_chunk::<4>() {
+            mac4(&mut a, load(xv), wk);
         }
-        if HI {
-            let wl = wr.get(body * S..).and_then(<[i8]>::first_chunk::<4>);
-            if let (Some(&xv), Some(wl)) = (x_last.first(), wl) {
-                let xv = load(xv);
-                for k in 0..4 {
-                    a[k] = a[k].wrapping_add(xv.wrapping_mul(i32::from(wl[k])));
-                }
-            }
-        }
+    }
+    let full = w.len() / S;
+    let wl = w.get(full * S..).and_then(<[i8]>::first_chunk::<4>);
+    if let (Some(&xv), Some(wl)) = (x.get(full), wl) {
+        mac4(&mut a, load(xv), wl);
     }
     *acc = a;
 }
 
-/// Half `half` (rows `4·half .. 4·half + 4`) of a block of `R` rows:
-/// [`dot4`] from the block's weights `wb`, offset to the half.
+/// Inputs per 64-bit accumulation of the pair form before it is split:
+/// `|Σ x·w| < 2^23` in the low field needs `n·128·127 < 2^23` without a
+/// zero point (`n ≤ 515`) and `n·255·127 < 2^23` with one (`n ≤ 259`).
+const PAIR_SPAN: usize = 512;
+/// As [`PAIR_SPAN`], with a zero point subtracted.
+const PAIR_SPAN_ZP: usize = 256;
+
+/// Add a pair-form accumulator `a = L + 2^24·H` (`|L| < 2^23`) to two
+/// rows: `acc[0] += L`, `acc[1] += H`.
 #[inline(always)]
-fn dot_half<const R: usize, const ZP: bool>(
-    acc: &mut [i32; 4],
-    x: &[i8],
-    wb: &[i8],
-    half: usize,
-    runs: Runs,
-    zp: i32,
-) {
-    if half == 0 {
-        dot4::<R, ZP, false>(acc, x, wb, runs, zp);
-    } else {
-        dot4::<R, ZP, true>(acc, x, wb.get(4..).unwrap_or(&[]), runs, zp);
+fn split_pair(a: i64, acc: &mut [i32]) {
+    let lo = ((a as i32) << 8) >> 8;
+    let hi = (a.wrapping_sub(i64::from(lo)) >> 24) as i32;
+    if let [r0, r1, ..] = acc {
+        *r0 = r0.wrapping_add(lo);
+        *r1 = r1.wrapping_add(hi);
+    }
+}
+
+/// `a[k] += xv·w[k]`, 32×32 → 64-bit (`SMLAL`).
+#[inline(always)]
+fn mac_pairs(a: &mut [i64; 2], xv: i32, w: &[i32; 2]) {
+    for k in 0..2 {
+        a[k] = a[k].wrapping_add(i64::from(xv) * i64::from(w[k]));
+    }
+}
+
+/// One span of the pair form (at most [`PAIR_SPAN`] inputs, or
+/// [`PAIR_SPAN_ZP`] with a zero point): `a[k] += Σ_i (x[i] - zp)·w[2i + k]`
+/// for the two words `k` of the four rows of a block.
+///
+/// Without a zero point (dense layers, unpadded convolutions: folded), two
+/// inputs per iteration: two `LDRSB`, four word loads (an `LDRD` where
+/// adjacent), four `SMLAL`, `SUBS`, `BNE`: 11 instructions per 8 MACs, 1.375
+/// per MAC, nothing spilled (measured; four or eight inputs per iteration
+/// spill). With a zero point, one input per iteration and a `SUB`.
+#[inline(always)]
+fn span_pairs(a: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
+    let mut done = 0;
+    if zp == 0 {
+        for (wc, xc) in w.chunks_exact(4).zip(x.chunks_exact(2)) {
+            unroll_barrier();
+            // As arrays: every load at a constant offset from one pointer.
+            if let (Some(wc), Some(xc)) = (wc.first_chunk::<4>(), xc.first_chunk::<2>()) {
+                for j in 0..2 {
+                    let xv = i64::from(xc[j]);
+                    for k in 0..2 {
+                        a[k] = a[k].wrapping_add(xv * i64::from(wc[2 * j + k]));
+                    }
+                }
+            }
+            done += 2;
+        }
+    }
+    let (Some(xr), Some(wr)) = (x.get(done..), w.get(2 * done..)) else {
+        return;
+    };
+    for (wc, &xv) in wr.chunks_exact(2).zip(xr) {
+        unroll_barrier();
+        if let Some(wj) = wc.first_chunk::<2>() {
+            mac_pairs(a, i32::from(xv).wrapping_sub(zp), wj);
+        }
+    }
+}
+
+/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over one
+/// run: as `dot4`, from words that each hold the weights of two adjacent
+/// rows for one input, `w = lo + 2^24·hi` (`lo`, `hi` in `[-127, 127]`), two
+/// words per input, `w` starting at the run's first word.
+///
+/// One 32-bit multiply-accumulate into a 64-bit accumulator (`SMLAL`) then
+/// does two MACs: `Σ x·w = Σ x·lo + 2^24·Σ x·hi`, and as long as the low
+/// sum stays within `±2^23` (at most [`PAIR_SPAN`] inputs, or
+/// [`PAIR_SPAN_ZP`] with a zero point) the two sums are recovered exactly
+/// (`split_pair`): the results are bit-identical to the i8 form's.
+#[inline(never)]
+fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: &[i32], zp: i32) {
+    let span = if zp == 0 { PAIR_SPAN } else { PAIR_SPAN_ZP };
+    for (xs, ws) in x.chunks(span).zip(w.chunks(2 * span)) {
+        let mut a = [0i64; 2];
+        span_pairs(&mut a, xs, ws, zp);
+        split_pair(a[0], &mut acc[0..2]);
+        split_pair(a[1], &mut acc[2..4]);
+    }
+}
+
+/// Four rows' dot products over one run, in the weights' form: `w` from
+/// stored unit `at` (bytes or words), `r` rows per block, `zp` 0 when
+/// folded.
+#[inline(always)]
+fn dot(acc: &mut [i32; 4], x: &[i8], w: BlockedI8<'_>, at: usize, r: usize, zp: i32) {
+    match w {
+        BlockedI8::Bytes(w) => {
+            let w = w.get(at..).unwrap_or(&[]);
+            match (r, zp) {
+                (4, 0) => dot4::<4, false>(acc, x, w, 0),
+                (4, _) => dot4::<4, true>(acc, x, w, zp),
+                (_, 0) => dot4::<8, false>(acc, x, w, 0),
+                _ => dot4::<8, true>(acc, x, w, zp),
+            }
+        }
+        // Pair words are blocked by 4 rows (validated).
+        BlockedI8::Pairs(w) => dot_pairs(acc, x, w.get(at..).unwrap_or(&[]), zp),
     }
 }
 
@@ -181,6 +237,32 @@ fn dot_half<const R: usize, const ZP: bool>(
 #[inline(always)]
 fn init4(bias: &[i32]) -> [i32; 4] {
     bias.first_chunk::<4>().copied().unwrap_or([0; 4])
+}
+
+/// Row-blocked int8 weights of a dense or conv layer, in one of their two
+/// stored forms (FORMAT.md, "Row-blocked weights"; both in blocks of `R`
+/// rows, `stored[(b·P + p)·R + r] = W[b·R + r, p]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedI8<'a> {
+    /// dtype `i8`: one byte per weight.
+    Bytes(&'a [i8]),
+    /// dtype `i8pair`: one 32-bit word per two adjacent weights `(lo, hi)`
+    /// (rows `2k`, `2k + 1` of a block, same input), `lo + 2^24·hi`; see
+    /// [`pack_pairs`](super::pack::pack_pairs). Blocks of 4 rows only (the
+    /// loop takes 4 rows at a time; 8 would only change the stride). Twice
+    /// the flash of [`Bytes`](Self::Bytes), about half the instructions per
+    /// MAC.
+    Pairs(&'a [i32]),
+}
+
+impl BlockedI8<'_> {
+    /// Stored length in weights (two per word for pairs).
+    fn weights(&self) -> usize {
+        match self {
+            BlockedI8::Bytes(w) => w.len(),
+            BlockedI8::Pairs(w) => w.len().saturating_mul(2),
+        }
+    }
 }
 
 /// Dense layer on one sample: `y = stage(bias + W·(x - zp_in))`.
@@ -207,58 +289,51 @@ pub fn dense_i8(
     stage: &OutputStage<'_>,
     y: &mut [i8],
 ) -> Result<(), Error> {
+    dense_blocked_i8(
+        x,
+        BlockedI8::Bytes(w),
+        r,
+        bias,
+        inputs,
+        outputs,
+        zp_in,
+        stage,
+        y,
+    )
+}
+
+/// [`dense_i8`] with the weights in either stored form ([`BlockedI8`]);
+/// the results do not depend on the form. For [`BlockedI8::Pairs`] `r`
+/// must be 4, the weight length is counted in weights (two per word), and
+/// the words must
+/// be valid pairs (both halves in `[-127, 127]`, as
+/// [`pack_pairs`](super::pack::pack_pairs) makes them and the model
+/// reader checks): other words give unspecified outputs (never a panic).
+pub fn dense_blocked_i8(
+    x: &[i8],
+    w: BlockedI8<'_>,
+    r: usize,
+    bias: &[i32],
+    inputs: usize,
+    outputs: usize,
+    zp_in: i32,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) -> Result<(), Error> {
     check_block_rows(r)?;
     if inputs == 0 || outputs == 0 {
         return Err(Error::InvalidParam(Param::Dimension));
     }
-    check_len(Operand::Input, inputs, x.len())?;
-    check_len(Operand::Weight, packed_len(outputs, inputs, r)?, w.len())?;
-    check_len(Operand::Bias, padded_rows(outputs, r)?, bias.len())?;
-    check_zero_point(zp_in)?;
-    stage.validate(outputs)?;
-    check_len(Operand::Output, outputs, y.len())?;
-    match (r, zp_in != 0) {
-        (4, false) => dense_blocks::<4, false>(x, w, bias, 0, stage, y),
-        (4, true) => dense_blocks::<4, true>(x, w, bias, zp_in, stage, y),
-        (_, false) => dense_blocks::<8, false>(x, w, bias, 0, stage, y),
-        (_, true) => dense_blocks::<8, true>(x, w, bias, zp_in, stage, y),
-    }
-    Ok(())
-}
-
-/// The dense loop over blocks of `R` rows (arguments validated): per block
-/// and half of 4 rows, accumulators from the bias, one [`dot4`] pass over
-/// all inputs, the output stage. Halves that are entirely padding (past
-/// `outputs`) are skipped.
-#[inline(never)]
-fn dense_blocks<const R: usize, const ZP: bool>(
-    x: &[i8],
-    w: &[i8],
-    bias: &[i32],
-    zp: i32,
-    stage: &OutputStage<'_>,
-    y: &mut [i8],
-) {
-    let halves = y
-        .chunks_mut(4)
-        .zip(bias.chunks_exact(4))
-        .zip(stage.multipliers.chunks(4).zip(stage.shifts.chunks(4)));
-    let per_block = (x.len() * R).max(1);
-    for (i, ((yh, bh), (mh, sh))) in halves.enumerate() {
-        let half = i % (R / 4);
-        let Some(wb) = w.get(i / (R / 4) * per_block..) else {
-            return;
-        };
-        let runs = Runs {
-            rows: 1,
-            len: x.len(),
-            x_step: 0,
-            w_step: 0,
-        };
-        let mut acc = init4(bh);
-        dot_half::<R, ZP>(&mut acc, x, &wb[..per_block.min(wb.len())], half, runs, zp);
-        stage.write(&acc, mh, sh, yh);
-    }
+    // A dense layer is a 1×1 convolution of a 1×1 input with `inputs`
+    // channels (no padding: the zero point, if any, is subtracted per load).
+    let geom = Conv2d {
+        in_h: 1,
+        in_w: 1,
+        in_c: inputs,
+        out_c: outputs,
+        window: Window::square(1, 1, 0),
+    };
+    conv2d_blocked_i8(&geom, x, w, r, bias, zp_in, false, stage, y)
 }
 
 /// 2-d convolution on one sample, computed directly (no im2col).
@@ -289,12 +364,47 @@ pub fn conv2d_i8(
     stage: &OutputStage<'_>,
     y: &mut [i8],
 ) -> Result<(), Error> {
+    conv2d_blocked_i8(
+        geom,
+        x,
+        BlockedI8::Bytes(w),
+        r,
+        bias,
+        zp_in,
+        zp_folded,
+        stage,
+        y,
+    )
+}
+
+/// [`conv2d_i8`] with the weights in either stored form ([`BlockedI8`]),
+/// as [`dense_blocked_i8`] (pair words need `r = 4`, else
+/// `Param::BlockRows`).
+#[inline(never)]
+pub fn conv2d_blocked_i8(
+    geom: &Conv2d,
+    x: &[i8],
+    w: BlockedI8<'_>,
+    r: usize,
+    bias: &[i32],
+    zp_in: i32,
+    zp_folded: bool,
+    stage: &OutputStage<'_>,
+    y: &mut [i8],
+) -> Result<(), Error> {
     check_block_rows(r)?;
+    if matches!(w, BlockedI8::Pairs(_)) && r != 4 {
+        return Err(Error::InvalidParam(Param::BlockRows));
+    }
     let out = geom.output_shape(1)?;
     let win = geom.window;
     let patch = mul(mul(win.kernel_h, win.kernel_w)?, geom.in_c)?;
     check_len(Operand::Input, geom.input_shape(1).len()?, x.len())?;
-    check_len(Operand::Weight, packed_len(geom.out_c, patch, r)?, w.len())?;
+    check_len(
+        Operand::Weight,
+        packed_len(geom.out_c, patch, r)?,
+        w.weights(),
+    )?;
     check_len(Operand::Bias, padded_rows(geom.out_c, r)?, bias.len())?;
     check_zero_point(zp_in)?;
     if zp_folded && win.padding != Padding::NONE {
@@ -303,88 +413,57 @@ pub fn conv2d_i8(
     stage.validate(geom.out_c)?;
     check_len(Operand::Output, out.len()?, y.len())?;
     let zp = if zp_folded { 0 } else { zp_in };
-    let g = ConvRun {
-        geom,
-        out_h: out.h,
-        out_w: out.w,
-        patch,
-    };
-    match (r, zp != 0) {
-        (4, false) => conv_blocks::<4, false>(&g, x, w, bias, 0, stage, y),
-        (4, true) => conv_blocks::<4, true>(&g, x, w, bias, zp, stage, y),
-        (_, false) => conv_blocks::<8, false>(&g, x, w, bias, 0, stage, y),
-        (_, true) => conv_blocks::<8, true>(&g, x, w, bias, zp, stage, y),
-    }
+    conv_blocks(geom, out.h, out.w, patch, x, w, r, bias, zp, stage, y);
     Ok(())
 }
 
-/// A validated convolution's sizes.
-#[derive(Clone, Copy)]
-struct ConvRun<'g> {
-    geom: &'g Conv2d,
+/// The dense and convolution loop (arguments validated; `zp` 0 when
+/// folded): pixels, then passes of 4 filters (halves of a block of 8), each
+/// one dot routine per in-bounds kernel row (a contiguous run of
+/// `KW'·in_c` inputs, and of as many weights times R, in NHWC and in the
+/// blocked layout), then the output stage. Passes that are entirely
+/// padding (past `out_c`) are skipped.
+#[inline(never)]
+pub(crate) fn conv_blocks(
+    c: &Conv2d,
     out_h: usize,
     out_w: usize,
-    /// `KH·KW·in_c`.
     patch: usize,
-}
-
-impl ConvRun<'_> {
-    /// Call `f(output pixel index, rows, columns)` for every output pixel
-    /// in NHWC order with the in-bounds taps of its window.
-    #[inline(always)]
-    fn for_each_pixel(&self, mut f: impl FnMut(usize, Taps, Taps)) {
-        let g = self.geom;
-        for oh in 0..self.out_h {
-            let th = g.window.taps_h(oh, g.in_h);
-            for ow in 0..self.out_w {
-                f(oh * self.out_w + ow, th, g.window.taps_w(ow, g.in_w));
-            }
-        }
-    }
-}
-
-/// The convolution loop (arguments validated): pixels, then halves of 4
-/// filters of each block of `R`, then in-bounds kernel rows, each one
-/// [`dot4`] pass over a contiguous run of `KW'·in_c` inputs.
-#[inline(never)]
-fn conv_blocks<const R: usize, const ZP: bool>(
-    g: &ConvRun<'_>,
     x: &[i8],
-    w: &[i8],
+    w: BlockedI8<'_>,
+    r: usize,
     bias: &[i32],
     zp: i32,
     stage: &OutputStage<'_>,
     y: &mut [i8],
 ) {
-    let c = g.geom;
     let (cin, kw, cout) = (c.in_c, c.window.kernel_w, c.out_c);
-    let per_block = (g.patch * R).max(1);
-    g.for_each_pixel(|o, th, tw| {
+    // Stored units per weight: 1 for bytes, 1/2 for pair words.
+    let shift = usize::from(matches!(w, BlockedI8::Pairs(_)));
+    let per_block = (patch * r) >> shift;
+    let halves = r / 4;
+    let (x_step, w_step) = (c.in_w * cin, (kw * cin * r) >> shift);
+    for_each_window(&c.window, c.in_h, c.in_w, out_h, out_w, |o, th, tw| {
         let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
             return;
         };
-        // The in-bounds kernel rows: runs of tw.len()·cin inputs, one input
-        // row apart, and of as many weights (times R), one kernel row apart.
-        // Validated geometry keeps every run inside x and w.
-        let runs = Runs {
-            rows: th.len(),
-            len: tw.len() * cin,
-            x_step: c.in_w * cin,
-            w_step: kw * cin * R,
-        };
-        let xs = x.get((th.start * c.in_w + tw.start) * cin..).unwrap_or(&[]);
-        let w0 = (th.lo * kw + tw.lo) * cin * R;
-        let halves = pixel
+        let len = tw.len() * cin;
+        let x0 = (th.start * c.in_w + tw.start) * cin;
+        let w0 = ((th.lo * kw + tw.lo) * cin * r) >> shift;
+        let passes = pixel
             .chunks_mut(4)
             .zip(bias.chunks_exact(4))
             .zip(stage.multipliers.chunks(4).zip(stage.shifts.chunks(4)));
-        for (i, ((yh, bh), (mh, sh))) in halves.enumerate() {
-            let half = i % (R / 4);
-            let Some(wb) = w.get(i / (R / 4) * per_block..) else {
-                return;
-            };
+        for (i, ((yh, bh), (mh, sh))) in passes.enumerate() {
+            let at = (i / halves) * per_block + w0 + (((i % halves) * 4) >> shift);
             let mut acc = init4(bh);
-            dot_half::<R, ZP>(&mut acc, xs, &wb[w0.min(wb.len())..], half, runs, zp);
+            for row in 0..th.len() {
+                let start = x0 + row * x_step;
+                let Some(xs) = x.get(start..start + len) else {
+                    break;
+                };
+                dot(&mut acc, xs, w, at + row * w_step, r, zp);
+            }
             stage.write(&acc, mh, sh, yh);
         }
     });
@@ -396,9 +475,9 @@ fn conv_blocks<const R: usize, const ZP: bool>(
 ///   `y`: `[out_h, out_w, C]`; `zp_in` in `[-128, 127]`, subtracted from
 ///   every loaded input (depthwise layers are never zero-point-folded).
 ///
-/// Per output pixel, channels go in groups of 4 whose accumulators stay in
-/// registers over the in-bounds taps; within a tap the group's 4 inputs and
-/// 4 weights are contiguous.
+/// Per output pixel, blocks of channels accumulate on the stack over the
+/// in-bounds taps (see `channel_windows`); within a tap the channels'
+/// inputs and weights are contiguous.
 ///
 /// Errors (nothing written): an invalid geometry, a length mismatch of
 /// `x`, `w`, `bias` or `y`, `zp_in` out of range, an invalid stage.
@@ -418,98 +497,140 @@ pub fn depthwise_i8(
     check_zero_point(zp_in)?;
     stage.validate(geom.channels)?;
     check_len(Operand::Output, out.len()?, y.len())?;
-    depthwise_run(geom, out.h, out.w, x, w, bias, zp_in, stage, y);
+    let op = ChannelOp::Taps {
+        w,
+        kw: geom.window.kernel_w,
+        bias,
+        zp: zp_in,
+        stage,
+    };
+    let dims = (geom.in_h, geom.in_w, geom.channels);
+    channel_windows(op, &geom.window, dims, (out.h, out.w), x, y);
     Ok(())
 }
 
-/// `acc[k] += Σ_taps (x[tap, c0 + k] - zp)·w[tap, c0 + k]` for a group of
-/// `G` channels starting at `c0`, over the in-bounds taps `th × tw`.
-#[inline(never)]
-fn dw_group<const G: usize>(
-    g: &DepthwiseConv2d,
-    th: Taps,
-    tw: Taps,
-    c0: usize,
-    x: &[i8],
-    w: &[i8],
-    zp: i32,
-    acc: &mut [i32; G],
-) {
-    let c = g.channels;
-    if c == 0 || c0 + G > c {
-        return;
-    }
-    let (kw, n) = (g.window.kernel_w, tw.len());
-    let mut a = *acc;
-    // Per in-bounds kernel row: n whole input pixels and n whole taps of c
-    // values each, the group being c0 .. c0 + G of every one. Validated
-    // geometry keeps them in bounds (a row that were not would be skipped).
-    for (kh, ih) in th.iter() {
-        let xs = (ih * g.in_w + tw.start) * c;
-        let ws = (kh * kw + tw.lo) * c;
-        let (Some(xrow), Some(wrow)) = (x.get(xs..xs + n * c), w.get(ws..ws + n * c)) else {
-            continue;
-        };
-        for (xp, wp) in xrow.chunks_exact(c).zip(wrow.chunks_exact(c)) {
-            unroll_barrier();
-            let xt = xp.get(c0..).and_then(<[i8]>::first_chunk::<G>);
-            let wt = wp.get(c0..).and_then(<[i8]>::first_chunk::<G>);
-            let (Some(xt), Some(wt)) = (xt, wt) else {
-                break;
-            };
-            for k in 0..G {
-                a[k] = a[k].wrapping_add(
-                    (i32::from(xt[k]).wrapping_sub(zp)).wrapping_mul(i32::from(wt[k])),
-                );
-            }
-        }
-    }
-    *acc = a;
+/// What `channel_windows` computes per channel of each window.
+#[derive(Clone, Copy)]
+pub(crate) enum ChannelOp<'a> {
+    /// The largest input (max pooling).
+    Max,
+    /// The rounded mean (average pooling, global average pooling).
+    Mean,
+    /// `stage(bias + Σ (x - zp)·w[tap])` (depthwise convolution; `w` is
+    /// `[KH, KW, C]`, `kw` its KW).
+    Taps {
+        w: &'a [i8],
+        kw: usize,
+        bias: &'a [i32],
+        zp: i32,
+        stage: &'a OutputStage<'a>,
+    },
 }
 
-/// The depthwise loop (arguments validated).
+/// The `KW` of a depthwise op (0 for pooling, which has no taps).
+fn kw_of(op: ChannelOp<'_>) -> usize {
+    match op {
+        ChannelOp::Taps { kw, .. } => kw,
+        _ => 0,
+    }
+}
+
+/// One tap of `channel_windows` on a block of accumulators: `xp` the
+/// input pixel from the block's first channel, `at` the tap's first weight
+/// (depthwise). Not inlined: one copy of each loop (code size).
 #[inline(never)]
-fn depthwise_run(
-    g: &DepthwiseConv2d,
-    out_h: usize,
-    out_w: usize,
-    x: &[i8],
-    w: &[i8],
-    bias: &[i32],
-    zp: i32,
-    stage: &OutputStage<'_>,
-    y: &mut [i8],
-) {
-    let c = g.channels;
-    let grouped = c - c % DW_GROUP;
-    let mut pixels = y.chunks_exact_mut(c);
-    for oh in 0..out_h {
-        let th = g.window.taps_h(oh, g.in_h);
-        for ow in 0..out_w {
-            let tw = g.window.taps_w(ow, g.in_w);
-            let Some(pixel) = pixels.next() else { return };
-            for c0 in (0..grouped).step_by(DW_GROUP) {
-                let mut acc = init4(&bias[c0..]);
-                dw_group::<DW_GROUP>(g, th, tw, c0, x, w, zp, &mut acc);
-                stage.write(
-                    &acc,
-                    &stage.multipliers[c0..],
-                    &stage.shifts[c0..],
-                    &mut pixel[c0..c0 + DW_GROUP],
-                );
+fn tap_i8(op: ChannelOp<'_>, a: &mut [i32], xp: &[i8], at: usize) {
+    match op {
+        ChannelOp::Max => {
+            for (v, &xv) in a.iter_mut().zip(xp) {
+                unroll_barrier();
+                *v = (*v).max(i32::from(xv));
             }
-            for c0 in grouped..c {
-                let mut acc = [bias[c0]];
-                dw_group::<1>(g, th, tw, c0, x, w, zp, &mut acc);
-                stage.write(
-                    &acc,
-                    &stage.multipliers[c0..],
-                    &stage.shifts[c0..],
-                    &mut pixel[c0..=c0],
-                );
+        }
+        ChannelOp::Mean => {
+            for (v, &xv) in a.iter_mut().zip(xp) {
+                unroll_barrier();
+                *v += i32::from(xv);
+            }
+        }
+        ChannelOp::Taps { w, zp, .. } => {
+            let wp = w.get(at..).unwrap_or(&[]);
+            for ((v, &xv), &wv) in a.iter_mut().zip(xp).zip(wp) {
+                unroll_barrier();
+                let xv = i32::from(xv).wrapping_sub(zp);
+                *v = v.wrapping_add(xv.wrapping_mul(i32::from(wv)));
             }
         }
     }
+}
+
+/// Channels per stack block of `channel_windows`.
+const CHANNEL_BLOCK: usize = 32;
+
+/// Every per-channel window kernel (depthwise convolution, max and average
+/// pooling, global average pooling: one function, for code size), arguments
+/// validated. Per output pixel and block of [`CHANNEL_BLOCK`] channels,
+/// i32 accumulators on the stack start at the bias, -128 or 0, take every
+/// in-bounds tap in window order (channels innermost: contiguous in NHWC
+/// and in the taps), then become outputs.
+///
+/// Depthwise costs about 8 instructions per MAC (`LDRSB` of the input,
+/// `SUB` of the zero point, `LDRSB` of the tap, load, `MLA`, store of the
+/// accumulator, the loop), plus a few per tap and block.
+#[inline(never)]
+pub(crate) fn channel_windows(
+    op: ChannelOp<'_>,
+    win: &Window,
+    (in_h, in_w, c): (usize, usize, usize),
+    (out_h, out_w): (usize, usize),
+    x: &[i8],
+    y: &mut [i8],
+) {
+    let mut acc = [0i32; CHANNEL_BLOCK];
+    for_each_window(win, in_h, in_w, out_h, out_w, |o, th, tw| {
+        let Some(pixel) = y.get_mut(o * c..(o + 1) * c) else {
+            return;
+        };
+        // 1 ≤ n ≤ KH·KW ≤ 2^22 for pooling (validated).
+        let n = (th.len() * tw.len()) as i32;
+        for (c0, out) in (0..)
+            .step_by(CHANNEL_BLOCK)
+            .zip(pixel.chunks_mut(CHANNEL_BLOCK))
+        {
+            let a = &mut acc[..out.len()];
+            let init = match op {
+                ChannelOp::Max => &[-128; CHANNEL_BLOCK][..],
+                ChannelOp::Mean => &[0; CHANNEL_BLOCK][..],
+                ChannelOp::Taps { bias, .. } => bias.get(c0..).unwrap_or(&[]),
+            };
+            for (v, &b) in a.iter_mut().zip(init) {
+                unroll_barrier();
+                *v = b;
+            }
+            for (kh, ih) in th.iter() {
+                for (k, iw) in tw.iter() {
+                    let xp = x.get((ih * in_w + iw) * c + c0..).unwrap_or(&[]);
+                    tap_i8(op, a, xp, (kh * kw_of(op) + k) * c + c0);
+                }
+            }
+            match op {
+                ChannelOp::Taps { stage, .. } => {
+                    let m = stage.multipliers.get(c0..).unwrap_or(&[]);
+                    let s = stage.shifts.get(c0..).unwrap_or(&[]);
+                    stage.write(a, m, s, out);
+                }
+                _ => {
+                    for (o, &v) in out.iter_mut().zip(a.iter()) {
+                        unroll_barrier();
+                        *o = match op {
+                            ChannelOp::Mean => rounded_mean(v, n),
+                            _ => v as i8,
+                        };
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Validate a pooling call: geometry, lengths, no window entirely in the
@@ -519,20 +640,29 @@ fn check_pool(g: &Pool2d, x: usize, y: usize, average: bool) -> Result<(usize, u
     let out = g.output_shape(1)?;
     check_len(Operand::Input, g.input_shape(1).len()?, x)?;
     check_len(Operand::Output, out.len()?, y)?;
+    check_pool_windows(g, out.h, out.w)?;
+    if average && mul(g.window.kernel_h, g.window.kernel_w)? > MAX_POOL_TAPS {
+        return Err(Error::InvalidParam(Param::Kernel));
+    }
+    Ok((out.h, out.w))
+}
+
+/// The int8 pooling windows of a geometry with an `out_h × out_w` output
+/// (both ≥ 1): none may lie entirely in the padding (`Param::Padding`). The
+/// model reader checks this for every int8 pooling layer (a file's kernel
+/// extents are bytes, so its windows never exceed [`MAX_POOL_TAPS`]).
+pub(crate) fn check_pool_windows(g: &Pool2d, out_h: usize, out_w: usize) -> Result<(), Error> {
     // Only a leading or trailing window can lie entirely in the padding
     // (windows move monotonically), so the first and last ones decide.
     let win = g.window;
     let empty = win.taps_h(0, g.in_h).len() == 0
-        || win.taps_h(out.h - 1, g.in_h).len() == 0
+        || win.taps_h(out_h.saturating_sub(1), g.in_h).len() == 0
         || win.taps_w(0, g.in_w).len() == 0
-        || win.taps_w(out.w - 1, g.in_w).len() == 0;
+        || win.taps_w(out_w.saturating_sub(1), g.in_w).len() == 0;
     if empty {
         return Err(Error::InvalidParam(Param::Padding));
     }
-    if average && mul(win.kernel_h, win.kernel_w)? > MAX_POOL_TAPS {
-        return Err(Error::InvalidParam(Param::Kernel));
-    }
-    Ok((out.h, out.w))
+    Ok(())
 }
 
 /// Max pooling on one sample: `y[oh, ow, c]` is the largest in-bounds
@@ -545,29 +675,9 @@ fn check_pool(g: &Pool2d, x: usize, y: usize, average: bool) -> Result<(usize, u
 /// or `y`, a window lying entirely in the padding (`Param::Padding`: it has
 /// no int8 value without the zero point).
 pub fn max_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
-    let (out_h, out_w) = check_pool(geom, x.len(), y.len(), false)?;
-    let c = geom.channels;
-    let mut pixels = y.chunks_exact_mut(c);
-    for oh in 0..out_h {
-        let th = geom.window.taps_h(oh, geom.in_h);
-        for ow in 0..out_w {
-            let tw = geom.window.taps_w(ow, geom.in_w);
-            let Some(pixel) = pixels.next() else {
-                return Ok(());
-            };
-            // Every window has a tap (validated), so -128 is always replaced
-            // by a real value or is one.
-            pixel.fill(i8::MIN);
-            for (_, ih) in th.iter() {
-                for (_, iw) in tw.iter() {
-                    let xp = &x[(ih * geom.in_w + iw) * c..][..c];
-                    for (o, &v) in pixel.iter_mut().zip(xp) {
-                        *o = (*o).max(v);
-                    }
-                }
-            }
-        }
-    }
+    let out = check_pool(geom, x.len(), y.len(), false)?;
+    let dims = (geom.in_h, geom.in_w, geom.channels);
+    channel_windows(ChannelOp::Max, &geom.window, dims, out, x, y);
     Ok(())
 }
 
@@ -575,7 +685,11 @@ pub fn max_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
 /// `|sum| ≤ 128·n`, so nothing overflows and the result is an i8.
 #[inline]
 fn rounded_mean(sum: i32, n: i32) -> i8 {
-    (2 * sum + n).div_euclid(2 * n).clamp(-128, 127) as i8
+    // n = 0 (a window without taps) is rejected by validation; 0 then.
+    (2 * sum + n)
+        .checked_div_euclid(2 * n)
+        .unwrap_or(0)
+        .clamp(-128, 127) as i8
 }
 
 /// Average pooling on one sample: the mean of the in-bounds taps (padding
@@ -588,36 +702,9 @@ fn rounded_mean(sum: i32, n: i32) -> i8 {
 /// Errors (nothing written): as [`max_pool_i8`], and a window of more than
 /// [`MAX_POOL_TAPS`] taps (`Param::Kernel`).
 pub fn avg_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
-    let (out_h, out_w) = check_pool(geom, x.len(), y.len(), true)?;
-    let c = geom.channels;
-    let mut sums = [0i32; POOL_BLOCK];
-    let mut pixels = y.chunks_exact_mut(c);
-    for oh in 0..out_h {
-        let th = geom.window.taps_h(oh, geom.in_h);
-        for ow in 0..out_w {
-            let tw = geom.window.taps_w(ow, geom.in_w);
-            let Some(pixel) = pixels.next() else {
-                return Ok(());
-            };
-            // 1 ≤ n ≤ KH·KW ≤ 2^22 (validated).
-            let n = (th.len() * tw.len()) as i32;
-            for (c0, out) in (0..).step_by(POOL_BLOCK).zip(pixel.chunks_mut(POOL_BLOCK)) {
-                let s = &mut sums[..out.len()];
-                s.fill(0);
-                for (_, ih) in th.iter() {
-                    for (_, iw) in tw.iter() {
-                        let xp = &x[(ih * geom.in_w + iw) * c + c0..][..s.len()];
-                        for (a, &v) in s.iter_mut().zip(xp) {
-                            *a += i32::from(v);
-                        }
-                    }
-                }
-                for (o, &a) in out.iter_mut().zip(s.iter()) {
-                    *o = rounded_mean(a, n);
-                }
-            }
-        }
-    }
+    let out = check_pool(geom, x.len(), y.len(), true)?;
+    let dims = (geom.in_h, geom.in_w, geom.channels);
+    channel_windows(ChannelOp::Mean, &geom.window, dims, out, x, y);
     Ok(())
 }
 
@@ -631,7 +718,8 @@ pub fn pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
 
 /// Global average pooling on one sample: `[h, w, c] -> [c]`, each channel's
 /// mean over the `n = h·w` pixels with rounding half up,
-/// `⌊(2·sum + n) / (2·n)⌋`.
+/// `⌊(2·sum + n) / (2·n)⌋` (the average pooling of [`avg_pool_i8`] with
+/// one `h × w` window).
 ///
 /// Errors (nothing written): a zero dimension (`Param::Dimension`), more
 /// than [`MAX_POOL_TAPS`] pixels (`Param::Kernel`), a length mismatch of `x`
@@ -652,19 +740,14 @@ pub fn global_avg_pool_i8(
     }
     check_len(Operand::Input, mul(n, c)?, x.len())?;
     check_len(Operand::Output, c, y.len())?;
-    let mut sums = [0i32; POOL_BLOCK];
-    for (c0, out) in (0..).step_by(POOL_BLOCK).zip(y.chunks_mut(POOL_BLOCK)) {
-        let s = &mut sums[..out.len()];
-        s.fill(0);
-        for pixel in x.chunks_exact(c) {
-            for (a, &v) in s.iter_mut().zip(&pixel[c0..]) {
-                *a += i32::from(v);
-            }
-        }
-        for (o, &a) in out.iter_mut().zip(s.iter()) {
-            *o = rounded_mean(a, n as i32);
-        }
-    }
+    let win = Window {
+        kernel_h: h,
+        kernel_w: w,
+        stride_h: 1,
+        stride_w: 1,
+        padding: Padding::NONE,
+    };
+    channel_windows(ChannelOp::Mean, &win, (h, w, c), (1, 1), x, y);
     Ok(())
 }
 
@@ -681,6 +764,7 @@ pub fn relu_i8(x: &[i8], y: &mut [i8], min: i32, max: i32) -> Result<(), Error> 
     check_len(Operand::Output, x.len(), y.len())?;
     let (lo, hi) = (min as i8, max as i8);
     for (o, &v) in y.iter_mut().zip(x) {
+        unroll_barrier();
         *o = v.clamp(lo, hi);
     }
     Ok(())
@@ -692,6 +776,7 @@ pub fn relu_i8(x: &[i8], y: &mut [i8], min: i32, max: i32) -> Result<(), Error> 
 pub fn lut_i8(table: &[i8; 256], x: &[i8], y: &mut [i8]) -> Result<(), Error> {
     check_len(Operand::Output, x.len(), y.len())?;
     for (o, &v) in y.iter_mut().zip(x) {
+        unroll_barrier();
         *o = table[usize::from(v as u8 ^ 0x80)];
     }
     Ok(())
@@ -1124,6 +1209,19 @@ mod tests {
             let (oh, ow) = g.out();
             let mut y = vec![99i8; oh * ow * cout];
             let res = conv2d_i8(&conv, &x, &packed, r, &kbias, zp, folded, &st.view(), &mut y);
+            // The pair form of the same weights gives the same bytes.
+            let pairs = to_pairs(&packed);
+            let mut y2 = vec![99i8; oh * ow * cout];
+            let res2 = conv2d_blocked_i8(
+                &conv, &x, BlockedI8::Pairs(&pairs), r, &kbias, zp, folded, &st.view(), &mut y2,
+            );
+            if r == 4 {
+                prop_assert_eq!(res, res2);
+                prop_assert_eq!(&y, &y2);
+            } else {
+                // Pair words are blocked by 4 rows only.
+                prop_assert_eq!(res2, Err(Error::InvalidParam(Param::BlockRows)));
+            }
             if folded && g.pad != [0; 4] {
                 prop_assert_eq!(res, Err(Error::InvalidParam(Param::Padding)));
                 prop_assert!(y.iter().all(|&v| v == 99));
@@ -1132,6 +1230,111 @@ mod tests {
                 prop_assert_eq!(y, want);
             }
         }
+    }
+
+    /// Blocked i8 weights as pair words.
+    fn to_pairs(packed: &[i8]) -> Vec<i32> {
+        let mut words = vec![0i32; packed.len() / 2];
+        crate::kernels::pack::pack_pairs(packed, &mut words).unwrap();
+        words
+    }
+
+    proptest! {
+        /// The pair form against the naive sum and the i8 form, bit for bit:
+        /// inputs beyond one span (512 without a zero point, 256 with one),
+        /// odd lengths (the two-input loop's remainder), outputs not a
+        /// multiple of 4, and the extreme products that bound the span
+        /// (x = -128 against w = ±127, x - zp = ±255).
+        #[test]
+        fn dense_pairs_match_bytes_and_naive(
+            inputs in 1usize..=1100, outputs in 1usize..=13,
+            zp_mode in 0u32..3, extreme in any::<bool>(), mode in 0u32..4, seed in any::<u64>(),
+        ) {
+            let r = 4;
+            let mut rng = Rng::new(seed);
+            let (x, w) = if extreme {
+                let xv = if rng.below(2) == 0 { -128i8 } else { 127 };
+                let x = vec![xv; inputs];
+                let w: Vec<i8> = (0..outputs * inputs)
+                    .map(|i| if (i / inputs) % 2 == 0 { 127 } else { -127 })
+                    .collect();
+                (x, w)
+            } else {
+                (bytes(&mut rng, inputs, -128, 127), bytes(&mut rng, outputs * inputs, -127, 127))
+            };
+            let zp = match zp_mode {
+                0 => 0,
+                1 => if x[0] < 0 { 127 } else { -128 },
+                _ => rng.below(256) as i32 - 128,
+            };
+            let bias = ints(&mut rng, outputs, -20_000, 20_000);
+            let mut st = random_stage(&mut rng, outputs, mode);
+            // Small multipliers keep the large sums from saturating everywhere.
+            st.s.iter_mut().for_each(|s| *s = (-14 - s.abs()).max(-31));
+            let want = naive_dense(&x, &w, &bias, zp, &st);
+            let mut packed = vec![0i8; packed_len(outputs, inputs, r).unwrap()];
+            pack_rows(&w, outputs, inputs, r, &mut packed).unwrap();
+            let pairs = to_pairs(&packed);
+            let kbias = padded_bias(&mut rng, &bias, r);
+            let mut y = vec![0i8; outputs];
+            dense_blocked_i8(&x, BlockedI8::Pairs(&pairs), r, &kbias, inputs, outputs, zp, &st.view(), &mut y).unwrap();
+            prop_assert_eq!(&y, &want);
+            let mut y8 = vec![0i8; outputs];
+            dense_i8(&x, &packed, r, &kbias, inputs, outputs, zp, &st.view(), &mut y8).unwrap();
+            prop_assert_eq!(y8, want);
+        }
+    }
+
+    #[test]
+    fn pair_weights_are_counted_in_weights() {
+        // 5 inputs -> 6 outputs, R = 4: 40 weights, 20 words.
+        let (x, b) = (vec![1i8; 5], vec![0i32; 8]);
+        let words = vec![pair_word_of(1, 1); 20];
+        let st = ok_stage(6);
+        let mut y = vec![99i8; 6];
+        dense_blocked_i8(
+            &x,
+            BlockedI8::Pairs(&words),
+            4,
+            &b,
+            5,
+            6,
+            0,
+            &st.view(),
+            &mut y,
+        )
+        .unwrap();
+        let mut y = vec![99i8; 6];
+        let err = dense_blocked_i8(
+            &x,
+            BlockedI8::Pairs(&words[..19]),
+            4,
+            &b,
+            5,
+            6,
+            0,
+            &st.view(),
+            &mut y,
+        );
+        rejected(err, len_err(Operand::Weight, 40, 38), &y);
+        // Blocks of 8 rows exist for bytes, not for pairs.
+        let b8 = vec![0i32; 8];
+        let err = dense_blocked_i8(
+            &x,
+            BlockedI8::Pairs(&words),
+            8,
+            &b8,
+            5,
+            6,
+            0,
+            &st.view(),
+            &mut y,
+        );
+        rejected(err, Error::InvalidParam(Param::BlockRows), &y);
+    }
+
+    fn pair_word_of(lo: i8, hi: i8) -> i32 {
+        crate::kernels::pack::pair_word(lo, hi)
     }
 
     // ------------------------------------------------------------ depthwise

@@ -4,7 +4,8 @@
 //! - [`requant`]: the int8 fixed-point formats, requantization
 //!   (`i32` accumulator → `i8` with a Q1.31 multiplier and a shift) and the
 //!   per-layer [`OutputStage`].
-//! - [`pack`]: the row-blocked weight layout of dense and conv layers.
+//! - [`pack`]: the row-blocked weight layout of dense and conv layers, and
+//!   its pair form for int8 (two weights per 32-bit word).
 //! - [`int8`]: integer-only dense, conv2d, depthwise, pooling, ReLU clamps,
 //!   lookup tables and softmax, bit-exact on every target.
 //! - [`f32`](mod@f32): the same layers for f32 models.
@@ -21,12 +22,95 @@
 //!
 //! Every kernel validates all its arguments before it writes anything: an
 //! `Err` (a specific [`Error`](crate::Error) variant) leaves the outputs
-//! untouched, and no input makes a kernel panic.
+//! untouched, and no input makes a kernel panic. The engine calls the loops
+//! behind these entry points directly (the model parser validated every
+//! layer already); the loops are safe code that never panics whatever they
+//! are given.
 
 pub mod f32;
 pub mod int8;
 pub mod pack;
 pub mod requant;
 
-pub use pack::{pack_rows, packed_len, padded_rows, unpack_rows};
+use crate::layers::conv::Taps;
+use crate::layers::Window;
+
+/// Keeps LLVM from unrolling (or interleaving) the loop it sits in, at no
+/// cost (an empty `asm` that touches nothing) on ARM, and compiles to
+/// nothing elsewhere.
+///
+/// Two uses. In hot loops: on M-class cores LLVM runtime-unrolls small
+/// loops 4×; the scheduler then interleaves the copies accumulator by
+/// accumulator, which keeps four inputs live, and with `r7` reserved as the
+/// frame pointer (13 allocatable core registers) the accumulators spill.
+/// In loops that are not hot (pooling, output stages, activations): the
+/// unrolled copies only cost flash, and the engine's code budget is small.
+#[inline(always)]
+pub(crate) fn unroll_barrier() {
+    #[cfg(target_arch = "arm")]
+    core::hint::black_box(());
+}
+
+/// Call `f(output pixel index, rows, columns)` for every output pixel of a
+/// window sliding over an `in_h × in_w` input, in NHWC order, with the
+/// in-bounds taps of its window (shared by every windowed kernel). The
+/// window arithmetic is one non-inlined function (`Windows::next`): one
+/// copy for all kernels, a call per output pixel.
+#[inline(always)]
+pub(crate) fn for_each_window(
+    win: &Window,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    mut f: impl FnMut(usize, Taps, Taps),
+) {
+    let mut it = Windows {
+        win,
+        in_h,
+        in_w,
+        out_h,
+        out_w,
+        oh: 0,
+        ow: 0,
+    };
+    while let Some((o, th, tw)) = it.next() {
+        f(o, th, tw);
+    }
+}
+
+/// The output pixels of a sliding window, in NHWC order (see
+/// `for_each_window`).
+struct Windows<'w> {
+    win: &'w Window,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Windows<'_> {
+    /// The next output pixel: its index, in-bounds rows and columns.
+    #[inline(never)]
+    fn next(&mut self) -> Option<(usize, Taps, Taps)> {
+        if self.oh >= self.out_h || self.out_w == 0 {
+            return None;
+        }
+        let item = (
+            self.oh * self.out_w + self.ow,
+            self.win.taps_h(self.oh, self.in_h),
+            self.win.taps_w(self.ow, self.in_w),
+        );
+        self.ow += 1;
+        if self.ow == self.out_w {
+            self.ow = 0;
+            self.oh += 1;
+        }
+        Some(item)
+    }
+}
+
+pub use pack::{pack_pairs, pack_rows, packed_len, padded_rows, unpack_pairs, unpack_rows};
 pub use requant::{quantize_multiplier, requantize, OutputStage};

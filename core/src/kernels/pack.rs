@@ -141,6 +141,72 @@ pub fn unpack_rows<T: Copy>(
     Ok(())
 }
 
+/// The pair word of two int8 weights: `lo + 2^24·hi` (FORMAT.md dtype
+/// `i8pair`). Exact in i32 for weights in `[-127, 127]` (and for -128 too,
+/// though the format does not allow it).
+#[inline]
+pub const fn pair_word(lo: i8, hi: i8) -> i32 {
+    (lo as i32).wrapping_add((hi as i32) << 24)
+}
+
+/// The two weights of a pair word, `(lo, hi)`, if both lie in `[-127, 127]`
+/// and the word is exactly `lo + 2^24·hi`; `None` for any other word.
+#[inline]
+pub const fn split_pair_word(w: i32) -> Option<(i8, i8)> {
+    let lo = (w << 8) >> 8; // the low 24 bits, sign-extended
+    let hi = (w.wrapping_sub(lo)) >> 24;
+    if lo < -127 || lo > 127 || hi < -127 || hi > 127 {
+        None
+    } else {
+        Some((lo as i8, hi as i8))
+    }
+}
+
+/// Convert row-blocked int8 weights (from [`pack_rows`], any block size)
+/// into the pair form: `dst[j] = `[`pair_word`]`(blocked[2j], blocked[2j + 1])`,
+/// i.e. rows `2k` and `2k + 1` of a block for the same input share a word.
+///
+/// Errors (nothing written): `blocked` not `2·dst.len()` long
+/// (`LengthMismatch`, `Operand::Weight`), a weight of -128
+/// (`Param::WeightRange`: the pair form's exactness needs `|w| ≤ 127`).
+pub fn pack_pairs(blocked: &[i8], dst: &mut [i32]) -> Result<(), Error> {
+    check_len(
+        Operand::Weight,
+        dst.len().checked_mul(2).ok_or(Error::Overflow)?,
+        blocked.len(),
+    )?;
+    if blocked.contains(&i8::MIN) {
+        return Err(Error::InvalidParam(Param::WeightRange));
+    }
+    for (d, p) in dst.iter_mut().zip(blocked.chunks_exact(2)) {
+        *d = pair_word(p[0], p[1]);
+    }
+    Ok(())
+}
+
+/// The inverse of [`pack_pairs`]: the row-blocked bytes of pair words.
+///
+/// Errors (nothing written): `dst` not `2·words.len()` long
+/// (`LengthMismatch`, `Operand::Output`), a word that is not a valid pair
+/// (`Param::WeightRange`).
+pub fn unpack_pairs(words: &[i32], dst: &mut [i8]) -> Result<(), Error> {
+    check_len(
+        Operand::Output,
+        words.len().checked_mul(2).ok_or(Error::Overflow)?,
+        dst.len(),
+    )?;
+    if !words.iter().all(|&w| split_pair_word(w).is_some()) {
+        return Err(Error::InvalidParam(Param::WeightRange));
+    }
+    for (&w, d) in words.iter().zip(dst.chunks_exact_mut(2)) {
+        if let Some((lo, hi)) = split_pair_word(w) {
+            d[0] = lo;
+            d[1] = hi;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +308,53 @@ mod tests {
         assert_eq!(out, [9; 6]);
         assert_eq!(packed_len(usize::MAX, 2, 4), Err(Error::Overflow));
         assert_eq!(packed_len(usize::MAX / 2, 3, 8), Err(Error::Overflow));
+    }
+
+    #[test]
+    fn pair_words_round_trip_and_reject_what_is_not_a_pair() {
+        for lo in -127i8..=127 {
+            for hi in [-127i8, -64, -1, 0, 1, 63, 127] {
+                let w = pair_word(lo, hi);
+                assert_eq!(split_pair_word(w), Some((lo, hi)));
+                assert_eq!(i64::from(w), i64::from(lo) + (i64::from(hi) << 24));
+            }
+        }
+        for w in [
+            pair_word(-128, 0),
+            pair_word(0, -128),
+            128,
+            -128,
+            1 << 23,
+            i32::MIN,
+        ] {
+            assert_eq!(split_pair_word(w), None, "{w:#x}");
+        }
+        let blocked = [1i8, -2, 127, -127, 0, 5];
+        let mut words = [0i32; 3];
+        pack_pairs(&blocked, &mut words).unwrap();
+        assert_eq!(words, [1 - (2 << 24), 127 - (127 << 24), 5 << 24]);
+        let mut back = [0i8; 6];
+        unpack_pairs(&words, &mut back).unwrap();
+        assert_eq!(back, blocked);
+        let mut w9 = [9i32; 3];
+        assert_eq!(
+            pack_pairs(&[1, -128, 0, 0, 0, 0], &mut w9),
+            Err(Error::InvalidParam(Param::WeightRange))
+        );
+        assert_eq!(
+            pack_pairs(&blocked[..5], &mut w9),
+            Err(Error::LengthMismatch {
+                operand: Operand::Weight,
+                expected: 6,
+                actual: 5
+            })
+        );
+        assert_eq!(w9, [9; 3]);
+        let mut b9 = [9i8; 6];
+        assert_eq!(
+            unpack_pairs(&[1, 128, 0], &mut b9),
+            Err(Error::InvalidParam(Param::WeightRange))
+        );
+        assert_eq!(b9, [9; 6]);
     }
 }

@@ -211,17 +211,20 @@ impl OutputStage<'_> {
     /// Write the outputs of a group of channels of a validated stage:
     /// `y[k] = stage(acc[k])` with the channels' multipliers `m` and shifts
     /// `s`, as many as `y` holds. The table test is hoisted out of the loop.
-    #[inline(always)]
+    /// Not inlined: one copy serves every kernel (code size).
+    #[inline(never)]
     pub(crate) fn write(&self, acc: &[i32], m: &[i32], s: &[i32], y: &mut [i8]) {
         let outs = y.iter_mut().zip(acc).zip(m.iter().zip(s));
         match self.lut {
             None => {
                 for ((o, &a), (&m, &s)) in outs {
+                    super::unroll_barrier();
                     *o = self.clamped(a, m, s) as i8;
                 }
             }
             Some(table) => {
                 for ((o, &a), (&m, &s)) in outs {
+                    super::unroll_barrier();
                     // q + 128 as a byte: always a valid index, no bounds check.
                     *o = table[usize::from(self.clamped(a, m, s) as u8 ^ 0x80)];
                 }

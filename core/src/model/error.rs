@@ -92,6 +92,9 @@ pub enum TensorFault {
     Overlap,
     /// A reserved field is not zero.
     Reserved,
+    /// An element outside its dtype's range (an `i8pair` word whose
+    /// halves are not both in `[-127, 127]`).
+    Values,
 }
 
 /// Errors of [`Model::parse`](super::Model::parse) and the engine.

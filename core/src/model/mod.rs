@@ -74,8 +74,10 @@ const CRC_TABLE: [u32; 256] = {
     t
 };
 
+#[inline(never)]
 fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     for &b in bytes {
+        crate::kernels::unroll_barrier(); // one compact loop (code size)
         crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
     }
     crc
@@ -90,24 +92,31 @@ pub fn file_crc(bytes: &[u8]) -> u32 {
     crc32_update(crc, tail) ^ 0xFFFF_FFFF
 }
 
-/// Little-endian field reader over a bounds-checked record.
+/// Little-endian field reader over one fixed-size record: with constant
+/// offsets every read compiles to plain loads (no bounds checks), which
+/// keeps the parser small.
 #[derive(Clone, Copy)]
-struct Rec<'a>(&'a [u8]);
+struct Rec<'a, const N: usize>(&'a [u8; N]);
 
-impl Rec<'_> {
+impl<'a, const N: usize> Rec<'a, N> {
+    /// The `N`-byte record at `at` in `bytes`, if it is all there.
+    fn at(bytes: &'a [u8], at: usize) -> Option<Self> {
+        bytes.get(at..)?.first_chunk::<N>().map(Rec)
+    }
     fn u8(&self, at: usize) -> u8 {
         self.0.get(at).copied().unwrap_or(0)
     }
     fn u16(&self, at: usize) -> u16 {
-        u16::from_le_bytes([self.u8(at), self.u8(at + 1)])
+        match self.0.get(at..at + 2) {
+            Some(&[a, b]) => u16::from_le_bytes([a, b]),
+            _ => 0,
+        }
     }
     fn u32(&self, at: usize) -> u32 {
-        u32::from_le_bytes([
-            self.u8(at),
-            self.u8(at + 1),
-            self.u8(at + 2),
-            self.u8(at + 3),
-        ])
+        match self.0.get(at..at + 4) {
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+            _ => 0,
+        }
     }
     fn i32(&self, at: usize) -> i32 {
         self.u32(at) as i32
@@ -137,6 +146,10 @@ pub enum DType {
     I8,
     /// Signed 32-bit integer.
     I32,
+    /// Two int8 weights in one little-endian 32-bit word, `lo + 2^24·hi`
+    /// (both in `[-127, 127]`): the pair form of row-blocked int8 dense
+    /// and conv weights (FORMAT.md). Two bytes per element.
+    I8Pair,
 }
 
 impl DType {
@@ -145,6 +158,7 @@ impl DType {
             1 => Some(DType::F32),
             2 => Some(DType::I8),
             3 => Some(DType::I32),
+            4 => Some(DType::I8Pair),
             _ => None,
         }
     }
@@ -152,6 +166,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::I8 => 1,
+            DType::I8Pair => 2,
             DType::F32 | DType::I32 => 4,
         }
     }
@@ -189,6 +204,9 @@ pub enum Data<'a> {
     I8(&'a [i8]),
     /// i32 elements.
     I32(&'a [i32]),
+    /// int8 weights in pair words ([`DType::I8Pair`]): each word holds two
+    /// elements, `lo + 2^24·hi`.
+    I8Pairs(&'a [i32]),
 }
 
 /// What a layer computes (geometry from `normcore::layers`).
@@ -236,13 +254,27 @@ impl Op {
         }
     }
 
-    /// Multiply-accumulates of one sample.
+    /// Multiply-accumulates of one sample, saturated at `usize::MAX` (a
+    /// valid model can exceed 2^32 on a 32-bit target).
     pub fn macs(&self, output: Shape) -> usize {
-        let pixels = output.h * output.w;
+        let product = |v: &[usize]| v.iter().fold(1usize, |a, &b| a.saturating_mul(b));
         match self {
-            Op::Dense(d) => d.inputs * d.outputs,
-            Op::Conv(c) => pixels * c.out_c * c.window.kernel_h * c.window.kernel_w * c.in_c,
-            Op::Depthwise(d) => pixels * d.channels * d.window.kernel_h * d.window.kernel_w,
+            Op::Dense(d) => product(&[d.inputs, d.outputs]),
+            Op::Conv(c) => product(&[
+                output.h,
+                output.w,
+                c.out_c,
+                c.window.kernel_h,
+                c.window.kernel_w,
+                c.in_c,
+            ]),
+            Op::Depthwise(d) => product(&[
+                output.h,
+                output.w,
+                d.channels,
+                d.window.kernel_h,
+                d.window.kernel_w,
+            ]),
             _ => 0,
         }
     }
@@ -388,13 +420,26 @@ pub struct Header {
 }
 
 /// A parsed, validated model borrowing its file.
-#[derive(Debug)]
+///
+/// It holds only the header's facts and where the tables are (a few dozen
+/// bytes, so that a device keeps it on a small stack): [`Model::parse`]
+/// validated every record once, and [`Model::layer`] decodes a record again
+/// when it is needed, which costs a few hundred instructions per layer and
+/// no RAM.
+#[derive(Debug, Clone, Copy)]
 pub struct Model<'a> {
     bytes: &'a [u8],
     header: Header,
-    layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
-    bn: heapless::Vec<BnRecord<'a>, MAX_LAYERS>,
+    layer_count: usize,
     tensor_count: usize,
+    bn_count: usize,
+    layer_table: usize,
+    tensor_table: usize,
+    bn_table: usize,
+    /// True only inside `parse`: scan tensor values (pair words, requant
+    /// ranges, variances). Decodes after parsing skip the scans, which cost
+    /// O(weights); the borrowed bytes cannot have changed since.
+    scan_values: bool,
 }
 
 fn round16(v: usize) -> Option<usize> {

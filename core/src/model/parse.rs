@@ -58,14 +58,13 @@ impl<'a> Model<'a> {
         if cfg!(target_endian = "big") {
             return Err(ModelError::BigEndian);
         }
-        if bytes.len() < HEADER_LEN {
+        let Some(h) = Rec::<HEADER_LEN>::at(bytes, 0) else {
             return Err(ModelError::Truncated {
                 needed: HEADER_LEN,
                 actual: bytes.len(),
             });
-        }
-        let h = Rec(&bytes[..HEADER_LEN]);
-        if bytes[..4] != MAGIC {
+        };
+        if h.0[..4] != MAGIC {
             return Err(ModelError::BadMagic);
         }
         let version = h.u16(4);
@@ -160,7 +159,7 @@ impl<'a> Model<'a> {
         }
         let data_start = lt.1.max(tt.1).max(bt.1);
 
-        let mut model = Model {
+        let model = Model {
             bytes,
             header: Header {
                 kind,
@@ -171,69 +170,110 @@ impl<'a> Model<'a> {
                 input_zero_point,
                 pixel_scale,
             },
-            layers: heapless::Vec::new(),
-            bn: heapless::Vec::new(),
+            layer_count,
             tensor_count,
+            bn_count,
+            layer_table: lt.0,
+            tensor_table: tt.0,
+            bn_table: bt.0,
+            scan_values: true,
         };
         model.check_tensors(tt.0, data_start)?;
 
+        // Every layer once: the shape chain, and the memory plan's peak.
         let mut shape = input;
+        let mut arena = 0usize;
         for i in 0..layer_count {
-            let rec = Rec(&bytes[lt.0 + i * LAYER_LEN..lt.0 + (i + 1) * LAYER_LEN]);
-            let layer = model.decode_layer(i, rec, shape, tt.0)?;
+            let layer = model.decode_layer(i, Some(shape))?;
             shape = layer.output;
-            // Capacity is MAX_LAYERS and layer_count <= MAX_LAYERS.
-            model
-                .layers
-                .push(layer)
-                .map_err(|_| ModelError::Header(HeaderFault::LayerCount))?;
+            let need = arena_size(kind, core::iter::once((layer.input, layer.output)))
+                .ok_or(ModelError::ArenaMismatch {
+                    header: h.u32(16),
+                    computed: u32::MAX,
+                })?;
+            arena = arena.max(need);
         }
         if shape != Shape::nhwc(1, 1, 1, classes) {
             return Err(layer_err(layer_count - 1, LayerFault::FinalShape));
         }
-
-        // Memory plan.
-        let arena = arena_size(kind, model.layers.iter().map(|l| (l.input, l.output)))
-            .filter(|&a| u32::try_from(a).is_ok())
-            .ok_or(ModelError::ArenaMismatch {
-                header: h.u32(16),
-                computed: u32::MAX,
-            })?;
-        if arena != model.header.arena_bytes {
+        if arena != model.header.arena_bytes || u32::try_from(arena).is_err() {
             return Err(ModelError::ArenaMismatch {
                 header: h.u32(16),
-                computed: arena as u32,
+                computed: u32::try_from(arena).unwrap_or(u32::MAX),
             });
         }
-        for (i, l) in model.layers.iter_mut().enumerate() {
-            let (a, b) = region_offsets(kind, arena, i, l.input, l.output).ok_or(
-                ModelError::ArenaMismatch {
-                    header: h.u32(16),
-                    computed: arena as u32,
-                },
-            )?;
-            l.in_offset = a;
-            l.out_offset = b;
-        }
-
         for j in 0..bn_count {
-            let rec = Rec(&bytes[bt.0 + j * BN_LEN..bt.0 + (j + 1) * BN_LEN]);
-            let record = model.decode_bn(j, rec, tt.0)?;
-            model
-                .bn
-                .push(record)
-                .map_err(|_| ModelError::Header(HeaderFault::BnTable))?;
+            model.bn_record(j)?;
         }
-        Ok(model)
+        Ok(Model {
+            scan_values: false,
+            ..model
+        })
+    }
+
+    /// Layer `i`, decoded from its record (validated by `parse`), with its
+    /// arena offsets. `expected`: the input shape the chain requires (only
+    /// `parse` checks it; later decodes trust the validated chain).
+    fn decode_layer(&self, i: usize, expected: Option<Shape>) -> Res<Layer<'a>> {
+        if i >= self.layer_count {
+            return Err(layer_err(i, LayerFault::InputShape));
+        }
+        let rec = Rec::<LAYER_LEN>::at(self.bytes, self.layer_table + i * LAYER_LEN)
+            .ok_or(ModelError::TableBounds(Table::Layers))?;
+        let mut layer = self.decode_layer_record(i, rec, expected, self.tensor_table)?;
+        let (a, b) = region_offsets(
+            self.header.kind,
+            self.header.arena_bytes,
+            i,
+            layer.input,
+            layer.output,
+        )
+        .ok_or(ModelError::ArenaMismatch {
+            header: self.header.arena_bytes as u32,
+            computed: 0,
+        })?;
+        layer.in_offset = a;
+        layer.out_offset = b;
+        Ok(layer)
+    }
+
+    /// Layer `i` (0-based) in execution order.
+    pub fn layer(&self, i: usize) -> Result<Layer<'a>, ModelError> {
+        self.decode_layer(i, None)
+    }
+
+    /// Number of layers.
+    pub fn layer_count(&self) -> usize {
+        self.layer_count
+    }
+
+    /// Every layer in execution order. Each was validated by `parse`, so an
+    /// `Err` here means the buffer changed after parsing.
+    pub fn layers(&self) -> impl Iterator<Item = Result<Layer<'a>, ModelError>> + '_ {
+        (0..self.layer_count).map(move |i| self.layer(i))
+    }
+
+    /// BN record `j`.
+    pub fn bn_record(&self, j: usize) -> Result<BnRecord<'a>, ModelError> {
+        if j >= self.bn_count {
+            return Err(bn_err(j, LayerFault::InputShape));
+        }
+        let rec = Rec::<BN_LEN>::at(self.bytes, self.bn_table + j * BN_LEN)
+            .ok_or(ModelError::TableBounds(Table::Bn))?;
+        self.decode_bn(j, rec, self.tensor_table)
+    }
+
+    /// The BN records (none without `HAS_BN`).
+    pub fn bn_records(&self) -> impl Iterator<Item = Result<BnRecord<'a>, ModelError>> + '_ {
+        (0..self.bn_count).map(move |j| self.bn_record(j))
     }
 
     /// Decode tensor record `index` (bounds were checked by `check_tensors`).
+    #[inline(never)]
     fn tensor_desc(&self, table: usize, index: usize) -> Res<TensorDesc> {
         let at = table + index * TENSOR_LEN;
-        let rec = Rec(self
-            .bytes
-            .get(at..at + TENSOR_LEN)
-            .ok_or(ModelError::TableBounds(Table::Tensors))?);
+        let rec =
+            Rec::<TENSOR_LEN>::at(self.bytes, at).ok_or(ModelError::TableBounds(Table::Tensors))?;
         let err = |fault| ModelError::Tensor {
             index: index as u16,
             fault,
@@ -245,6 +285,10 @@ impl<'a> Model<'a> {
             (1, 4 | 8) => true,
             _ => return Err(err(TensorFault::Layout)),
         };
+        // Pair words are row-blocked by 4 (FORMAT.md).
+        if dtype == DType::I8Pair && block != 4 {
+            return Err(err(TensorFault::Layout));
+        }
         if rec.u8(3) != 0 || rec.u32(28) != 0 {
             return Err(err(TensorFault::Reserved));
         }
@@ -307,6 +351,7 @@ impl<'a> Model<'a> {
     }
 
     /// The data of tensor `index`, typed.
+    #[inline(never)]
     fn tensor_data(&self, table: usize, index: usize) -> Res<(TensorDesc, Data<'a>)> {
         let t = self.tensor_desc(table, index)?;
         let raw: &'a [u8] = self
@@ -324,11 +369,26 @@ impl<'a> Model<'a> {
             DType::I8 => Data::I8(bytemuck::cast_slice(raw)),
             DType::F32 => Data::F32(bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?),
             DType::I32 => Data::I32(bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?),
+            DType::I8Pair => {
+                let words: &'a [i32] = bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?;
+                if self.scan_values
+                    && !words
+                    .iter()
+                    .all(|&w| crate::kernels::pack::split_pair_word(w).is_some())
+                {
+                    return Err(ModelError::Tensor {
+                        index: index as u16,
+                        fault: TensorFault::Values,
+                    });
+                }
+                Data::I8Pairs(words)
+            }
         };
         Ok((t, data))
     }
 
     /// Fetch a tensor a layer refers to and check it against `want`.
+    #[inline(never)]
     fn fetch(
         &self,
         table: usize,
@@ -342,18 +402,20 @@ impl<'a> Model<'a> {
         if usize::from(id) >= self.tensor_count {
             return Err(fault_at(LayerFault::TensorIndex(want.role)));
         }
-        let (t, data) = self.tensor_data(table, usize::from(id))?;
+        // The record's kind first, then its data (whose values a dtype may
+        // restrict: a pair word that is not one is a tensor fault).
+        let t = self.tensor_desc(table, usize::from(id))?;
         if t.dtype != want.dtype || t.block_rows != want.block || t.dims != want.dims {
             return Err(fault_at(LayerFault::TensorKind(want.role)));
         }
-        Ok(data)
+        Ok(self.tensor_data(table, usize::from(id))?.1)
     }
 
-    fn decode_layer(
+    fn decode_layer_record(
         &self,
         index: usize,
-        rec: Rec<'_>,
-        input_expected: Shape,
+        rec: Rec<'_, LAYER_LEN>,
+        input_expected: Option<Shape>,
         table: usize,
     ) -> Res<Layer<'a>> {
         let fault = |f| layer_err(index, f);
@@ -372,7 +434,7 @@ impl<'a> Model<'a> {
         };
         let input = shape_at(4);
         let output = shape_at(10);
-        if input != input_expected {
+        if input_expected.is_some_and(|e| e != input) {
             return Err(fault(LayerFault::InputShape));
         }
         if output.is_empty() {
@@ -403,30 +465,46 @@ impl<'a> Model<'a> {
             let _ = e;
             fault(LayerFault::Geometry)
         };
+        // Windowed ops: the output size the window gives (zero stride,
+        // zero kernel, kernel beyond the padded input: Geometry). Shapes
+        // are non-zero (checked above and by the previous layer), and every
+        // size product is checked where it is used (the memory plan, the
+        // tensor lengths), so the ops are built directly.
+        let (oh, ow) = if (2..=5).contains(&code) {
+            window.output_hw(input.h, input.w).map_err(geometry)?
+        } else {
+            (1, 1)
+        };
+        let (ih, iw, ic) = (input.h, input.w, input.c);
         let op = match code {
-            1 => Op::Dense(
-                Dense::new(input.sample_len().map_err(geometry)?, output.c).map_err(geometry)?,
-            ),
-            2 => Op::Conv(
-                Conv2d::new(input.h, input.w, input.c, output.c, window).map_err(geometry)?,
-            ),
-            3 => Op::Depthwise(
-                DepthwiseConv2d::new(input.h, input.w, input.c, window).map_err(geometry)?,
-            ),
-            4 | 5 => Op::Pool(
-                Pool2d::new(
-                    if code == 4 {
-                        PoolKind::Max
-                    } else {
-                        PoolKind::Average
-                    },
-                    input.h,
-                    input.w,
-                    input.c,
-                    window,
-                )
-                .map_err(geometry)?,
-            ),
+            1 => Op::Dense(Dense {
+                inputs: input.sample_len().map_err(geometry)?,
+                outputs: output.c,
+            }),
+            2 => Op::Conv(Conv2d {
+                in_h: ih,
+                in_w: iw,
+                in_c: ic,
+                out_c: output.c,
+                window,
+            }),
+            3 => Op::Depthwise(DepthwiseConv2d {
+                in_h: ih,
+                in_w: iw,
+                channels: ic,
+                window,
+            }),
+            4 | 5 => Op::Pool(Pool2d {
+                kind: if code == 4 {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Average
+                },
+                in_h: ih,
+                in_w: iw,
+                channels: ic,
+                window,
+            }),
             6 => Op::GlobalAvgPool,
             7 => Op::Activation,
             other => return Err(fault(LayerFault::UnknownOp(other))),
@@ -436,26 +514,44 @@ impl<'a> Model<'a> {
             return Err(fault(LayerFault::Geometry));
         }
         let computed_out = match op {
-            Op::Dense(d) => Shape::nhwc(1, 1, 1, d.outputs),
-            Op::Conv(c) => c.output_shape(1).map_err(geometry)?,
-            Op::Depthwise(d) => d.output_shape(1).map_err(geometry)?,
-            Op::Pool(p) => p.output_shape(1).map_err(geometry)?,
-            Op::GlobalAvgPool => Shape::nhwc(1, 1, 1, input.c),
+            Op::Dense(_) | Op::Conv(_) => Shape::nhwc(1, oh, ow, output.c),
+            Op::Depthwise(_) | Op::Pool(_) => Shape::nhwc(1, oh, ow, ic),
+            Op::GlobalAvgPool => Shape::nhwc(1, 1, 1, ic),
             Op::Activation => input,
         };
         if computed_out != output {
             return Err(fault(LayerFault::OutputShape));
         }
         let pooling = matches!(op, Op::Pool(_) | Op::GlobalAvgPool);
-        if (pooling && activation.is_some()) || (op == Op::Activation && activation.is_none()) {
+        if (pooling && activation.is_some())
+            || (matches!(op, Op::Activation) && activation.is_none())
+        {
             return Err(fault(LayerFault::ActivationNotAllowed));
         }
         let weighted = matches!(op, Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_));
         let folded = flags & LAYER_ZP_FOLDED != 0;
+        // A folded zero point needs every tap in bounds (no padding).
         if flags & !LAYER_ZP_FOLDED != 0
-            || (folded && (kind != Kind::Int8 || !matches!(op, Op::Dense(_) | Op::Conv(_))))
+            || (folded
+                && (kind != Kind::Int8
+                    || !matches!(op, Op::Dense(_) | Op::Conv(_))
+                    || window.padding != Padding::NONE))
         {
             return Err(fault(LayerFault::BadFlags(flags)));
+        }
+        // int8 pooling: every window has a tap (no int8 value stands for
+        // padding) and averages fit i32 (at most 2^22 taps).
+        if kind == Kind::Int8 {
+            let ok = match op {
+                Op::Pool(p) => {
+                    crate::kernels::int8::check_pool_windows(&p, output.h, output.w).is_ok()
+                }
+                Op::GlobalAvgPool => input.h * input.w <= crate::kernels::int8::MAX_POOL_TAPS,
+                _ => true,
+            };
+            if !ok {
+                return Err(fault(LayerFault::Geometry));
+            }
         }
 
         let ids = [
@@ -480,9 +576,10 @@ impl<'a> Model<'a> {
             weighted,
             weighted && int8,
             weighted && int8,
-            int8 && saturating && (weighted || op == Op::Activation),
+            int8 && saturating && (weighted || matches!(op, Op::Activation)),
         ];
         for ((&id, &need), &role) in ids.iter().zip(&needs).zip(&roles) {
+            crate::kernels::unroll_barrier(); // one compact loop (code size)
             if !need && id != NO_TENSOR {
                 return Err(fault(LayerFault::UnexpectedTensor(role)));
             }
@@ -529,6 +626,12 @@ impl<'a> Model<'a> {
             }
             let wt = self.tensor_desc(table, usize::from(wid))?;
             let r = if block { wt.block_rows } else { 0 };
+            // int8 dense and conv weights may also come in pair words.
+            let wdt = if int8 && block && wt.dtype == DType::I8Pair {
+                DType::I8Pair
+            } else {
+                wdt
+            };
             if block && r == 0 {
                 return Err(fault(LayerFault::TensorKind(Role::Weight)));
             }
@@ -656,7 +759,7 @@ impl<'a> Model<'a> {
             out_offset: 0,
             tensor_ids: ids,
         };
-        if let Some(stage) = layer.output_stage() {
+        if let Some(stage) = layer.output_stage().filter(|_| self.scan_values) {
             let channels = output.c;
             stage
                 .validate(channels)
@@ -665,10 +768,12 @@ impl<'a> Model<'a> {
         Ok(layer)
     }
 
-    fn decode_bn(&self, index: usize, rec: Rec<'_>, table: usize) -> Res<BnRecord<'a>> {
+    fn decode_bn(&self, index: usize, rec: Rec<'_, BN_LEN>, table: usize) -> Res<BnRecord<'a>> {
         let fault = |f| bn_err(index, f);
         let li = usize::from(rec.u16(0));
-        let layer = self.layers.get(li).ok_or(fault(LayerFault::InputShape))?;
+        let layer = self
+            .decode_layer(li, None)
+            .map_err(|_| fault(LayerFault::InputShape))?;
         if !matches!(layer.op, Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_)) {
             return Err(fault(LayerFault::UnexpectedTensor(Role::BnParam)));
         }
@@ -723,16 +828,6 @@ impl<'a> Model<'a> {
         self.header.kind
     }
 
-    /// The validated layers, in execution order.
-    pub fn layers(&self) -> &[Layer<'a>] {
-        &self.layers
-    }
-
-    /// The BN records (empty without `HAS_BN`).
-    pub fn bn_records(&self) -> &[BnRecord<'a>] {
-        &self.bn
-    }
-
     /// Bytes of arena the engine needs.
     pub fn arena_bytes(&self) -> usize {
         self.header.arena_bytes
@@ -756,7 +851,6 @@ impl<'a> Model<'a> {
                 fault: TensorFault::OutOfBounds,
             });
         }
-        let table = Rec(self.bytes).u32(28) as usize;
-        self.tensor_data(table, index)
+        self.tensor_data(self.tensor_table, index)
     }
 }

@@ -161,7 +161,7 @@ fn aligned(bytes: &[u8]) -> Vec<u32> {
 fn parse_bytes(bytes: &[u8]) -> Result<usize, ModelError> {
     let store = aligned(bytes);
     let view = &bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()];
-    Model::parse(view).map(|m| m.layers().len())
+    Model::parse(view).map(|m| m.layer_count())
 }
 
 const NONE: [u16; 5] = [NO_TENSOR; 5];
@@ -397,23 +397,23 @@ fn valid_models_parse_with_the_planned_arena() {
     let store = aligned(&f);
     let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..f.len()]).unwrap();
     assert_eq!(m.kind(), Kind::F32);
-    assert_eq!(m.layers().len(), 2);
+    assert_eq!(m.layer_count(), 2);
     // max(round16(16) + round16(20), round16(20) + round16(12)) = 16 + 32 = 48.
     assert_eq!(m.arena_bytes(), 48);
-    assert_eq!((m.layers()[0].in_offset, m.layers()[0].out_offset), (0, 16));
-    assert_eq!((m.layers()[1].in_offset, m.layers()[1].out_offset), (16, 0));
-    assert_eq!(m.layers()[0].activation, Some(Activation::Relu));
-    assert_eq!(m.layers()[0].block_rows, 4);
-    assert_eq!(m.bn_records().len(), 1);
-    assert_eq!(m.bn_records()[0].var, &[2.0; 5]);
+    assert_eq!((m.layer(0).unwrap().in_offset, m.layer(0).unwrap().out_offset), (0, 16));
+    assert_eq!((m.layer(1).unwrap().in_offset, m.layer(1).unwrap().out_offset), (16, 0));
+    assert_eq!(m.layer(0).unwrap().activation, Some(Activation::Relu));
+    assert_eq!(m.layer(0).unwrap().block_rows, 4);
+    assert_eq!(m.bn_records().count(), 1);
+    assert_eq!(m.bn_record(0).unwrap().var, &[2.0; 5]);
 
     let i = int8_cnn().build();
     let store = aligned(&i);
     let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..i.len()]).unwrap();
     assert_eq!(m.kind(), Kind::Int8);
-    assert_eq!(m.layers().len(), 4);
-    assert!(m.layers()[2].table.is_some());
-    assert!(m.layers()[2].zp_folded);
+    assert_eq!(m.layer_count(), 4);
+    assert!(m.layer(2).unwrap().table.is_some());
+    assert!(m.layer(2).unwrap().zp_folded);
     // conv: 32 + 48 -> 80 is the peak.
     assert_eq!(m.arena_bytes(), 80);
 }
@@ -799,11 +799,145 @@ fn engine_runs_the_int8_model_and_observes_every_layer() {
     assert_eq!(run_any(&m), run_any(&m));
 }
 
+/// `b` with its int8 dense and conv weights blocked by 4 (dtype 2) in the
+/// pair form (dtype 4): word `j` = `lo + 2^24·hi` of stored bytes `2j`,
+/// `2j + 1`.
+fn with_pairs(b: &Builder) -> Builder {
+    let mut b = b.clone();
+    let weights: Vec<u16> = b
+        .layers
+        .iter()
+        .filter(|l| l.op == 1 || l.op == 2)
+        .map(|l| l.tensors[0])
+        .filter(|&t| b.tensors[usize::from(t)].block == 4)
+        .collect();
+    for id in weights {
+        let t = &mut b.tensors[usize::from(id)];
+        let words: Vec<i32> = t
+            .data
+            .chunks(2)
+            .map(|p| crate::kernels::pack::pair_word(p[0] as i8, p[1] as i8))
+            .collect();
+        t.dtype = 4;
+        t.data = i32s(&words);
+    }
+    b
+}
+
+/// The int8 outputs of `bytes` for the deterministic input of [`run_any`].
+fn levels(bytes: &[u8]) -> Vec<i8> {
+    let store = aligned(bytes);
+    let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+    let mut arena = vec![0u32; m.arena_bytes() / 4];
+    let mut e = crate::engine::Engine::new(&m, bytemuck::cast_slice_mut(&mut arena)).unwrap();
+    e.input_i8()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = (i * 37 % 256) as u8 as i8);
+    match e.run().unwrap() {
+        crate::engine::Output::I8 { values, .. } => values.to_vec(),
+        crate::engine::Output::F32(_) => panic!("int8 model"),
+    }
+}
+
+#[test]
+fn pair_form_weights_parse_and_run_like_bytes() {
+    let b = int8_cnn();
+    let p = with_pairs(&b);
+    let bytes = p.build();
+    let store = aligned(&bytes);
+    let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+    // Padded conv (zero point per load) and dense, both R = 4; the R = 8
+    // dense stays in bytes: a file may mix the forms.
+    for i in [0, 3] {
+        assert!(
+            matches!(m.layer(i).unwrap().weights, Some(Data::I8Pairs(_))),
+            "layer {i}"
+        );
+    }
+    assert!(matches!(m.layer(2).unwrap().weights, Some(Data::I8(_))));
+    assert_eq!(m.tensor(0).unwrap().0.dtype, DType::I8Pair);
+    assert_eq!(m.tensor(0).unwrap().0.len, 4 * 18 * 2);
+    assert_eq!(levels(&bytes), levels(&b.build()));
+
+    let t = |i: u16, fault| ModelError::Tensor { index: i, fault };
+    let l = |i: u16, fault| ModelError::Layer { index: i, fault };
+    // A word whose low half is 128 is not a pair; nor is -128 in the high half.
+    expect(
+        &p,
+        |b| b.tensors[0].data[..4].copy_from_slice(&128i32.to_le_bytes()),
+        t(0, TensorFault::Values),
+    );
+    expect(
+        &p,
+        |b| {
+            b.tensors[9].data[4..8]
+                .copy_from_slice(&crate::kernels::pack::pair_word(0, -128).to_le_bytes())
+        },
+        t(9, TensorFault::Values),
+    );
+    // Pair words are blocked by 4 rows only.
+    expect(
+        &p,
+        |b| {
+            b.tensors[4].dtype = 4;
+            b.tensors[4].data = vec![0; 8 * 12 * 2];
+        },
+        t(4, TensorFault::Layout),
+    );
+    // The length is two bytes per weight.
+    expect(
+        &p,
+        |b| b.tensors[0].data.truncate(4 * 18),
+        t(0, TensorFault::Length),
+    );
+    // Only blocked int8 dense/conv weights may be pairs: not a plain
+    // tensor (a table), not in an f32 model.
+    expect(
+        &b,
+        |b| {
+            b.tensors[8].dtype = 4;
+            b.tensors[8].data.resize(512, 0);
+        },
+        t(8, TensorFault::Layout),
+    );
+    let f = f32_mlp();
+    expect(
+        &f,
+        |b| {
+            b.tensors[0].dtype = 4;
+            let n = b.tensors[0].data.len() / 2;
+            b.tensors[0].data = vec![0; n];
+        },
+        l(0, LayerFault::TensorKind(Role::Weight)),
+    );
+}
+
+#[test]
+fn int8_rules_the_kernels_rely_on() {
+    let b = int8_cnn();
+    let l = |i: u16, fault| ModelError::Layer { index: i, fault };
+    // A folded zero point needs a convolution without padding.
+    expect(&b, |b| b.layers[0].flags = 1, l(0, LayerFault::BadFlags(1)));
+    // No int8 pooling window may lie entirely in the padding: a 2×2 window
+    // with stride 2 and padding 2 has one at the corner.
+    expect(
+        &b,
+        |b| {
+            b.layers[1].window = [2, 2, 2, 2, 2, 0, 2, 0];
+            b.layers[1].output = [3, 3, 3];
+            b.layers[2].input = [3, 3, 3];
+        },
+        l(1, LayerFault::Geometry),
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn truncated_flipped_or_spliced_files_never_panic(
-        which in 0..2usize,
+        which in 0..3usize,
         flips in prop::collection::vec((0usize..2000, 1u8..=255), 0..6),
         fix_crc in any::<bool>(),
         cut in prop::option::of(0usize..2000),
@@ -811,7 +945,12 @@ proptest! {
     ) {
         let a = f32_mlp().build();
         let b = int8_cnn().build();
-        let (base, other) = if which == 0 { (a, b) } else { (b, a) };
+        let c = with_pairs(&int8_cnn()).build();
+        let (base, other) = match which {
+            0 => (a, b),
+            1 => (b, a),
+            _ => (c, b),
+        };
         let mut v = base.clone();
         if let Some((at, from)) = splice {
             let at = at % v.len();

@@ -13,7 +13,6 @@ use crate::data::Dataset;
 use crate::fastgemm::FastGemm;
 use normcore::layers::{self, loss::argmax};
 use normcore::{View, ViewMut};
-use rayon::prelude::*;
 
 /// Samples per batch when a whole data set is evaluated.
 pub const EVAL_BATCH: usize = 256;
@@ -122,71 +121,6 @@ impl FoldedModel {
             cur = y;
         }
         Ok(cur)
-    }
-
-    /// Logits `[n, classes]` computed as a device runs an f32 file: core's
-    /// batch-1 f32 inference kernels (`normcore::kernels::f32`) on weights
-    /// row-blocked in `r` rows, samples in parallel. Equal to
-    /// [`forward`](Self::forward) up to summation order.
-    pub fn forward_device(&self, x: &[f32], n: usize, r: usize) -> Result<Vec<f32>, ExportError> {
-        use normcore::kernels::f32 as kf;
-        let per = self.input.len();
-        if x.len() != n * per || per == 0 {
-            return Err(ExportError::Batch {
-                n,
-                len: x.len(),
-                expected: per,
-            });
-        }
-        // (weights, bias) as the file stores them.
-        let stored = self
-            .layers
-            .iter()
-            .map(|l| match l.op {
-                LayerOp::Dense(_) | LayerOp::Conv(_) => {
-                    let rows = l.op.out_channels();
-                    let mut bias = l.bias.clone();
-                    bias.resize(rows.div_ceil(r) * r, 0.0);
-                    let w = super::ncm::pack_rows(&l.weights, rows, l.weights.len() / rows, r)?;
-                    Ok((w, bias))
-                }
-                _ => Ok((l.weights.clone(), l.bias.clone())),
-            })
-            .collect::<Result<Vec<_>, ExportError>>()?;
-        let outs: Vec<Vec<f32>> = x
-            .par_chunks(per)
-            .map(|s| {
-                let mut cur = s.to_vec();
-                for (i, (l, (w, b))) in self.layers.iter().zip(&stored).enumerate() {
-                    let mut y = vec![0.0f32; l.output.len()];
-                    match l.op {
-                        LayerOp::Dense(d) => {
-                            kf::dense_f32(&cur, w, r, b, d.inputs, d.outputs, l.act, &mut y)
-                        }
-                        LayerOp::Conv(c) => kf::conv2d_f32(&c, &cur, w, r, b, l.act, &mut y),
-                        LayerOp::Depthwise(d) => kf::depthwise_f32(&d, &cur, w, b, l.act, &mut y),
-                        LayerOp::Pool(p) => kf::pool_f32(&p, &cur, &mut y),
-                        LayerOp::GlobalAvgPool => {
-                            kf::global_avg_pool_f32(l.input.h, l.input.w, l.input.c, &cur, &mut y)
-                        }
-                        LayerOp::Activation => match l.act {
-                            Some(a) => kf::activation_f32(a, &cur, &mut y),
-                            None => {
-                                y.copy_from_slice(&cur);
-                                Ok(())
-                            }
-                        },
-                    }
-                    .map_err(|source| ExportError::Kernel {
-                        layer: i + 1,
-                        source,
-                    })?;
-                    cur = y;
-                }
-                Ok(cur)
-            })
-            .collect::<Result<_, ExportError>>()?;
-        Ok(outs.concat())
     }
 
     /// Top-1 accuracy on `data`, in batches of [`EVAL_BATCH`].

@@ -15,21 +15,27 @@
 //!   check, and the calibration's source of ranges).
 //! - [`quant`]: calibration and int8 quantization (scales, zero points,
 //!   Q31 multipliers, activation tables; the input choice is documented there).
-//! - [`int8`]: the int8 model run by core's integer kernels (the device's
-//!   code), and a plain integer-only reading of FORMAT.md that they must
-//!   match bit for bit.
-//! - [`ncm`]: the file writer, and a reader for `inspect` and the tests;
-//!   every written file is also checked by core's `Model::parse`.
+//! - [`ncm`]: the file writer ([`FileDesc`](ncm::FileDesc) serialised
+//!   byte for byte), also re-writing a file parsed by core ([`ncm::rewrite`]).
+//! - [`device`]: the only reader: core's `Model::parse` on an aligned copy
+//!   and core's `Engine`, one sample at a time, as a device runs the file.
+//! - `reference` (tests only): an independent, naive integer reading of
+//!   FORMAT.md on the quantized model, which the engine running the written
+//!   bytes must match bit for bit.
 //!
-//! `normcore export` prints the test accuracy of every stage (unfolded float,
-//! folded f32, int8) so that each transformation's cost is visible.
+//! `normcore export` writes both forms in memory and prints the test accuracy
+//! of every stage (unfolded float on the trainer, then the folded f32 and the
+//! int8 files each parsed and run by the engine) so that each
+//! transformation's cost is visible and measured on what the device runs.
 
+pub mod device;
 pub mod eval;
 pub mod fold;
-pub mod int8;
 pub mod ncm;
 pub mod quant;
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 
@@ -38,8 +44,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
+pub use device::{device_run, Device, Logits, ModelBytes};
 pub use fold::fold;
-pub use ncm::{write_f32, write_int8, Decoded, NcmFile};
+pub use ncm::{rewrite, write_f32, write_int8};
 pub use quant::{calibrate, input_params, quantize};
 
 /// Why a network cannot be exported.
@@ -82,6 +89,9 @@ pub enum ExportError {
     /// Reading samples failed.
     #[error("data: {0}")]
     Data(String),
+    /// Core's parser or engine rejected a model file.
+    #[error("model file: {0}")]
+    Model(#[from] normcore::model::ModelError),
 }
 
 /// Number format of the exported file.
@@ -130,15 +140,75 @@ pub struct ExportArgs {
     /// Output rows per weight block of dense/conv layers: 4 or 8.
     #[arg(long, default_value = "4", value_parser = parse_block_rows)]
     block_rows: usize,
+    /// int8 dense/conv weight storage: i8 (one byte per weight) or pairs
+    /// (two weights per 32-bit word, with --block-rows 4: twice the flash,
+    /// about half the instructions per MAC on Cortex-M4; the same outputs
+    /// bit for bit).
+    #[arg(long, value_enum, default_value_t = ncm::WeightForm::I8)]
+    weights: ncm::WeightForm,
     #[command(flatten)]
     data: crate::cli::DataArgs,
     /// Worker threads for the float evaluation.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also print one machine-readable `summary:` line (accuracies in
+    /// percent, file and arena bytes of both forms), for scripts such as
+    /// `cargo xtask quant-check`.
+    #[arg(long)]
+    summary: bool,
 }
 
-/// Run `normcore export`: fold, calibrate, quantize, report every stage's
-/// test accuracy, write the file atomically.
+/// A written file as the device runs it on the test set.
+#[derive(Debug)]
+pub struct FileRun {
+    /// Test accuracy of the engine's outputs.
+    pub accuracy: f64,
+    /// The engine's logits, one per test sample.
+    pub outputs: Vec<Logits>,
+    /// File size (flash).
+    pub file_bytes: usize,
+    /// The arena the file states (RAM).
+    pub arena_bytes: usize,
+    /// Bytes of the layers' tensors (weights, biases, requantization, tables).
+    pub weight_bytes: usize,
+    /// Bytes of the BN statistics.
+    pub bn_bytes: usize,
+}
+
+/// Parse `bytes` with core, check the golden round trip (re-writing the
+/// parse gives the same bytes), and run every test sample through the engine.
+pub fn run_file(bytes: &[u8], test: &crate::data::Dataset) -> Result<FileRun, ExportError> {
+    let buf = ModelBytes::new(bytes);
+    let model = buf.parse()?;
+    if rewrite(&model)? != bytes {
+        return Err(ExportError::Format(
+            "the file re-written from core's parse differs from the written bytes".into(),
+        ));
+    }
+    let outputs = device::run_all(&model, &test.images)?;
+    let layers: Vec<_> = model.layers().collect::<Result<_, _>>()?;
+    let bns: Vec<_> = model.bn_records().collect::<Result<_, _>>()?;
+    let weight_bytes = layers
+        .iter()
+        .map(|l| device::tensor_bytes(&model, &l.tensor_ids))
+        .sum();
+    let bn_bytes = bns
+        .iter()
+        .map(|b| device::tensor_bytes(&model, &b.tensor_ids))
+        .sum();
+    Ok(FileRun {
+        accuracy: device::accuracy(&outputs, &test.labels),
+        outputs,
+        file_bytes: bytes.len(),
+        arena_bytes: model.arena_bytes(),
+        weight_bytes,
+        bn_bytes,
+    })
+}
+
+/// Run `normcore export`: fold, calibrate, quantize, write both forms in
+/// memory, run each through core's parser and engine on the test set,
+/// report every stage's accuracy, write the chosen file atomically.
 pub fn run(a: ExportArgs) -> Result<()> {
     let mut t = checkpoint::load(&a.model, a.threads)?;
     let data = a.data.load()?;
@@ -146,47 +216,29 @@ pub fn run(a: ExportArgs) -> Result<()> {
     crate::train::check_data(&t.net, &data.test)?;
     let float = t.evaluate(&data.test, None)?;
     let folded = fold(&t.net)?;
-    let folded_acc = folded.accuracy(&data.test)?;
     let cal = calibrate(&folded, &data.train, a.calibration)?;
     let (input_q, choice) = input_params(&data.train)?;
     let (qm, notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
-    // int8 accuracy from core's kernels, checked bit for bit against the
-    // plain host reference.
-    let xq = qm.quantize_input(&data.test.images);
-    let out = qm.forward(&xq, data.test.len(), a.block_rows)?;
-    let int8_acc = qm.accuracy_of(&out, &data.test.labels);
-    let mismatches = out
-        .chunks_exact(qm.classes)
-        .zip(
-            qm.forward_plain(&xq, data.test.len())?
-                .chunks_exact(qm.classes),
-        )
-        .filter(|(a, b)| a != b)
-        .count();
-
-    let bytes = match a.quantize {
-        Quantize::F32 => write_f32(&folded, a.block_rows, data.train.pixel_scale)?,
-        Quantize::Int8 => write_int8(&qm, a.block_rows)?,
+    let f32_bytes = write_f32(&folded, a.block_rows, data.train.pixel_scale)?;
+    let int8_bytes = ncm::write_int8_form(&qm, a.block_rows, a.weights)?;
+    let check = "self-check of the written file";
+    let f32_run = run_file(&f32_bytes, &data.test).context(check)?;
+    let int8_run = run_file(&int8_bytes, &data.test).context(check)?;
+    // The f32 file on the device's kernels against the host's batch
+    // evaluator of the folded model: equal up to summation order.
+    let host = folded.forward(&data.test.images, data.test.len())?;
+    let worst = f32_run
+        .outputs
+        .iter()
+        .flat_map(|o| o.real())
+        .zip(&host)
+        .map(|(d, h)| (d - h).abs() / h.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    let (bytes, written) = match a.quantize {
+        Quantize::F32 => (&f32_bytes, &f32_run),
+        Quantize::Int8 => (&int8_bytes, &int8_run),
     };
-    // Read the file back before writing it: what is written must decode to
-    // exactly the model whose accuracy is reported.
-    let file = NcmFile::parse(&bytes).context("self-check of the written file")?;
-    let same = match file.decode().context("self-check of the written file")? {
-        Decoded::F32(mut m) => {
-            m.name.clone_from(&folded.name);
-            m == folded
-        }
-        Decoded::Int8(mut m) => {
-            m.name.clone_from(&qm.name);
-            m == qm
-        }
-    };
-    anyhow::ensure!(
-        same,
-        "self-check failed: the file does not decode to the exported model"
-    );
-    ncm::core_check(&bytes).context("self-check of the written file")?;
-    checkpoint::write_atomic(&a.out, &bytes)?;
+    checkpoint::write_atomic(&a.out, bytes)?;
 
     println!(
         "network `{}` from {} ({} steps); data `{}`: {} train / {} test samples",
@@ -198,24 +250,37 @@ pub fn run(a: ExportArgs) -> Result<()> {
         data.test.len()
     );
     println!();
-    println!("| model                          | test accuracy |");
-    println!("|--------------------------------|---------------|");
-    let row = |name: &str, acc: f64, written: bool| {
+    println!("| model                          | test accuracy | file bytes | arena bytes |");
+    println!("|--------------------------------|---------------|------------|-------------|");
+    let row = |name: &str, acc: f64, file: Option<&FileRun>, written: bool| {
+        let (fb, ab) = file.map_or(("-".to_owned(), "-".to_owned()), |f| {
+            (f.file_bytes.to_string(), f.arena_bytes.to_string())
+        });
         println!(
-            "| {:<30} | {:>12.2}% |{}",
+            "| {:<30} | {:>12.2}% | {fb:>10} | {ab:>11} |{}",
             name,
             100.0 * acc,
             if written { "  <- written" } else { "" }
         );
     };
-    row("float, BN (unfolded, eval)", float.accuracy, false);
-    row("folded f32", folded_acc, a.quantize == Quantize::F32);
+    row("float, BN (unfolded, eval)", float.accuracy, None, false);
+    row(
+        "folded f32",
+        f32_run.accuracy,
+        Some(&f32_run),
+        a.quantize == Quantize::F32,
+    );
     row(
         &format!("int8 (calibrated on {})", cal.samples),
-        int8_acc,
+        int8_run.accuracy,
+        Some(&int8_run),
         a.quantize == Quantize::Int8,
     );
     println!();
+    println!(
+        "folded f32 and int8: the files parsed and run by core's engine, one sample at a time; \
+         the f32 file matches the host's folded evaluator to {worst:.1e} (relative)"
+    );
     match choice {
         quant::InputChoice::RawLevels { raw_min, raw_max } => println!(
             "int8 input: scale {} (the pixel scale), zero point {}: raw values {raw_min}..={raw_max} are levels {}..={} exactly",
@@ -229,45 +294,35 @@ pub fn run(a: ExportArgs) -> Result<()> {
             input_q.scale, input_q.zero_point, r.min, r.max
         ),
     }
-    if a.quantize == Quantize::F32 {
-        // The f32 file as a device computes it: core's batch-1 kernels.
-        let dev = folded.forward_device(&data.test.images, data.test.len(), a.block_rows)?;
-        let host = folded.forward(&data.test.images, data.test.len())?;
-        let worst = dev
-            .iter()
-            .zip(&host)
-            .map(|(d, h)| (d - h).abs() / h.abs().max(1.0))
-            .fold(0.0f32, f32::max);
-        println!(
-            "f32 check: core's f32 kernels on the file's weights match the folded evaluator to {worst:.1e} (relative) on {} test samples",
-            data.test.len()
-        );
-    }
-    if mismatches == 0 {
-        println!(
-            "int8 check: core's kernels and the plain host reference agree bit for bit on all {} test samples",
-            data.test.len()
-        );
-    } else {
-        println!(
-            "WARNING: core's int8 kernels and the plain host reference differ on {mismatches} of {} test samples",
-            data.test.len()
-        );
-    }
     for n in &notes {
         println!("note: {n}");
     }
-    let weights: usize = (0..file.layers.len()).map(|i| file.layer_bytes(i)).sum();
     println!(
         "wrote {}: {}, {} bytes (weights {} bytes, BN statistics {} bytes), {} layers, arena {} bytes",
         a.out.display(),
-        if file.header.int8 { "int8" } else { "f32" },
+        match a.quantize {
+            Quantize::F32 => "f32",
+            Quantize::Int8 => "int8",
+        },
         bytes.len(),
-        weights,
-        file.bn_bytes(),
-        file.layers.len(),
-        file.header.arena_bytes
+        written.weight_bytes,
+        written.bn_bytes,
+        folded.layers.len(),
+        written.arena_bytes
     );
+    if a.summary {
+        println!(
+            "summary: network={} float={:.4} f32={:.4} int8={:.4} f32_bytes={} f32_arena={} int8_bytes={} int8_arena={}",
+            t.net.spec.name,
+            100.0 * float.accuracy,
+            100.0 * f32_run.accuracy,
+            100.0 * int8_run.accuracy,
+            f32_run.file_bytes,
+            f32_run.arena_bytes,
+            int8_run.file_bytes,
+            int8_run.arena_bytes
+        );
+    }
     Ok(())
 }
 
@@ -276,98 +331,95 @@ pub fn is_model_file(bytes: &[u8]) -> bool {
     bytes.starts_with(&ncm::MAGIC)
 }
 
-/// `normcore inspect FILE.ncm`: per-layer costs and the totals a device needs.
+fn activation_name(a: Option<normcore::layers::Activation>) -> &'static str {
+    use normcore::layers::Activation;
+    match a {
+        None => "-",
+        Some(Activation::Relu) => "relu",
+        Some(Activation::Relu6) => "relu6",
+        Some(Activation::Sigmoid) => "sigmoid",
+        Some(Activation::Tanh) => "tanh",
+    }
+}
+
+fn shape_str(s: normcore::Shape) -> String {
+    format!("{}x{}x{}", s.h, s.w, s.c)
+}
+
+/// `normcore inspect FILE.ncm`: per-layer costs and the totals a device
+/// needs, read with core's parser (the device's own validation).
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file = NcmFile::parse(bytes).with_context(|| path.display().to_string())?;
-    let model = file.decode().with_context(|| path.display().to_string())?;
-    let h = &file.header;
-    let quant = if h.int8 {
-        format!(
+    use normcore::model::{activation_bytes, Kind, Op};
+    let buf = ModelBytes::new(bytes);
+    let model = buf
+        .parse()
+        .with_context(|| format!("{}: not a valid .ncm file", path.display()))?;
+    let h = model.header();
+    let quant = match h.kind {
+        Kind::Int8 => format!(
             "int8 (input scale {}, zero point {})",
-            h.input_q.scale, h.input_q.zero_point
-        )
-    } else {
-        "f32".to_owned()
+            h.input_scale, h.input_zero_point
+        ),
+        Kind::F32 => "f32".to_owned(),
     };
     println!(
         "model file {}: {quant}, format v{}, input {}, {} classes, pixel scale {}",
         path.display(),
         ncm::VERSION,
-        h.input,
+        shape_str(h.input),
         h.classes,
         h.pixel_scale
     );
-    // (op, activation, input, output, params) per layer.
-    let rows: Vec<(fold::LayerOp, Option<normcore::layers::Activation>, usize)> = match &model {
-        Decoded::F32(m) => m
-            .layers
-            .iter()
-            .map(|l| (l.op, l.act, l.weights.len() + l.bias.len()))
-            .collect(),
-        Decoded::Int8(m) => m
-            .layers
-            .iter()
-            .map(|l| (l.op, l.act, l.weights.len() + l.bias.len()))
-            .collect(),
-    };
     println!(
         "{:>3}  {:<15} {:<8} {:>22} {:>9} {:>10} {:>10} {:>17}",
         "#", "op", "act", "input -> output", "params", "MACs", "weight B", "act B in -> out"
     );
-    let (mut params, mut macs) = (0usize, 0usize);
-    for (i, (l, (op, act, p))) in file.layers.iter().zip(rows).enumerate() {
-        let m = op.macs(l.output);
+    let (mut params, mut macs, mut weights) = (0usize, 0usize, 0usize);
+    let layers: Vec<_> = model.layers().collect::<Result<_, _>>()?;
+    for (i, l) in layers.iter().enumerate() {
+        let m = l.op.macs(l.output);
+        // Logical weights plus one bias per output channel (not the padding).
+        let p = match l.op {
+            Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_) => {
+                let (w, _) = model.tensor(usize::from(l.tensor_ids[0]))?;
+                w.logical_len() + l.output.c
+            }
+            _ => 0,
+        };
+        let wb = device::tensor_bytes(&model, &l.tensor_ids);
         params += p;
         macs += m;
-        let act = match act {
-            None => "-",
-            Some(a) => match a {
-                normcore::layers::Activation::Relu => "relu",
-                normcore::layers::Activation::Relu6 => "relu6",
-                normcore::layers::Activation::Sigmoid => "sigmoid",
-                normcore::layers::Activation::Tanh => "tanh",
-            },
-        };
-        let flag = if l.flags & ncm::LAYER_ZP_FOLDED != 0 {
-            "*"
-        } else {
-            ""
-        };
+        weights += wb;
+        let act_b = |s| activation_bytes(h.kind, s).unwrap_or(0);
         println!(
             "{:>3}  {:<15} {:<8} {:>22} {:>9} {:>10} {:>10} {:>17}",
             i + 1,
-            format!("{}{flag}", op.name()),
-            act,
-            format!("{} -> {}", l.input, l.output),
+            format!("{}{}", l.op.name(), if l.zp_folded { "*" } else { "" }),
+            activation_name(l.activation),
+            format!("{} -> {}", shape_str(l.input), shape_str(l.output)),
             p,
             m,
-            file.layer_bytes(i),
-            format!(
-                "{} -> {}",
-                ncm::activation_bytes(h.int8, l.input),
-                ncm::activation_bytes(h.int8, l.output)
-            ),
+            wb,
+            format!("{} -> {}", act_b(l.input), act_b(l.output)),
         );
     }
-    let weights: usize = (0..file.layers.len()).map(|i| file.layer_bytes(i)).sum();
+    let bn: usize = model
+        .bn_records()
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|b| device::tensor_bytes(&model, &b.tensor_ids))
+        .sum();
     println!("total: {params} parameters, {macs} MACs per sample");
     println!(
-        "flash: {} bytes (the whole file; weights {} bytes, BN statistics {} bytes, tables and padding {} bytes)",
+        "flash: {} bytes (the whole file; weights {weights} bytes, BN statistics {bn} bytes, tables and padding {} bytes)",
         bytes.len(),
-        weights,
-        file.bn_bytes(),
-        bytes.len() - weights - file.bn_bytes()
+        bytes.len() - weights - bn
     );
     println!(
         "RAM:   arena {} bytes (two activation buffers at the widest layer)",
-        h.arena_bytes
+        model.arena_bytes()
     );
-    if h.int8
-        && file
-            .layers
-            .iter()
-            .any(|l| l.flags & ncm::LAYER_ZP_FOLDED != 0)
-    {
+    if layers.iter().any(|l| l.zp_folded) {
         println!("*: input zero point folded into the bias (ZP_FOLDED)");
     }
     Ok(())

@@ -301,6 +301,13 @@ pub struct QuantModel {
     pub layers: Vec<QLayer>,
 }
 
+impl QuantModel {
+    /// Quantize `[n, ...]` f32 inputs with the model's input parameters.
+    pub fn quantize_input(&self, x: &[f32]) -> Vec<i8> {
+        x.iter().map(|&v| self.input_q.quantize(v)).collect()
+    }
+}
+
 /// Quantize the folded model with calibrated ranges. Returns the model and
 /// notes on degenerate channels (zeroed rows, saturated biases), if any.
 pub fn quantize(

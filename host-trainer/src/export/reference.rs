@@ -1,11 +1,8 @@
-//! The host's integer-only runs of an int8 model.
-//!
-//! [`QuantModel::forward`] runs core's int8 kernels (`normcore::kernels::int8`,
-//! the device's code) on the model's tensors in the file's layout: that is
-//! what the exporter reports as int8 accuracy. [`QuantModel::forward_plain`]
-//! is an independent, deliberately naive reading of FORMAT.md ("int8
-//! files"), kept as the oracle the kernels are tested against (they must
-//! agree bit for bit):
+//! The independent integer reference of int8 files, for the tests only: a
+//! deliberately naive reading of FORMAT.md ("int8 files") on the
+//! [`QuantModel`] the exporter wrote, which core's `Engine` running the
+//! written bytes must match bit for bit (the cross-check of the kernels, the
+//! engine, the writer and the parser at once).
 //!
 //! Per weighted layer and output channel `c`:
 //! ```text
@@ -19,15 +16,10 @@
 //! and divides rounding half up, `floor((2·sum + n)/(2·n))`; both keep the
 //! input's quantization. A standalone ReLU/ReLU6 clamps, a standalone
 //! sigmoid/tanh looks its input up in the table.
-//!
-//! TODO(lead): once `normcore::engine` is exported, `forward` can run the
-//! written file itself through `Engine` (today it runs the same kernels on
-//! the model's tensors, packed as the file stores them).
 
 use super::fold::LayerOp;
 use super::quant::{QLayer, QuantModel};
 use super::ExportError;
-use normcore::kernels::{int8 as k8, OutputStage};
 use normcore::layers::{PoolKind, Window};
 use rayon::prelude::*;
 
@@ -215,82 +207,7 @@ pub fn round_div(sum: i32, n: i32) -> i32 {
     (2 * i64::from(sum) + i64::from(n)).div_euclid(2 * i64::from(n)) as i32
 }
 
-/// A layer's weights and bias as the file stores them (dense/conv blocked).
-#[derive(Debug)]
-struct Stored {
-    weights: Vec<i8>,
-    bias: Vec<i32>,
-}
-
-impl QLayer {
-    /// The file's layout of this layer's weights and bias for `r`-row blocks.
-    fn stored(&self, r: usize) -> Result<Stored, ExportError> {
-        let channels = self.op.out_channels();
-        Ok(match self.op {
-            LayerOp::Dense(_) | LayerOp::Conv(_) => {
-                let cols = self.weights.len() / channels.max(1);
-                let mut bias = self.bias.clone();
-                bias.resize(channels.div_ceil(r) * r, 0);
-                Stored {
-                    weights: super::ncm::pack_rows(&self.weights, channels, cols, r)?,
-                    bias,
-                }
-            }
-            _ => Stored {
-                weights: self.weights.clone(),
-                bias: self.bias.clone(),
-            },
-        })
-    }
-
-    /// The output stage (requantization, clamps, table) for core's kernels.
-    fn output_stage(&self) -> OutputStage<'_> {
-        OutputStage {
-            multipliers: &self.multiplier,
-            shifts: &self.shift,
-            zero_point: self.requant_zp,
-            clamp_min: self.clamp_min,
-            clamp_max: self.clamp_max,
-            lut: self.table.as_slice().try_into().ok(),
-        }
-    }
-
-    /// This layer on one sample with core's int8 kernels.
-    fn forward_core(
-        &self,
-        stored: &Stored,
-        r: usize,
-        x: &[i8],
-        y: &mut [i8],
-    ) -> Result<(), normcore::Error> {
-        let stage = self.output_stage();
-        let zp = self.input_q.zero_point;
-        let (w, b) = (&stored.weights[..], &stored.bias[..]);
-        match self.op {
-            LayerOp::Dense(d) => {
-                let zp = if self.zp_folded { 0 } else { zp };
-                k8::dense_i8(x, w, r, b, d.inputs, d.outputs, zp, &stage, y)
-            }
-            LayerOp::Conv(c) => k8::conv2d_i8(&c, x, w, r, b, zp, self.zp_folded, &stage, y),
-            LayerOp::Depthwise(d) => k8::depthwise_i8(&d, x, w, b, zp, &stage, y),
-            LayerOp::Pool(p) => k8::pool_i8(&p, x, y),
-            LayerOp::GlobalAvgPool => {
-                k8::global_avg_pool_i8(self.input.h, self.input.w, self.input.c, x, y)
-            }
-            LayerOp::Activation => match stage.lut {
-                Some(t) => k8::lut_i8(t, x, y),
-                None => k8::relu_i8(x, y, self.clamp_min, self.clamp_max),
-            },
-        }
-    }
-}
-
 impl QuantModel {
-    /// Quantize `[n, ...]` f32 inputs with the model's input parameters.
-    pub fn quantize_input(&self, x: &[f32]) -> Vec<i8> {
-        x.iter().map(|&v| self.input_q.quantize(v)).collect()
-    }
-
     fn check_batch(&self, x: &[i8], n: usize) -> Result<usize, ExportError> {
         let per = self.input.len();
         if x.len() != n * per || per == 0 {
@@ -301,35 +218,6 @@ impl QuantModel {
             });
         }
         Ok(per)
-    }
-
-    /// The int8 outputs `[n, classes]` of `n` quantized samples, computed by
-    /// core's int8 kernels (the device's code) on weights blocked in `r`
-    /// rows (the result does not depend on `r`), samples in parallel.
-    pub fn forward(&self, x: &[i8], n: usize, r: usize) -> Result<Vec<i8>, ExportError> {
-        let per = self.check_batch(x, n)?;
-        let stored = self
-            .layers
-            .iter()
-            .map(|l| l.stored(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let outs: Vec<Vec<i8>> = x
-            .par_chunks(per)
-            .map(|s| {
-                let mut cur = s.to_vec();
-                for (i, (l, st)) in self.layers.iter().zip(&stored).enumerate() {
-                    let mut y = vec![0i8; l.output.len()];
-                    l.forward_core(st, r, &cur, &mut y)
-                        .map_err(|source| ExportError::Kernel {
-                            layer: i + 1,
-                            source,
-                        })?;
-                    cur = y;
-                }
-                Ok(cur)
-            })
-            .collect::<Result<_, ExportError>>()?;
-        Ok(outs.concat())
     }
 
     /// The int8 outputs by the plain oracle ([`QLayer::forward_plain`]).
@@ -348,17 +236,6 @@ impl QuantModel {
             })
             .collect();
         Ok(outs.concat())
-    }
-
-    /// Top-1 accuracy of int8 outputs `[n, classes]` against `labels`
-    /// (the first largest level wins ties).
-    pub fn accuracy_of(&self, outputs: &[i8], labels: &[u16]) -> f64 {
-        let correct = outputs
-            .chunks_exact(self.classes)
-            .zip(labels)
-            .filter(|(row, &label)| argmax_i8(row) == usize::from(label))
-            .count();
-        correct as f64 / labels.len().max(1) as f64
     }
 }
 

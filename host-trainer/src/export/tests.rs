@@ -1,14 +1,17 @@
 //! Tests of the exporter: fold equivalence, quantization accuracy on the
-//! built-in digits, the integer reference's arithmetic, and the writer's
-//! bytes against FORMAT.md.
+//! built-in digits, the engine running the written files against the
+//! independent integer reference (bit for bit), the reference's arithmetic,
+//! the writer's bytes against FORMAT.md, and the golden round trip
+//! `rewrite(parse(export(net))) == export(net)`.
 
+use super::device::{self, Device, Logits, ModelBytes};
 use super::fold::{fold, BnParams, FoldedLayer, FoldedModel, LayerOp};
-use super::int8::{argmax_i8, requantize, round_div};
-use super::ncm::{self, file_crc, pack_rows, round16, unpack_rows, Decoded, NcmFile};
+use super::ncm::{self, pack_rows, round16, unpack_rows};
 use super::quant::{
     activation_table, calibrate, input_params, quantize, InputChoice, QParams, QuantModel,
     SIGMOID_OUT, TANH_OUT,
 };
+use super::reference::{argmax_i8, requantize, round_div};
 use super::ExportError;
 use crate::data::{builtin_digits_split, Dataset};
 use crate::model::{Init, Mode, Network};
@@ -16,7 +19,34 @@ use crate::spec::{preset, Hwc, NetworkSpec, Op};
 use crate::train::{Schedule, TrainConfig, Trainer};
 use normcore::kernels::quantize_multiplier;
 use normcore::layers::{Activation, Dense};
+use normcore::model::{Data, ModelError};
 use normcore::Rng;
+
+/// Every sample of `x` through core's parser and engine on the file `bytes`.
+fn engine_run(bytes: &[u8], x: &[f32]) -> Vec<Logits> {
+    let buf = ModelBytes::new(bytes);
+    let model = buf.parse().unwrap();
+    device::run_all(&model, x).unwrap()
+}
+
+/// The int8 levels the engine computes from an int8 file, `[n, classes]`.
+fn engine_levels(bytes: &[u8], x: &[f32]) -> Vec<i8> {
+    engine_run(bytes, x)
+        .iter()
+        .flat_map(|o| o.levels().expect("an int8 file").to_vec())
+        .collect()
+}
+
+/// The f32 logits the engine computes from an f32 file, `[n, classes]`.
+fn engine_f32(bytes: &[u8], x: &[f32]) -> Vec<f32> {
+    engine_run(bytes, x)
+        .iter()
+        .flat_map(|o| match o {
+            Logits::F32(v) => v.clone(),
+            Logits::I8 { .. } => panic!("an f32 file"),
+        })
+        .collect()
+}
 
 /// A network with random weights, biases and non-trivial BN parameters
 /// and population statistics.
@@ -149,11 +179,16 @@ fn check_fold(spec: NetworkSpec, seed: u64) -> FoldedModel {
     let b = unfolded(&mut net, &x, n);
     let worst = assert_close(&a, &b, &name);
     eprintln!("fold equivalence {name}: worst error {worst:.3} of the tolerance");
-    // What a device computes from the f32 file (core's batch-1 kernels on
-    // blocked weights) is the same function.
+    // What a device computes from the f32 file (core's engine and batch-1
+    // kernels on blocked weights) is the same function.
     for r in [4, 8] {
-        let d = folded.forward_device(&x, n, r).unwrap();
-        assert_close(&d, &b, &format!("{name}, core f32 kernels, R = {r}"));
+        let bytes = ncm::write_f32(&folded, r, 1.0 / 255.0).unwrap();
+        let d = engine_f32(&bytes, &x);
+        assert_close(
+            &d,
+            &b,
+            &format!("{name}, the f32 file on core's engine, R = {r}"),
+        );
     }
     folded
 }
@@ -301,13 +336,15 @@ fn train_digits(name: &str, train: &Dataset, steps: u64) -> Trainer {
     t
 }
 
-/// Train, fold, quantize and write; check the accuracies and the file.
+/// Train, fold, quantize and write; run both files through core's parser
+/// and engine; check the accuracies, the engine against the independent
+/// integer reference, and the files.
 fn digits_quantization(name: &str) {
     let (train, test) = builtin_digits_split().unwrap();
     let mut t = train_digits(name, &train, 1500);
     let float = t.evaluate(&test, None).unwrap().accuracy;
     let folded = fold(&t.net).unwrap();
-    let folded_acc = folded.accuracy(&test).unwrap();
+    let host_folded = folded.accuracy(&test).unwrap();
     let cal = calibrate(&folded, &train, 1000).unwrap();
     assert_eq!(cal.samples, 1000);
     let (input_q, choice) = input_params(&train).unwrap();
@@ -320,32 +357,59 @@ fn digits_quantization(name: &str) {
     );
     let (qm, notes) = quantize(&folded, &cal, input_q, train.pixel_scale).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
-    let xq = qm.quantize_input(&test.images);
-    let out = qm.forward(&xq, test.len(), 4).unwrap();
-    let int8 = qm.accuracy_of(&out, &test.labels);
+    let f32_bytes = ncm::write_f32(&folded, 4, train.pixel_scale).unwrap();
+    check_layout(&f32_bytes);
+    let f32_run = super::run_file(&f32_bytes, &test).unwrap();
+    let int8_bytes = ncm::write_int8(&qm, 4).unwrap();
+    check_layout(&int8_bytes);
+    let int8_run = super::run_file(&int8_bytes, &test).unwrap();
+    let (folded_acc, int8) = (f32_run.accuracy, int8_run.accuracy);
     let gap = 100.0 * (folded_acc - int8);
     eprintln!(
-        "{name}: float {:.2}%  folded f32 {:.2}%  int8 {:.2}%  (f32 - int8 gap {gap:.2} points, {} test samples)",
+        "{name}: float {:.2}%  folded f32 (engine) {:.2}%  int8 (engine) {:.2}%  (f32 - int8 gap {gap:.2} points, {} test samples)",
         100.0 * float,
         100.0 * folded_acc,
         100.0 * int8,
         test.len()
     );
     assert!(float > 0.9, "{name} trained to only {float}");
-    assert!(
-        (float - folded_acc).abs() <= 1.0 / test.len() as f64 + 1e-12,
-        "folding changed the accuracy: {float} vs {folded_acc}"
+    for (what, acc) in [("host", host_folded), ("engine", folded_acc)] {
+        assert!(
+            (float - acc).abs() <= 1.0 / test.len() as f64 + 1e-12,
+            "folding changed the accuracy ({what}): {float} vs {acc}"
+        );
+    }
+    // Within one test sample of f32 on the 360 digits (0.28 points).
+    assert!(gap.abs() <= 0.5, "int8 is {gap:.2} points from f32");
+
+    // The engine on the int8 file equals the independent integer reference
+    // on the quantized model bit for bit, for either block size.
+    let out: Vec<i8> = int8_run
+        .outputs
+        .iter()
+        .flat_map(|o| o.levels().unwrap().to_vec())
+        .collect();
+    let xq = qm.quantize_input(&test.images);
+    assert_eq!(qm.forward_plain(&xq, test.len()).unwrap(), out);
+    let int8_r8 = ncm::write_int8(&qm, 8).unwrap();
+    check_layout(&int8_r8);
+    assert_eq!(engine_levels(&int8_r8, &test.images), out);
+    // The pair form of the weights: the same outputs, bit for bit, and a
+    // file that re-writes to itself; it is blocked by 4 rows only.
+    let pairs = ncm::write_int8_form(&qm, 4, ncm::WeightForm::Pairs).unwrap();
+    check_layout(&pairs);
+    assert_eq!(
+        super::run_file(&pairs, &test).unwrap().accuracy,
+        int8_run.accuracy
     );
-    assert!(gap.abs() <= 1.5, "int8 is {gap:.2} points from f32");
+    assert_eq!(engine_levels(&pairs, &test.images), out);
+    assert!(ncm::write_int8_form(&qm, 8, ncm::WeightForm::Pairs).is_err());
 
     // The int8 logits follow the float ones: same class on nearly every
     // test sample, and dequantized within a few output steps.
     let logits = folded.forward(&test.images, test.len()).unwrap();
     let k = qm.classes;
     let last = qm.layers.last().unwrap().output_q;
-    // Core's kernels equal the plain oracle bit for bit, for either block size.
-    assert_eq!(qm.forward_plain(&xq, test.len()).unwrap(), out);
-    assert_eq!(qm.forward(&xq, test.len(), 8).unwrap(), out);
     let (mut agree, mut err) = (0, 0.0f32);
     for (q, f) in out.chunks_exact(k).zip(logits.chunks_exact(k)) {
         agree += usize::from(argmax_i8(q) == normcore::layers::loss::argmax(f));
@@ -361,39 +425,32 @@ fn digits_quantization(name: &str) {
     );
     assert!(agree as f64 >= 0.97 * test.len() as f64);
     assert!(err <= 0.1 * range, "worst logit error {err} of {range}");
-
-    // The file decodes to the same model, and runs identically from it.
-    for r in [4, 8] {
-        let bytes = ncm::write_int8(&qm, r).unwrap();
-        check_layout(&bytes);
-        let Decoded::Int8(mut back) = NcmFile::parse(&bytes).unwrap().decode().unwrap() else {
-            panic!("not int8")
-        };
-        back.name.clone_from(&qm.name);
-        assert_eq!(back, qm);
-        assert_eq!(back.forward(&xq, test.len(), r).unwrap(), out);
-        eprintln!(
-            "{name}: int8 file {} bytes (R = {r}), arena {} bytes",
-            bytes.len(),
-            u32::from_le_bytes(bytes[16..20].try_into().unwrap())
+    eprintln!(
+        "{name}: f32 file {} bytes, arena {} bytes; int8 file {} bytes, arena {} bytes",
+        f32_run.file_bytes, f32_run.arena_bytes, int8_run.file_bytes, int8_run.arena_bytes
+    );
+    // `device_run`, the helper the firmware tests use, predicts the same.
+    let per = test.sample_len();
+    for i in [0, 17, test.len() - 1] {
+        let x = &test.images[i * per..(i + 1) * per];
+        assert_eq!(
+            super::device_run(&int8_bytes, x).unwrap(),
+            int8_run.outputs[i]
+        );
+        assert_eq!(
+            super::device_run(&f32_bytes, x).unwrap(),
+            f32_run.outputs[i]
         );
     }
-    let f32_bytes = ncm::write_f32(&folded, 4, train.pixel_scale).unwrap();
-    check_layout(&f32_bytes);
-    eprintln!(
-        "{name}: f32 file {} bytes, arena {} bytes",
-        f32_bytes.len(),
-        u32::from_le_bytes(f32_bytes[16..20].try_into().unwrap())
-    );
 }
 
 #[test]
-fn export_int8_digits_mlp_within_1_5_points() {
+fn export_int8_digits_mlp_within_half_a_point() {
     digits_quantization("digits-mlp");
 }
 
 #[test]
-fn export_int8_digits_cnn_within_1_5_points() {
+fn export_int8_digits_cnn_within_half_a_point() {
     digits_quantization("digits-cnn");
 }
 
@@ -432,9 +489,15 @@ fn export_int8_follows_f32_on_every_op() {
     assert_eq!(l0.clamp_min, l0.output_q.zero_point);
     assert!(l0.clamp_max <= 127);
     let xq = qm.quantize_input(&data.images);
-    let out = qm.forward(&xq, n, 4).unwrap();
+    let out = engine_levels(&ncm::write_int8(&qm, 4).unwrap(), &data.images);
     assert_eq!(qm.forward_plain(&xq, n).unwrap(), out);
-    assert_eq!(qm.forward(&xq, n, 8).unwrap(), out);
+    assert_eq!(
+        engine_levels(&ncm::write_int8(&qm, 8).unwrap(), &data.images),
+        out
+    );
+    // Pair-form weights (padded convolutions: the zero point per load).
+    let pairs = ncm::write_int8_form(&qm, 4, ncm::WeightForm::Pairs).unwrap();
+    assert_eq!(engine_levels(&pairs, &data.images), out);
     let logits = folded.forward(&data.images, n).unwrap();
     let last = qm.layers.last().unwrap().output_q;
     let range = 255.0 * last.scale;
@@ -675,7 +738,7 @@ fn export_zero_point_folding_does_not_change_results() {
     let mut folded = vec![0i8; outputs];
     layer.forward_plain(&x, &mut folded);
     assert_eq!(plain, folded);
-    // Core's kernel agrees in both forms.
+    // Core's engine on the written file agrees in both forms.
     let folded_layer = layer.clone();
     let mut plain_layer = layer.clone();
     plain_layer.zp_folded = false;
@@ -689,8 +752,12 @@ fn export_zero_point_folding_does_not_change_results() {
             pixel_scale: 1.0,
             layers: vec![layer],
         };
-        assert_eq!(model.forward(&x, 1, 4).unwrap(), plain);
-        assert_eq!(model.forward(&x, 1, 8).unwrap(), plain);
+        for r in [4, 8] {
+            let buf = ModelBytes::new(&ncm::write_int8(&model, r).unwrap());
+            let parsed = buf.parse().unwrap();
+            let got = Device::new(&parsed).run_levels(&x).unwrap();
+            assert_eq!(got.levels().unwrap(), plain);
+        }
     }
     assert!(plain.iter().any(|&v| v != plain[0]), "{plain:?}");
 }
@@ -758,7 +825,7 @@ fn check_layout(b: &[u8]) {
     let mut z = b.to_vec();
     z[12..16].fill(0);
     assert_eq!(u32_at(b, 12), crc32fast::hash(&z));
-    assert_eq!(u32_at(b, 12), file_crc(b));
+    assert_eq!(u32_at(b, 12), normcore::model::file_crc(b));
     let (nl, nt, nb) = (
         usize::from(u16_at(b, 20)),
         usize::from(u16_at(b, 22)),
@@ -797,7 +864,12 @@ fn check_layout(b: &[u8]) {
             assert_eq!(r[2], 0);
             logical
         };
-        let size = if r[0] == 2 { 1 } else { 4 };
+        // i8 1 byte per element, i8 pairs 2 (4 per two), f32 and i32 4.
+        let size = match r[0] {
+            2 => 1,
+            4 => 2,
+            _ => 4,
+        };
         let (off, len) = (u32_at(r, 20) as usize, u32_at(r, 24) as usize);
         assert_eq!(off % 16, 0, "tensor {i} at {off}");
         assert!(off >= prev && off - prev < 16 + round16(prev) - prev);
@@ -824,8 +896,12 @@ fn check_layout(b: &[u8]) {
         assert_eq!(u32_at(r, 60), 0);
     }
     assert_eq!(u32_at(b, 16) as usize, arena);
-    // And the device's parser accepts it.
-    ncm::core_check(b).unwrap();
+    // And the device's parser accepts it, and re-writing its parse gives
+    // the same bytes.
+    let buf = ModelBytes::new(b);
+    let m = buf.parse().unwrap();
+    assert_eq!(m.arena_bytes(), arena);
+    assert_eq!(ncm::rewrite(&m).unwrap(), b);
 }
 
 #[test]
@@ -896,69 +972,135 @@ fn export_f32_file_bytes_follow_the_format() {
     assert_eq!(f32_at(&b, bn + 12), 1e-5);
     // Arena: round16(12) + round16(20) = 48.
     assert_eq!(u32_at(&b, 16), 48);
-    let Decoded::F32(mut back) = NcmFile::parse(&b).unwrap().decode().unwrap() else {
-        panic!()
+    // Core's parser reads back exactly the model.
+    let buf = ModelBytes::new(&b);
+    let parsed = buf.parse().unwrap();
+    let l0 = &parsed.layer(0).unwrap();
+    assert_eq!(parsed.layer_count(), 1);
+    assert_eq!(l0.activation, Some(Activation::Relu));
+    assert_eq!(l0.block_rows, 4);
+    let Some(Data::F32(w)) = l0.weights else {
+        panic!("f32 weights")
     };
-    back.name = m.name.clone();
-    assert_eq!(back, m);
+    assert_eq!(unpack_rows(w, 5, 3, 4).unwrap(), m.layers[0].weights);
+    let Some(Data::F32(bias)) = l0.bias else {
+        panic!("f32 bias")
+    };
+    assert_eq!(&bias[..5], &m.layers[0].bias[..]);
+    let bn = &parsed.bn_record(0).unwrap();
+    let want = m.layers[0].bn.as_ref().unwrap();
+    assert_eq!(
+        (bn.layer, bn.gamma, bn.beta, bn.mean, bn.var, bn.eps),
+        (
+            0,
+            &want.gamma[..],
+            &want.beta[..],
+            &want.mean[..],
+            &want.var[..],
+            want.eps
+        )
+    );
+}
+
+/// A randomized network of `spec`, folded, and quantized with ranges
+/// calibrated on random pixels.
+fn folded_and_quantized(spec: &NetworkSpec, seed: u64) -> (FoldedModel, QuantModel) {
+    let net = randomized(spec.clone(), seed);
+    let folded = fold(&net).unwrap();
+    let mut rng = Rng::new(4);
+    let n = 64;
+    let images: Vec<f32> = (0..n * net.input().len())
+        .map(|_| rng.below(256) as f32 / 255.0)
+        .collect();
+    let [h, w, c] = spec.input;
+    let data = Dataset::new(
+        "r",
+        images,
+        vec![0; n],
+        [h, w, c],
+        spec.classes,
+        1.0 / 255.0,
+    )
+    .unwrap();
+    let cal = calibrate(&folded, &data, 32).unwrap();
+    let (iq, _) = input_params(&data).unwrap();
+    let (qm, _) = quantize(&folded, &cal, iq, data.pixel_scale).unwrap();
+    (folded, qm)
 }
 
 #[test]
-fn export_files_are_deterministic_and_round_trip() {
-    for spec in [preset("cnn").unwrap(), depthwise_spec()] {
-        let build = || {
-            let net = randomized(spec.clone(), 33);
-            let folded = fold(&net).unwrap();
-            let mut rng = Rng::new(4);
-            let n = 64;
-            let images: Vec<f32> = (0..n * net.input().len())
-                .map(|_| rng.below(256) as f32 / 255.0)
-                .collect();
-            let [h, w, c] = spec.input;
-            let data = Dataset::new("r", images, vec![0; n], [h, w, c], 10, 1.0 / 255.0).unwrap();
-            let cal = calibrate(&folded, &data, 32).unwrap();
-            let (iq, _) = input_params(&data).unwrap();
-            let (qm, _) = quantize(&folded, &cal, iq, data.pixel_scale).unwrap();
-            (folded, qm)
-        };
-        let (f1, q1) = build();
-        let (f2, q2) = build();
+fn export_golden_round_trip_is_byte_identical() {
+    // export -> core's parse -> re-export gives the same bytes, for f32 and
+    // int8 files of MLPs, CNNs and a net with every op (depthwise, padding,
+    // average pooling, tables, global pooling); and exporting twice gives
+    // the same bytes.
+    let specs = [
+        preset("digits-mlp").unwrap(),
+        preset("digits-cnn").unwrap(),
+        preset("cnn").unwrap(),
+        depthwise_spec(),
+    ];
+    for spec in specs {
+        let (f1, q1) = folded_and_quantized(&spec, 33);
+        let (f2, q2) = folded_and_quantized(&spec, 33);
         for r in [4, 8] {
-            let a = ncm::write_f32(&f1, r, 1.0 / 255.0).unwrap();
-            assert_eq!(a, ncm::write_f32(&f2, r, 1.0 / 255.0).unwrap());
-            check_layout(&a);
-            let b = ncm::write_int8(&q1, r).unwrap();
-            assert_eq!(b, ncm::write_int8(&q2, r).unwrap());
-            check_layout(&b);
-            match NcmFile::parse(&b).unwrap().decode().unwrap() {
-                Decoded::Int8(mut m) => {
-                    m.name.clone_from(&q1.name);
-                    assert_eq!(m, q1);
-                }
-                Decoded::F32(_) => panic!("int8 file decoded as f32"),
-            }
-            match NcmFile::parse(&a).unwrap().decode().unwrap() {
-                Decoded::F32(mut m) => {
-                    m.name.clone_from(&f1.name);
-                    assert_eq!(m, f1);
-                }
-                Decoded::Int8(_) => panic!("f32 file decoded as int8"),
+            for (kind, a, b) in [
+                (
+                    "f32",
+                    ncm::write_f32(&f1, r, 1.0 / 255.0).unwrap(),
+                    ncm::write_f32(&f2, r, 1.0 / 255.0).unwrap(),
+                ),
+                (
+                    "int8",
+                    ncm::write_int8(&q1, r).unwrap(),
+                    ncm::write_int8(&q2, r).unwrap(),
+                ),
+            ] {
+                assert_eq!(a, b, "{} {kind} R = {r}: not deterministic", spec.name);
+                check_layout(&a);
+                let buf = ModelBytes::new(&a);
+                let parsed = buf.parse().unwrap();
+                let again = ncm::rewrite(&parsed).unwrap();
+                assert!(
+                    again == a,
+                    "{} {kind} R = {r}: the re-export differs from the export",
+                    spec.name
+                );
+                // The description rebuilt from the parse is the writer's.
+                let described = match kind {
+                    "f32" => ncm::describe_f32(&f1, r, 1.0 / 255.0).unwrap(),
+                    _ => ncm::describe_int8(&q1, r).unwrap(),
+                };
+                assert_eq!(ncm::describe_parsed(&parsed).unwrap(), described);
             }
         }
     }
 }
 
 #[test]
-fn export_reader_rejects_damaged_files() {
+fn export_core_parser_rejects_damaged_files() {
     let b = ncm::write_f32(&tiny_model(), 4, 1.0).unwrap();
+    let parse = |bytes: &[u8]| ModelBytes::new(bytes).parse().map(|_| ()).unwrap_err();
     let mut flipped = b.clone();
     flipped[200] ^= 1;
-    let e = NcmFile::parse(&flipped).unwrap_err().to_string();
-    assert!(e.contains("CRC"), "{e}");
-    let e = NcmFile::parse(&b[..b.len() - 1]).unwrap_err().to_string();
-    assert!(e.contains("bytes"), "{e}");
-    let e = NcmFile::parse(b"NCCKPT\0\x01").unwrap_err().to_string();
-    assert!(e.contains("NCMF"), "{e}");
+    assert!(matches!(
+        parse(&flipped),
+        ExportError::Model(ModelError::CrcMismatch { .. })
+    ));
+    assert!(matches!(
+        parse(&b[..b.len() - 1]),
+        ExportError::Model(ModelError::SizeMismatch { .. })
+    ));
+    assert!(matches!(
+        parse(b"NCCKPT\0\x01"),
+        ExportError::Model(ModelError::Truncated { .. })
+    ));
+    let mut magic = b.clone();
+    magic[0] = b'X';
+    assert!(matches!(
+        parse(&magic),
+        ExportError::Model(ModelError::BadMagic)
+    ));
 }
 
 #[test]
@@ -989,4 +1131,97 @@ fn export_writer_rejects_what_the_format_cannot_hold() {
         layers: Vec::new(),
     };
     assert!(ncm::write_int8(&q, 4).is_err());
+}
+
+/// The fuzzer's seed corpus (`core/fuzz/corpus/parse_and_run/`): small valid
+/// files of every op, f32 and int8, both block sizes, with BN tables. Run
+/// by `cargo xtask fuzz` when the seeds are missing; `NORMCORE_FUZZ_SEEDS`
+/// names another directory.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by `cargo xtask fuzz`"]
+fn export_write_fuzz_seeds() {
+    let dir = std::env::var_os("NORMCORE_FUZZ_SEEDS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../core/fuzz/corpus/parse_and_run")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = vec![(
+        "tiny-f32-r4".to_owned(),
+        ncm::write_f32(&tiny_model(), 4, 1.0).unwrap(),
+    )];
+    for (spec, kinds) in [
+        (preset("digits-mlp").unwrap(), &["int8-r4"][..]),
+        (
+            preset("digits-cnn").unwrap(),
+            &["f32-r8", "int8-r4", "int8-r8"][..],
+        ),
+        (depthwise_spec(), &["f32-r4", "int8-r4", "int8-r8"][..]),
+    ] {
+        let (f, q) = folded_and_quantized(&spec, 7);
+        for kind in kinds {
+            let bytes = match *kind {
+                "f32-r4" => ncm::write_f32(&f, 4, 1.0 / 255.0),
+                "f32-r8" => ncm::write_f32(&f, 8, 1.0 / 255.0),
+                "int8-r4" => ncm::write_int8(&q, 4),
+                _ => ncm::write_int8(&q, 8),
+            }
+            .unwrap();
+            files.push((format!("{}-{kind}", spec.name), bytes));
+        }
+    }
+    for (name, bytes) in files {
+        check_layout(&bytes);
+        let path = dir.join(format!("{name}.ncm"));
+        std::fs::write(&path, &bytes).unwrap();
+        eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+}
+
+/// The full-size cross-check, run by `cargo xtask quant-check` after its
+/// exports (it needs MNIST and that task's checkpoints): for each network,
+/// quantizing the checkpoint again gives exactly the int8 file written, and
+/// core's engine running that file equals the independent integer
+/// reference bit for bit on all 10,000 MNIST test samples.
+/// `NORMCORE_QUANT_CHECK_DIR` overrides `out/quant-check`, and
+/// `NORMCORE_MNIST_DIR` the MNIST location.
+#[test]
+#[ignore = "needs MNIST and the checkpoints of `cargo xtask quant-check`, which runs it"]
+fn export_mnist_engine_matches_reference() {
+    use std::path::{Path, PathBuf};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("NORMCORE_QUANT_CHECK_DIR")
+        .map_or_else(|| root.join("out/quant-check"), PathBuf::from);
+    let mnist = std::env::var_os("NORMCORE_MNIST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([root.join("data/mnist"), root.join("../shared/data/mnist")])
+        .find(|p| p.is_dir())
+        .expect("MNIST: set NORMCORE_MNIST_DIR");
+    let (train, test) = crate::data::load_mnist(&mnist).unwrap();
+    for name in ["paper-mlp", "cnn"] {
+        let t = crate::checkpoint::load(&dir.join(format!("{name}.ckpt")), 2).unwrap();
+        let folded = fold(&t.net).unwrap();
+        let cal = calibrate(&folded, &train, 1000).unwrap();
+        let (iq, _) = input_params(&train).unwrap();
+        let (qm, _) = quantize(&folded, &cal, iq, train.pixel_scale).unwrap();
+        let bytes = ncm::write_int8(&qm, 4).unwrap();
+        let written = std::fs::read(dir.join(format!("{name}-int8.ncm"))).unwrap();
+        assert!(bytes == written, "{name}: the int8 file is not the export");
+        let engine = engine_levels(&bytes, &test.images);
+        let plain = qm
+            .forward_plain(&qm.quantize_input(&test.images), test.len())
+            .unwrap();
+        let differ = engine
+            .chunks_exact(qm.classes)
+            .zip(plain.chunks_exact(qm.classes))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differ, 0, "{name}: {differ} test samples differ");
+        println!(
+            "{name}: core's engine on the int8 file equals the integer reference bit for bit on all {} MNIST test samples",
+            test.len()
+        );
+    }
 }

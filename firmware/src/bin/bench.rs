@@ -1,0 +1,973 @@
+//! Per-kernel cost on fixed shapes: each of core's inference kernels runs
+//! once on deterministic pseudo-random weights and inputs made here (no
+//! assets), timed by the board's counter, and one line per run is printed:
+//! ```text
+//! bench kernel=dense_i8 shape=784x100 form=r4 pairs act=sigmoid macs=78400 instructions=121462 per_mac=1.55
+//! ```
+//! `macs` counts multiply-accumulates (for pooling and element-wise
+//! kernels: input elements read, for the output stage: outputs). Under QEMU
+//! with `-icount shift=6` (`NORMCORE_ICOUNT=1`; `cargo xtask bench firmware`
+//! turns it on and prints the lines as a table) `instructions` are exact
+//! and repeatable; on hardware with DWT the column is `cycles`.
+//!
+//! The shapes are those of the paper's MLP (784 → 100 → 100 → 100 → 10,
+//! sigmoid in the hidden layers: `paper-mlp` with BN folded) and of a small
+//! CNN (5×5 and 3×3 convolutions, depthwise 3×3, pooling). The
+//! `paper_mlp_*` rows chain the four dense layers' kernels, output stages
+//! included; the `engine_paper_mlp_*` rows run the same network from a
+//! model file written here (`Model::parse`, `Engine::run`): the whole
+//! inference as an application runs it, dispatch included (and the
+//! `model_parse` rows time the parse, per byte of the file).
+//!
+//! Where a kernel has two weight forms (int8 dense and conv: bytes, or pair
+//! words in blocks of 4 rows), the bench also checks that both give
+//! identical outputs, and that the engine's int8 logits are the kernel
+//! chain's; it exits with failure if not.
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use cortex_m_rt::entry;
+use normcore::engine::{Engine, Output};
+use normcore::kernels::int8::{self, BlockedI8};
+use normcore::kernels::requant::OutputStage;
+use normcore::kernels::{f32 as kf32, pack_pairs, pack_rows, packed_len, padded_rows};
+use normcore::layers::{Activation, Conv2d, DepthwiseConv2d, Pool2d, PoolKind, Window};
+use normcore::model::{arena_size, file_crc, Kind, Model};
+use normcore::{Error, Rng, Shape};
+use normcore_firmware::board::active::{self as board, Board};
+use normcore_firmware::cost::{Cost, Stopwatch, TickCounter, Unit};
+use normcore_firmware::{exit, stack};
+
+/// Weight elements of the largest layer: 784 → 100 in blocks of 8 rows
+/// (104 rows), and the whole paper MLP's 104·(784 + 100 + 100) + 16·100.
+const W_LEN: usize = 104 * (784 + 100 + 100) + 16 * 100;
+/// Elements of the largest activation (24×24×16).
+const ACT_LEN: usize = 24 * 24 * 16;
+/// Most output channels (padded to blocks of 8).
+const CH: usize = 104;
+
+/// Everything the kernels read and write, in RAM.
+#[repr(C, align(16))]
+struct Buffers {
+    w_i8: [i8; W_LEN],
+    w32: [i32; W_LEN / 2],
+    w_plain_i8: [i8; W_LEN],
+    w_f32: [f32; W_LEN],
+    w_plain_f32: [f32; W_LEN],
+    x_i8: [i8; ACT_LEN],
+    y_i8: [i8; ACT_LEN],
+    y2_i8: [i8; ACT_LEN],
+    x_f32: [f32; ACT_LEN],
+    y_f32: [f32; ACT_LEN],
+    p: Params,
+}
+
+/// Per-channel parameters and other read-only data.
+#[repr(C)]
+struct Params {
+    bias_i32: [i32; 4 * CH],
+    bias_f32: [f32; 4 * CH],
+    multipliers: [i32; 4 * CH],
+    shifts: [i32; 4 * CH],
+    lut: [i8; 256],
+    acc: [i32; 1024],
+}
+
+static mut BUFFERS: Buffers = Buffers {
+    w_i8: [0; W_LEN],
+    w32: [0; W_LEN / 2],
+    w_plain_i8: [0; W_LEN],
+    w_f32: [0.0; W_LEN],
+    w_plain_f32: [0.0; W_LEN],
+    x_i8: [0; ACT_LEN],
+    y_i8: [0; ACT_LEN],
+    y2_i8: [0; ACT_LEN],
+    x_f32: [0.0; ACT_LEN],
+    y_f32: [0.0; ACT_LEN],
+    p: Params {
+        bias_i32: [0; 4 * CH],
+        bias_f32: [0.0; 4 * CH],
+        multipliers: [0; 4 * CH],
+        shifts: [0; 4 * CH],
+        lut: [0; 256],
+        acc: [0; 1024],
+    },
+};
+
+/// The buffers, once.
+fn take_buffers() -> Option<&'static mut Buffers> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: `TAKEN` makes this the only reference to `BUFFERS` ever made,
+    // and the pointer to a static is non-null and aligned.
+    unsafe { (&raw mut BUFFERS).as_mut() }
+}
+
+/// Fill the buffers with deterministic values in the kernels' ranges:
+/// weights in `[-127, 127]` (f32: `[-1, 1)`), inputs in `[-128, 127]`,
+/// small biases, multipliers in `[2^30, 2^31)` with shifts of -9 .. -7 (the
+/// usual `M ≈ 10^-3`), and a monotone sigmoid-like table.
+fn fill(b: &mut Buffers) {
+    let mut rng = Rng::new(0x6e6f_726d_636f_7265);
+    for v in b.w_plain_i8.iter_mut() {
+        *v = (rng.below(255) as i32 - 127) as i8;
+    }
+    for v in b.w_plain_f32.iter_mut() {
+        *v = rng.uniform(-1.0, 1.0);
+    }
+    for v in b.x_i8.iter_mut() {
+        *v = rng.next_u32() as i8;
+    }
+    for v in b.x_f32.iter_mut() {
+        *v = rng.uniform(-1.0, 1.0);
+    }
+    for v in b.p.bias_i32.iter_mut() {
+        *v = rng.below(20_001) as i32 - 10_000;
+    }
+    for v in b.p.bias_f32.iter_mut() {
+        *v = rng.uniform(-0.5, 0.5);
+    }
+    for v in b.p.multipliers.iter_mut() {
+        *v = (1 << 30) | (rng.next_u32() >> 2) as i32;
+    }
+    for v in b.p.shifts.iter_mut() {
+        *v = -7 - rng.below(3) as i32;
+    }
+    for (i, v) in b.p.lut.iter_mut().enumerate() {
+        *v = ((i as i32 - 128) / 2) as i8;
+    }
+    for v in b.p.acc.iter_mut() {
+        *v = rng.below(1 << 20) as i32 - (1 << 19);
+    }
+}
+
+/// What a row prints as its work: multiply-accumulates, or elements.
+#[derive(Clone, Copy)]
+enum Work {
+    Macs(u32),
+    Elements(u32),
+}
+
+/// Runs and prints the rows.
+struct Bench<'s, T> {
+    sw: &'s Stopwatch<T>,
+    failed: bool,
+}
+
+/// `(integer part, hundredths)` of `a / b`, rounded.
+fn ratio(a: u64, b: u64) -> (u32, u32) {
+    if b == 0 {
+        return (0, 0);
+    }
+    let h = (a * 100 + b / 2) / b;
+    ((h / 100) as u32, (h % 100) as u32)
+}
+
+impl<T: TickCounter> Bench<'_, T> {
+    /// Time `f` once and print its row; a kernel error fails the bench.
+    fn row(
+        &mut self,
+        kernel: &str,
+        shape: &str,
+        form: &str,
+        act: &str,
+        work: Work,
+        f: impl FnOnce() -> Result<(), Error>,
+    ) -> u64 {
+        let (result, cost) = self.sw.measure(f);
+        if let Err(e) = result {
+            defmt::error!("{=str} {=str} {=str}: {}", kernel, shape, form, e);
+            self.failed = true;
+            return 0;
+        }
+        self.print(kernel, shape, form, act, work, cost)
+    }
+
+    /// Print one row for a measured cost; the count.
+    fn print(
+        &self,
+        kernel: &str,
+        shape: &str,
+        form: &str,
+        act: &str,
+        work: Work,
+        cost: Cost,
+    ) -> u64 {
+        let (key, count) = match cost.unit {
+            Unit::Cycles => ("cycles", u64::from(cost.count)),
+            Unit::Ticks { .. } => (
+                "instructions",
+                u64::from(cost.icount_instructions().unwrap_or(0)),
+            ),
+        };
+        let (unit, n) = match work {
+            Work::Macs(n) => ("macs", n),
+            Work::Elements(n) => ("elements", n),
+        };
+        let (whole, frac) = ratio(count, u64::from(n));
+        defmt::info!(
+            "bench kernel={=str} shape={=str} form={=str} act={=str} {=str}={=u32} {=str}={=u64} per_{=str}={=u32}.{=u32:02}",
+            kernel,
+            shape,
+            form,
+            act,
+            unit,
+            n,
+            key,
+            count,
+            if matches!(work, Work::Macs(_)) { "mac" } else { "element" },
+            whole,
+            frac
+        );
+        count
+    }
+
+    /// Fail the bench if two weight forms of a kernel disagree.
+    fn same(&mut self, what: &str, a: &[i8], b: &[i8]) {
+        if a != b {
+            defmt::error!("{=str}: the two weight forms give different outputs", what);
+            self.failed = true;
+        }
+    }
+}
+
+/// A stage for `n` channels from the buffers, with the table when `lut`.
+fn stage(p: &Params, n: usize, lut: bool) -> OutputStage<'_> {
+    OutputStage {
+        multipliers: &p.multipliers[..n],
+        shifts: &p.shifts[..n],
+        zero_point: -3,
+        clamp_min: -128,
+        clamp_max: 127,
+        lut: if lut { Some(&p.lut) } else { None },
+    }
+}
+
+/// Pack the first `rows·cols` plain weights into the blocked buffers at
+/// element `at` (even): i8, pair words (at `at/2`) and f32. Returns the
+/// stored length in weights.
+fn pack(b: &mut Buffers, at: usize, rows: usize, cols: usize, r: usize) -> usize {
+    let len = packed_len(rows, cols, r).unwrap_or(0);
+    let n = rows * cols;
+    let ok = pack_rows(&b.w_plain_i8[..n], rows, cols, r, &mut b.w_i8[at..at + len]).is_ok()
+        && pack_pairs(&b.w_i8[at..at + len], &mut b.w32[at / 2..(at + len) / 2]).is_ok()
+        && pack_rows(
+            &b.w_plain_f32[..n],
+            rows,
+            cols,
+            r,
+            &mut b.w_f32[at..at + len],
+        )
+        .is_ok();
+    if !ok {
+        defmt::error!("pack {=usize}x{=usize} r{=usize} failed", rows, cols, r);
+        exit(false)
+    }
+    len
+}
+
+/// The int8 weights at `at .. at + len` (in weights) in one stored form.
+fn blocked<'a>(w8: &'a [i8], w32: &'a [i32], pairs: bool, at: usize, len: usize) -> BlockedI8<'a> {
+    if pairs {
+        BlockedI8::Pairs(&w32[at / 2..(at + len) / 2])
+    } else {
+        BlockedI8::Bytes(&w8[at..at + len])
+    }
+}
+
+/// The int8 weight forms there are for blocks of `r` rows: bytes, and pair
+/// words for blocks of 4.
+fn forms(r: usize) -> &'static [bool] {
+    if r == 4 {
+        &[false, true]
+    } else {
+        &[false]
+    }
+}
+
+/// The name of a weight form: block rows, and `p` for pair words.
+fn form_name(r: usize, pairs: bool) -> &'static str {
+    match (r, pairs) {
+        (4, false) => "r4",
+        (4, true) => "r4 pairs",
+        (_, false) => "r8",
+        (_, true) => "r8 pairs",
+    }
+}
+
+/// The dense rows: the paper MLP's shapes, both block sizes, int8 in both
+/// weight forms (checked equal) and f32.
+fn dense<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
+    const SHAPES: [(usize, usize, &str, bool); 3] = [
+        (784, 100, "784x100", true),
+        (100, 100, "100x100", true),
+        (100, 10, "100x10", false),
+    ];
+    for r in [4, 8] {
+        for (inputs, outputs, shape, sig) in SHAPES {
+            let len = pack(b, 0, outputs, inputs, r);
+            let macs = Work::Macs((inputs * outputs) as u32);
+            let act = if sig { "sigmoid" } else { "none" };
+            let pad = padded_rows(outputs, r).unwrap_or(0);
+            for &pairs in forms(r) {
+                let b = &mut *b;
+                let (w, st) = (
+                    blocked(&b.w_i8, &b.w32, pairs, 0, len),
+                    stage(&b.p, outputs, sig),
+                );
+                let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
+                bench.row("dense_i8", shape, form_name(r, pairs), act, macs, || {
+                    int8::dense_blocked_i8(
+                        black_box(&b.x_i8[..inputs]),
+                        w,
+                        r,
+                        &b.p.bias_i32[..pad],
+                        inputs,
+                        outputs,
+                        0,
+                        &st,
+                        &mut y[..outputs],
+                    )
+                });
+            }
+            if r == 4 {
+                bench.same("dense_i8", &b.y_i8[..outputs], &b.y2_i8[..outputs]);
+            }
+            let fact = if sig { Some(Activation::Sigmoid) } else { None };
+            bench.row("dense_f32", shape, form_name(r, false), act, macs, || {
+                kf32::dense_f32(
+                    black_box(&b.x_f32[..inputs]),
+                    &b.w_f32[..len],
+                    r,
+                    &b.p.bias_f32[..pad],
+                    inputs,
+                    outputs,
+                    fact,
+                    &mut b.y_f32[..outputs],
+                )
+            });
+        }
+    }
+    // The zero point subtracted per load (a layer without ZP_FOLDED).
+    let len = pack(b, 0, 100, 784, 4);
+    for pairs in [false, true] {
+        let b = &mut *b;
+        let (w, st) = (
+            blocked(&b.w_i8, &b.w32, pairs, 0, len),
+            stage(&b.p, 100, true),
+        );
+        let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
+        bench.row(
+            "dense_i8_zp",
+            "784x100",
+            form_name(4, pairs),
+            "sigmoid",
+            Work::Macs(78_400),
+            || {
+                int8::dense_blocked_i8(
+                    black_box(&b.x_i8[..784]),
+                    w,
+                    4,
+                    &b.p.bias_i32[..100],
+                    784,
+                    100,
+                    -128,
+                    &st,
+                    &mut y[..100],
+                )
+            },
+        );
+    }
+    bench.same("dense_i8_zp", &b.y_i8[..100], &b.y2_i8[..100]);
+}
+
+/// The whole paper MLP, 784 → 100 → 100 → 100 → 10 with sigmoid tables
+/// (int8) or `math::sigmoid` (f32) in the hidden layers, as the engine
+/// chains it (two buffers in turn).
+fn paper_mlp<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers, r: usize) -> [i8; 10] {
+    const LAYERS: [(usize, usize); 4] = PAPER_MLP;
+    let mut offsets = [0usize; 5];
+    for (i, &(inputs, outputs)) in LAYERS.iter().enumerate() {
+        offsets[i + 1] = offsets[i] + pack(b, offsets[i], outputs, inputs, r);
+    }
+    let macs = Work::Macs(LAYERS.iter().map(|&(i, o)| (i * o) as u32).sum());
+    let mut logits = [[0i8; 10]; 2];
+    for &pairs in forms(r) {
+        let b = &mut *b;
+        let (x, y, y2) = (&b.x_i8, &mut b.y_i8, &mut b.y2_i8);
+        let bias = &b.p.bias_i32;
+        let weights: [BlockedI8<'_>; 4] = core::array::from_fn(|i| {
+            if pairs {
+                BlockedI8::Pairs(&b.w32[offsets[i] / 2..offsets[i + 1] / 2])
+            } else {
+                BlockedI8::Bytes(&b.w_i8[offsets[i]..offsets[i + 1]])
+            }
+        });
+        let stages = [
+            stage(&b.p, 100, true),
+            stage(&b.p, 100, true),
+            stage(&b.p, 100, true),
+            stage(&b.p, 10, false),
+        ];
+        let mut out = [0i8; 10];
+        bench.row(
+            "paper_mlp_i8",
+            "784-100-100-100-10",
+            form_name(r, pairs),
+            "sigmoid",
+            macs,
+            || {
+                let (mut src, mut dst) = (&mut y[..], &mut y2[..]);
+                src[..784].copy_from_slice(black_box(&x[..784]));
+                for (i, &(inputs, outputs)) in LAYERS.iter().enumerate() {
+                    int8::dense_blocked_i8(
+                        &src[..inputs],
+                        weights[i],
+                        r,
+                        &bias[..padded_rows(outputs, r)?],
+                        inputs,
+                        outputs,
+                        0,
+                        &stages[i],
+                        &mut dst[..outputs],
+                    )?;
+                    core::mem::swap(&mut src, &mut dst);
+                }
+                out.copy_from_slice(&src[..10]);
+                Ok(())
+            },
+        );
+        logits[usize::from(pairs)] = out;
+    }
+    if r == 4 {
+        bench.same("paper_mlp_i8", &logits[0], &logits[1]);
+    }
+    let out = logits[0];
+    let (x, y) = (&b.x_f32, &mut b.y_f32);
+    let (bias, w) = (&b.p.bias_f32, &b.w_f32);
+    bench.row(
+        "paper_mlp_f32",
+        "784-100-100-100-10",
+        form_name(r, false),
+        "sigmoid",
+        macs,
+        || {
+            let (src, dst) = y.split_at_mut(ACT_LEN / 2);
+            let (mut src, mut dst) = (src, dst);
+            src[..784].copy_from_slice(black_box(&x[..784]));
+            for (i, &(inputs, outputs)) in LAYERS.iter().enumerate() {
+                let act = if i < 3 {
+                    Some(Activation::Sigmoid)
+                } else {
+                    None
+                };
+                kf32::dense_f32(
+                    &src[..inputs],
+                    &w[offsets[i]..offsets[i + 1]],
+                    r,
+                    &bias[..padded_rows(outputs, r)?],
+                    inputs,
+                    outputs,
+                    act,
+                    &mut dst[..outputs],
+                )?;
+                core::mem::swap(&mut src, &mut dst);
+            }
+            Ok(())
+        },
+    );
+    out
+}
+
+/// The paper's MLP (Sec. 4.1) with BN folded: 784 → 100 → 100 → 100 → 10,
+/// sigmoid in the hidden layers.
+const PAPER_MLP: [(usize, usize); 4] = [(784, 100), (100, 100), (100, 100), (100, 10)];
+
+/// Bytes for the paper MLP's model file (the f32 one is the largest,
+/// about 400 KB) and the engine's arena.
+const MODEL_LEN: usize = 400 * 1024;
+const ARENA_LEN: usize = 4096;
+
+/// A model file and an arena, 16-aligned as `Model::parse` and the plan want.
+#[repr(C, align(16))]
+struct EngineBuffers {
+    model: [u8; MODEL_LEN],
+    arena: [u8; ARENA_LEN],
+}
+
+static mut ENGINE: EngineBuffers = EngineBuffers {
+    model: [0; MODEL_LEN],
+    arena: [0; ARENA_LEN],
+};
+
+fn take_engine_buffers() -> Option<&'static mut EngineBuffers> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: `TAKEN` makes this the only reference to `ENGINE` ever made,
+    // and the pointer to a static is non-null and aligned.
+    unsafe { (&raw mut ENGINE).as_mut() }
+}
+
+/// A minimal writer of FORMAT.md files: enough for the paper MLP's dense
+/// layers (the host's exporter writes real ones).
+struct Ncm<'a> {
+    buf: &'a mut [u8],
+    tensors: usize,
+    table: usize,
+    data: usize,
+}
+
+impl Ncm<'_> {
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(d) = self.buf.get_mut(at..at + bytes.len()) {
+            d.copy_from_slice(bytes);
+        }
+    }
+
+    /// Append a tensor; its index.
+    fn tensor(
+        &mut self,
+        dtype: u8,
+        block: u8,
+        dims: [u32; 4],
+        data: impl Iterator<Item = u8>,
+    ) -> u16 {
+        let (index, at, start) = (self.tensors, self.table + 32 * self.tensors, self.data);
+        let mut len = 0;
+        for (d, v) in self.buf.iter_mut().skip(start).zip(data) {
+            *d = v;
+            len += 1;
+        }
+        self.put(at, &[dtype, u8::from(block != 0), block, 0]);
+        for (k, d) in dims.iter().enumerate() {
+            self.put(at + 4 + 4 * k, &d.to_le_bytes());
+        }
+        self.put(at + 20, &(start as u32).to_le_bytes());
+        self.put(at + 24, &(len as u32).to_le_bytes());
+        self.tensors += 1;
+        self.data = (start + len).div_ceil(16) * 16;
+        index as u16
+    }
+}
+
+/// The weight form of a paper MLP file.
+#[derive(Clone, Copy, PartialEq)]
+enum File {
+    F32,
+    I8,
+    Pairs,
+}
+
+/// Write the paper MLP (the blocked weights of [`paper_mlp`] at `offsets`,
+/// R = 4, the bench's biases, stages and table) as a model file; its
+/// length.
+fn write_paper_mlp(buf: &mut [u8], form: File, b: &Buffers, offsets: &[usize; 5]) -> usize {
+    let int8 = form != File::F32;
+    let layers = PAPER_MLP.len();
+    let table = 64 + 64 * layers;
+    let n_tensors = if int8 { 4 * layers + 3 } else { 2 * layers };
+    buf.fill(0);
+    let mut f = Ncm {
+        buf,
+        tensors: 0,
+        table,
+        data: (table + 32 * n_tensors).div_ceil(16) * 16,
+    };
+    fn le(v: &[i32]) -> impl Iterator<Item = u8> + '_ {
+        v.iter().flat_map(|x| x.to_le_bytes())
+    }
+    for (i, &(inputs, outputs)) in PAPER_MLP.iter().enumerate() {
+        let hidden = i + 1 < layers;
+        let rows = outputs.div_ceil(4) * 4;
+        let wdims = [outputs as u32, inputs as u32, 1, 1];
+        let (w0, w1) = (offsets[i], offsets[i + 1]);
+        let mut ids = [0xFFFFu16; 5];
+        ids[0] = match form {
+            File::F32 => f.tensor(
+                1,
+                4,
+                wdims,
+                b.w_f32[w0..w1].iter().flat_map(|v| v.to_le_bytes()),
+            ),
+            File::I8 => f.tensor(2, 4, wdims, b.w_i8[w0..w1].iter().map(|&v| v as u8)),
+            File::Pairs => f.tensor(
+                4,
+                4,
+                wdims,
+                b.w32[w0 / 2..w1 / 2].iter().flat_map(|v| v.to_le_bytes()),
+            ),
+        };
+        let bdims = [rows as u32, 1, 1, 1];
+        let cdims = [outputs as u32, 1, 1, 1];
+        if int8 {
+            ids[1] = f.tensor(3, 0, bdims, le(&b.p.bias_i32[..rows]));
+            ids[2] = f.tensor(3, 0, cdims, le(&b.p.multipliers[..outputs]));
+            ids[3] = f.tensor(3, 0, cdims, le(&b.p.shifts[..outputs]));
+            if hidden {
+                ids[4] = f.tensor(2, 0, [256, 1, 1, 1], b.p.lut.iter().map(|&v| v as u8));
+            }
+        } else {
+            ids[1] = f.tensor(
+                1,
+                0,
+                bdims,
+                b.p.bias_f32[..rows].iter().flat_map(|v| v.to_le_bytes()),
+            );
+        }
+        let at = 64 + 64 * i;
+        let act = if hidden { 3 } else { 0 };
+        f.put(at, &[1, act]);
+        f.put(at + 2, &u16::from(int8).to_le_bytes()); // ZP_FOLDED
+        f.put(at + 8, &(inputs as u16).to_le_bytes());
+        f.put(at + 4, &1u16.to_le_bytes());
+        f.put(at + 6, &1u16.to_le_bytes());
+        f.put(at + 10, &1u16.to_le_bytes());
+        f.put(at + 12, &1u16.to_le_bytes());
+        f.put(at + 14, &(outputs as u16).to_le_bytes());
+        for (k, id) in ids.iter().enumerate() {
+            f.put(at + 24 + 2 * k, &id.to_le_bytes());
+        }
+        if int8 {
+            // Output quantization: the sigmoid table's (1/256, -128), or
+            // the logits'; requantization zero point and clamps as `stage`.
+            let (scale, zp) = if hidden {
+                (1.0f32 / 256.0, -128i32)
+            } else {
+                (0.1, -3)
+            };
+            f.put(at + 36, &scale.to_le_bytes());
+            f.put(at + 40, &zp.to_le_bytes());
+            f.put(at + 44, &(-3i32).to_le_bytes());
+            f.put(at + 48, &(-128i32).to_le_bytes());
+            f.put(at + 52, &127i32.to_le_bytes());
+        }
+    }
+    let size = f.data;
+    let kind = if int8 { Kind::Int8 } else { Kind::F32 };
+    let shape = |n: usize| Shape::nhwc(1, 1, 1, n);
+    let arena = arena_size(kind, PAPER_MLP.iter().map(|&(i, o)| (shape(i), shape(o)))).unwrap_or(0);
+    f.put(0, b"NCMF");
+    f.put(4, &1u16.to_le_bytes());
+    f.put(6, &u16::from(int8).to_le_bytes());
+    f.put(8, &(size as u32).to_le_bytes());
+    f.put(16, &(arena as u32).to_le_bytes());
+    f.put(20, &(layers as u16).to_le_bytes());
+    f.put(22, &(n_tensors as u16).to_le_bytes());
+    f.put(24, &64u32.to_le_bytes());
+    f.put(28, &(table as u32).to_le_bytes());
+    f.put(38, &10u16.to_le_bytes());
+    f.put(40, &1u16.to_le_bytes());
+    f.put(42, &1u16.to_le_bytes());
+    f.put(44, &784u16.to_le_bytes());
+    if int8 {
+        f.put(48, &(1.0f32 / 255.0).to_le_bytes());
+        f.put(52, &(-128i32).to_le_bytes());
+    }
+    f.put(56, &(1.0f32 / 255.0).to_le_bytes());
+    let crc = file_crc(&f.buf[..size]);
+    f.put(12, &crc.to_le_bytes());
+    size
+}
+
+/// The paper MLP through the engine (`Model::parse`, `Engine::run`) from a
+/// model file written here: the whole inference as an application runs it
+/// (dispatch, arena plan, kernels, output stages). The int8 logits must
+/// equal the kernel chain's of [`paper_mlp`].
+fn engine_paper_mlp<T: TickCounter>(
+    bench: &mut Bench<'_, T>,
+    b: &mut Buffers,
+    e: &mut EngineBuffers,
+    logits: &[i8; 10],
+) {
+    let mut offsets = [0usize; 5];
+    for (i, &(inputs, outputs)) in PAPER_MLP.iter().enumerate() {
+        offsets[i + 1] = offsets[i] + pack(b, offsets[i], outputs, inputs, 4);
+    }
+    let macs = Work::Macs(PAPER_MLP.iter().map(|&(i, o)| (i * o) as u32).sum());
+    for (form, name) in [
+        (File::I8, "r4"),
+        (File::Pairs, "r4 pairs"),
+        (File::F32, "r4"),
+    ] {
+        let len = write_paper_mlp(&mut e.model, form, b, &offsets);
+        let file = &e.model[..len];
+        let parsed = bench.sw.measure(|| Model::parse(black_box(file)));
+        let model = match parsed.0 {
+            Ok(m) => m,
+            Err(err) => {
+                defmt::error!("paper MLP file ({=str}): {}", name, err);
+                bench.failed = true;
+                continue;
+            }
+        };
+        let kernel = if form == File::F32 {
+            "engine_paper_mlp_f32"
+        } else {
+            "engine_paper_mlp_i8"
+        };
+        bench.print(
+            "model_parse",
+            "784-100-100-100-10",
+            name,
+            "-",
+            Work::Elements(len as u32),
+            parsed.1,
+        );
+        let Ok(mut engine) = Engine::new(&model, &mut e.arena) else {
+            bench.failed = true;
+            continue;
+        };
+        let ok = match form {
+            File::F32 => engine
+                .input_f32()
+                .map(|x| x.copy_from_slice(&b.x_f32[..784])),
+            _ => engine.input_i8().map(|x| x.copy_from_slice(&b.x_i8[..784])),
+        };
+        if ok.is_err() {
+            bench.failed = true;
+            continue;
+        }
+        let eng = &mut engine;
+        let (out, cost) = bench.sw.measure(move || {
+            eng.run().map(|o| match o {
+                Output::I8 { values, .. } => values.first_chunk::<10>().copied(),
+                Output::F32(_) => None,
+            })
+        });
+        match out {
+            Ok(levels) => {
+                bench.print(kernel, "784-100-100-100-10", name, "sigmoid", macs, cost);
+                if let Some(levels) = levels {
+                    bench.same(kernel, &levels, logits);
+                }
+            }
+            Err(err) => {
+                defmt::error!("engine ({=str}): {}", name, err);
+                bench.failed = true;
+            }
+        }
+    }
+}
+
+/// The convolution rows: 5×5 without padding (zero point folded), 3×3
+/// with padding (zero point per load), and a depthwise 3×3.
+fn conv<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
+    // (in h, in w, in c, out c, kernel, pad, shape)
+    const SHAPES: [(usize, usize, usize, usize, usize, usize, &str); 3] = [
+        (28, 28, 1, 16, 5, 0, "28x28x1-5x5-16"),
+        (12, 12, 16, 32, 5, 0, "12x12x16-5x5-32"),
+        (12, 12, 16, 32, 3, 1, "12x12x16-3x3p1-32"),
+    ];
+    for (h, w, cin, cout, k, p, shape) in SHAPES {
+        let Ok(geom) = Conv2d::new(h, w, cin, cout, Window::square(k, 1, p)) else {
+            defmt::error!("bad conv geometry {=str}", shape);
+            exit(false)
+        };
+        let Ok(out) = geom.output_shape(1) else {
+            exit(false)
+        };
+        let patch = k * k * cin;
+        let macs = Work::Macs((out.h * out.w * cout * patch) as u32);
+        let (n_in, n_out) = (h * w * cin, out.h * out.w * cout);
+        let zp = if p == 0 { 0 } else { -128 };
+        // int8: bytes in blocks of 8 and of 4, pairs (blocks of 4); f32: 8.
+        for (r, pairs) in [(8, false), (4, false), (4, true)] {
+            let len = pack(b, 0, cout, patch, r);
+            let b = &mut *b;
+            let (w, st) = (
+                blocked(&b.w_i8, &b.w32, pairs, 0, len),
+                stage(&b.p, cout, false),
+            );
+            let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
+            bench.row(
+                "conv2d_i8",
+                shape,
+                form_name(r, pairs),
+                "none",
+                macs,
+                || {
+                    int8::conv2d_blocked_i8(
+                        &geom,
+                        black_box(&b.x_i8[..n_in]),
+                        w,
+                        r,
+                        &b.p.bias_i32[..padded_rows(cout, r).unwrap_or(0)],
+                        zp,
+                        p == 0,
+                        &st,
+                        &mut y[..n_out],
+                    )
+                },
+            );
+        }
+        bench.same("conv2d_i8", &b.y_i8[..n_out], &b.y2_i8[..n_out]);
+        let len = pack(b, 0, cout, patch, 8);
+        bench.row(
+            "conv2d_f32",
+            shape,
+            form_name(8, false),
+            "none",
+            macs,
+            || {
+                kf32::conv2d_f32(
+                    &geom,
+                    black_box(&b.x_f32[..n_in]),
+                    &b.w_f32[..len],
+                    8,
+                    &b.p.bias_f32[..cout],
+                    None,
+                    &mut b.y_f32[..n_out],
+                )
+            },
+        );
+    }
+
+    let Ok(dw) = DepthwiseConv2d::new(12, 12, 32, Window::square(3, 1, 1)) else {
+        exit(false)
+    };
+    let macs = Work::Macs(12 * 12 * 32 * 9);
+    let n = 12 * 12 * 32;
+    let b = &mut *b;
+    let st = stage(&b.p, 32, false);
+    bench.row(
+        "depthwise_i8",
+        "12x12x32-3x3p1",
+        "plain",
+        "none",
+        macs,
+        || {
+            int8::depthwise_i8(
+                &dw,
+                black_box(&b.x_i8[..n]),
+                &b.w_plain_i8[..9 * 32],
+                &b.p.bias_i32[..32],
+                -5,
+                &st,
+                &mut b.y_i8[..n],
+            )
+        },
+    );
+    bench.row(
+        "depthwise_f32",
+        "12x12x32-3x3p1",
+        "plain",
+        "none",
+        macs,
+        || {
+            kf32::depthwise_f32(
+                &dw,
+                black_box(&b.x_f32[..n]),
+                &b.w_plain_f32[..9 * 32],
+                &b.p.bias_f32[..32],
+                None,
+                &mut b.y_f32[..n],
+            )
+        },
+    );
+}
+
+/// Pooling and element-wise rows; `elements` counts input values read.
+fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
+    let n = 24 * 24 * 16;
+    for (kind, name_i8, name_f32) in [
+        (PoolKind::Max, "max_pool_i8", "max_pool_f32"),
+        (PoolKind::Average, "avg_pool_i8", "avg_pool_f32"),
+    ] {
+        let Ok(p) = Pool2d::new(kind, 24, 24, 16, Window::square(2, 2, 0)) else {
+            exit(false)
+        };
+        let e = Work::Elements(n as u32);
+        let out = 12 * 12 * 16;
+        bench.row(name_i8, "24x24x16-2x2s2", "-", "-", e, || {
+            int8::pool_i8(&p, black_box(&b.x_i8[..n]), &mut b.y_i8[..out])
+        });
+        bench.row(name_f32, "24x24x16-2x2s2", "-", "-", e, || {
+            kf32::pool_f32(&p, black_box(&b.x_f32[..n]), &mut b.y_f32[..out])
+        });
+    }
+    let e = Work::Elements(8 * 8 * 32);
+    bench.row("global_avg_pool_i8", "8x8x32", "-", "-", e, || {
+        int8::global_avg_pool_i8(8, 8, 32, black_box(&b.x_i8[..2048]), &mut b.y_i8[..32])
+    });
+    bench.row("global_avg_pool_f32", "8x8x32", "-", "-", e, || {
+        kf32::global_avg_pool_f32(8, 8, 32, black_box(&b.x_f32[..2048]), &mut b.y_f32[..32])
+    });
+    let e = Work::Elements(1024);
+    bench.row("relu_i8", "1024", "-", "relu", e, || {
+        int8::relu_i8(black_box(&b.x_i8[..1024]), &mut b.y_i8[..1024], -3, 127)
+    });
+    bench.row("lut_i8", "1024", "-", "sigmoid", e, || {
+        int8::lut_i8(&b.p.lut, black_box(&b.x_i8[..1024]), &mut b.y_i8[..1024])
+    });
+    bench.row("sigmoid_f32", "1024", "-", "sigmoid", e, || {
+        kf32::activation_f32(
+            Activation::Sigmoid,
+            black_box(&b.x_f32[..1024]),
+            &mut b.y_f32[..1024],
+        )
+    });
+    // Requantization alone: one output channel per accumulator.
+    let st = stage(&b.p, 1, false);
+    bench.row("requant", "1024", "-", "none", e, || {
+        for (o, &a) in b.y_i8[..1024].iter_mut().zip(black_box(&b.p.acc[..])) {
+            *o = st.apply(0, a);
+        }
+        Ok(())
+    });
+}
+
+#[entry]
+fn main() -> ! {
+    // SAFETY: no heap, and nothing else lives below the stack pointer.
+    let painted = unsafe { stack::paint() };
+    defmt::info!("normcore-firmware bench on {=str}", board::NAME);
+    let (Some(mut core), Some(board)) = (cortex_m::Peripherals::take(), Board::take()) else {
+        defmt::error!("peripherals already taken");
+        exit(false)
+    };
+    let sw = Stopwatch::new(&mut core.DCB, core.DWT, board.timer);
+    match sw.unit() {
+        Unit::Cycles => defmt::info!("cost unit: cycles (DWT CYCCNT)"),
+        Unit::Ticks { hz } => defmt::info!(
+            "cost unit: instructions = timer ticks at {=u32} Hz / 1.6 (valid under QEMU -icount shift=6)",
+            hz
+        ),
+    }
+    let Some(b) = take_buffers() else {
+        defmt::error!("buffers already taken");
+        exit(false)
+    };
+    fill(b);
+    let mut bench = Bench {
+        sw: &sw,
+        failed: false,
+    };
+    dense(&mut bench, b);
+    let logits = paper_mlp(&mut bench, b, 4);
+    paper_mlp(&mut bench, b, 8);
+    let Some(e) = take_engine_buffers() else {
+        defmt::error!("engine buffers already taken");
+        exit(false)
+    };
+    engine_paper_mlp(&mut bench, b, e, &logits);
+    defmt::info!(
+        "sizes: model={=usize} layer={=usize} (bytes of a parsed Model and of one of its Layers)",
+        core::mem::size_of::<Model<'_>>(),
+        core::mem::size_of::<normcore::model::Layer<'_>>()
+    );
+    conv(&mut bench, b);
+    pools(&mut bench, b);
+    defmt::info!(
+        "stack: high_water={=usize} size={=usize} (bytes)",
+        painted.high_water(),
+        painted.size()
+    );
+    exit(!bench.failed)
+}

@@ -1,0 +1,1014 @@
+//! `normcore device-eval`: a test set streamed through the firmware's
+//! `serve` binary running in QEMU, every answer compared with core's engine
+//! on the host.
+//!
+//! The firmware (`firmware/src/bin/serve.rs`) embeds the two model files of
+//! the assets directory and answers requests over UART0; QEMU connects that
+//! UART to its standard input and output (`-serial stdio`). The protocol is
+//! specified in `docs/SERIAL.md`; [`Session`] is its host side, [`run`]
+//! the command:
+//!
+//! 1. build `serve` (`cargo build --release --bin serve` in `firmware/`)
+//!    unless `--elf` names an ELF;
+//! 2. start it in QEMU and ask `INFO`: the device's model CRCs must be
+//!    those of the model files loaded here (`firmware/assets/`), and its
+//!    input size the data set's;
+//! 3. for each selected test sample, run the host engine ([`Device`], the
+//!    same `Model::parse` and `Engine` the firmware runs) and the device
+//!    (int8: the input quantized with the model header's parameters by
+//!    [`input_levels`], as the assets are; f32: the values as stored), and
+//!    compare: the same predicted class always, int8 logits bit for bit, f32
+//!    logits within 1e-5 (relative above 1);
+//! 4. print accuracy (device and host) and agreement; fail on any mismatch.
+//!
+//! Every read has a deadline (`--timeout`), and a firmware that dies (a
+//! panic, a fault, QEMU refusing the ELF) is reported with QEMU's status and
+//! messages: nothing here can hang.
+
+use crate::assets;
+use crate::cli::DataArgs;
+use crate::data::Dataset;
+use crate::export::device::{input_levels, Device, Logits, ModelBytes};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use clap::{Args, ValueEnum};
+use normcore::model::{crc32, Kind};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// First byte of a request.
+pub const REQUEST_MAGIC: u8 = 0xA5;
+/// First byte of a response.
+pub const RESPONSE_MAGIC: u8 = 0x5A;
+/// The protocol version `INFO` reports.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Request and response header bytes (magic, command or status, sequence
+/// number, length).
+pub const HEADER: usize = 5;
+
+/// Request commands.
+pub mod command {
+    /// Sizes, the models' CRCs and the int8 input quantization.
+    pub const INFO: u8 = 0x01;
+    /// Run the int8 model on `F` input levels.
+    pub const INFER_I8: u8 = 0x02;
+    /// Run the f32 model on `F` f32 values.
+    pub const INFER_F32: u8 = 0x03;
+    /// Answer, then exit QEMU with success.
+    pub const SHUTDOWN: u8 = 0x04;
+}
+
+/// f32 logits may differ from the host's by this much (relative above 1),
+/// as in the `infer` firmware's own check.
+pub const F32_TOLERANCE: f32 = 1e-5;
+
+/// The machine `serve` runs on.
+pub const QEMU_MACHINE: [&str; 4] = ["-machine", "mps2-an386", "-cpu", "cortex-m4"];
+
+/// A response's status byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Done.
+    Ok,
+    /// A frame did not start with the request magic.
+    BadMagic,
+    /// The frame's CRC did not match.
+    BadCrc,
+    /// A length above the maximum, or not what the command takes.
+    BadLength,
+    /// No such command.
+    UnknownCommand,
+    /// The frame stopped arriving.
+    Timeout,
+    /// The UART lost a byte.
+    UartError,
+    /// The engine refused to run.
+    EngineError,
+    /// A code this host does not know.
+    Other(u8),
+}
+
+impl Status {
+    /// The status of code `b`.
+    pub fn from_byte(b: u8) -> Status {
+        match b {
+            0x00 => Status::Ok,
+            0x01 => Status::BadMagic,
+            0x02 => Status::BadCrc,
+            0x03 => Status::BadLength,
+            0x04 => Status::UnknownCommand,
+            0x05 => Status::Timeout,
+            0x06 => Status::UartError,
+            0x07 => Status::EngineError,
+            other => Status::Other(other),
+        }
+    }
+}
+
+/// One request frame: magic, command, sequence number, length, payload,
+/// CRC-32 of everything after the magic (docs/SERIAL.md).
+pub fn encode_request(command: u8, seq: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    let mut frame = Vec::with_capacity(HEADER + payload.len() + 4);
+    frame.push(REQUEST_MAGIC);
+    frame.extend_from_slice(&[command, seq]);
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(payload);
+    let crc = crc32(&frame[1..]);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame
+}
+
+/// A response frame, CRC checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status.
+    pub status: Status,
+    /// The sequence number it answers.
+    pub seq: u8,
+    /// The payload (empty unless the status is `Ok`).
+    pub payload: Vec<u8>,
+}
+
+/// Read one response frame from `next` (a byte source that fails on
+/// timeout or end of stream).
+pub fn decode_response(mut next: impl FnMut() -> Result<u8>) -> Result<Response> {
+    let magic = next()?;
+    ensure!(
+        magic == RESPONSE_MAGIC,
+        "byte {magic:#04x} where a response frame starts (expected {RESPONSE_MAGIC:#04x}; \
+         a failing firmware's log output?)"
+    );
+    let mut body = Vec::with_capacity(HEADER + 8);
+    for _ in 1..HEADER {
+        body.push(next()?);
+    }
+    let len = usize::from(u16::from_le_bytes([body[2], body[3]]));
+    for _ in 0..len {
+        body.push(next()?);
+    }
+    let mut sent = [0u8; 4];
+    for b in &mut sent {
+        *b = next()?;
+    }
+    let (sent, computed) = (u32::from_le_bytes(sent), crc32(&body));
+    ensure!(
+        sent == computed,
+        "response CRC mismatch (frame says {sent:#010x}, bytes give {computed:#010x})"
+    );
+    Ok(Response {
+        status: Status::from_byte(body[0]),
+        seq: body[1],
+        payload: body.split_off(HEADER - 1),
+    })
+}
+
+/// `INFO`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Info {
+    /// Protocol version.
+    pub version: u8,
+    /// Input values per sample.
+    pub features: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Largest request payload the device accepts.
+    pub max_payload: usize,
+    /// The `crc32` header field of the embedded f32 model file.
+    pub f32_model_crc: u32,
+    /// The `crc32` header field of the embedded int8 model file.
+    pub int8_model_crc: u32,
+    /// The int8 model's input scale.
+    pub input_scale: f32,
+    /// The int8 model's input zero point.
+    pub input_zero_point: i32,
+}
+
+impl Info {
+    /// Parse `INFO`'s payload.
+    pub fn parse(p: &[u8]) -> Result<Info> {
+        ensure!(p.len() == 24, "INFO payload of {} bytes, expected 24", p.len());
+        let u16_at = |at: usize| usize::from(u16::from_le_bytes([p[at], p[at + 1]]));
+        let u32_at = |at: usize| u32::from_le_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        Ok(Info {
+            version: p[0],
+            features: u16_at(2),
+            classes: u16_at(4),
+            max_payload: u16_at(6),
+            f32_model_crc: u32_at(8),
+            int8_model_crc: u32_at(12),
+            input_scale: f32::from_bits(u32_at(16)),
+            input_zero_point: u32_at(20) as i32,
+        })
+    }
+}
+
+/// The device's logits for one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceLogits {
+    /// int8 levels.
+    I8(Vec<i8>),
+    /// f32 values.
+    F32(Vec<f32>),
+}
+
+/// The device's answer to one inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The predicted class.
+    pub class: usize,
+    /// The logits.
+    pub logits: DeviceLogits,
+}
+
+impl Prediction {
+    /// Parse an `INFER_*` payload of a model of `kind` with `classes` classes.
+    pub fn parse(kind: Kind, classes: usize, p: &[u8]) -> Result<Prediction> {
+        let width = match kind {
+            Kind::Int8 => 1,
+            Kind::F32 => 4,
+        };
+        ensure!(
+            p.len() == 2 + width * classes,
+            "inference payload of {} bytes, expected {} ({classes} classes)",
+            p.len(),
+            2 + width * classes
+        );
+        let class = usize::from(u16::from_le_bytes([p[0], p[1]]));
+        let logits = match kind {
+            Kind::Int8 => DeviceLogits::I8(p[2..].iter().map(|&b| b as i8).collect()),
+            Kind::F32 => DeviceLogits::F32(
+                p[2..]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+        };
+        Ok(Prediction { class, logits })
+    }
+}
+
+/// `SHUTDOWN`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// Responses the device sent, this one included.
+    pub answered: u32,
+    /// Of them, errors.
+    pub errors: u32,
+}
+
+/// How to read `qemu-system-arm`'s absence.
+const QEMU_HINT: &str = "install QEMU: `cargo xtask setup`, or `apt-get install qemu-system-arm` \
+                         on Debian";
+
+/// The `serve` firmware running in QEMU, UART0 on QEMU's stdin/stdout.
+/// Dropping it stops QEMU.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<Vec<u8>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// Bytes received and not yet consumed.
+    pending: VecDeque<u8>,
+    /// The last request's sequence number.
+    seq: u8,
+    /// Deadline for each response.
+    pub timeout: Duration,
+    /// Classes, once `INFO` told them.
+    classes: Option<usize>,
+}
+
+impl Session {
+    /// Start `elf` in QEMU (`mps2-an386`, `-serial stdio`, semihosting on,
+    /// no `-icount`). Each response must arrive within `timeout`.
+    pub fn start(elf: &Path, timeout: Duration) -> Result<Session> {
+        ensure!(
+            elf.is_file(),
+            "firmware ELF {} not found (build it: `cargo build --release --bin serve` in firmware/)",
+            elf.display()
+        );
+        let mut child = Command::new("qemu-system-arm")
+            .args(QEMU_MACHINE)
+            .args([
+                "-semihosting-config",
+                "enable=on,target=native",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+                "-display",
+                "none",
+                "-kernel",
+            ])
+            .arg(elf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    anyhow!("`qemu-system-arm` not found: {QEMU_HINT}")
+                } else {
+                    anyhow!("cannot start qemu-system-arm: {e}")
+                }
+            })?;
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().context("no stdout pipe")?;
+        let mut err = child.stderr.take().context("no stderr pipe")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let stderr = thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = err.read_to_end(&mut text);
+            text
+        });
+        Ok(Session {
+            child,
+            stdin,
+            stdout: rx,
+            stderr: Some(stderr),
+            pending: VecDeque::new(),
+            seq: 0,
+            timeout,
+            classes: None,
+        })
+    }
+
+    /// Send raw bytes to UART0 (a request frame, or anything else).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("QEMU's stdin is closed")?;
+        if let Err(e) = stdin.write_all(bytes).and_then(|()| stdin.flush()) {
+            return Err(self.failure(&format!("cannot write to the firmware: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The next byte from UART0, waiting until `deadline`.
+    fn next_byte(&mut self, deadline: Instant) -> Result<u8> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Ok(b);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(chunk) => self.pending.extend(chunk),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "no response from the firmware within {:.1} s (QEMU is still running; \
+                         it is stopped now)",
+                        self.timeout.as_secs_f64()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => bail!("the firmware's output ended"),
+            }
+        }
+    }
+
+    /// Read one response frame (deadline: [`timeout`](Self::timeout) from now).
+    pub fn read_response(&mut self) -> Result<Response> {
+        let deadline = Instant::now() + self.timeout;
+        let mut error = None;
+        let response = decode_response(|| match self.next_byte(deadline) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                error = Some(msg.clone());
+                Err(anyhow!(msg))
+            }
+        });
+        match response {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.failure(&error.unwrap_or_else(|| format!("{e:#}")))),
+        }
+    }
+
+    /// Send a request and read its response, which must echo the sequence
+    /// number. Any status is returned (see [`ok`](Self::ok)).
+    pub fn request(&mut self, command: u8, payload: &[u8]) -> Result<Response> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.send_raw(&encode_request(command, seq, payload))?;
+        let r = self.read_response()?;
+        ensure!(
+            r.seq == seq,
+            "response to request {} arrived for request {seq} (out of step)",
+            r.seq
+        );
+        Ok(r)
+    }
+
+    /// As [`request`](Self::request), which must succeed: its payload.
+    pub fn ok(&mut self, command: u8, payload: &[u8]) -> Result<Vec<u8>> {
+        let r = self.request(command, payload)?;
+        ensure!(
+            r.status == Status::Ok,
+            "the firmware answered {:?} to command {command:#04x}",
+            r.status
+        );
+        Ok(r.payload)
+    }
+
+    /// `INFO`.
+    pub fn info(&mut self) -> Result<Info> {
+        let info = Info::parse(&self.ok(command::INFO, &[])?)?;
+        ensure!(
+            info.version == PROTOCOL_VERSION,
+            "the firmware speaks protocol version {}, this host {PROTOCOL_VERSION}",
+            info.version
+        );
+        self.classes = Some(info.classes);
+        Ok(info)
+    }
+
+    fn classes(&mut self) -> Result<usize> {
+        match self.classes {
+            Some(c) => Ok(c),
+            None => Ok(self.info()?.classes),
+        }
+    }
+
+    /// Run the int8 model on input `levels`.
+    pub fn infer_i8(&mut self, levels: &[i8]) -> Result<Prediction> {
+        let classes = self.classes()?;
+        let payload: Vec<u8> = levels.iter().map(|&q| q as u8).collect();
+        Prediction::parse(
+            Kind::Int8,
+            classes,
+            &self.ok(command::INFER_I8, &payload)?,
+        )
+    }
+
+    /// Run the f32 model on `values`.
+    pub fn infer_f32(&mut self, values: &[f32]) -> Result<Prediction> {
+        let classes = self.classes()?;
+        let payload: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Prediction::parse(Kind::F32, classes, &self.ok(command::INFER_F32, &payload)?)
+    }
+
+    /// `SHUTDOWN`, then wait for QEMU to exit; it must exit with success.
+    pub fn shutdown(mut self) -> Result<Served> {
+        let p = self.ok(command::SHUTDOWN, &[])?;
+        ensure!(p.len() == 8, "SHUTDOWN payload of {} bytes", p.len());
+        let served = Served {
+            answered: u32::from_le_bytes([p[0], p[1], p[2], p[3]]),
+            errors: u32::from_le_bytes([p[4], p[5], p[6], p[7]]),
+        };
+        self.stdin = None;
+        match self.wait_exit(Duration::from_secs(5)) {
+            Some(status) if status.success() => Ok(served),
+            Some(status) => Err(self.failure(&format!("QEMU exited with {status} after SHUTDOWN"))),
+            None => Err(self.failure("QEMU did not exit within 5 s of SHUTDOWN")),
+        }
+    }
+
+    /// QEMU's exit status if it exits within `wait`.
+    fn wait_exit(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An error saying what went wrong, with QEMU's fate and messages: it
+    /// waits a moment for QEMU to exit, stops it if it does not, and adds
+    /// its exit status, its stderr and whatever UART bytes were left unread.
+    fn failure(&mut self, what: &str) -> anyhow::Error {
+        let exited = self.wait_exit(Duration::from_millis(500));
+        if exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        while let Ok(chunk) = self.stdout.recv_timeout(Duration::from_millis(100)) {
+            self.pending.extend(chunk);
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let mut msg = match exited {
+            Some(status) => format!("{what}: the firmware died (QEMU exited with {status})"),
+            None => what.to_owned(),
+        };
+        if !stderr.is_empty() {
+            msg.push_str(&format!("; QEMU said: {stderr}"));
+        }
+        if !self.pending.is_empty() {
+            let n = self.pending.len();
+            let shown: Vec<String> = self
+                .pending
+                .iter()
+                .take(64)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            msg.push_str(&format!(
+                "; {n} unread bytes from UART0/semihosting: {}{} (a defmt log: run the ELF with \
+                 `cargo run --release --bin serve` in firmware/ to decode it)",
+                shown.join(" "),
+                if n > 64 { " ..." } else { "" }
+            ));
+            self.pending.clear();
+        }
+        anyhow!(msg)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Which embedded model(s) to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelChoice {
+    /// The int8 model (`model-int8.ncm`).
+    Int8,
+    /// The f32 model (`model-f32.ncm`).
+    F32,
+    /// Both, int8 first.
+    Both,
+}
+
+impl ModelChoice {
+    /// The model kinds, in order.
+    pub fn kinds(self) -> Vec<Kind> {
+        match self {
+            ModelChoice::Int8 => vec![Kind::Int8],
+            ModelChoice::F32 => vec![Kind::F32],
+            ModelChoice::Both => vec![Kind::Int8, Kind::F32],
+        }
+    }
+}
+
+/// `normcore device-eval`.
+#[derive(Args, Debug)]
+pub struct DeviceEvalArgs {
+    /// The embedded model to run: int8, f32, or both.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub model: ModelChoice,
+    /// Test samples to stream, evenly spaced over the test set: a number or
+    /// `all` (about 250 int8 or 60 f32 samples per second for 8x8 digits).
+    #[arg(long, default_value = "all", value_parser = parse_samples)]
+    pub samples: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The `serve` ELF. Default: build it (`cargo build --release --bin
+    /// serve` in firmware/) and use firmware/target/.../release/serve.
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// Seconds to wait for each response before giving up.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// The assets directory holding the model files the firmware embeds
+    /// (default: $NORMCORE_ASSETS, else firmware/assets).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+}
+
+/// `--samples`: a positive count, or `all` (`usize::MAX`).
+fn parse_samples(s: &str) -> Result<usize, String> {
+    match s {
+        "all" => Ok(usize::MAX),
+        _ => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("`{s}` samples: give a positive number or `all`")),
+        },
+    }
+}
+
+/// One model's comparison over the streamed samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindReport {
+    /// Which model.
+    pub kind: Kind,
+    /// Samples streamed.
+    pub samples: usize,
+    /// Device predictions equal to the label.
+    pub device_correct: usize,
+    /// Host engine predictions equal to the label.
+    pub host_correct: usize,
+    /// Device class equal to the host engine's.
+    pub same_class: usize,
+    /// Device logits bit-identical to the host engine's.
+    pub identical: usize,
+    /// Device logits within [`F32_TOLERANCE`] (int8: identical).
+    pub within_tolerance: usize,
+    /// Largest absolute logit difference (f32; 0 for int8).
+    pub max_abs_diff: f32,
+    /// The first disagreement, described.
+    pub first_mismatch: Option<String>,
+    /// Wall-clock seconds of the device part (send, run, answer).
+    pub seconds: f64,
+}
+
+impl KindReport {
+    /// The device agreed with the host engine on every sample: same class,
+    /// and int8 logits identical, f32 within tolerance.
+    pub fn agrees(&self) -> bool {
+        self.same_class == self.samples && self.within_tolerance == self.samples
+    }
+}
+
+/// Whether device `d` and host `h` logits are bit-identical, and within
+/// tolerance, and their largest absolute difference.
+fn compare(d: &DeviceLogits, h: &Logits) -> (bool, bool, f32) {
+    match (d, h) {
+        (DeviceLogits::I8(d), Logits::I8 { values, .. }) => {
+            let same = d == values;
+            (same, same, 0.0)
+        }
+        (DeviceLogits::F32(d), Logits::F32(h)) if d.len() == h.len() => {
+            let identical = d.iter().zip(h).all(|(a, b)| a.to_bits() == b.to_bits());
+            let within = d
+                .iter()
+                .zip(h)
+                .all(|(a, b)| (a - b).abs() <= F32_TOLERANCE * b.abs().max(1.0));
+            let diff = d.iter().zip(h).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            (identical, within, diff)
+        }
+        _ => (false, false, f32::INFINITY),
+    }
+}
+
+/// Stream the samples `indices` of `test` through the device's model of
+/// `kind` (whose file is `model_bytes`, the one the firmware embeds) and
+/// compare each answer with the host engine's.
+pub fn evaluate(
+    session: &mut Session,
+    kind: Kind,
+    model_bytes: &[u8],
+    test: &Dataset,
+    indices: &[usize],
+) -> Result<KindReport> {
+    let buf = ModelBytes::new(model_bytes);
+    let model = buf.parse()?;
+    ensure!(model.kind() == kind, "the model file is not a {kind:?} model");
+    let mut host = Device::new(&model);
+    let mut r = KindReport {
+        kind,
+        samples: 0,
+        device_correct: 0,
+        host_correct: 0,
+        same_class: 0,
+        identical: 0,
+        within_tolerance: 0,
+        max_abs_diff: 0.0,
+        first_mismatch: None,
+        seconds: 0.0,
+    };
+    let mut device_time = Duration::ZERO;
+    for &i in indices {
+        let sample = test.sample(i);
+        let label = usize::from(test.label(i));
+        let (expected, answer) = match kind {
+            Kind::Int8 => {
+                let levels = input_levels(&model, sample);
+                let expected = host.run_levels(&levels)?;
+                let started = Instant::now();
+                let answer = session.infer_i8(&levels);
+                device_time += started.elapsed();
+                (expected, answer)
+            }
+            Kind::F32 => {
+                let expected = host.run(sample)?;
+                let started = Instant::now();
+                let answer = session.infer_f32(sample);
+                device_time += started.elapsed();
+                (expected, answer)
+            }
+        };
+        let answer = answer.with_context(|| format!("{kind:?} model, test sample {i}"))?;
+        let host_class = expected.argmax();
+        let (identical, within, diff) = compare(&answer.logits, &expected);
+        r.samples += 1;
+        r.device_correct += usize::from(answer.class == label);
+        r.host_correct += usize::from(host_class == label);
+        r.same_class += usize::from(answer.class == host_class);
+        r.identical += usize::from(identical);
+        r.within_tolerance += usize::from(within);
+        r.max_abs_diff = r.max_abs_diff.max(diff);
+        if (answer.class != host_class || !within) && r.first_mismatch.is_none() {
+            r.first_mismatch = Some(format!(
+                "test sample {i}: device class {} logits {:?}, host engine class {host_class} \
+                 logits {:?}",
+                answer.class, answer.logits, expected
+            ));
+        }
+    }
+    r.seconds = device_time.as_secs_f64();
+    Ok(r)
+}
+
+/// The repository root: the current directory if it has `firmware/`, else
+/// the one this tool was built from.
+pub fn repo_root() -> PathBuf {
+    let cwd = PathBuf::from(".");
+    if cwd.join("firmware").join("Cargo.toml").is_file() {
+        return cwd;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("firmware").join("Cargo.toml").is_file() {
+        built
+    } else {
+        cwd
+    }
+}
+
+/// The Cortex-M target the firmware builds for.
+pub const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
+
+/// Build `serve` in `root/firmware` (release) and return its ELF.
+pub fn build_serve(root: &Path) -> Result<PathBuf> {
+    let fw = root.join("firmware");
+    ensure!(
+        fw.join("Cargo.toml").is_file(),
+        "no firmware/ in {}: run from the repository root or pass --elf",
+        root.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("device-eval: building the firmware (cargo build --release --bin serve in firmware/)");
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--release", "--quiet", "--bin", "serve", "--target-dir"])
+        .arg(fw.join("target"))
+        // Cargo reads firmware/.cargo/config.toml (target, linker scripts)
+        // from the working directory.
+        .current_dir(&fw)
+        .stdin(Stdio::null());
+    // Host build settings must not override the firmware's configuration.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    ensure!(
+        status.success(),
+        "building the firmware failed ({status}); `cargo xtask setup` installs the thumb target, \
+         `cargo xtask assets` writes the assets it embeds"
+    );
+    Ok(fw
+        .join("target")
+        .join(THUMB_TARGET)
+        .join("release")
+        .join("serve"))
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Run `normcore device-eval` (module documentation).
+pub fn run(a: DeviceEvalArgs) -> Result<()> {
+    ensure!(
+        a.timeout.is_finite() && a.timeout > 0.0,
+        "--timeout must be a positive number of seconds"
+    );
+    let root = repo_root();
+    let assets_dir = a.assets.clone().unwrap_or_else(|| assets::default_dir(&root));
+    let (model_f32, model_int8, _) = assets::load(&assets_dir)
+        .with_context(|| format!("the firmware's model files in {}", assets_dir.display()))?;
+    let data = a.data.load()?;
+    let test = &data.test;
+    let elf = match &a.elf {
+        Some(p) => p.clone(),
+        None => build_serve(&root)?,
+    };
+
+    let mut session = Session::start(&elf, Duration::from_secs_f64(a.timeout))?;
+    let info = session.info().context("asking the firmware for INFO")?;
+    let header_crc = |b: &[u8]| u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    ensure!(
+        (info.f32_model_crc, info.int8_model_crc)
+            == (header_crc(&model_f32), header_crc(&model_int8)),
+        "{} embeds other models than {} (device CRCs {:#010x}/{:#010x}, files {:#010x}/{:#010x}): \
+         rebuild it (`cargo build --release --bin serve` in firmware/) or pass --assets",
+        elf.display(),
+        assets_dir.display(),
+        info.f32_model_crc,
+        info.int8_model_crc,
+        header_crc(&model_f32),
+        header_crc(&model_int8)
+    );
+    ensure!(
+        info.features == test.sample_len(),
+        "the firmware's models take {} input values, the `{}` test set has {} per sample: \
+         generate assets for it (e.g. `cargo xtask assets --data mnist --preset paper-mlp`)",
+        info.features,
+        a.data.data,
+        test.sample_len()
+    );
+    let indices = assets::pick(test.len(), a.samples);
+    println!(
+        "device-eval: {} in QEMU mps2-an386 (Cortex-M4F), UART0 on -serial stdio; models {} \
+         (f32 crc {:#010x}, int8 crc {:#010x}); {} of {} samples of the `{}` test set",
+        elf.display(),
+        assets_dir.display(),
+        info.f32_model_crc,
+        info.int8_model_crc,
+        thousands(indices.len()),
+        thousands(test.len()),
+        a.data.data
+    );
+    println!();
+    println!(
+        "| model | samples | device accuracy | host engine accuracy | same prediction | identical logits | max abs diff | device s |"
+    );
+    println!(
+        "|-------|---------|-----------------|----------------------|-----------------|------------------|--------------|----------|"
+    );
+    let mut all_agree = true;
+    let mut mismatches = Vec::new();
+    for kind in a.model.kinds() {
+        let bytes = match kind {
+            Kind::Int8 => &model_int8,
+            Kind::F32 => &model_f32,
+        };
+        let r = evaluate(&mut session, kind, bytes, test, &indices)?;
+        let pct = |c: usize| format!("{:.2}%", 100.0 * c as f64 / r.samples.max(1) as f64);
+        let name = match kind {
+            Kind::Int8 => "int8",
+            Kind::F32 => "f32",
+        };
+        println!(
+            "| {name:<5} | {:>7} | {:>15} | {:>20} | {:>15} | {:>16} | {:>12} | {:>8.1} |",
+            thousands(r.samples),
+            pct(r.device_correct),
+            pct(r.host_correct),
+            format!("{}/{}", r.same_class, r.samples),
+            format!("{}/{}", r.identical, r.samples),
+            if r.max_abs_diff == 0.0 {
+                "0".to_owned()
+            } else {
+                format!("{:.2e}", r.max_abs_diff)
+            },
+            r.seconds
+        );
+        all_agree &= r.agrees();
+        if let Some(m) = r.first_mismatch {
+            mismatches.push(format!("{name}: {m}"));
+        }
+    }
+    let served = session.shutdown()?;
+    println!();
+    println!(
+        "the firmware answered {} requests ({} errors) and exited with success; \
+         device = host engine: {}",
+        served.answered,
+        served.errors,
+        if all_agree { "yes" } else { "NO" }
+    );
+    if !all_agree {
+        bail!(
+            "the device disagrees with the host engine:\n{}",
+            mismatches.join("\n")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(bytes: &[u8]) -> impl FnMut() -> Result<u8> + '_ {
+        let mut it = bytes.iter();
+        move || it.next().copied().context("end of stream")
+    }
+
+    /// A response frame as the firmware builds it.
+    fn response(status: u8, seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = encode_request(status, seq, payload);
+        f[0] = RESPONSE_MAGIC;
+        f
+    }
+
+    #[test]
+    fn request_frames_follow_the_spec() {
+        let f = encode_request(command::INFO, 7, &[]);
+        assert_eq!(&f[..5], &[0xA5, 0x01, 0x07, 0x00, 0x00]);
+        assert_eq!(&f[5..], &crc32(&[0x01, 0x07, 0x00, 0x00]).to_le_bytes());
+        let f = encode_request(command::INFER_I8, 1, &[1, 2, 3]);
+        assert_eq!(f.len(), 5 + 3 + 4);
+        assert_eq!(&f[3..5], &[3, 0]);
+        // CRC-32 as zlib computes it.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn responses_decode_and_damage_is_caught() {
+        let f = response(0x00, 9, &[5, 0, 0xFF, 0x01]);
+        let r = decode_response(from(&f)).unwrap();
+        assert_eq!(
+            (r.status, r.seq, r.payload.clone()),
+            (Status::Ok, 9, vec![5, 0, 0xFF, 1])
+        );
+        let p = Prediction::parse(Kind::Int8, 2, &r.payload).unwrap();
+        assert_eq!(p.class, 5);
+        assert_eq!(p.logits, DeviceLogits::I8(vec![-1, 1]));
+
+        let mut bad = f.clone();
+        bad[6] ^= 0x10;
+        let e = decode_response(from(&bad)).unwrap_err();
+        assert!(format!("{e:#}").contains("CRC"), "{e:#}");
+        let e = decode_response(from(&f[..f.len() - 1])).unwrap_err();
+        assert!(format!("{e:#}").contains("end of stream"), "{e:#}");
+        let e = decode_response(from(b"\x00junk")).unwrap_err();
+        assert!(format!("{e:#}").contains("0x00"), "{e:#}");
+
+        let r = decode_response(from(&response(0x02, 3, &[]))).unwrap();
+        assert_eq!((r.status, r.seq), (Status::BadCrc, 3));
+        assert_eq!(Status::from_byte(0x42), Status::Other(0x42));
+    }
+
+    #[test]
+    fn info_and_f32_predictions_parse() {
+        let mut p = vec![1, 0, 64, 0, 10, 0, 0, 1];
+        p.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        p.extend_from_slice(&0x9ABC_DEF0u32.to_le_bytes());
+        p.extend_from_slice(&0.0625f32.to_le_bytes());
+        p.extend_from_slice(&(-128i32).to_le_bytes());
+        let i = Info::parse(&p).unwrap();
+        assert_eq!((i.version, i.features, i.classes, i.max_payload), (1, 64, 10, 256));
+        assert_eq!((i.f32_model_crc, i.int8_model_crc), (0x1234_5678, 0x9ABC_DEF0));
+        assert_eq!((i.input_scale, i.input_zero_point), (0.0625, -128));
+        assert!(Info::parse(&p[..23]).is_err());
+
+        let mut q = vec![1, 0];
+        q.extend_from_slice(&1.5f32.to_le_bytes());
+        q.extend_from_slice(&(-2.0f32).to_le_bytes());
+        let pred = Prediction::parse(Kind::F32, 2, &q).unwrap();
+        assert_eq!(pred.class, 1);
+        assert_eq!(pred.logits, DeviceLogits::F32(vec![1.5, -2.0]));
+        assert!(Prediction::parse(Kind::F32, 3, &q).is_err());
+    }
+
+    #[test]
+    fn comparison_is_exact_for_int8_and_tolerant_for_f32() {
+        let host = Logits::I8 {
+            values: vec![1, -2],
+            scale: 0.5,
+            zero_point: 0,
+        };
+        assert_eq!(compare(&DeviceLogits::I8(vec![1, -2]), &host), (true, true, 0.0));
+        assert!(!compare(&DeviceLogits::I8(vec![1, -1]), &host).1);
+        let host = Logits::F32(vec![1000.0, 0.5]);
+        let (identical, within, diff) = compare(&DeviceLogits::F32(vec![1000.001, 0.5]), &host);
+        assert!(!identical && within && diff > 0.0);
+        assert!(!compare(&DeviceLogits::F32(vec![1000.1, 0.5]), &host).1);
+        assert!(!compare(&DeviceLogits::F32(vec![1.0]), &host).1);
+    }
+
+    #[test]
+    fn missing_elf_is_a_clear_error() {
+        let e = Session::start(Path::new("/nonexistent/serve"), Duration::from_secs(1)).unwrap_err();
+        assert!(format!("{e:#}").contains("not found"), "{e:#}");
+    }
+
+    #[test]
+    fn samples_argument_takes_a_count_or_all() {
+        assert_eq!(parse_samples("all"), Ok(usize::MAX));
+        assert_eq!(parse_samples("3"), Ok(3));
+        assert!(parse_samples("0").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Just enough of ELF32 (little-endian, as the thumb targets write it) to
+//! size a firmware image: section headers and the symbol table.
+//!
+//! Layout used (System V ABI): the file header has `e_shoff` at 0x20 (u32),
+//! `e_shentsize` at 0x2E, `e_shnum` at 0x30 and `e_shstrndx` at 0x32 (u16);
+//! a section header (40 bytes) has `sh_name`, `sh_type`, `sh_flags`,
+//! `sh_addr`, `sh_offset`, `sh_size`, `sh_link`, ... as u32s; a symbol
+//! (16 bytes) has `st_name`, `st_value`, `st_size` (u32), `st_info` (u8),
+//! `st_other` (u8), `st_shndx` (u16).
+
+/// A section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Name (`.text`, ...).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Occupies memory at run time (`SHF_ALLOC`).
+    pub alloc: bool,
+}
+
+/// A symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    /// Name, mangled.
+    pub name: String,
+    /// Address (functions: with the Thumb bit).
+    pub value: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// `STT_FUNC`.
+    pub func: bool,
+}
+
+/// Sections and symbols of an ELF file.
+#[derive(Debug, Clone, Default)]
+pub struct Elf {
+    /// Sections, in file order.
+    pub sections: Vec<Section>,
+    /// Symbols of `.symtab`.
+    pub symbols: Vec<Symbol>,
+}
+
+const SHF_ALLOC: u32 = 2;
+const SHT_SYMTAB: u32 = 2;
+const STT_FUNC: u8 = 2;
+
+fn u16_at(b: &[u8], at: usize) -> Result<u32, String> {
+    b.get(at..at + 2)
+        .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
+        .ok_or_else(|| format!("ELF truncated at {at}"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| format!("ELF truncated at {at}"))
+}
+
+/// The NUL-terminated string at `at` of string table `table`.
+fn string(table: &[u8], at: usize) -> String {
+    let tail = table.get(at..).unwrap_or(&[]);
+    let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
+    String::from_utf8_lossy(&tail[..end]).into_owned()
+}
+
+impl Elf {
+    /// Parse `b`, which must be a 32-bit little-endian ELF.
+    pub fn parse(b: &[u8]) -> Result<Elf, String> {
+        if b.get(..4) != Some(b"\x7fELF".as_slice()) || b.get(4) != Some(&1) || b.get(5) != Some(&1)
+        {
+            return Err("not a 32-bit little-endian ELF file".into());
+        }
+        let shoff = u32_at(b, 0x20)? as usize;
+        let shentsize = u16_at(b, 0x2E)? as usize;
+        let shnum = u16_at(b, 0x30)? as usize;
+        let shstrndx = u16_at(b, 0x32)? as usize;
+        if shentsize < 40 {
+            return Err(format!("section header size {shentsize}"));
+        }
+        // (name offset, type, flags, offset, size, link, entsize)
+        let mut raw = Vec::with_capacity(shnum);
+        for i in 0..shnum {
+            let h = shoff + i * shentsize;
+            raw.push((
+                u32_at(b, h)? as usize,
+                u32_at(b, h + 4)?,
+                u32_at(b, h + 8)?,
+                u32_at(b, h + 16)? as usize,
+                u32_at(b, h + 20)? as usize,
+                u32_at(b, h + 24)? as usize,
+                u32_at(b, h + 36)? as usize,
+            ));
+        }
+        let table = |i: usize| -> &[u8] {
+            raw.get(i)
+                .and_then(|&(_, _, _, off, size, _, _)| b.get(off..off + size))
+                .unwrap_or(&[])
+        };
+        let names = table(shstrndx);
+        let mut elf = Elf::default();
+        for &(name, kind, flags, off, size, link, entsize) in &raw {
+            elf.sections.push(Section {
+                name: string(names, name),
+                size: size as u64,
+                alloc: flags & SHF_ALLOC != 0,
+            });
+            if kind == SHT_SYMTAB {
+                let strings = table(link);
+                let entsize = entsize.max(16);
+                let data = b.get(off..off + size).ok_or("symbol table out of bounds")?;
+                for s in data.chunks_exact(entsize) {
+                    elf.symbols.push(Symbol {
+                        name: string(strings, u32_at(s, 0)? as usize),
+                        value: u64::from(u32_at(s, 4)?),
+                        size: u64::from(u32_at(s, 8)?),
+                        func: s[12] & 0xF == STT_FUNC,
+                    });
+                }
+            }
+        }
+        Ok(elf)
+    }
+
+    /// Size of the section called `name` (0 if absent).
+    pub fn section(&self, name: &str) -> u64 {
+        self.sections
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Total size of the symbols `pred` accepts, each address counted once
+    /// (aliases share one).
+    pub fn symbols_sized(&self, pred: impl Fn(&Symbol) -> bool) -> u64 {
+        let mut seen = std::collections::BTreeSet::new();
+        self.symbols
+            .iter()
+            .filter(|s| pred(s) && seen.insert((s.value, s.size)))
+            .map(|s| s.size)
+            .sum()
+    }
+}
+
+/// The first path component of a legacy-mangled Rust symbol
+/// (`_ZN8normcore6engine...` → `normcore`).
+pub fn crate_of(mangled: &str) -> Option<&str> {
+    let rest = mangled.strip_prefix("_ZN")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let len: usize = rest[..digits].parse().ok()?;
+    rest.get(digits..digits + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crate_of_legacy_symbols() {
+        assert_eq!(
+            crate_of("_ZN8normcore6engine6Engine3run17h0123456789abcdefE"),
+            Some("normcore")
+        );
+        assert_eq!(crate_of("main"), None);
+    }
+
+    #[test]
+    fn rejects_non_elf() {
+        assert!(Elf::parse(b"not an elf file at all").is_err());
+    }
+
+    #[test]
+    fn parses_a_minimal_elf32() {
+        // A minimal ELF32 with one section header (the null one) and no
+        // symbols: 52-byte header, section headers right after it.
+        let mut b = vec![0u8; 52 + 40];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 1;
+        b[5] = 1;
+        b[0x20..0x24].copy_from_slice(&52u32.to_le_bytes());
+        b[0x2E..0x30].copy_from_slice(&40u16.to_le_bytes());
+        b[0x30..0x32].copy_from_slice(&1u16.to_le_bytes());
+        let elf = Elf::parse(&b).unwrap();
+        assert_eq!(elf.sections.len(), 1);
+        assert!(elf.symbols.is_empty());
+        assert_eq!(elf.section(".text"), 0);
+    }
+}
