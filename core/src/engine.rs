@@ -137,14 +137,16 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
         self.model
     }
 
+    /// The first layer's input: at offset 0 of the arena (FORMAT.md, "Memory
+    /// plan": layer 0 reads at 0), `h·w·c` values of the header's input.
     fn input_region(&mut self) -> Result<&mut [u8], ModelError> {
-        let first = self.model.layer(0)?;
-        let len = bytes_of(self.model.kind(), first.input.sample_len()?);
+        let len = bytes_of(self.model.kind(), self.model.header().input.sample_len()?);
+        let actual = self.arena.len();
         self.arena
-            .get_mut(first.in_offset..first.in_offset + len)
+            .get_mut(..len)
             .ok_or(ModelError::ArenaTooSmall {
                 needed: len,
-                actual: 0,
+                actual,
             })
     }
 
@@ -176,22 +178,27 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
         &mut self,
         mut observe: impl FnMut(usize, Event),
     ) -> Result<Output<'_>, ModelError> {
-        let mut zp_in = self.model.header().input_zero_point;
+        let mut out = Last {
+            zero_point: self.model.header().input_zero_point,
+            scale: 0.0,
+            offset: 0,
+            len: 0,
+        };
         for i in 0..self.model.layer_count() {
             observe(i, Event::Start);
-            zp_in = self.run_layer(i, zp_in)?;
+            out = self.run_layer(i, out.zero_point)?;
             observe(i, Event::End);
         }
-        self.output()
+        self.output(out)
     }
 
     /// Run layer `i` on the arena (its input where the plan put it, its
     /// output likewise), `zp_in` being its input's zero point (int8);
-    /// returns its output's zero point. Not generic and not inlined into the
+    /// returns where its output is. Not generic and not inlined into the
     /// caller, so that the engine's code exists once, however many observers
     /// call it.
     #[inline(never)]
-    fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<i32, ModelError> {
+    fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<Last, ModelError> {
         let layer = &self.model.layer(i)?;
         let kind = self.model.kind();
         let in_len = bytes_of(kind, layer.input.sample_len()?);
@@ -216,35 +223,45 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
                 bytemuck::try_cast_slice_mut(y).map_err(|_| ModelError::ArenaMisaligned)?,
             )?,
         }
-        Ok(layer.quant.zero_point)
+        Ok(Last {
+            zero_point: layer.quant.zero_point,
+            scale: layer.quant.scale,
+            offset: layer.out_offset,
+            len: out_len,
+        })
     }
 
-    /// The last layer's output.
+    /// The last layer's output, where `run_layer` said it is.
     #[inline(never)]
-    fn output(&self) -> Result<Output<'_>, ModelError> {
-        let kind = self.model.kind();
-        let last = self
-            .model
-            .layer(self.model.layer_count().saturating_sub(1))?;
-        let len = bytes_of(kind, last.output.sample_len()?);
+    fn output(&self, last: Last) -> Result<Output<'_>, ModelError> {
         let out = self
             .arena
-            .get(last.out_offset..last.out_offset + len)
+            .get(last.offset..last.offset.saturating_add(last.len))
             .ok_or(ModelError::ArenaTooSmall {
-                needed: len,
-                actual: 0,
+                needed: last.offset.saturating_add(last.len),
+                actual: self.arena.len(),
             })?;
-        Ok(match kind {
+        Ok(match self.model.kind() {
             Kind::Int8 => Output::I8 {
                 values: bytemuck::cast_slice(out),
-                scale: last.quant.scale,
-                zero_point: last.quant.zero_point,
+                scale: last.scale,
+                zero_point: last.zero_point,
             },
             Kind::F32 => {
                 Output::F32(bytemuck::try_cast_slice(out).map_err(|_| ModelError::ArenaMisaligned)?)
             }
         })
     }
+}
+
+/// Where a layer's output is, and its int8 quantization (the next layer's
+/// input zero point; for the last layer, the model's output).
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    zero_point: i32,
+    scale: f32,
+    offset: usize,
+    len: usize,
 }
 
 /// A dense or conv layer as a convolution (dense: a 1×1 convolution of a

@@ -50,7 +50,8 @@
 use crate::checkpoint;
 use crate::cli::DataArgs;
 use crate::export::device::{self, Device, Logits, ModelBytes};
-use crate::export::{calibrate, fold, input_params, quantize, write_f32, write_int8, ExportError};
+use crate::export::ncm::{write_int8_form, WeightForm};
+use crate::export::{calibrate, fold, input_params, quantize, write_f32, ExportError};
 use crate::model::Init;
 use crate::spec;
 use crate::train::{Schedule, TrainConfig, Trainer};
@@ -102,6 +103,9 @@ pub struct AssetConfig {
     pub threads: usize,
     /// Output rows per weight block (4 or 8).
     pub block_rows: usize,
+    /// How the int8 dense/conv weights are stored (default: per layer,
+    /// pair words where they are faster).
+    pub weights: WeightForm,
     /// Training samples the int8 ranges are calibrated on.
     pub calibration: usize,
     /// The assets directory.
@@ -126,6 +130,7 @@ impl Default for AssetConfig {
             seed: 1,
             threads: 1,
             block_rows: 4,
+            weights: WeightForm::Auto,
             calibration: 1000,
             out_dir: default_dir(Path::new(".")),
         }
@@ -165,6 +170,10 @@ pub struct AssetArgs {
     /// Output directory (default: $NORMCORE_ASSETS, else firmware/assets).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// int8 dense/conv weight storage: auto (pair words per layer where
+    /// they are faster), i8 or pairs; as `normcore export --weights`.
+    #[arg(long, value_enum, default_value_t = WeightForm::Auto)]
+    pub weights: WeightForm,
 }
 
 /// `--samples`: a positive count, or `all` (`usize::MAX`).
@@ -188,6 +197,7 @@ impl AssetArgs {
             samples: self.samples,
             seed: self.seed,
             threads: self.threads,
+            weights: self.weights,
             out_dir: self
                 .out_dir
                 .clone()
@@ -577,7 +587,7 @@ pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     let (input_q, _) = input_params(&data.train)?;
     let (qm, _notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
     let model_f32 = write_f32(&folded, cfg.block_rows, data.train.pixel_scale)?;
-    let model_int8 = write_int8(&qm, cfg.block_rows)?;
+    let model_int8 = write_int8_form(&qm, cfg.block_rows, cfg.weights)?;
 
     // Whole test set through the host engine, from the files' bytes.
     let test = &data.test;

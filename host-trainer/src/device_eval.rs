@@ -191,7 +191,11 @@ pub struct Info {
 impl Info {
     /// Parse `INFO`'s payload.
     pub fn parse(p: &[u8]) -> Result<Info> {
-        ensure!(p.len() == 24, "INFO payload of {} bytes, expected 24", p.len());
+        ensure!(
+            p.len() == 24,
+            "INFO payload of {} bytes, expected 24",
+            p.len()
+        );
         let u16_at = |at: usize| usize::from(u16::from_le_bytes([p[at], p[at + 1]]));
         let u32_at = |at: usize| u32::from_le_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
         Ok(Info {
@@ -281,6 +285,8 @@ pub struct Session {
     pub timeout: Duration,
     /// Classes, once `INFO` told them.
     classes: Option<usize>,
+    /// The firmware, for decoding its log.
+    elf: PathBuf,
 }
 
 impl Session {
@@ -348,6 +354,7 @@ impl Session {
             seq: 0,
             timeout,
             classes: None,
+            elf: elf.to_path_buf(),
         })
     }
 
@@ -448,11 +455,7 @@ impl Session {
     pub fn infer_i8(&mut self, levels: &[i8]) -> Result<Prediction> {
         let classes = self.classes()?;
         let payload: Vec<u8> = levels.iter().map(|&q| q as u8).collect();
-        Prediction::parse(
-            Kind::Int8,
-            classes,
-            &self.ok(command::INFER_I8, &payload)?,
-        )
+        Prediction::parse(Kind::Int8, classes, &self.ok(command::INFER_I8, &payload)?)
     }
 
     /// Run the f32 model on `values`.
@@ -516,23 +519,59 @@ impl Session {
             msg.push_str(&format!("; QEMU said: {stderr}"));
         }
         if !self.pending.is_empty() {
-            let n = self.pending.len();
-            let shown: Vec<String> = self
-                .pending
-                .iter()
-                .take(64)
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            msg.push_str(&format!(
-                "; {n} unread bytes from UART0/semihosting: {}{} (a defmt log: run the ELF with \
-                 `cargo run --release --bin serve` in firmware/ to decode it)",
-                shown.join(" "),
-                if n > 64 { " ..." } else { "" }
-            ));
-            self.pending.clear();
+            let bytes: Vec<u8> = self.pending.drain(..).collect();
+            match decode_defmt(&self.elf, &bytes) {
+                Some(log) => msg.push_str(&format!("; the firmware's log:\n{log}")),
+                None => {
+                    let shown: Vec<String> =
+                        bytes.iter().take(64).map(|b| format!("{b:02x}")).collect();
+                    msg.push_str(&format!(
+                        "; {} unread bytes from UART0 and semihosting: {}{} (`firmware/qemu-run \
+                         ELF` decodes a defmt log)",
+                        bytes.len(),
+                        shown.join(" "),
+                        if bytes.len() > 64 { " ..." } else { "" }
+                    ));
+                }
+            }
         }
         anyhow!(msg)
     }
+}
+
+/// `bytes` decoded as `elf`'s defmt log by `defmt-print`, if it is
+/// installed and makes something of them (best effort, 5 s at most).
+fn decode_defmt(elf: &Path, bytes: &[u8]) -> Option<String> {
+    let mut child = Command::new("defmt-print")
+        .args(["--log-format", "{L} {s}", "-e"])
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let _ = stdin.write_all(bytes);
+    drop(stdin);
+    let mut stdout = child.stdout.take()?;
+    let reader = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&reader.join().ok()?)
+        .trim()
+        .to_owned();
+    (!text.is_empty()).then_some(text)
 }
 
 impl Drop for Session {
@@ -573,7 +612,8 @@ pub struct DeviceEvalArgs {
     #[arg(long, value_enum, default_value = "int8")]
     pub model: ModelChoice,
     /// Test samples to stream, evenly spaced over the test set: a number or
-    /// `all` (about 250 int8 or 60 f32 samples per second for 8x8 digits).
+    /// `all`. QEMU's UART moves about 16 KB/s: some 250 int8 or 75 f32
+    /// samples per second for the 8x8 digits, 24 or 6 for MNIST.
     #[arg(long, default_value = "all", value_parser = parse_samples)]
     pub samples: usize,
     #[command(flatten)]
@@ -649,7 +689,11 @@ fn compare(d: &DeviceLogits, h: &Logits) -> (bool, bool, f32) {
                 .iter()
                 .zip(h)
                 .all(|(a, b)| (a - b).abs() <= F32_TOLERANCE * b.abs().max(1.0));
-            let diff = d.iter().zip(h).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let diff = d
+                .iter()
+                .zip(h)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             (identical, within, diff)
         }
         _ => (false, false, f32::INFINITY),
@@ -668,7 +712,10 @@ pub fn evaluate(
 ) -> Result<KindReport> {
     let buf = ModelBytes::new(model_bytes);
     let model = buf.parse()?;
-    ensure!(model.kind() == kind, "the model file is not a {kind:?} model");
+    ensure!(
+        model.kind() == kind,
+        "the model file is not a {kind:?} model"
+    );
     let mut host = Device::new(&model);
     let mut r = KindReport {
         kind,
@@ -728,7 +775,7 @@ pub fn evaluate(
 /// The repository root: the current directory if it has `firmware/`, else
 /// the one this tool was built from.
 pub fn repo_root() -> PathBuf {
-    let cwd = PathBuf::from(".");
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if cwd.join("firmware").join("Cargo.toml").is_file() {
         return cwd;
     }
@@ -745,21 +792,32 @@ pub const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
 
 /// Build `serve` in `root/firmware` (release) and return its ELF.
 pub fn build_serve(root: &Path) -> Result<PathBuf> {
-    let fw = root.join("firmware");
+    // Absolute: cargo runs in firmware/, and `--target-dir` is taken from
+    // its working directory.
+    let fw = std::path::absolute(root.join("firmware"))?;
     ensure!(
         fw.join("Cargo.toml").is_file(),
         "no firmware/ in {}: run from the repository root or pass --elf",
         root.display()
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("device-eval: building the firmware (cargo build --release --bin serve in firmware/)");
+    eprintln!(
+        "device-eval: building the firmware (cargo build --release --bin serve in firmware/)"
+    );
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--release", "--quiet", "--bin", "serve", "--target-dir"])
-        .arg(fw.join("target"))
-        // Cargo reads firmware/.cargo/config.toml (target, linker scripts)
-        // from the working directory.
-        .current_dir(&fw)
-        .stdin(Stdio::null());
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "serve",
+        "--target-dir",
+    ])
+    .arg(fw.join("target"))
+    // Cargo reads firmware/.cargo/config.toml (target, linker scripts)
+    // from the working directory.
+    .current_dir(&fw)
+    .stdin(Stdio::null());
     // Host build settings must not override the firmware's configuration.
     for var in [
         "CARGO_TARGET_DIR",
@@ -805,7 +863,10 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
         "--timeout must be a positive number of seconds"
     );
     let root = repo_root();
-    let assets_dir = a.assets.clone().unwrap_or_else(|| assets::default_dir(&root));
+    let assets_dir = a
+        .assets
+        .clone()
+        .unwrap_or_else(|| assets::default_dir(&root));
     let (model_f32, model_int8, _) = assets::load(&assets_dir)
         .with_context(|| format!("the firmware's model files in {}", assets_dir.display()))?;
     let data = a.data.load()?;
@@ -969,8 +1030,14 @@ mod tests {
         p.extend_from_slice(&0.0625f32.to_le_bytes());
         p.extend_from_slice(&(-128i32).to_le_bytes());
         let i = Info::parse(&p).unwrap();
-        assert_eq!((i.version, i.features, i.classes, i.max_payload), (1, 64, 10, 256));
-        assert_eq!((i.f32_model_crc, i.int8_model_crc), (0x1234_5678, 0x9ABC_DEF0));
+        assert_eq!(
+            (i.version, i.features, i.classes, i.max_payload),
+            (1, 64, 10, 256)
+        );
+        assert_eq!(
+            (i.f32_model_crc, i.int8_model_crc),
+            (0x1234_5678, 0x9ABC_DEF0)
+        );
         assert_eq!((i.input_scale, i.input_zero_point), (0.0625, -128));
         assert!(Info::parse(&p[..23]).is_err());
 
@@ -990,7 +1057,10 @@ mod tests {
             scale: 0.5,
             zero_point: 0,
         };
-        assert_eq!(compare(&DeviceLogits::I8(vec![1, -2]), &host), (true, true, 0.0));
+        assert_eq!(
+            compare(&DeviceLogits::I8(vec![1, -2]), &host),
+            (true, true, 0.0)
+        );
         assert!(!compare(&DeviceLogits::I8(vec![1, -1]), &host).1);
         let host = Logits::F32(vec![1000.0, 0.5]);
         let (identical, within, diff) = compare(&DeviceLogits::F32(vec![1000.001, 0.5]), &host);
@@ -1001,7 +1071,8 @@ mod tests {
 
     #[test]
     fn missing_elf_is_a_clear_error() {
-        let e = Session::start(Path::new("/nonexistent/serve"), Duration::from_secs(1)).unwrap_err();
+        let e =
+            Session::start(Path::new("/nonexistent/serve"), Duration::from_secs(1)).unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
     }
 

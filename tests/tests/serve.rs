@@ -74,7 +74,9 @@ fn cases(f32_file: &[u8], int8_file: &[u8], s: &Samples, n: usize) -> Vec<Case> 
 
 /// The device's int8 answer is the host's, bit for bit.
 fn check_i8(session: &mut Session, c: &Case) {
-    let p = session.infer_i8(&c.levels).unwrap_or_else(|e| panic!("{e:#}"));
+    let p = session
+        .infer_i8(&c.levels)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let Logits::I8 { values, .. } = &c.host_i8 else {
         panic!("int8 model gave f32 logits")
     };
@@ -144,7 +146,12 @@ fn serve_answers_bad_frames_with_errors_and_keeps_working() {
         ("payload byte flipped", flipped, Status::BadCrc, 0x40),
         ("CRC byte flipped", bad_crc, Status::BadCrc, 0x40),
         ("no magic", b"hello, device".to_vec(), Status::BadMagic, 0),
-        ("length above the maximum", oversized, Status::BadLength, 0x43),
+        (
+            "length above the maximum",
+            oversized,
+            Status::BadLength,
+            0x43,
+        ),
         (
             "truncated",
             good[..good.len() - 3].to_vec(),
@@ -166,9 +173,12 @@ fn serve_answers_bad_frames_with_errors_and_keeps_working() {
     ];
     let n = cases.len() as u32;
     for (what, frame, status, seq) in cases {
-        s.send_raw(&frame).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        s.send_raw(&frame)
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
         let started = Instant::now();
-        let r = s.read_response().unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        let r = s
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
         assert_eq!((r.status, r.seq), (status, seq), "{what}");
         assert!(r.payload.is_empty(), "{what}: {r:?}");
         // Framing errors wait for the line to go idle (250 ms), a frame

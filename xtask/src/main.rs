@@ -10,6 +10,7 @@
 //! cargo xtask demo            the main job, end to end, on the built-in data set
 //! cargo xtask assets [ARGS]   train + export the model and samples the firmware embeds
 //! cargo xtask firmware [BIN]  build the firmware and run one binary in QEMU (default hello)
+//! cargo xtask device-eval [ARGS]  stream the test set through `serve` in QEMU over UART0
 //! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
 //! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
 //! cargo xtask size            flash and RAM of the `infer` firmware, by section and by content
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("assets") => assets(&args[1..]),
         Some("firmware") => firmware(&args[1..]),
+        Some("device-eval") => device_eval(&args[1..]),
         Some("size") => size(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => quality::fuzz(&args[1..]),
@@ -70,7 +72,9 @@ tasks:
   setup           install, idempotently, the Rust targets (rustup target add),
                   QEMU (Debian's qemu-system-arm) and defmt-print (cargo install)
   test            cargo fmt --check, clippy -D warnings, the firmware build (no
-                  warnings), all tests (release, QEMU runs included), no_std builds
+                  warnings), the nRF52840-DK board build (firmware/boards/, not
+                  run: no hardware), all tests (release, QEMU runs included),
+                  no_std builds
   demo [ARGS]     the main job end to end on the built-in data set: train a BN
                   network, fold, export f32 and int8, build the firmware, run
                   it in QEMU and print host vs device accuracy, instructions
@@ -85,6 +89,12 @@ tasks:
                   printing its decoded log; -icount on unless NORMCORE_ICOUNT
                   is set. BIN: hello, infer, panic, fault, uart_echo (reads
                   stdin). Generates the assets first if there are none
+  device-eval [ARGS]
+                  build the firmware's `serve` binary and run `normcore
+                  device-eval` on it: QEMU with UART0 on stdio, the test set
+                  streamed through it (docs/SERIAL.md), device vs host engine
+                  accuracy and agreement. ARGS: --model int8|f32|both,
+                  --samples N|all, --data digits|mnist, --timeout S
   bench firmware  build the firmware's `bench` binary and run it in QEMU with
                   -icount: a table of every inference kernel's instructions
                   (and instructions per MAC) on fixed shapes, and the whole
@@ -150,7 +160,8 @@ fn command_in(dir: &Path, program: &str, args: &[OsString], envs: &[(&str, &str)
     eprintln!("+ {place}{prefix}{program} {}", shown.join(" "));
     let mut cmd = Command::new(program);
     cmd.args(args).envs(envs.iter().copied()).current_dir(dir);
-    if dir == firmware_dir() {
+    // The firmware and the boards below it are their own Cargo worlds.
+    if dir.starts_with(firmware_dir()) {
         for var in [
             "CARGO_TARGET_DIR",
             "CARGO_BUILD_TARGET",
@@ -319,6 +330,8 @@ fn test() -> Result {
         &[],
     )?;
     run_in_no_warnings(&fw, &cargo, &["build", "--release", "--bins"])?;
+    // The real boards: built, never run here (there is no hardware).
+    build_boards(&cargo)?;
     // The numerics are heavy: tests run optimised. This includes the QEMU
     // runs of the firmware (tests/tests/qemu.rs) and the device = host
     // parity of `infer` (tests/tests/device_parity.rs).
@@ -735,4 +748,64 @@ fn firmware(args: &[String]) -> Result {
         ["run", "--release", "--quiet", "--bin", bin],
         &envs,
     )
+}
+
+/// The real boards' crates, `firmware/boards/NAME` (each its own Cargo
+/// world, with its HAL, memory.x and probe-rs runner).
+const BOARDS: [&str; 1] = ["nrf52840dk"];
+
+/// Each board crate formatted, clippy-clean and built without warnings
+/// (release). Nothing runs them here: that needs the board and a probe.
+fn build_boards(cargo: &str) -> Result {
+    for board in BOARDS {
+        let dir = firmware_dir().join("boards").join(board);
+        let started = std::time::Instant::now();
+        run_in(&dir, cargo, ["fmt", "--", "--check"], &[])?;
+        run_in(
+            &dir,
+            cargo,
+            ["clippy", "--release", "--", "-D", "warnings"],
+            &[],
+        )?;
+        run_in_no_warnings(&dir, cargo, &["build", "--release"])?;
+        eprintln!(
+            "xtask: board {board} checked and built in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask device-eval [ARGS]`: build `serve`, then run `normcore
+/// device-eval --elf <serve> ARGS` (release).
+fn device_eval(args: &[String]) -> Result {
+    setup()?;
+    ensure_assets()?;
+    run_in(
+        &firmware_dir(),
+        &cargo(),
+        ["build", "--release", "--quiet", "--bin", "serve"],
+        &[],
+    )?;
+    let elf = firmware_dir()
+        .join("target")
+        .join(THUMB_TARGETS[0])
+        .join("release")
+        .join("serve");
+    let mut all: Vec<OsString> = [
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "normcore-trainer",
+        "--",
+        "device-eval",
+        "--elf",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    all.push(elf.into_os_string());
+    all.extend(args.iter().map(OsString::from));
+    run(&cargo(), all, &[])
 }

@@ -169,7 +169,9 @@ pub(crate) fn conv_blocks(
         let len = tw.len() * cin;
         let x0 = (th.start * c.in_w + tw.start) * cin;
         let w0 = (th.lo * kw + tw.lo) * cin * r;
-        for (b, (yb, bb)) in pixel.chunks_mut(r).zip(bias.chunks_exact(r)).enumerate() {
+        // `r` is 4 or 8; `max(1)`: no chunk size of 0 (which would panic).
+        let rr = r.max(1);
+        for (b, (yb, bb)) in pixel.chunks_mut(rr).zip(bias.chunks_exact(rr)).enumerate() {
             let mut acc = [0.0f32; 8];
             for (a, &v) in acc.iter_mut().zip(bb) {
                 unroll_barrier();

@@ -441,7 +441,7 @@ pub(crate) fn conv_blocks(
     // Stored units per weight: 1 for bytes, 1/2 for pair words.
     let shift = usize::from(matches!(w, BlockedI8::Pairs(_)));
     let per_block = (patch * r) >> shift;
-    let halves = r / 4;
+    let halves = (r / 4).max(1); // r is 4 or 8 (never 0: no division by zero)
     let (x_step, w_step) = (c.in_w * cin, (kw * cin * r) >> shift);
     for_each_window(&c.window, c.in_h, c.in_w, out_h, out_w, |o, th, tw| {
         let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
@@ -765,7 +765,7 @@ pub fn relu_i8(x: &[i8], y: &mut [i8], min: i32, max: i32) -> Result<(), Error> 
     let (lo, hi) = (min as i8, max as i8);
     for (o, &v) in y.iter_mut().zip(x) {
         unroll_barrier();
-        *o = v.clamp(lo, hi);
+        *o = v.max(lo).min(hi); // not `clamp`, which may panic
     }
     Ok(())
 }

@@ -44,6 +44,16 @@ pub const SHIFT_MIN: i32 = -31;
 /// Largest valid shift.
 pub const SHIFT_MAX: i32 = 30;
 
+/// A valid multiplier: `0` or in `[2^30, 2^31)` (FORMAT.md).
+pub(crate) const fn multiplier_ok(m: i32) -> bool {
+    m == 0 || m >= MULTIPLIER_MIN
+}
+
+/// A valid shift: in `[-31, 30]` (FORMAT.md).
+pub(crate) const fn shift_ok(s: i32) -> bool {
+    SHIFT_MIN <= s && s <= SHIFT_MAX
+}
+
 /// Requantize one accumulator: `(acc·m + 2^(t-1)) >> t` with `t = 31 - shift`
 /// (round half up), saturated to the i32 range.
 ///
@@ -160,18 +170,10 @@ impl OutputStage<'_> {
         if !(-128 <= self.clamp_min && self.clamp_min <= self.clamp_max && self.clamp_max <= 127) {
             return Err(Error::InvalidParam(Param::Clamp));
         }
-        if self
-            .multipliers
-            .iter()
-            .any(|&m| m != 0 && m < MULTIPLIER_MIN)
-        {
+        if !self.multipliers.iter().all(|&m| multiplier_ok(m)) {
             return Err(Error::InvalidParam(Param::Multiplier));
         }
-        if self
-            .shifts
-            .iter()
-            .any(|s| !(SHIFT_MIN..=SHIFT_MAX).contains(s))
-        {
+        if !self.shifts.iter().all(|&s| shift_ok(s)) {
             return Err(Error::InvalidParam(Param::Shift));
         }
         Ok(())

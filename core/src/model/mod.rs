@@ -436,10 +436,6 @@ pub struct Model<'a> {
     layer_table: usize,
     tensor_table: usize,
     bn_table: usize,
-    /// True only inside `parse`: scan tensor values (pair words, requant
-    /// ranges, variances). Decodes after parsing skip the scans, which cost
-    /// O(weights); the borrowed bytes cannot have changed since.
-    scan_values: bool,
 }
 
 fn round16(v: usize) -> Option<usize> {

@@ -1,6 +1,25 @@
-//! `Model::parse`: every check of FORMAT.md, in file order.
+//! `Model::parse`: every check of FORMAT.md; and the decoding of layer and
+//! BN records, which `Model::layer` and `Model::bn_record` repeat later.
+//!
+//! One decoder serves both. `parse` calls it with the checks on: each record
+//! is validated (`check_layer`, and the BN checks) before anything is taken
+//! from it, and every tensor record, placement and value restriction was
+//! validated before the first layer (`check_tensors`). After `parse` the
+//! bytes cannot have changed (the model borrows them), so later decodes
+//! only extract: fields, the tensors' data slices and the arena offsets,
+//! with checked slice accesses and arithmetic that cannot overflow on the
+//! file's 16-bit dimensions. No path panics, and a decode of a record that
+//! `parse` accepted returns exactly what the checked decode returned (the
+//! tests compare them).
+//!
+//! Code size matters as much as speed here (the parser is linked into every
+//! device image): the checks return small fault codes in a register and are
+//! wrapped into a [`ModelError`] once; the per-role tensor checks are one
+//! table-driven loop around one helper ([`Model::want`]); small loops keep
+//! an opaque index so that they stay loops.
 
 use super::*;
+use crate::kernels::unroll_barrier;
 
 type Res<T> = Result<T, ModelError>;
 
@@ -18,43 +37,132 @@ fn bn_err(index: usize, fault: LayerFault) -> ModelError {
     }
 }
 
-/// Byte range `[offset, offset + count·size)` of a table, checked.
-fn table_range(
-    offset: u32,
-    count: usize,
-    size: usize,
-    file: usize,
-    t: Table,
-) -> Res<(usize, usize)> {
-    let start = offset as usize;
-    let end = count
-        .checked_mul(size)
-        .and_then(|b| b.checked_add(start))
-        .ok_or(ModelError::TableBounds(t))?;
-    if start % 4 != 0 || start < HEADER_LEN || end > file {
-        return Err(ModelError::TableBounds(t));
-    }
-    Ok((start, end))
+/// `k + 1`, hidden from the optimiser. A loop over a small array that
+/// steps its index with this has no computable trip count, so it stays one
+/// loop instead of being unrolled into copies (code size); it costs a
+/// store and a load per iteration.
+#[inline(always)]
+fn step(k: usize) -> usize {
+    core::hint::black_box(k + 1)
 }
 
 fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.0 < b.1 && b.0 < a.1 && a.0 != a.1 && b.0 != b.1
 }
 
-/// What a layer requires of one tensor.
-struct Want {
-    role: Role,
-    dtype: DType,
-    /// Required blocked rows (0: plain).
-    block: u8,
-    /// Required logical dims.
-    dims: [u32; 4],
+/// Bytes of one sample of activations of `shape`, rounded up to 16 (the
+/// plan's unit). Exact in u64: the file's dimensions are 16-bit.
+fn region_bytes(kind: Kind, shape: Shape) -> u64 {
+    let elements = shape.h as u64 * shape.w as u64 * shape.c as u64;
+    let bytes = match kind {
+        Kind::F32 => elements * 4,
+        Kind::Int8 => elements,
+    };
+    (bytes + (ALIGN as u64 - 1)) & !(ALIGN as u64 - 1)
+}
+
+/// The header's fields other than the file's framing: counts, the BN
+/// table's presence, input shape, classes, reserved fields, the input
+/// quantization (int8: a finite positive scale and a zero point in
+/// `[-128, 127]`; f32: zeros) and the pixel scale.
+fn check_header(h: Rec<'_, HEADER_LEN>, int8: bool) -> Result<(), HeaderFault> {
+    let layers = usize::from(h.u16(20));
+    let bn = usize::from(h.u16(36));
+    let has_bn = h.u16(6) & FLAG_HAS_BN != 0;
+    if layers == 0 || layers > MAX_LAYERS {
+        return Err(HeaderFault::LayerCount);
+    }
+    if usize::from(h.u16(22)) > MAX_TENSORS {
+        return Err(HeaderFault::TensorCount);
+    }
+    if has_bn != (bn > 0) || (!has_bn && h.u32(32) != 0) || bn > MAX_LAYERS {
+        return Err(HeaderFault::BnTable);
+    }
+    if h.u16(40) == 0 || h.u16(42) == 0 || h.u16(44) == 0 {
+        return Err(HeaderFault::InputShape);
+    }
+    if h.u16(38) == 0 {
+        return Err(HeaderFault::Classes);
+    }
+    if h.u16(46) != 0 || h.u32(60) != 0 {
+        return Err(HeaderFault::Reserved);
+    }
+    let (scale, zero_point) = (h.f32(48), h.i32(52));
+    let quant_ok = if int8 {
+        positive(scale) && (-128..=127).contains(&zero_point)
+    } else {
+        scale.to_bits() == 0 && zero_point == 0
+    };
+    if !quant_ok {
+        return Err(HeaderFault::InputQuantization);
+    }
+    if !positive(h.f32(56)) {
+        return Err(HeaderFault::PixelScale);
+    }
+    Ok(())
+}
+
+/// Finite and above zero.
+fn positive(v: f32) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+/// Input and output shapes of a layer record.
+#[inline(always)]
+fn layer_shapes(rec: Rec<'_, LAYER_LEN>) -> (Shape, Shape) {
+    let shape_at = |at: usize| {
+        Shape::nhwc(
+            1,
+            usize::from(rec.u16(at)),
+            usize::from(rec.u16(at + 2)),
+            usize::from(rec.u16(at + 4)),
+        )
+    };
+    (shape_at(4), shape_at(10))
 }
 
 impl<'a> Model<'a> {
     /// Parse and validate a model file borrowed in place. The buffer must
     /// start at a 4-byte aligned address.
     pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, ModelError> {
+        let model = Model::read_header(bytes)?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Everything after the header: the tensors, every layer once (checked:
+    /// the shape chain, and the memory plan's peak), the BN records.
+    #[inline(never)]
+    fn validate(&self) -> Res<()> {
+        self.check_tensors()?;
+        let kind = self.header.kind;
+        let mut shape = self.header.input;
+        let mut peak = 0u64;
+        for i in 0..self.layer_count {
+            let layer = self.decode_layer(i, Some(shape))?;
+            peak = peak.max(region_bytes(kind, layer.input) + region_bytes(kind, layer.output));
+            shape = layer.output;
+        }
+        if shape != Shape::nhwc(1, 1, 1, self.header.classes) {
+            return Err(layer_err(self.layer_count - 1, LayerFault::FinalShape));
+        }
+        let header = self.header.arena_bytes as u32;
+        if peak != u64::from(header) {
+            return Err(ModelError::ArenaMismatch {
+                header,
+                computed: u32::try_from(peak).unwrap_or(u32::MAX),
+            });
+        }
+        for j in 0..self.bn_count {
+            self.decode_bn(j, true)?;
+        }
+        Ok(())
+    }
+
+    /// The header (FORMAT.md, "Header") and where the tables are: inside
+    /// the file, 4-aligned, after the header, not overlapping.
+    #[inline(never)]
+    fn read_header(bytes: &'a [u8]) -> Res<Model<'a>> {
         if cfg!(target_endian = "big") {
             return Err(ModelError::BigEndian);
         }
@@ -64,7 +172,7 @@ impl<'a> Model<'a> {
                 actual: bytes.len(),
             });
         };
-        if h.0[..4] != MAGIC {
+        if h.u32(0) != u32::from_le_bytes(MAGIC) {
             return Err(ModelError::BadMagic);
         }
         let version = h.u16(4);
@@ -75,79 +183,38 @@ impl<'a> Model<'a> {
         if flags & !(FLAG_INT8 | FLAG_HAS_BN) != 0 {
             return Err(ModelError::UnknownFlags(flags));
         }
-        let file_size = h.u32(8);
-        if file_size as usize != bytes.len() {
+        let file = bytes.len();
+        if h.u32(8) as usize != file {
             return Err(ModelError::SizeMismatch {
-                header: file_size,
-                actual: bytes.len(),
+                header: h.u32(8),
+                actual: file,
             });
         }
-        let stored = h.u32(12);
-        let computed = file_crc(bytes);
+        let (stored, computed) = (h.u32(12), file_crc(bytes));
         if stored != computed {
             return Err(ModelError::CrcMismatch { stored, computed });
         }
         if bytes.as_ptr() as usize % 4 != 0 {
             return Err(ModelError::Misaligned);
         }
-        let kind = if flags & FLAG_INT8 != 0 {
-            Kind::Int8
-        } else {
-            Kind::F32
-        };
-        let header_err = |f| Err(ModelError::Header(f));
-        let layer_count = usize::from(h.u16(20));
-        let tensor_count = usize::from(h.u16(22));
+        let int8 = flags & FLAG_INT8 != 0;
+        check_header(h, int8).map_err(ModelError::Header)?;
+        let (layer_count, tensor_count) = (usize::from(h.u16(20)), usize::from(h.u16(22)));
         let bn_count = usize::from(h.u16(36));
-        if layer_count == 0 || layer_count > MAX_LAYERS {
-            return header_err(HeaderFault::LayerCount);
-        }
-        if tensor_count > MAX_TENSORS {
-            return header_err(HeaderFault::TensorCount);
-        }
-        let has_bn = flags & FLAG_HAS_BN != 0;
-        if has_bn != (bn_count > 0) || (!has_bn && h.u32(32) != 0) || bn_count > MAX_LAYERS {
-            return header_err(HeaderFault::BnTable);
-        }
-        let input = Shape::nhwc(
-            1,
-            usize::from(h.u16(40)),
-            usize::from(h.u16(42)),
-            usize::from(h.u16(44)),
-        );
-        if input.is_empty() {
-            return header_err(HeaderFault::InputShape);
-        }
-        let classes = usize::from(h.u16(38));
-        if classes == 0 {
-            return header_err(HeaderFault::Classes);
-        }
-        if h.u16(46) != 0 || h.u32(60) != 0 {
-            return header_err(HeaderFault::Reserved);
-        }
-        let (input_scale, input_zero_point) = (h.f32(48), h.i32(52));
-        let quant_ok = match kind {
-            Kind::Int8 => {
-                input_scale.is_finite()
-                    && input_scale > 0.0
-                    && (-128..=127).contains(&input_zero_point)
+        // `[offset, offset + count·size)` of the table whose offset is at `at`.
+        let range = |at: usize, count: usize, size: usize, t: Table| -> Res<(usize, usize)> {
+            let start = h.u32(at) as usize;
+            match start.checked_add(count * size) {
+                Some(end) if start % 4 == 0 && start >= HEADER_LEN && end <= file => {
+                    Ok((start, end))
+                }
+                _ => Err(ModelError::TableBounds(t)),
             }
-            Kind::F32 => input_scale.to_bits() == 0 && input_zero_point == 0,
         };
-        if !quant_ok {
-            return header_err(HeaderFault::InputQuantization);
-        }
-        let pixel_scale = h.f32(56);
-        if !(pixel_scale.is_finite() && pixel_scale > 0.0) {
-            return header_err(HeaderFault::PixelScale);
-        }
-
-        // Tables: inside the file, aligned, after the header, not overlapping.
-        let file = bytes.len();
-        let lt = table_range(h.u32(24), layer_count, LAYER_LEN, file, Table::Layers)?;
-        let tt = table_range(h.u32(28), tensor_count, TENSOR_LEN, file, Table::Tensors)?;
-        let bt = if has_bn {
-            table_range(h.u32(32), bn_count, BN_LEN, file, Table::Bn)?
+        let lt = range(24, layer_count, LAYER_LEN, Table::Layers)?;
+        let tt = range(28, tensor_count, TENSOR_LEN, Table::Tensors)?;
+        let bt = if bn_count > 0 {
+            range(32, bn_count, BN_LEN, Table::Bn)?
         } else {
             (0, 0)
         };
@@ -157,18 +224,21 @@ impl<'a> Model<'a> {
         if overlaps(lt, bt) || overlaps(tt, bt) {
             return Err(ModelError::TableBounds(Table::Bn));
         }
-        let data_start = lt.1.max(tt.1).max(bt.1);
-
-        let model = Model {
+        Ok(Model {
             bytes,
             header: Header {
-                kind,
+                kind: if int8 { Kind::Int8 } else { Kind::F32 },
                 arena_bytes: h.u32(16) as usize,
-                input,
-                classes,
-                input_scale,
-                input_zero_point,
-                pixel_scale,
+                input: Shape::nhwc(
+                    1,
+                    usize::from(h.u16(40)),
+                    usize::from(h.u16(42)),
+                    usize::from(h.u16(44)),
+                ),
+                classes: usize::from(h.u16(38)),
+                input_scale: h.f32(48),
+                input_zero_point: h.i32(52),
+                pixel_scale: h.f32(56),
             },
             layer_count,
             tensor_count,
@@ -176,68 +246,15 @@ impl<'a> Model<'a> {
             layer_table: lt.0,
             tensor_table: tt.0,
             bn_table: bt.0,
-            scan_values: true,
-        };
-        model.check_tensors(tt.0, data_start)?;
-
-        // Every layer once: the shape chain, and the memory plan's peak.
-        let mut shape = input;
-        let mut arena = 0usize;
-        for i in 0..layer_count {
-            let layer = model.decode_layer(i, Some(shape))?;
-            shape = layer.output;
-            let need = arena_size(kind, core::iter::once((layer.input, layer.output)))
-                .ok_or(ModelError::ArenaMismatch {
-                    header: h.u32(16),
-                    computed: u32::MAX,
-                })?;
-            arena = arena.max(need);
-        }
-        if shape != Shape::nhwc(1, 1, 1, classes) {
-            return Err(layer_err(layer_count - 1, LayerFault::FinalShape));
-        }
-        if arena != model.header.arena_bytes || u32::try_from(arena).is_err() {
-            return Err(ModelError::ArenaMismatch {
-                header: h.u32(16),
-                computed: u32::try_from(arena).unwrap_or(u32::MAX),
-            });
-        }
-        for j in 0..bn_count {
-            model.bn_record(j)?;
-        }
-        Ok(Model {
-            scan_values: false,
-            ..model
         })
     }
 
-    /// Layer `i`, decoded from its record (validated by `parse`), with its
-    /// arena offsets. `expected`: the input shape the chain requires (only
-    /// `parse` checks it; later decodes trust the validated chain).
-    fn decode_layer(&self, i: usize, expected: Option<Shape>) -> Res<Layer<'a>> {
-        if i >= self.layer_count {
-            return Err(layer_err(i, LayerFault::InputShape));
-        }
-        let rec = Rec::<LAYER_LEN>::at(self.bytes, self.layer_table + i * LAYER_LEN)
-            .ok_or(ModelError::TableBounds(Table::Layers))?;
-        let mut layer = self.decode_layer_record(i, rec, expected, self.tensor_table)?;
-        let (a, b) = region_offsets(
-            self.header.kind,
-            self.header.arena_bytes,
-            i,
-            layer.input,
-            layer.output,
-        )
-        .ok_or(ModelError::ArenaMismatch {
-            header: self.header.arena_bytes as u32,
-            computed: 0,
-        })?;
-        layer.in_offset = a;
-        layer.out_offset = b;
-        Ok(layer)
-    }
-
     /// Layer `i` (0-based) in execution order.
+    ///
+    /// `parse` validated every record, so this only decodes (FORMAT.md's
+    /// fields, the tensors' data slices and the arena offsets): about 400
+    /// instructions on a Cortex-M4 for an int8 layer with five tensors, no
+    /// RAM.
     pub fn layer(&self, i: usize) -> Result<Layer<'a>, ModelError> {
         self.decode_layer(i, None)
     }
@@ -247,20 +264,14 @@ impl<'a> Model<'a> {
         self.layer_count
     }
 
-    /// Every layer in execution order. Each was validated by `parse`, so an
-    /// `Err` here means the buffer changed after parsing.
+    /// Every layer in execution order. Each was validated by `parse`.
     pub fn layers(&self) -> impl Iterator<Item = Result<Layer<'a>, ModelError>> + '_ {
         (0..self.layer_count).map(move |i| self.layer(i))
     }
 
     /// BN record `j`.
     pub fn bn_record(&self, j: usize) -> Result<BnRecord<'a>, ModelError> {
-        if j >= self.bn_count {
-            return Err(bn_err(j, LayerFault::InputShape));
-        }
-        let rec = Rec::<BN_LEN>::at(self.bytes, self.bn_table + j * BN_LEN)
-            .ok_or(ModelError::TableBounds(Table::Bn))?;
-        self.decode_bn(j, rec, self.tensor_table)
+        self.decode_bn(j, false)
     }
 
     /// The BN records (none without `HAS_BN`).
@@ -268,181 +279,174 @@ impl<'a> Model<'a> {
         (0..self.bn_count).map(move |j| self.bn_record(j))
     }
 
-    /// Decode tensor record `index` (bounds were checked by `check_tensors`).
+    /// Record `i` of the table at `table` with `count` records of `N` bytes.
+    fn record<const N: usize>(&self, table: usize, count: usize, i: usize) -> Option<Rec<'a, N>> {
+        if i >= count {
+            return None;
+        }
+        Rec::at(self.bytes, table + i * N)
+    }
+
+    /// Decode and validate tensor record `index` (FORMAT.md, "Tensor
+    /// table"): dtype, layout, reserved fields, dims and length.
     #[inline(never)]
-    fn tensor_desc(&self, table: usize, index: usize) -> Res<TensorDesc> {
-        let at = table + index * TENSOR_LEN;
-        let rec =
-            Rec::<TENSOR_LEN>::at(self.bytes, at).ok_or(ModelError::TableBounds(Table::Tensors))?;
+    fn tensor_desc(&self, index: usize) -> Res<TensorDesc> {
         let err = |fault| ModelError::Tensor {
             index: index as u16,
             fault,
         };
+        let rec = self
+            .record::<TENSOR_LEN>(self.tensor_table, self.tensor_count, index)
+            .ok_or(err(TensorFault::OutOfBounds))?;
         let dtype = DType::from_code(rec.u8(0)).ok_or(err(TensorFault::UnknownDtype(rec.u8(0))))?;
-        let (layout, block) = (rec.u8(1), rec.u8(2));
-        let blocked = match (layout, block) {
-            (0, 0) => false,
-            (1, 4 | 8) => true,
-            _ => return Err(err(TensorFault::Layout)),
+        let block = rec.u8(2);
+        // Layout 0 is plain, layout 1 blocked by 4 or 8 rows; pair words
+        // are blocked by 4 (FORMAT.md).
+        let layout_ok = match (rec.u8(1), block) {
+            (0, 0) | (1, 8) => dtype != DType::I8Pair,
+            (1, 4) => true,
+            _ => false,
         };
-        // Pair words are row-blocked by 4 (FORMAT.md).
-        if dtype == DType::I8Pair && block != 4 {
+        if !layout_ok {
             return Err(err(TensorFault::Layout));
         }
         if rec.u8(3) != 0 || rec.u32(28) != 0 {
             return Err(err(TensorFault::Reserved));
         }
         let dims = [rec.u32(4), rec.u32(8), rec.u32(12), rec.u32(16)];
-        let logical = dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-            .filter(|&n| n > 0)
+        // Stored elements: the rows (`dims[0]`) padded to whole blocks
+        // (plain: `block` is 0 and the rows stay) times the other dims.
+        let b = usize::from(block.max(1));
+        let mut stored = (dims[0] as usize).div_ceil(b).checked_mul(b);
+        for &d in dims.iter().skip(1) {
+            stored = stored.and_then(|n| n.checked_mul(d as usize));
+        }
+        let stored = stored
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .filter(|_| !dims.contains(&0))
             .ok_or(err(TensorFault::Dims))?;
-        // Blocked: rows padded to whole blocks, `rows = dims[0]`.
-        let stored = if blocked {
-            let rows = dims[0] as usize;
-            let per_row = logical / rows;
-            rows.div_ceil(usize::from(block))
-                .checked_mul(usize::from(block))
-                .and_then(|r| r.checked_mul(per_row))
-                .ok_or(err(TensorFault::Dims))?
-        } else {
-            logical
-        };
         let (offset, len) = (rec.u32(20), rec.u32(24));
-        if stored.checked_mul(dtype.size()) != Some(len as usize) {
+        if stored != len as usize {
             return Err(err(TensorFault::Length));
         }
         Ok(TensorDesc {
             dtype,
-            block_rows: if blocked { block } else { 0 },
+            block_rows: block,
             dims,
             offset,
             len,
         })
     }
 
-    /// Every tensor: valid record, 16-aligned data inside the data region,
-    /// in ascending order without overlap.
-    fn check_tensors(&self, table: usize, data_start: usize) -> Res<()> {
+    /// Every tensor: valid record, 16-aligned data inside the data region
+    /// (after the tables), in ascending order without overlap, and pair
+    /// words that are pairs.
+    #[inline(never)]
+    fn check_tensors(&self) -> Res<()> {
+        let data_start = (self.layer_table + self.layer_count * LAYER_LEN)
+            .max(self.tensor_table + self.tensor_count * TENSOR_LEN)
+            .max(self.bn_table + self.bn_count * BN_LEN);
         let mut prev_end = data_start;
         for i in 0..self.tensor_count {
-            let t = self.tensor_desc(table, i)?;
-            let err = |fault| ModelError::Tensor {
-                index: i as u16,
-                fault,
+            let t = self.tensor_desc(i)?;
+            let start = t.offset as usize;
+            let end = start.checked_add(t.len as usize);
+            let fault = if start % ALIGN != 0 {
+                Some(TensorFault::Misaligned)
+            } else if start < data_start || end.is_none_or(|e| e > self.bytes.len()) {
+                Some(TensorFault::OutOfBounds)
+            } else if start < prev_end {
+                Some(TensorFault::Overlap)
+            } else if let (_, Data::I8Pairs(words)) = self.tensor_data(i as u16)? {
+                (!words
+                    .iter()
+                    .all(|&w| crate::kernels::pack::split_pair_word(w).is_some()))
+                .then_some(TensorFault::Values)
+            } else {
+                None
             };
-            let (start, len) = (t.offset as usize, t.len as usize);
-            if start % ALIGN != 0 {
-                return Err(err(TensorFault::Misaligned));
+            if let Some(fault) = fault {
+                return Err(ModelError::Tensor {
+                    index: i as u16,
+                    fault,
+                });
             }
-            let end = start
-                .checked_add(len)
-                .ok_or(err(TensorFault::OutOfBounds))?;
-            if start < data_start || end > self.bytes.len() {
-                return Err(err(TensorFault::OutOfBounds));
-            }
-            if start < prev_end {
-                return Err(err(TensorFault::Overlap));
-            }
-            prev_end = end;
+            prev_end = end.unwrap_or(usize::MAX);
         }
         Ok(())
     }
 
-    /// The data of tensor `index`, typed.
+    /// The rows per block (0: plain) and the typed data of tensor `id`,
+    /// read from its record without validating it (`check_tensors` did).
     #[inline(never)]
-    fn tensor_data(&self, table: usize, index: usize) -> Res<(TensorDesc, Data<'a>)> {
-        let t = self.tensor_desc(table, index)?;
-        let raw: &'a [u8] = self
-            .bytes
-            .get(t.offset as usize..(t.offset + t.len) as usize)
-            .ok_or(ModelError::Tensor {
-                index: index as u16,
-                fault: TensorFault::OutOfBounds,
-            })?;
-        let misaligned = ModelError::Tensor {
-            index: index as u16,
-            fault: TensorFault::Misaligned,
-        };
-        let data = match t.dtype {
-            DType::I8 => Data::I8(bytemuck::cast_slice(raw)),
-            DType::F32 => Data::F32(bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?),
-            DType::I32 => Data::I32(bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?),
-            DType::I8Pair => {
-                let words: &'a [i32] = bytemuck::try_cast_slice(raw).map_err(|_| misaligned)?;
-                if self.scan_values
-                    && !words
-                    .iter()
-                    .all(|&w| crate::kernels::pack::split_pair_word(w).is_some())
-                {
-                    return Err(ModelError::Tensor {
-                        index: index as u16,
-                        fault: TensorFault::Values,
-                    });
-                }
-                Data::I8Pairs(words)
-            }
-        };
-        Ok((t, data))
+    fn tensor_data(&self, id: u16) -> Res<(u8, Data<'a>)> {
+        self.tensor_slice(id)
     }
 
-    /// Fetch a tensor a layer refers to and check it against `want`.
+    /// [`Self::tensor_data`], inlined: the layer decoder's copy.
+    #[inline(always)]
+    fn tensor_slice(&self, id: u16) -> Res<(u8, Data<'a>)> {
+        let err = |fault| ModelError::Tensor { index: id, fault };
+        // Callers pass indices below `tensor_count` (checked by `parse`);
+        // any other index still reads only inside the buffer.
+        let rec = Rec::<TENSOR_LEN>::at(
+            self.bytes,
+            self.tensor_table + usize::from(id) * TENSOR_LEN,
+        )
+        .ok_or(err(TensorFault::OutOfBounds))?;
+        let start = rec.u32(20) as usize;
+        let raw: &'a [u8] = start
+            .checked_add(rec.u32(24) as usize)
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or(err(TensorFault::OutOfBounds))?;
+        let misaligned = |_| err(TensorFault::Misaligned);
+        let data = match rec.u8(0) {
+            1 => Data::F32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            2 => Data::I8(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            3 => Data::I32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            4 => Data::I8Pairs(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            c => return Err(err(TensorFault::UnknownDtype(c))),
+        };
+        Ok((rec.u8(2), data))
+    }
+
+    /// Tensor `id`, in the role `role`, must exist and be of `dtype`
+    /// (int8 `blocked` weights: or pair words), blocked or plain as
+    /// `blocked` says, with logical `dims`. Returns its rows per block.
     #[inline(never)]
-    fn fetch(
+    fn want(
         &self,
-        table: usize,
         id: u16,
-        want: Want,
-        fault_at: &dyn Fn(LayerFault) -> ModelError,
-    ) -> Res<Data<'a>> {
+        role: Role,
+        dtype: DType,
+        blocked: bool,
+        dims: [u32; 4],
+    ) -> Result<u8, LayerFault> {
         if id == NO_TENSOR {
-            return Err(fault_at(LayerFault::MissingTensor(want.role)));
+            return Err(LayerFault::MissingTensor(role));
         }
-        if usize::from(id) >= self.tensor_count {
-            return Err(fault_at(LayerFault::TensorIndex(want.role)));
+        let t = self
+            .tensor_desc(usize::from(id))
+            .map_err(|_| LayerFault::TensorIndex(role))?;
+        let pairs = blocked && dtype == DType::I8 && t.dtype == DType::I8Pair;
+        if (t.dtype == dtype || pairs) && blocked == (t.block_rows != 0) && t.dims == dims {
+            Ok(t.block_rows)
+        } else {
+            Err(LayerFault::TensorKind(role))
         }
-        // The record's kind first, then its data (whose values a dtype may
-        // restrict: a pair word that is not one is a tensor fault).
-        let t = self.tensor_desc(table, usize::from(id))?;
-        if t.dtype != want.dtype || t.block_rows != want.block || t.dims != want.dims {
-            return Err(fault_at(LayerFault::TensorKind(want.role)));
-        }
-        Ok(self.tensor_data(table, usize::from(id))?.1)
     }
 
-    fn decode_layer_record(
-        &self,
-        index: usize,
-        rec: Rec<'_, LAYER_LEN>,
-        input_expected: Option<Shape>,
-        table: usize,
-    ) -> Res<Layer<'a>> {
-        let fault = |f| layer_err(index, f);
-        let kind = self.header.kind;
-        let code = rec.u8(0);
-        let activation = activation_from_code(rec.u8(1))
-            .ok_or(fault(LayerFault::UnknownActivation(rec.u8(1))))?;
-        let flags = rec.u16(2);
-        let shape_at = |at: usize| {
-            Shape::nhwc(
-                1,
-                usize::from(rec.u16(at)),
-                usize::from(rec.u16(at + 2)),
-                usize::from(rec.u16(at + 4)),
-            )
-        };
-        let input = shape_at(4);
-        let output = shape_at(10);
-        if input_expected.is_some_and(|e| e != input) {
-            return Err(fault(LayerFault::InputShape));
-        }
-        if output.is_empty() {
-            return Err(fault(LayerFault::OutputShape));
-        }
-        if rec.u16(34) != 0 || rec.u32(56) != 0 || rec.u32(60) != 0 {
-            return Err(fault(LayerFault::Reserved));
-        }
+    /// Layer `i`, decoded from its record, with its arena offsets.
+    /// `expected`: the input shape the chain requires; given only by
+    /// `parse`, which is what turns the checks on.
+    pub(super) fn decode_layer(&self, i: usize, expected: Option<Shape>) -> Res<Layer<'a>> {
+        let fault = |f| layer_err(i, f);
+        let rec = self
+            .record::<LAYER_LEN>(self.layer_table, self.layer_count, i)
+            .ok_or(fault(LayerFault::InputShape))?;
+        let activation =
+            activation_from_code(rec.u8(1)).ok_or(fault(LayerFault::UnknownActivation(rec.u8(1))))?;
+        let (input, output) = layer_shapes(rec);
         let g = |at: usize| usize::from(rec.u8(at));
         let window = Window {
             kernel_h: g(16),
@@ -456,29 +460,11 @@ impl<'a> Model<'a> {
                 right: g(23),
             },
         };
-        let no_window = window.kernel_h == 0
-            && window.kernel_w == 0
-            && window.stride_h == 0
-            && window.stride_w == 0
-            && window.padding == Padding::NONE;
-        let geometry = |e: crate::error::Error| {
-            let _ = e;
-            fault(LayerFault::Geometry)
-        };
-        // Windowed ops: the output size the window gives (zero stride,
-        // zero kernel, kernel beyond the padded input: Geometry). Shapes
-        // are non-zero (checked above and by the previous layer), and every
-        // size product is checked where it is used (the memory plan, the
-        // tensor lengths), so the ops are built directly.
-        let (oh, ow) = if (2..=5).contains(&code) {
-            window.output_hw(input.h, input.w).map_err(geometry)?
-        } else {
-            (1, 1)
-        };
         let (ih, iw, ic) = (input.h, input.w, input.c);
-        let op = match code {
+        let op = match rec.u8(0) {
             1 => Op::Dense(Dense {
-                inputs: input.sample_len().map_err(geometry)?,
+                inputs: usize::try_from(ih as u64 * iw as u64 * ic as u64)
+                    .map_err(|_| fault(LayerFault::Geometry))?,
                 outputs: output.c,
             }),
             2 => Op::Conv(Conv2d {
@@ -494,7 +480,7 @@ impl<'a> Model<'a> {
                 channels: ic,
                 window,
             }),
-            4 | 5 => Op::Pool(Pool2d {
+            code @ (4 | 5) => Op::Pool(Pool2d {
                 kind: if code == 4 {
                     PoolKind::Max
                 } else {
@@ -509,51 +495,6 @@ impl<'a> Model<'a> {
             7 => Op::Activation,
             other => return Err(fault(LayerFault::UnknownOp(other))),
         };
-        let has_window = matches!(op, Op::Conv(_) | Op::Depthwise(_) | Op::Pool(_));
-        if !has_window && !no_window {
-            return Err(fault(LayerFault::Geometry));
-        }
-        let computed_out = match op {
-            Op::Dense(_) | Op::Conv(_) => Shape::nhwc(1, oh, ow, output.c),
-            Op::Depthwise(_) | Op::Pool(_) => Shape::nhwc(1, oh, ow, ic),
-            Op::GlobalAvgPool => Shape::nhwc(1, 1, 1, ic),
-            Op::Activation => input,
-        };
-        if computed_out != output {
-            return Err(fault(LayerFault::OutputShape));
-        }
-        let pooling = matches!(op, Op::Pool(_) | Op::GlobalAvgPool);
-        if (pooling && activation.is_some())
-            || (matches!(op, Op::Activation) && activation.is_none())
-        {
-            return Err(fault(LayerFault::ActivationNotAllowed));
-        }
-        let weighted = matches!(op, Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_));
-        let folded = flags & LAYER_ZP_FOLDED != 0;
-        // A folded zero point needs every tap in bounds (no padding).
-        if flags & !LAYER_ZP_FOLDED != 0
-            || (folded
-                && (kind != Kind::Int8
-                    || !matches!(op, Op::Dense(_) | Op::Conv(_))
-                    || window.padding != Padding::NONE))
-        {
-            return Err(fault(LayerFault::BadFlags(flags)));
-        }
-        // int8 pooling: every window has a tap (no int8 value stands for
-        // padding) and averages fit i32 (at most 2^22 taps).
-        if kind == Kind::Int8 {
-            let ok = match op {
-                Op::Pool(p) => {
-                    crate::kernels::int8::check_pool_windows(&p, output.h, output.w).is_ok()
-                }
-                Op::GlobalAvgPool => input.h * input.w <= crate::kernels::int8::MAX_POOL_TAPS,
-                _ => true,
-            };
-            if !ok {
-                return Err(fault(LayerFault::Geometry));
-            }
-        }
-
         let ids = [
             rec.u16(24),
             rec.u16(26),
@@ -561,16 +502,152 @@ impl<'a> Model<'a> {
             rec.u16(30),
             rec.u16(32),
         ];
-        let roles = [
-            Role::Weight,
-            Role::Bias,
-            Role::Multiplier,
-            Role::Shift,
-            Role::Table,
-        ];
-        let int8 = kind == Kind::Int8;
+        if let Some(expected) = expected {
+            self.check_layer(rec, &op, activation, expected, &ids)
+                .map_err(fault)?;
+        }
+        // The tensors, as their records say (checked above, or by `parse`):
+        // one loop around one inlined copy of the lookup.
+        let mut slots = [None; 5];
+        let mut k = 0;
+        while let (Some(&id), Some(slot)) = (ids.get(k), slots.get_mut(k)) {
+            k = step(k);
+            if id != NO_TENSOR {
+                *slot = Some(self.tensor_slice(id)?);
+            }
+        }
+        let requant = match (slots[2], slots[3]) {
+            (Some((_, Data::I32(m))), Some((_, Data::I32(s)))) => Some((m, s)),
+            _ => None,
+        };
+        let table = match slots[4] {
+            Some((_, Data::I8(t))) => t.try_into().ok(),
+            _ => None,
+        };
+        // The memory plan: even layers read at 0 and write at the end, odd
+        // layers the reverse (`parse` checked that the arena holds both).
+        let arena = self.header.arena_bytes as u64;
+        let end = |s: Shape| arena.saturating_sub(region_bytes(self.header.kind, s)) as usize;
+        let (in_offset, out_offset) = if i % 2 == 0 {
+            (0, end(output))
+        } else {
+            (end(input), 0)
+        };
+        Ok(Layer {
+            op,
+            activation,
+            zp_folded: rec.u16(2) & LAYER_ZP_FOLDED != 0,
+            input,
+            output,
+            weights: slots[0].map(|(_, d)| d),
+            block_rows: slots[0].map_or(0, |(r, _)| usize::from(r)),
+            bias: slots[1].map(|(_, d)| d),
+            requant,
+            table,
+            quant: QuantOut {
+                scale: rec.f32(36),
+                zero_point: rec.i32(40),
+                requant_zero_point: rec.i32(44),
+                clamp_min: rec.i32(48),
+                clamp_max: rec.i32(52),
+            },
+            in_offset,
+            out_offset,
+            tensor_ids: ids,
+        })
+    }
+
+    /// Every rule of FORMAT.md for layer record `rec` (its `op` and
+    /// `activation` decoded, tensor indices `ids`) whose input must be
+    /// `expected`: shapes, reserved fields, geometry, flags, the tensors
+    /// each role requires (dtype, layout, dims) and forbids, quantization
+    /// parameters and the requantization values.
+    #[inline(never)]
+    fn check_layer(
+        &self,
+        rec: Rec<'_, LAYER_LEN>,
+        op: &Op,
+        activation: Option<Activation>,
+        expected: Shape,
+        ids: &[u16; 5],
+    ) -> Result<(), LayerFault> {
+        let (input, output) = layer_shapes(rec);
+        let int8 = self.header.kind == Kind::Int8;
+        if input != expected {
+            return Err(LayerFault::InputShape);
+        }
+        if output.is_empty() {
+            return Err(LayerFault::OutputShape);
+        }
+        if rec.u16(34) != 0 || rec.u32(56) != 0 || rec.u32(60) != 0 {
+            return Err(LayerFault::Reserved);
+        }
+        // The window's output size (zero stride, zero kernel, kernel beyond
+        // the padded input: Geometry); ops without a window have none.
+        // Per op: the weights' dims, the multiply-accumulates per output
+        // (int8: at most 60,000, so that |acc| fits i32) and the channels
+        // of the output.
+        let (window, wdims, taps, channels) = match *op {
+            Op::Dense(d) => (None, [d.outputs, d.inputs, 1, 1], d.inputs, d.outputs),
+            Op::Conv(c) => {
+                let w = c.window;
+                let taps = w.kernel_h * w.kernel_w * c.in_c;
+                (Some(w), [c.out_c, w.kernel_h, w.kernel_w, c.in_c], taps, c.out_c)
+            }
+            Op::Depthwise(d) => {
+                let w = d.window;
+                let taps = w.kernel_h * w.kernel_w;
+                (Some(w), [w.kernel_h, w.kernel_w, d.channels, 1], taps, d.channels)
+            }
+            Op::Pool(p) => (Some(p.window), [0; 4], 0, p.channels),
+            Op::GlobalAvgPool | Op::Activation => (None, [0; 4], 0, input.c),
+        };
+        let (oh, ow) = match window {
+            Some(w) => w
+                .output_hw(input.h, input.w)
+                .map_err(|_| LayerFault::Geometry)?,
+            None if rec.u32(16) | rec.u32(20) != 0 => return Err(LayerFault::Geometry),
+            None => (1, 1),
+        };
+        let computed = if matches!(op, Op::Activation) {
+            input
+        } else {
+            Shape::nhwc(1, oh, ow, channels)
+        };
+        if computed != output {
+            return Err(LayerFault::OutputShape);
+        }
+        let pooling = matches!(op, Op::Pool(_) | Op::GlobalAvgPool);
+        if (pooling && activation.is_some())
+            || (matches!(op, Op::Activation) && activation.is_none())
+        {
+            return Err(LayerFault::ActivationNotAllowed);
+        }
+        let blocked = matches!(op, Op::Dense(_) | Op::Conv(_));
+        let weighted = blocked || matches!(op, Op::Depthwise(_));
+        // A folded zero point needs every tap in bounds (no padding).
+        let flags = rec.u16(2);
+        if flags & !LAYER_ZP_FOLDED != 0
+            || (flags != 0
+                && !(int8 && blocked && window.is_none_or(|w| w.padding == Padding::NONE)))
+        {
+            return Err(LayerFault::BadFlags(flags));
+        }
+        // int8 pooling: every window has a tap (no int8 value stands for
+        // padding) and averages fit i32 (at most 2^22 taps).
+        let pool_ok = match op {
+            Op::Pool(p) => crate::kernels::int8::check_pool_windows(p, oh, ow).is_ok(),
+            Op::GlobalAvgPool => input.h * input.w <= crate::kernels::int8::MAX_POOL_TAPS,
+            _ => true,
+        };
+        if int8 && !pool_ok {
+            return Err(LayerFault::Geometry);
+        }
+
+        // The tensors, one role at a time: whether the layer has it, then
+        // its dtype, layout and dims. The weights decide the rows per block
+        // (dense and conv: 4 or 8); the bias is padded to whole blocks.
         let saturating = matches!(activation, Some(Activation::Sigmoid | Activation::Tanh));
-        // Which tensors this layer must have (the rest must be absent).
         let needs = [
             weighted,
             weighted,
@@ -578,233 +655,116 @@ impl<'a> Model<'a> {
             weighted && int8,
             int8 && saturating && (weighted || matches!(op, Op::Activation)),
         ];
-        for ((&id, &need), &role) in ids.iter().zip(&needs).zip(&roles) {
-            crate::kernels::unroll_barrier(); // one compact loop (code size)
-            if !need && id != NO_TENSOR {
-                return Err(fault(LayerFault::UnexpectedTensor(role)));
+        let u = |v: usize| u32::try_from(v).unwrap_or(0); // 0: never a valid dim
+        let c = u(channels);
+        let mut r = 1u32;
+        let roles = [
+            Role::Weight,
+            Role::Bias,
+            Role::Multiplier,
+            Role::Shift,
+            Role::Table,
+        ];
+        let mut k = 0;
+        while let (Some(&id), Some(&need), Some(&role)) = (ids.get(k), needs.get(k), roles.get(k)) {
+            k = step(k);
+            if !need {
+                if id != NO_TENSOR {
+                    return Err(LayerFault::UnexpectedTensor(role));
+                }
+                continue;
+            }
+            let (dtype, dims) = match role {
+                Role::Weight => (
+                    if int8 { DType::I8 } else { DType::F32 },
+                    wdims.map(u),
+                ),
+                Role::Bias => (
+                    if int8 { DType::I32 } else { DType::F32 },
+                    [c.div_ceil(r) * r, 1, 1, 1],
+                ),
+                Role::Multiplier | Role::Shift => (DType::I32, [c, 1, 1, 1]),
+                _ => (DType::I8, [256, 1, 1, 1]),
+            };
+            let rows = self.want(id, role, dtype, blocked && role == Role::Weight, dims)?;
+            if role == Role::Weight {
+                r = u32::from(rows.max(1));
             }
         }
 
-        let wdt = if int8 { DType::I8 } else { DType::F32 };
-        let bdt = if int8 { DType::I32 } else { DType::F32 };
-        let fault_at = |f| layer_err(index, f);
-        let mut block_rows = 0usize;
-        let (mut weights, mut bias, mut requant, mut table_data) = (None, None, None, None);
-        if weighted {
-            // (rows, per-row dims, channels of the output stage)
-            let (wdims, block, out_ch) = match op {
-                Op::Dense(d) => ([d.outputs as u32, d.inputs as u32, 1, 1], true, d.outputs),
-                Op::Conv(c) => (
-                    [
-                        c.out_c as u32,
-                        c.window.kernel_h as u32,
-                        c.window.kernel_w as u32,
-                        c.in_c as u32,
-                    ],
-                    true,
-                    c.out_c,
-                ),
-                Op::Depthwise(d) => (
-                    [
-                        d.window.kernel_h as u32,
-                        d.window.kernel_w as u32,
-                        d.channels as u32,
-                        1,
-                    ],
-                    false,
-                    d.channels,
-                ),
-                _ => ([0; 4], false, 0),
-            };
-            // The weight tensor decides the block size; check it is 4 or 8.
-            let wid = ids[0];
-            if wid == NO_TENSOR {
-                return Err(fault(LayerFault::MissingTensor(Role::Weight)));
-            }
-            if usize::from(wid) >= self.tensor_count {
-                return Err(fault(LayerFault::TensorIndex(Role::Weight)));
-            }
-            let wt = self.tensor_desc(table, usize::from(wid))?;
-            let r = if block { wt.block_rows } else { 0 };
-            // int8 dense and conv weights may also come in pair words.
-            let wdt = if int8 && block && wt.dtype == DType::I8Pair {
-                DType::I8Pair
-            } else {
-                wdt
-            };
-            if block && r == 0 {
-                return Err(fault(LayerFault::TensorKind(Role::Weight)));
-            }
-            block_rows = usize::from(r);
-            weights = Some(self.fetch(
-                table,
-                wid,
-                Want {
-                    role: Role::Weight,
-                    dtype: wdt,
-                    block: r,
-                    dims: wdims,
-                },
-                &fault_at,
-            )?);
-            let padded = if block {
-                out_ch.div_ceil(block_rows) * block_rows
-            } else {
-                out_ch
-            };
-            bias = Some(self.fetch(
-                table,
-                ids[1],
-                Want {
-                    role: Role::Bias,
-                    dtype: bdt,
-                    block: 0,
-                    dims: [padded as u32, 1, 1, 1],
-                },
-                &fault_at,
-            )?);
-            if int8 {
-                let m = self.fetch(
-                    table,
-                    ids[2],
-                    Want {
-                        role: Role::Multiplier,
-                        dtype: DType::I32,
-                        block: 0,
-                        dims: [out_ch as u32, 1, 1, 1],
-                    },
-                    &fault_at,
-                )?;
-                let s = self.fetch(
-                    table,
-                    ids[3],
-                    Want {
-                        role: Role::Shift,
-                        dtype: DType::I32,
-                        block: 0,
-                        dims: [out_ch as u32, 1, 1, 1],
-                    },
-                    &fault_at,
-                )?;
-                if let (Data::I32(m), Data::I32(s)) = (m, s) {
-                    requant = Some((m, s));
-                }
-                // |acc| bound: terms·255·127 plus the bias must fit i32.
-                let terms = match op {
-                    Op::Dense(d) => d.inputs,
-                    Op::Conv(c) => c.window.kernel_h * c.window.kernel_w * c.in_c,
-                    Op::Depthwise(d) => d.window.kernel_h * d.window.kernel_w,
-                    _ => 0,
-                };
-                if terms > 60_000 {
-                    return Err(fault(LayerFault::AccumulatorRange));
-                }
-            }
-        }
-        if needs[4] {
-            if let Data::I8(t) = self.fetch(
-                table,
-                ids[4],
-                Want {
-                    role: Role::Table,
-                    dtype: DType::I8,
-                    block: 0,
-                    dims: [256, 1, 1, 1],
-                },
-                &fault_at,
-            )? {
-                table_data = t.try_into().ok();
-            }
-        }
-
-        let quant = QuantOut {
-            scale: rec.f32(36),
-            zero_point: rec.i32(40),
-            requant_zero_point: rec.i32(44),
-            clamp_min: rec.i32(48),
-            clamp_max: rec.i32(52),
-        };
+        let q = [rec.i32(40), rec.i32(44), rec.i32(48), rec.i32(52)];
+        let scale = rec.f32(36);
         let q_ok = if int8 {
-            let zp = |v: i32| (-128..=127).contains(&v);
-            quant.scale.is_finite()
-                && quant.scale > 0.0
-                && zp(quant.zero_point)
-                && zp(quant.requant_zero_point)
-                && zp(quant.clamp_min)
-                && zp(quant.clamp_max)
-                && quant.clamp_min <= quant.clamp_max
+            positive(scale) && q.iter().all(|v| (-128..=127).contains(v)) && q[2] <= q[3]
         } else {
-            quant.scale.to_bits() == 0
-                && quant.zero_point == 0
-                && quant.requant_zero_point == 0
-                && quant.clamp_min == 0
-                && quant.clamp_max == 0
+            scale.to_bits() == 0 && q == [0; 4]
         };
         if !q_ok {
-            return Err(fault(LayerFault::Quantization));
+            return Err(LayerFault::Quantization);
         }
-        let layer = Layer {
-            op,
-            activation,
-            zp_folded: folded,
-            input,
-            output,
-            weights,
-            block_rows,
-            bias,
-            requant,
-            table: table_data,
-            quant,
-            in_offset: 0,
-            out_offset: 0,
-            tensor_ids: ids,
-        };
-        if let Some(stage) = layer.output_stage().filter(|_| self.scan_values) {
-            let channels = output.c;
-            stage
-                .validate(channels)
-                .map_err(|_| fault(LayerFault::Quantization))?;
+        if weighted && int8 {
+            if taps > 60_000 {
+                return Err(LayerFault::AccumulatorRange);
+            }
+            // Multipliers 0 or in [2^30, 2^31), shifts in [-31, 30].
+            use crate::kernels::requant::{multiplier_ok, shift_ok};
+            if let (Ok((_, Data::I32(m))), Ok((_, Data::I32(s)))) =
+                (self.tensor_data(ids[2]), self.tensor_data(ids[3]))
+            {
+                for (&m, &s) in m.iter().zip(s) {
+                    unroll_barrier();
+                    if !(multiplier_ok(m) && shift_ok(s)) {
+                        return Err(LayerFault::Quantization);
+                    }
+                }
+            }
         }
-        Ok(layer)
+        Ok(())
     }
 
-    fn decode_bn(&self, index: usize, rec: Rec<'_, BN_LEN>, table: usize) -> Res<BnRecord<'a>> {
-        let fault = |f| bn_err(index, f);
+    /// BN record `j`; `check`: validate it (only `parse` does).
+    #[inline(never)]
+    pub(super) fn decode_bn(&self, j: usize, check: bool) -> Res<BnRecord<'a>> {
+        let fault = |f| bn_err(j, f);
+        let rec = self
+            .record::<BN_LEN>(self.bn_table, self.bn_count, j)
+            .ok_or(fault(LayerFault::InputShape))?;
+        // The layer it was folded into (its record validated by `parse`
+        // before any BN record): its op and output channels.
         let li = usize::from(rec.u16(0));
         let layer = self
-            .decode_layer(li, None)
-            .map_err(|_| fault(LayerFault::InputShape))?;
-        if !matches!(layer.op, Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_)) {
-            return Err(fault(LayerFault::UnexpectedTensor(Role::BnParam)));
-        }
-        if rec.u16(10) != 0 {
-            return Err(fault(LayerFault::Reserved));
-        }
-        let eps = rec.f32(12);
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(fault(LayerFault::Quantization));
-        }
-        let c = layer.output.c as u32;
-        let fault_at = |f| bn_err(index, f);
+            .record::<LAYER_LEN>(self.layer_table, self.layer_count, li)
+            .ok_or(fault(LayerFault::InputShape))?;
         let ids = [rec.u16(2), rec.u16(4), rec.u16(6), rec.u16(8)];
+        let eps = rec.f32(12);
+        if check {
+            if !matches!(layer.u8(0), 1..=3) {
+                return Err(fault(LayerFault::UnexpectedTensor(Role::BnParam)));
+            }
+            if rec.u16(10) != 0 {
+                return Err(fault(LayerFault::Reserved));
+            }
+            if !positive(eps) {
+                return Err(fault(LayerFault::Quantization));
+            }
+            let dims = [u32::from(layer.u16(14)), 1, 1, 1];
+            let mut k = 0;
+            while let Some(&id) = ids.get(k) {
+                k = step(k);
+                self.want(id, Role::BnParam, DType::F32, false, dims)
+                    .map_err(fault)?;
+            }
+        }
         let mut out = [&[][..]; 4];
-        for (slot, &id) in out.iter_mut().zip(&ids) {
-            match self.fetch(
-                table,
-                id,
-                Want {
-                    role: Role::BnParam,
-                    dtype: DType::F32,
-                    block: 0,
-                    dims: [c, 1, 1, 1],
-                },
-                &fault_at,
-            )? {
+        let mut k = 0;
+        while let (Some(&id), Some(slot)) = (ids.get(k), out.get_mut(k)) {
+            k = step(k);
+            match self.tensor_data(id)?.1 {
                 Data::F32(d) => *slot = d,
                 _ => return Err(fault(LayerFault::TensorKind(Role::BnParam))),
             }
         }
-        if out[3].iter().any(|v| v.is_nan() || *v < 0.0) {
+        if check && out[3].iter().any(|v| v.is_nan() || *v < 0.0) {
             return Err(fault(LayerFault::TensorKind(Role::BnParam)));
         }
         Ok(BnRecord {
@@ -845,12 +805,7 @@ impl<'a> Model<'a> {
 
     /// Tensor `index`'s record and data (for tools that rewrite or inspect files).
     pub fn tensor(&self, index: usize) -> Result<(TensorDesc, Data<'a>), ModelError> {
-        if index >= self.tensor_count {
-            return Err(ModelError::Tensor {
-                index: index as u16,
-                fault: TensorFault::OutOfBounds,
-            });
-        }
-        self.tensor_data(self.tensor_table, index)
+        let desc = self.tensor_desc(index)?;
+        Ok((desc, self.tensor_data(index as u16)?.1))
     }
 }

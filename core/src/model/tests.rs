@@ -915,6 +915,29 @@ fn pair_form_weights_parse_and_run_like_bytes() {
 }
 
 #[test]
+fn decoding_after_parse_equals_the_checked_decode() {
+    // `Model::layer` and `Model::bn_record` skip the checks `parse` ran;
+    // on an accepted file they must return what the checked decode did.
+    for b in [f32_mlp(), int8_cnn(), with_pairs(&int8_cnn())] {
+        let bytes = b.build();
+        let store = aligned(&bytes);
+        let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+        let mut shape = m.header().input;
+        for i in 0..m.layer_count() {
+            let checked = m.decode_layer(i, Some(shape)).unwrap();
+            let trusted = m.layer(i).unwrap();
+            assert_eq!(format!("{checked:?}"), format!("{trusted:?}"), "layer {i}");
+            shape = checked.output;
+        }
+        for j in 0..m.bn_records().count() {
+            let checked = m.decode_bn(j, true).unwrap();
+            let trusted = m.bn_record(j).unwrap();
+            assert_eq!(format!("{checked:?}"), format!("{trusted:?}"), "BN record {j}");
+        }
+    }
+}
+
+#[test]
 fn int8_rules_the_kernels_rely_on() {
     let b = int8_cnn();
     let l = |i: u16, fault| ModelError::Layer { index: i, fault };

@@ -720,6 +720,24 @@ fn engine_paper_mlp<T: TickCounter>(
             Work::Elements(len as u32),
             parsed.1,
         );
+        // What the engine pays per layer per inference to decode a layer
+        // record again (`Model::layer`): every layer once, per layer.
+        let layers = model.layer_count();
+        let decoded = bench.sw.measure(|| {
+            (0..layers).try_for_each(|i| black_box(model.layer(black_box(i))).map(|_| ()))
+        });
+        if decoded.0.is_err() {
+            defmt::error!("paper MLP file ({=str}): a layer no longer decodes", name);
+            bench.failed = true;
+        }
+        bench.print(
+            "model_layer",
+            "784-100-100-100-10",
+            name,
+            "-",
+            Work::Elements(layers as u32),
+            decoded.1,
+        );
         let Ok(mut engine) = Engine::new(&model, &mut e.arena) else {
             bench.failed = true;
             continue;
@@ -873,6 +891,79 @@ fn conv<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     );
 }
 
+/// Where the pair form starts to pay: int8 dense layers of 32 outputs over
+/// short inputs, and 3×3 convolutions (unpadded, zero point folded) whose
+/// kernel rows are short runs of `3·Cin` inputs, in both weight forms
+/// (blocks of 4). The shapes name the run length the inner loop sees
+/// (`run=`): the whole input for dense, `KW·Cin` for a convolution. This
+/// is what `normcore export --weights auto` decides by.
+fn crossover<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
+    const RUNS: [(usize, &str); 6] = [
+        (8, "run=8 8x32"),
+        (16, "run=16 16x32"),
+        (24, "run=24 24x32"),
+        (32, "run=32 32x32"),
+        (48, "run=48 48x32"),
+        (64, "run=64 64x32"),
+    ];
+    for (inputs, shape) in RUNS {
+        let len = pack(b, 0, 32, inputs, 4);
+        let macs = Work::Macs((inputs * 32) as u32);
+        for pairs in [false, true] {
+            let b = &mut *b;
+            let (w, st) = (blocked(&b.w_i8, &b.w32, pairs, 0, len), stage(&b.p, 32, false));
+            let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
+            bench.row("dense_i8", shape, form_name(4, pairs), "none", macs, || {
+                int8::dense_blocked_i8(
+                    black_box(&b.x_i8[..inputs]),
+                    w,
+                    4,
+                    &b.p.bias_i32[..32],
+                    inputs,
+                    32,
+                    0,
+                    &st,
+                    &mut y[..32],
+                )
+            });
+        }
+        bench.same("dense_i8", &b.y_i8[..32], &b.y2_i8[..32]);
+    }
+    const CONVS: [(usize, &str); 4] = [
+        (2, "run=6 12x12x2-3x3-16"),
+        (4, "run=12 12x12x4-3x3-16"),
+        (8, "run=24 12x12x8-3x3-16"),
+        (16, "run=48 12x12x16-3x3-16"),
+    ];
+    for (cin, shape) in CONVS {
+        let Ok(geom) = Conv2d::new(12, 12, cin, 16, Window::square(3, 1, 0)) else {
+            exit(false)
+        };
+        let (n_in, n_out) = (12 * 12 * cin, 10 * 10 * 16);
+        let macs = Work::Macs((n_out * 9 * cin) as u32);
+        let len = pack(b, 0, 16, 9 * cin, 4);
+        for pairs in [false, true] {
+            let b = &mut *b;
+            let (w, st) = (blocked(&b.w_i8, &b.w32, pairs, 0, len), stage(&b.p, 16, false));
+            let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
+            bench.row("conv2d_i8", shape, form_name(4, pairs), "none", macs, || {
+                int8::conv2d_blocked_i8(
+                    &geom,
+                    black_box(&b.x_i8[..n_in]),
+                    w,
+                    4,
+                    &b.p.bias_i32[..16],
+                    0,
+                    true,
+                    &st,
+                    &mut y[..n_out],
+                )
+            });
+        }
+        bench.same("conv2d_i8", &b.y_i8[..n_out], &b.y2_i8[..n_out]);
+    }
+}
+
 /// Pooling and element-wise rows; `elements` counts input values read.
 fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     let n = 24 * 24 * 16;
@@ -963,6 +1054,7 @@ fn main() -> ! {
         core::mem::size_of::<normcore::model::Layer<'_>>()
     );
     conv(&mut bench, b);
+    crossover(&mut bench, b);
     pools(&mut bench, b);
     defmt::info!(
         "stack: high_water={=usize} size={=usize} (bytes)",

@@ -10,10 +10,11 @@
 //!   that also implements `embedded_hal::delay::DelayNs`;
 //! - `Board::uart`: the console UART, `embedded_io::{Read, Write}`.
 //!
-//! Adding a board (e.g. a Nucleo-F411 or an nRF52840-DK) means a module
-//! here, a cargo feature that makes it [`active`], its `memory.x` (chosen in
-//! `build.rs`) and a runner for its probe; `exit` then follows the probe's
-//! convention instead of QEMU's semihosting.
+//! Boards with a vendor HAL live outside this crate, in `firmware/boards/`
+//! (the nRF52840-DK: `boards/nrf52840dk/`, with its own `memory.x`, RTT
+//! logger and `probe-rs` runner), because this crate's semihosting logger
+//! and QEMU memory map would come along with it. A board built from ARM's
+//! kit (another MPS2/MPS3 image) would be a module here.
 
 pub mod mps2;
 

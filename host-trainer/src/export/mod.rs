@@ -140,11 +140,13 @@ pub struct ExportArgs {
     /// Output rows per weight block of dense/conv layers: 4 or 8.
     #[arg(long, default_value = "4", value_parser = parse_block_rows)]
     block_rows: usize,
-    /// int8 dense/conv weight storage: i8 (one byte per weight) or pairs
-    /// (two weights per 32-bit word, with --block-rows 4: twice the flash,
-    /// about half the instructions per MAC on Cortex-M4; the same outputs
-    /// bit for bit).
-    #[arg(long, value_enum, default_value_t = ncm::WeightForm::I8)]
+    /// int8 dense/conv weight storage: auto (per layer, pairs where they
+    /// are faster: blocks of 4 rows and runs of at least 32 inputs, i.e.
+    /// dense inputs or conv KW·Cin), i8 (one byte per weight) or pairs (two
+    /// weights per 32-bit word, with --block-rows 4: twice the flash, about
+    /// half the instructions per MAC on Cortex-M4 on long rows). All give
+    /// the same outputs bit for bit.
+    #[arg(long, value_enum, default_value_t = ncm::WeightForm::Auto)]
     weights: ncm::WeightForm,
     #[command(flatten)]
     data: crate::cli::DataArgs,

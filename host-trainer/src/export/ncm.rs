@@ -434,18 +434,55 @@ pub fn write_int8(m: &QuantModel, block_rows: usize) -> Result<Vec<u8>, ExportEr
 }
 
 /// How the int8 weights of dense and conv layers are stored (FORMAT.md,
-/// "Row-blocked weights"); depthwise taps are always bytes. Both forms give
+/// "Row-blocked weights"); depthwise taps are always bytes. All forms give
 /// bit-identical outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum WeightForm {
-    /// dtype `i8`: one byte per weight (the smallest file).
+    /// Per layer, pair words where they are faster on a Cortex-M4 (blocks
+    /// of 4 rows and runs of at least [`PAIR_MIN_RUN`] inputs), else bytes.
     #[default]
+    Auto,
+    /// dtype `i8`: one byte per weight (the smallest file).
     I8,
     /// dtype `i8pair`: two weights of adjacent rows per 32-bit word,
     /// `lo + 2^24·hi`, in blocks of 4 rows: twice the weight bytes, about
     /// half the instructions per MAC on a Cortex-M4 (one `SMLAL` per two
-    /// MACs).
+    /// MACs) once the runs are long.
     Pairs,
+}
+
+/// The shortest run of inputs for which [`WeightForm::Auto`] stores a
+/// layer's weights as pair words. A run is what the kernels' inner loop
+/// walks in one call: all inputs of a dense layer, one kernel row
+/// (`KW·Cin` inputs) of a convolution. The pair loop does two MACs per
+/// `SMLAL` but pays more per run (two 64-bit accumulators to set up and
+/// split), so it wins only on long runs. Measured under QEMU (`cargo xtask
+/// bench firmware`, the `run=` rows, instructions per MAC, bytes / pairs):
+///
+/// | run | dense `N×32` | conv 3×3 on 12×12×Cin, 16 filters |
+/// |----:|-------------|------------------------------------|
+/// | 6   |             | 7.84 / 12.12 |
+/// | 8   | 14.05 / 16.91 |            |
+/// | 12  |             | 5.29 / 6.75  |
+/// | 16  | 8.40 / 9.14 |              |
+/// | 24  | 6.52 / 6.55 | 4.02 / 4.06  |
+/// | 32  | 5.57 / 5.26 |              |
+/// | 48  | 4.63 / 3.96 | 3.39 / 2.72  |
+/// | 64  | 4.16 / 3.32 |              |
+///
+/// The forms break even at a run of about 24; from 32 on the pairs are
+/// clearly faster, which is worth their doubled flash.
+pub const PAIR_MIN_RUN: usize = 32;
+
+/// Whether [`WeightForm::Auto`] stores layer `l`'s weights as pair words
+/// (`block_rows` rows per block; pairs need 4).
+pub fn pairs_pay(l: &LayerRec, block_rows: usize) -> bool {
+    let run = match l.op {
+        1 => l.input.len(),                             // dense: every input
+        2 => usize::from(l.window[1]) * l.input.c, // conv: KW·Cin
+        _ => return false,
+    };
+    block_rows == 4 && run >= PAIR_MIN_RUN
 }
 
 /// [`describe_int8`] with the dense and conv weights in `form`.
@@ -460,22 +497,25 @@ pub fn describe_int8_form(
             "the pair form of the weights is blocked by 4 rows, not {block_rows} (use --block-rows 4)"
         )));
     }
-    if form == WeightForm::Pairs {
-        for (i, l) in d.layers.clone().iter().enumerate() {
-            let blocked = l.op == 1 || l.op == 2; // dense, conv
-            let Some(t) = d.tensors.get_mut(usize::from(l.ids[0])) else {
-                continue;
-            };
-            if !blocked || l.ids[0] == NO_TENSOR || t.dtype != DTYPE_I8 {
-                continue;
-            }
-            let bytes: Vec<i8> = t.data.iter().map(|&b| b as i8).collect();
-            let mut words = vec![0i32; bytes.len() / 2];
-            normcore::kernels::pack_pairs(&bytes, &mut words)
-                .map_err(|e| fmt_err(format!("layer {}: pair form: {e}", i + 1)))?;
-            t.dtype = DTYPE_I8_PAIR;
-            t.data = le_bytes(&words, i32::to_le_bytes);
+    for (i, l) in d.layers.clone().iter().enumerate() {
+        let pairs = match form {
+            WeightForm::I8 => false,
+            WeightForm::Pairs => true,
+            WeightForm::Auto => pairs_pay(l, block_rows),
+        };
+        let blocked = l.op == 1 || l.op == 2; // dense, conv
+        let Some(t) = d.tensors.get_mut(usize::from(l.ids[0])) else {
+            continue;
+        };
+        if !pairs || !blocked || l.ids[0] == NO_TENSOR || t.dtype != DTYPE_I8 {
+            continue;
         }
+        let bytes: Vec<i8> = t.data.iter().map(|&b| b as i8).collect();
+        let mut words = vec![0i32; bytes.len() / 2];
+        normcore::kernels::pack_pairs(&bytes, &mut words)
+            .map_err(|e| fmt_err(format!("layer {}: pair form: {e}", i + 1)))?;
+        t.dtype = DTYPE_I8_PAIR;
+        t.data = le_bytes(&words, i32::to_le_bytes);
     }
     Ok(d)
 }

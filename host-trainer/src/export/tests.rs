@@ -404,6 +404,36 @@ fn digits_quantization(name: &str) {
     );
     assert_eq!(engine_levels(&pairs, &test.images), out);
     assert!(ncm::write_int8_form(&qm, 8, ncm::WeightForm::Pairs).is_err());
+    // The default, per-layer form (`--weights auto`): pair words where the
+    // runs are long enough, bytes elsewhere; the same outputs bit for bit,
+    // and `run_file` checks that the file re-writes to itself.
+    let auto = ncm::write_int8_form(&qm, 4, ncm::WeightForm::Auto).unwrap();
+    check_layout(&auto);
+    assert_eq!(
+        super::run_file(&auto, &test).unwrap().accuracy,
+        int8_run.accuracy
+    );
+    assert_eq!(engine_levels(&auto, &test.images), out);
+    let store = ModelBytes::new(&auto);
+    let parsed = store.parse().unwrap();
+    assert_eq!(ncm::rewrite(&parsed).unwrap(), auto);
+    let desc = ncm::describe_int8_form(&qm, 4, ncm::WeightForm::Auto).unwrap();
+    for l in desc.layers.iter().filter(|l| l.ids[0] != ncm::NO_TENSOR) {
+        let dtype = desc.tensors[usize::from(l.ids[0])].dtype;
+        let want = if ncm::pairs_pay(l, 4) {
+            ncm::DTYPE_I8_PAIR
+        } else {
+            ncm::DTYPE_I8
+        };
+        assert_eq!(dtype, want, "{name}: layer op {} input {:?}", l.op, l.input);
+    }
+    // Both presets end in a dense layer of 64 inputs: pairs there.
+    assert!(desc.tensors.iter().any(|t| t.dtype == ncm::DTYPE_I8_PAIR));
+    // Blocks of 8 rows: no pairs, the plain i8 file.
+    assert_eq!(
+        ncm::write_int8_form(&qm, 8, ncm::WeightForm::Auto).unwrap(),
+        int8_r8
+    );
 
     // The int8 logits follow the float ones: same class on nearly every
     // test sample, and dequantized within a few output steps.
@@ -1224,4 +1254,33 @@ fn export_mnist_engine_matches_reference() {
             test.len()
         );
     }
+}
+
+#[test]
+fn auto_weight_form_takes_pairs_from_runs_of_32() {
+    let layer = |op: u8, input: [usize; 3], kw: u8| ncm::LayerRec {
+        op,
+        act: 0,
+        flags: 0,
+        input: Hwc {
+            h: input[0],
+            w: input[1],
+            c: input[2],
+        },
+        output: Hwc { h: 1, w: 1, c: 8 },
+        window: [3, kw, 1, 1, 0, 0, 0, 0],
+        ids: [0; 5],
+        quant: ncm::QuantFields::default(),
+    };
+    // Dense: the run is every input (flattened).
+    assert!(!ncm::pairs_pay(&layer(1, [1, 1, 31], 0), 4));
+    assert!(ncm::pairs_pay(&layer(1, [1, 1, 32], 0), 4));
+    assert!(ncm::pairs_pay(&layer(1, [2, 2, 16], 0), 4));
+    // Conv: one kernel row, KW·Cin.
+    assert!(!ncm::pairs_pay(&layer(2, [12, 12, 8], 3), 4));
+    assert!(ncm::pairs_pay(&layer(2, [12, 12, 11], 3), 4));
+    assert!(!ncm::pairs_pay(&layer(2, [28, 28, 1], 5), 4));
+    // Only blocks of 4 rows, only dense and conv.
+    assert!(!ncm::pairs_pay(&layer(1, [1, 1, 784], 0), 8));
+    assert!(!ncm::pairs_pay(&layer(3, [12, 12, 64], 3), 4));
 }

@@ -85,8 +85,8 @@ impl Board {
     pub fn take() -> Option<Board> {
         let mut core = pac::CorePeripherals::take()?;
         let p = pac::Peripherals::take()?;
-        // The core runs at 64 MHz either way; the crystal makes SysTick
-        // delays and the radio-grade clock accurate.
+        // The core runs at 64 MHz either way; the crystal makes that clock
+        // (and so SysTick delays and cycles-to-time conversions) accurate.
         let _clocks = Clocks::new(p.CLOCK).enable_ext_hfosc();
         let port0 = p0::Parts::new(p.P0);
         // The DK's LEDs are active low: High is off.
