@@ -142,12 +142,10 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     fn input_region(&mut self) -> Result<&mut [u8], ModelError> {
         let len = bytes_of(self.model.kind(), self.model.header().input.sample_len()?);
         let actual = self.arena.len();
-        self.arena
-            .get_mut(..len)
-            .ok_or(ModelError::ArenaTooSmall {
-                needed: len,
-                actual,
-            })
+        self.arena.get_mut(..len).ok_or(ModelError::ArenaTooSmall {
+            needed: len,
+            actual,
+        })
     }
 
     /// Where to write an int8 model's input (`h·w·c` values, NHWC, quantized

@@ -19,6 +19,36 @@
 //! Error (enforced by the tests against f64 on a dense sweep of the whole
 //! range): relative error ≤ 2·2^-24 ≈ 1.2e-7 over the normal range (1.71·2^-24
 //! measured), about one unit in the last place.
+//!
+//! # Why no `micromath`
+//! DESIGN.md allows `micromath` "only where a measured speed-up is worth its
+//! measured error". Measured on the device (QEMU `mps2-an386`, `-icount`,
+//! instructions per value through a function pointer as the engine's
+//! activation loop calls them, `cargo xtask bench firmware`) and on the host
+//! (maximum error against f64, dense sweeps), rustc 1.95:
+//!
+//! | function | this crate / libm | `micromath::F32Ext` | micromath's error |
+//! |---|---|---|---|
+//! | `exp` on [-20, 20] | [`exp`] 73, `libm::expf` 66 | 97 | 2.4e-3 relative (ours ≤ 1.2e-7) |
+//! | sigmoid | [`sigmoid`] 79 | 101 (`1/(1+e^-x)` with its `exp`) | 5.3e-4 absolute |
+//! | tanh on [-10, 10] | `libm::tanhf` 113 | 104 (`(e^2x-1)/(e^2x+1)` with its `exp`) | 1.1e-3 absolute (libm 8e-8) |
+//! | `sqrt` on [1e-3, 1e3] | `libm::sqrtf` 66 (software on M4) | 23 | 6.1e-2 relative |
+//! | `1/sqrt` | `1/libm::sqrtf` 68 | 19 (`invsqrt`) | 3.4e-2 relative |
+//! | `ln` on [1e-3, 1e3] | `libm::logf` 65 | 51 | 0.12 absolute below 1 (its `inv` is a bit trick) |
+//!
+//! Where the engine evaluates elementary functions per element (sigmoid,
+//! tanh, the softmax's `exp`), micromath is slower than what it would
+//! replace, and less accurate: a fast-math mode built on it would cost
+//! accuracy and time. It is faster only for `sqrt`, `1/sqrt` and `ln`, whose
+//! users here are per channel or per sample, not per element (BN's
+//! `1/sqrt(var + eps)` when training or refolding, the loss, Box–Muller
+//! initialisation), and there a 3–6 % error is not acceptable (a refolded
+//! layer must match the host's to rounding). So core does not depend on
+//! `micromath`; the firmware's `bench` links it only to keep these figures
+//! reproducible (`cargo xtask bench firmware`, rows `exp`, `sigmoid`, `tanh`,
+//! `sqrt`, `invsqrt`, `ln`), and a new user of a hot `sqrt` that tolerates percent errors
+//! would be its place (remeasure with the bench's `exp`/`sigmoid`/`tanh`
+//! rows as the baseline).
 
 /// Largest argument with a finite result (`ln(f32::MAX)`).
 const X_MAX: f32 = 88.722_83;

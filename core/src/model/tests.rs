@@ -400,8 +400,20 @@ fn valid_models_parse_with_the_planned_arena() {
     assert_eq!(m.layer_count(), 2);
     // max(round16(16) + round16(20), round16(20) + round16(12)) = 16 + 32 = 48.
     assert_eq!(m.arena_bytes(), 48);
-    assert_eq!((m.layer(0).unwrap().in_offset, m.layer(0).unwrap().out_offset), (0, 16));
-    assert_eq!((m.layer(1).unwrap().in_offset, m.layer(1).unwrap().out_offset), (16, 0));
+    assert_eq!(
+        (
+            m.layer(0).unwrap().in_offset,
+            m.layer(0).unwrap().out_offset
+        ),
+        (0, 16)
+    );
+    assert_eq!(
+        (
+            m.layer(1).unwrap().in_offset,
+            m.layer(1).unwrap().out_offset
+        ),
+        (16, 0)
+    );
     assert_eq!(m.layer(0).unwrap().activation, Some(Activation::Relu));
     assert_eq!(m.layer(0).unwrap().block_rows, 4);
     assert_eq!(m.bn_records().count(), 1);
@@ -932,7 +944,11 @@ fn decoding_after_parse_equals_the_checked_decode() {
         for j in 0..m.bn_records().count() {
             let checked = m.decode_bn(j, true).unwrap();
             let trusted = m.bn_record(j).unwrap();
-            assert_eq!(format!("{checked:?}"), format!("{trusted:?}"), "BN record {j}");
+            assert_eq!(
+                format!("{checked:?}"),
+                format!("{trusted:?}"),
+                "BN record {j}"
+            );
         }
     }
 }

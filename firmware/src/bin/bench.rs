@@ -911,7 +911,10 @@ fn crossover<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
         let macs = Work::Macs((inputs * 32) as u32);
         for pairs in [false, true] {
             let b = &mut *b;
-            let (w, st) = (blocked(&b.w_i8, &b.w32, pairs, 0, len), stage(&b.p, 32, false));
+            let (w, st) = (
+                blocked(&b.w_i8, &b.w32, pairs, 0, len),
+                stage(&b.p, 32, false),
+            );
             let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
             bench.row("dense_i8", shape, form_name(4, pairs), "none", macs, || {
                 int8::dense_blocked_i8(
@@ -944,21 +947,31 @@ fn crossover<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
         let len = pack(b, 0, 16, 9 * cin, 4);
         for pairs in [false, true] {
             let b = &mut *b;
-            let (w, st) = (blocked(&b.w_i8, &b.w32, pairs, 0, len), stage(&b.p, 16, false));
+            let (w, st) = (
+                blocked(&b.w_i8, &b.w32, pairs, 0, len),
+                stage(&b.p, 16, false),
+            );
             let y = if pairs { &mut b.y2_i8 } else { &mut b.y_i8 };
-            bench.row("conv2d_i8", shape, form_name(4, pairs), "none", macs, || {
-                int8::conv2d_blocked_i8(
-                    &geom,
-                    black_box(&b.x_i8[..n_in]),
-                    w,
-                    4,
-                    &b.p.bias_i32[..16],
-                    0,
-                    true,
-                    &st,
-                    &mut y[..n_out],
-                )
-            });
+            bench.row(
+                "conv2d_i8",
+                shape,
+                form_name(4, pairs),
+                "none",
+                macs,
+                || {
+                    int8::conv2d_blocked_i8(
+                        &geom,
+                        black_box(&b.x_i8[..n_in]),
+                        w,
+                        4,
+                        &b.p.bias_i32[..16],
+                        0,
+                        true,
+                        &st,
+                        &mut y[..n_out],
+                    )
+                },
+            );
         }
         bench.same("conv2d_i8", &b.y_i8[..n_out], &b.y2_i8[..n_out]);
     }
@@ -1004,6 +1017,43 @@ fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
             &mut b.y_f32[..1024],
         )
     });
+    // Elementary functions one value at a time (through a function
+    // pointer, as the engine's activation loop calls them), on [-8, 8).
+    for (i, v) in b.y_f32[..1024].iter_mut().enumerate() {
+        *v = (i as f32 - 512.0) / 64.0;
+    }
+    type Func = (&'static str, &'static str, fn(f32) -> f32);
+    use micromath::F32Ext;
+    // The micromath rows are the candidates DESIGN.md asks to measure before
+    // use; positive arguments for sqrt, 1/sqrt and ln.
+    let funcs: [Func; 13] = [
+        ("exp", "core", normcore::math::exp),
+        ("exp", "libm", libm::expf),
+        ("exp", "micromath", |x| F32Ext::exp(x)),
+        ("sigmoid", "core", normcore::math::sigmoid),
+        ("sigmoid", "micromath", |x| 1.0 / (1.0 + F32Ext::exp(-x))),
+        ("tanh", "libm", |x| Activation::Tanh.apply(x)),
+        ("tanh", "micromath", |x| {
+            let e = F32Ext::exp(2.0 * x);
+            (e - 1.0) / (e + 1.0)
+        }),
+        ("sqrt", "libm", |x| libm::sqrtf(x.abs() + 1e-3)),
+        ("sqrt", "micromath", |x| F32Ext::sqrt(x.abs() + 1e-3)),
+        ("invsqrt", "libm", |x| 1.0 / libm::sqrtf(x.abs() + 1e-3)),
+        ("invsqrt", "micromath", |x| F32Ext::invsqrt(x.abs() + 1e-3)),
+        ("ln", "libm", |x| libm::logf(x.abs() + 1e-3)),
+        ("ln", "micromath", |x| F32Ext::ln(x.abs() + 1e-3)),
+    ];
+    for (name, form, f) in funcs {
+        let f = black_box(f);
+        let (x, y) = b.y_f32.split_at_mut(1024);
+        bench.row(name, "1024", form, "-", e, || {
+            for (o, &v) in y[..1024].iter_mut().zip(black_box(&x[..1024])) {
+                *o = f(v);
+            }
+            Ok(())
+        });
+    }
     // Requantization alone: one output channel per accumulator.
     let st = stage(&b.p, 1, false);
     bench.row("requant", "1024", "-", "none", e, || {

@@ -35,6 +35,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m_rt::entry;
+use heapless::{Vec, VecView};
 use normcore::engine::{Engine, Event, Output};
 use normcore::layers::Activation;
 use normcore::model::{Kind, Model, ModelError, MAX_LAYERS};
@@ -84,10 +85,21 @@ struct Report {
     argmax_equal: usize,
     /// CRC-32 of all outputs.
     digest: u32,
-    /// Counter units per layer, summed over samples.
-    layer_ticks: [u64; MAX_LAYERS],
+    /// Counter units per layer, in execution order, summed over samples:
+    /// a fixed-capacity list as long as the model (the format allows at
+    /// most `MAX_LAYERS` layers; a slot per layer, so no separate count).
+    layer_ticks: Vec<u64, MAX_LAYERS>,
     /// Counter units of whole inferences, summed over samples.
     total_ticks: u64,
+}
+
+/// A zero for each layer of `model` in `ticks` (a view: one copy of this
+/// code whatever the capacity); more layers than it holds end the program.
+fn one_slot_per_layer(model: &Model<'_>, ticks: &mut VecView<u64>) {
+    if ticks.resize(model.layer_count(), 0).is_err() {
+        defmt::error!("more than {=usize} layers", ticks.capacity());
+        exit(false)
+    }
 }
 
 fn activation_name(a: Option<Activation>) -> &'static str {
@@ -158,23 +170,18 @@ fn write_input(engine: &mut Engine<'_, '_, '_>, kind: Kind, s: usize) -> Result<
 }
 
 /// Run `model` on every sample, printing each result; see the module docs.
+/// The results go into `report` (new, a slot per layer), which stays
+/// where the caller has it: it holds the per-layer table, and every move
+/// would be another copy on the stack.
 fn evaluate<T: TickCounter>(
     name: &str,
     model: &Model<'_>,
     arena: &mut [u8],
     sw: &Stopwatch<T>,
-) -> Result<Report, ModelError> {
+    report: &mut Report,
+) -> Result<(), ModelError> {
     let kind = model.kind();
     let mut engine = Engine::new(model, arena)?;
-    let mut report = Report {
-        correct: 0,
-        identical: 0,
-        within: 0,
-        argmax_equal: 0,
-        digest: 0,
-        layer_ticks: [0; MAX_LAYERS],
-        total_ticks: 0,
-    };
     let mut crc = Crc32::new();
     for (s, &label) in NORMCORE_SAMPLES_LABELS.iter().enumerate() {
         // 1. The whole inference.
@@ -249,7 +256,7 @@ fn evaluate<T: TickCounter>(
         }
     }
     report.digest = crc.value();
-    Ok(report)
+    Ok(())
 }
 
 /// `units` as a per-inference figure and "per MAC" with two decimals.
@@ -279,13 +286,13 @@ fn print_costs<T: TickCounter>(name: &str, model: &Model<'_>, report: &Report, s
     };
     let mut macs_total = 0u64;
     let mut layers_total = 0u64;
-    for (i, layer) in model.layers().enumerate() {
+    for (i, (layer, &ticks)) in model.layers().zip(&report.layer_ticks).enumerate() {
         let Ok(layer) = layer else {
             defmt::error!("layer {=usize} no longer decodes", i);
-            normcore_firmware::exit(false);
+            exit(false)
         };
         let macs = layer.op.macs(layer.output) as u64;
-        let cost = per_inference(report.layer_ticks[i], unit);
+        let cost = per_inference(ticks, unit);
         let (whole, frac) = ratio(cost, macs);
         macs_total += macs;
         layers_total += cost;
@@ -318,9 +325,8 @@ fn print_costs<T: TickCounter>(name: &str, model: &Model<'_>, report: &Report, s
 }
 
 /// Parse `bytes` and call `f` with the model; a parse error ends the
-/// program. The model is borrowed where `Model::parse` returned it: it is
-/// large (a fixed-capacity layer list of `normcore::model::MAX_LAYERS`
-/// entries), and every move would be another copy on the stack.
+/// program. (A parsed `Model` is small, the header's facts and where the
+/// tables are: `Model::layer` decodes a layer record when it is needed.)
 fn with_model<R>(name: &str, bytes: &'static [u8], f: impl FnOnce(&Model<'static>) -> R) -> R {
     let parsed = Model::parse(bytes);
     match &parsed {
@@ -392,13 +398,20 @@ fn run_model<T: TickCounter>(
     arena: &mut [u8],
     sw: &Stopwatch<T>,
 ) -> bool {
-    let report = match evaluate(name, m, arena, sw) {
-        Ok(r) => r,
-        Err(e) => {
-            defmt::error!("{=str}: inference failed: {}", name, e);
-            exit(false)
-        }
+    let mut report = Report {
+        correct: 0,
+        identical: 0,
+        within: 0,
+        argmax_equal: 0,
+        digest: 0,
+        layer_ticks: Vec::new(),
+        total_ticks: 0,
     };
+    one_slot_per_layer(m, &mut report.layer_ticks);
+    if let Err(e) = evaluate(name, m, arena, sw, &mut report) {
+        defmt::error!("{=str}: inference failed: {}", name, e);
+        exit(false)
+    }
     defmt::info!(
         "{=str} result: correct={=usize} total={=usize} digest={=u32:#010x}",
         name,
@@ -441,9 +454,7 @@ fn main() -> ! {
         defmt::error!("arena already taken");
         exit(false)
     };
-    // Validate both files before running anything. A parsed `Model` is
-    // large (see `with_model`), so each one lives only inside the call that
-    // uses it.
+    // Validate both files before running anything.
     for (name, bytes) in MODELS {
         check(name, bytes, arena.len());
     }

@@ -478,7 +478,7 @@ pub const PAIR_MIN_RUN: usize = 32;
 /// (`block_rows` rows per block; pairs need 4).
 pub fn pairs_pay(l: &LayerRec, block_rows: usize) -> bool {
     let run = match l.op {
-        1 => l.input.len(),                             // dense: every input
+        1 => l.input.len(),                        // dense: every input
         2 => usize::from(l.window[1]) * l.input.c, // conv: KW·Cin
         _ => return false,
     };
