@@ -16,10 +16,33 @@
 //!
 //! [`Engine::run_observed`] calls back before and after every layer, which is
 //! how the firmware measures per-layer cost without timing code in here.
+//!
+//! # One kind of model per build
+//! An application ships f32 models or int8 models, rarely both, and the
+//! engine's code for each kind (its dispatch and the kernels it reaches) is
+//! a few KiB of flash. The crate features `engine-f32` and `engine-int8`
+//! (both on by default) decide which the engine runs: with one off, that
+//! kind's dispatch is not compiled, and [`Engine::new`] returns
+//! [`ModelError::Unsupported`] for such a model ([`supports`] says which
+//! kinds a build runs). [`Model::parse`] validates both kinds in every
+//! build: a device rejects a model it cannot run, it never misreads it.
 
-use crate::kernels;
-use crate::layers::{Activation, Conv2d, Padding, PoolKind, Window};
-use crate::model::{Data, Kind, Layer, Model, ModelError, Op};
+use crate::model::{Kind, Model, ModelError};
+#[cfg(any(feature = "engine-f32", feature = "engine-int8"))]
+use crate::{
+    kernels,
+    layers::{Conv2d, Padding, PoolKind, Window},
+    model::{Data, Layer, Op},
+};
+
+/// Whether this build's engine runs models of `kind` (the `engine-f32` and
+/// `engine-int8` features).
+pub const fn supports(kind: Kind) -> bool {
+    match kind {
+        Kind::F32 => cfg!(feature = "engine-f32"),
+        Kind::Int8 => cfg!(feature = "engine-int8"),
+    }
+}
 
 /// When an observer is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,8 +141,12 @@ fn regions(
 
 impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     /// An engine for `model` in `arena` (at least `model.arena_bytes()`
-    /// bytes, 4-byte aligned).
+    /// bytes, 4-byte aligned). [`ModelError::Unsupported`] if this build
+    /// does not run the model's kind ([`supports`]).
     pub fn new(model: &'m Model<'b>, arena: &'a mut [u8]) -> Result<Self, ModelError> {
+        if !supports(model.kind()) {
+            return Err(ModelError::Unsupported(model.kind()));
+        }
         if arena.len() < model.arena_bytes() {
             return Err(ModelError::ArenaTooSmall {
                 needed: model.arena_bytes(),
@@ -194,8 +221,16 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     /// output likewise), `zp_in` being its input's zero point (int8);
     /// returns where its output is. Not generic and not inlined into the
     /// caller, so that the engine's code exists once, however many observers
-    /// call it.
+    /// call it. Only the kinds this build supports have a dispatch.
     #[inline(never)]
+    #[cfg_attr(
+        not(all(feature = "engine-f32", feature = "engine-int8")),
+        allow(unused_variables)
+    )]
+    #[cfg_attr(
+        not(any(feature = "engine-f32", feature = "engine-int8")),
+        allow(unreachable_code)
+    )]
     fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<Last, ModelError> {
         let layer = &self.model.layer(i)?;
         let kind = self.model.kind();
@@ -209,17 +244,21 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
             out_len,
         )?;
         match kind {
+            #[cfg(feature = "engine-int8")]
             Kind::Int8 => run_i8(
                 layer,
                 bytemuck::cast_slice(x),
                 bytemuck::cast_slice_mut(y),
                 zp_in,
             )?,
+            #[cfg(feature = "engine-f32")]
             Kind::F32 => run_f32(
                 layer,
                 bytemuck::try_cast_slice(x).map_err(|_| ModelError::ArenaMisaligned)?,
                 bytemuck::try_cast_slice_mut(y).map_err(|_| ModelError::ArenaMisaligned)?,
             )?,
+            #[cfg(not(all(feature = "engine-f32", feature = "engine-int8")))]
+            unsupported => return Err(ModelError::Unsupported(unsupported)),
         }
         Ok(Last {
             zero_point: layer.quant.zero_point,
@@ -240,14 +279,15 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
                 actual: self.arena.len(),
             })?;
         Ok(match self.model.kind() {
-            Kind::Int8 => Output::I8 {
+            Kind::Int8 if supports(Kind::Int8) => Output::I8 {
                 values: bytemuck::cast_slice(out),
                 scale: last.scale,
                 zero_point: last.zero_point,
             },
-            Kind::F32 => {
+            Kind::F32 if supports(Kind::F32) => {
                 Output::F32(bytemuck::try_cast_slice(out).map_err(|_| ModelError::ArenaMisaligned)?)
             }
+            unsupported => return Err(ModelError::Unsupported(unsupported)),
         })
     }
 }
@@ -264,6 +304,7 @@ struct Last {
 
 /// A dense or conv layer as a convolution (dense: a 1×1 convolution of a
 /// 1×1 input with `inputs` channels), so both run the same kernel.
+#[cfg(any(feature = "engine-f32", feature = "engine-int8"))]
 #[inline(never)]
 fn as_conv(op: &Op) -> Option<Conv2d> {
     match op {
@@ -280,6 +321,7 @@ fn as_conv(op: &Op) -> Option<Conv2d> {
 }
 
 /// The window of a global average pooling over a `h × w` input.
+#[cfg(any(feature = "engine-f32", feature = "engine-int8"))]
 fn whole(h: usize, w: usize) -> Window {
     Window {
         kernel_h: h,
@@ -295,8 +337,10 @@ fn whole(h: usize, w: usize) -> Window {
 /// kernels' loops directly instead of their validating entry points (code
 /// size); those loops are safe Rust, never index out of bounds and never
 /// panic whatever they are given.
+#[cfg(feature = "engine-int8")]
 #[inline(never)]
 fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), ModelError> {
+    use crate::layers::Activation;
     use kernels::int8::{self, BlockedI8, ChannelOp};
     let wrong = ModelError::WrongKind;
     let (i, o) = (layer.input, layer.output);
@@ -368,7 +412,8 @@ fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), M
     Ok(())
 }
 
-/// One f32 layer, as [`run_i8`].
+/// One f32 layer, as `run_i8`.
+#[cfg(feature = "engine-f32")]
 #[inline(never)]
 fn run_f32(layer: &Layer<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
     use kernels::f32::{self as k, ChannelOp};

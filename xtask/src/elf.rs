@@ -143,13 +143,63 @@ impl Elf {
     }
 }
 
-/// The first path component of a legacy-mangled Rust symbol
-/// (`_ZN8normcore6engine...` → `normcore`).
-pub fn crate_of(mangled: &str) -> Option<&str> {
-    let rest = mangled.strip_prefix("_ZN")?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let len: usize = rest[..digits].parse().ok()?;
-    rest.get(digits..digits + len)
+/// The path components of a legacy-mangled Rust symbol
+/// (`_ZN8normcore6engine3run17h0123456789abcdefE` → `normcore`, `engine`,
+/// `run`, `h0123456789abcdef`); empty for other symbols.
+pub fn path_of(mangled: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let Some(mut rest) = mangled.strip_prefix("_ZN") else {
+        return out;
+    };
+    loop {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Ok(len) = rest[..digits].parse::<usize>() else {
+            break;
+        };
+        let Some(part) = rest.get(digits..digits + len) else {
+            break;
+        };
+        out.push(part);
+        rest = &rest[digits + len..];
+    }
+    out
+}
+
+/// The parts of normcore's code in an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `normcore::model`: `Model::parse`, the layer decoder, the CRC.
+    Parser,
+    /// `normcore::engine`: the dispatch and the arena plan.
+    Engine,
+    /// Every other module: the kernels and the layer math they use.
+    Kernels,
+    /// `defmt::Format` impls of normcore's types (its errors, for logs).
+    Defmt,
+}
+
+/// Which part of normcore the function `mangled` is, if it is normcore's:
+/// a path in the crate by its module (`model`, `engine`, the rest), a
+/// trait impl on one of its types (`<normcore::model::ModelError as
+/// defmt::Format>::_format_data`, mangled `_$LT$normcore..model..` ...) as
+/// [`Part::Defmt`] for defmt's trait, else by the type's module.
+pub fn normcore_part(mangled: &str) -> Option<Part> {
+    let path = path_of(mangled);
+    let first = *path.first()?;
+    let module = if first == "normcore" {
+        *path.get(1)?
+    } else {
+        let ty = first.strip_prefix("_$LT$normcore..")?;
+        if first.contains("$u20$as$u20$defmt..") {
+            return Some(Part::Defmt);
+        }
+        ty.split("..").next()?
+    };
+    Some(match module {
+        "model" => Part::Parser,
+        "engine" => Part::Engine,
+        _ => Part::Kernels,
+    })
 }
 
 #[cfg(test)]
@@ -157,12 +207,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crate_of_legacy_symbols() {
+    fn paths_of_legacy_symbols() {
         assert_eq!(
-            crate_of("_ZN8normcore6engine6Engine3run17h0123456789abcdefE"),
-            Some("normcore")
+            path_of("_ZN8normcore6engine6Engine3run17h0123456789abcdefE"),
+            ["normcore", "engine", "Engine", "run", "h0123456789abcdef"]
         );
-        assert_eq!(crate_of("main"), None);
+        assert!(path_of("main").is_empty());
+    }
+
+    #[test]
+    fn normcore_parts() {
+        let part = |s: &str| normcore_part(s);
+        assert_eq!(
+            part("_ZN8normcore5model5parse40_$LT$impl$u20$normcore..model..Model$GT$12decode_layer17hc228e244c719496dE"),
+            Some(Part::Parser)
+        );
+        assert_eq!(
+            part("_ZN8normcore6engine6run_i817hf7fc5b67bb533f7bE"),
+            Some(Part::Engine)
+        );
+        assert_eq!(
+            part("_ZN8normcore7kernels4int811conv_blocks17haedbe6fae5ab00a4E"),
+            Some(Part::Kernels)
+        );
+        assert_eq!(
+            part("_ZN76_$LT$normcore..model..error..ModelError$u20$as$u20$defmt..traits..Format$GT$12_format_data17h6e278279882f7b3bE"),
+            Some(Part::Defmt)
+        );
+        assert_eq!(
+            part("_ZN68_$LT$normcore..engine..Event$u20$as$u20$core..fmt..Debug$GT$3fmt17h0123456789abcdefE"),
+            Some(Part::Engine)
+        );
+        assert_eq!(
+            part("_ZN17normcore_firmware4cost4ticks17h0123456789abcdefE"),
+            None
+        );
+        assert_eq!(part("_ZN4core3fmt5write17h0123456789abcdefE"), None);
+        assert_eq!(part("memcpy"), None);
     }
 
     #[test]

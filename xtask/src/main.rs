@@ -13,7 +13,7 @@
 //! cargo xtask device-eval [ARGS]  stream the test set through `serve` in QEMU over UART0
 //! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
 //! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
-//! cargo xtask size            flash and RAM of the `infer` firmware, by section and by content
+//! cargo xtask size            flash and RAM of `infer`, by section and content; engine code per model kind
 //! cargo xtask bench firmware  per-kernel cost table of the Cortex-M kernels (QEMU, -icount)
 //! cargo xtask bench trainer   the host trainer's benchmark (`normcore bench`)
 //! ```
@@ -103,7 +103,11 @@ tasks:
                   the host trainer's benchmark (`normcore bench`, release)
   size            build `infer` and report its sections (.text, .rodata, .data,
                   .bss), split into code, model data and sample data, and the
-                  stack high-water mark of a QEMU run
+                  stack high-water mark of a QEMU run; then build it for int8
+                  models only and for f32 only (firmware features), run each,
+                  and print the engine code (normcore's parser, engine,
+                  kernels, defmt impls) of the three builds against the
+                  12 KiB budget for one kind
   fuzz [SECONDS]  cargo-fuzz target parse_and_run (core's Model::parse, then
                   one engine run) for SECONDS (default 600) on one core;
                   installs cargo-fuzz, runs on stable with RUSTC_BOOTSTRAP=1,
@@ -253,8 +257,9 @@ fn works(program: &str) -> bool {
     output(program, &["--version"]).is_some()
 }
 
-/// QEMU for the firmware tests, and `nm` for `firmware/qemu-run`, from
-/// Debian's packages.
+/// QEMU for the firmware tests, `nm` for `firmware/qemu-run`, and
+/// fontconfig with a font for the trainer's plots (plotters finds fonts
+/// through fontconfig at build and run time), from Debian's packages.
 fn setup_debian_packages() -> Result {
     let mut packages = Vec::new();
     if !works("qemu-system-arm") {
@@ -263,8 +268,21 @@ fn setup_debian_packages() -> Result {
     if !works("nm") {
         packages.push("binutils");
     }
+    if !works("pkg-config") {
+        packages.push("pkg-config");
+    }
+    let fontconfig = Command::new("pkg-config")
+        .args(["--exists", "fontconfig"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !fontconfig {
+        packages.push("libfontconfig1-dev");
+    }
+    if !Path::new("/usr/share/fonts/truetype/dejavu").is_dir() {
+        packages.push("fonts-dejavu-core");
+    }
     if packages.is_empty() {
-        eprintln!("setup: qemu-system-arm and nm present");
+        eprintln!("setup: qemu-system-arm, nm, fontconfig and fonts present");
         return Ok(());
     }
     let install = format!("apt-get install -y {}", packages.join(" "));
@@ -329,6 +347,23 @@ fn test() -> Result {
         ["clippy", "--release", "--", "-D", "warnings"],
         &[],
     )?;
+    // The build for one kind of model (int8, the usual device choice):
+    // clippy-clean and warning-free too, `infer` linked. Before the default
+    // build below, so that the ELFs left in firmware/target are the default
+    // ones the QEMU tests run.
+    let int8_only = ["--no-default-features", "--features", "int8"];
+    run_in(
+        &fw,
+        &cargo,
+        ["clippy", "--release"]
+            .iter()
+            .chain(&int8_only)
+            .chain(&["--", "-D", "warnings"]),
+        &[],
+    )?;
+    let mut args = vec!["build", "--release", "--bin", "infer"];
+    args.extend(int8_only);
+    run_in_no_warnings(&fw, &cargo, &args)?;
     run_in_no_warnings(&fw, &cargo, &["build", "--release", "--bins"])?;
     // The real boards: built, never run here (there is no hardware).
     build_boards(&cargo)?;
@@ -336,25 +371,38 @@ fn test() -> Result {
     // runs of the firmware (tests/tests/qemu.rs) and the device = host
     // parity of `infer` (tests/tests/device_parity.rs).
     run(&cargo, ["test", "--workspace", "--release"], &[])?;
-    // The core crate must build for both Cortex-M targets with no warnings.
+    // Core's engine with one kind of model (`engine-int8` without
+    // `engine-f32`) rejects the other kind (core/tests/engine_features.rs;
+    // it runs in the default build above too, with other expectations).
+    run(
+        &cargo,
+        [
+            "test",
+            "-p",
+            "normcore",
+            "--release",
+            "--no-default-features",
+            "--features",
+            "engine-int8",
+            "--test",
+            "engine_features",
+        ],
+        &[],
+    )?;
+    // The core crate must build for both Cortex-M targets with no warnings,
+    // with both kinds of model, one or none (clippy: a check, quick).
     for target in THUMB_TARGETS {
-        run(
-            &cargo,
-            [
-                "clippy",
-                "-p",
-                "normcore",
-                "--release",
-                "--target",
-                target,
-                "--features",
-                "defmt",
-                "--",
-                "-D",
-                "warnings",
-            ],
-            &[],
-        )?;
+        for features in [
+            &["--features", "defmt"][..],
+            &["--no-default-features", "--features", "engine-int8,defmt"],
+            &["--no-default-features", "--features", "engine-f32"],
+            &["--no-default-features"],
+        ] {
+            let mut args = vec!["clippy", "-p", "normcore", "--release", "--target", target];
+            args.extend(features);
+            args.extend(["--", "-D", "warnings"]);
+            run(&cargo, args, &[])?;
+        }
         run(
             &cargo,
             ["build", "-p", "normcore", "--release", "--target", target],
@@ -408,18 +456,44 @@ fn ensure_assets() -> Result {
 
 /// The `infer` ELF, built (release) with the current assets.
 fn build_infer() -> Result<PathBuf> {
-    run_in(
-        &firmware_dir(),
-        &cargo(),
-        ["build", "--release", "--quiet", "--bin", "infer"],
-        &[],
-    )?;
+    build_infer_with(&[])
+}
+
+/// The `infer` ELF built with the firmware's feature arguments `features`
+/// (none: the default build, both kinds of model).
+fn build_infer_with(features: &[&str]) -> Result<PathBuf> {
+    let mut args = vec!["build", "--release", "--quiet", "--bin", "infer"];
+    args.extend(features);
+    run_in(&firmware_dir(), &cargo(), args, &[])?;
     Ok(firmware_dir()
         .join("target")
         .join(THUMB_TARGETS[0])
         .join("release")
         .join("infer"))
 }
+
+/// The builds of `infer` that `cargo xtask size` compares: a label, the
+/// firmware's feature arguments, and where the ELF is kept (in
+/// `firmware/target/`; the default build's stays where cargo puts it).
+/// The default one last, so that `release/infer` is the default build
+/// when the task ends.
+const INFER_BUILDS: [(&str, &[&str], Option<&str>); 3] = [
+    (
+        "int8 only",
+        &["--no-default-features", "--features", "int8"],
+        Some("size/infer-int8"),
+    ),
+    (
+        "f32 only",
+        &["--no-default-features", "--features", "f32"],
+        Some("size/infer-f32"),
+    ),
+    ("both (default)", &[], None),
+];
+
+/// The issue's budget for the engine code of a firmware that runs one kind
+/// of model: 12 KiB.
+const ENGINE_CODE_BUDGET: u64 = 12 * 1024;
 
 /// Run `infer` in QEMU under `-icount` and return its decoded log (level
 /// and message per line); fail, with the log, if it fails.
@@ -502,8 +576,8 @@ struct Sizes {
     data: u64,
     bss: u64,
     uninit: u64,
-    /// Functions of the `normcore` crate (engine, kernels, parser).
-    normcore_code: u64,
+    /// normcore's code: parser, engine, kernels, defmt impls.
+    engine: EngineCode,
     model_f32: u64,
     model_int8: u64,
     samples: u64,
@@ -521,8 +595,7 @@ impl Sizes {
             data: e.section(".data"),
             bss: e.section(".bss"),
             uninit: e.section(".uninit"),
-            normcore_code: e
-                .symbols_sized(|s| s.func && elf::crate_of(&s.name) == Some("normcore")),
+            engine: EngineCode::of(&e),
             model_f32: named("NORMCORE_MODEL_F32"),
             model_int8: named("NORMCORE_MODEL_INT8"),
             samples: e.symbols_sized(|s| s.name.starts_with("NORMCORE_SAMPLES_")),
@@ -545,22 +618,73 @@ impl Sizes {
     }
 }
 
+/// normcore's functions in an image, by part ([`elf::Part`]): the engine
+/// code of a firmware (no model or sample data).
+#[derive(Debug, Clone, Copy)]
+struct EngineCode {
+    parser: u64,
+    engine: u64,
+    kernels: u64,
+    defmt: u64,
+}
+
+impl EngineCode {
+    fn of(e: &elf::Elf) -> EngineCode {
+        let part =
+            |p: elf::Part| e.symbols_sized(|s| s.func && elf::normcore_part(&s.name) == Some(p));
+        EngineCode {
+            parser: part(elf::Part::Parser),
+            engine: part(elf::Part::Engine),
+            kernels: part(elf::Part::Kernels),
+            defmt: part(elf::Part::Defmt),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.parser + self.engine + self.kernels + self.defmt
+    }
+}
+
 /// `cargo xtask size`: sections of `infer`, split by content, and the stack
-/// high-water mark of a QEMU run.
+/// high-water mark of a QEMU run; then the engine code of `infer` built for
+/// int8 models only, f32 only and both (each build also run in QEMU).
 fn size() -> Result {
     setup()?;
     ensure_assets()?;
-    let elf = build_infer()?;
-    let s = Sizes::of(&elf)?;
-    let log = run_infer(&elf)?;
-    let stack = log_num(&log, "stack:", "high_water")?;
-    let arena = log_num(&log, "samples:", "arena").unwrap_or(0);
-    let shown = elf
-        .strip_prefix(root())
-        .unwrap_or(&elf)
-        .display()
-        .to_string();
-    println!("`infer` ({shown}), {}, release\n", THUMB_TARGETS[0]);
+    let target = firmware_dir().join("target");
+    // (label, features, ELF, sizes, stack high-water)
+    let mut builds = Vec::new();
+    for (label, features, keep) in INFER_BUILDS {
+        let mut elf = build_infer_with(features)?;
+        if let Some(keep) = keep {
+            let kept = target.join(keep);
+            if let Some(dir) = kept.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            std::fs::copy(&elf, &kept).map_err(|e| format!("{}: {e}", kept.display()))?;
+            elf = kept;
+        }
+        let sizes = Sizes::of(&elf)?;
+        let log = run_infer(&elf)?;
+        let stack = log_num(&log, "stack:", "high_water")?;
+        let arena = log_num(&log, "samples:", "arena").unwrap_or(0);
+        builds.push((label, features, elf, sizes, stack, arena));
+    }
+    let Some((_, _, elf, s, stack, arena)) = builds.last() else {
+        return Err("no build of `infer`".into());
+    };
+    let (stack, arena) = (*stack, *arena);
+    let shown = |elf: &Path| {
+        elf.strip_prefix(root())
+            .unwrap_or(elf)
+            .display()
+            .to_string()
+    };
+    println!(
+        "`infer` ({}), {}, release, default features (f32 and int8)\n",
+        shown(elf),
+        THUMB_TARGETS[0]
+    );
     println!("| section        |     bytes | memory      | holds");
     println!(
         "|----------------|-----------|-------------|------------------------------------------"
@@ -593,8 +717,8 @@ fn size() -> Result {
     println!("| split                                   |     bytes |");
     println!("|-----------------------------------------|-----------|");
     let row = |name: &str, v: u64| println!("| {name:<39} | {:>9} |", thousands(v));
-    row("engine code (.vector_table + .text)", s.code());
-    row("  of which normcore functions", s.normcore_code);
+    row("code (.vector_table + .text)", s.code());
+    row("  of which normcore's (engine code)", s.engine.total());
     row("model data: model-f32.ncm", s.model_f32);
     row("model data: model-int8.ncm", s.model_int8);
     row("sample data (NORMCORE_SAMPLES_*)", s.samples);
@@ -612,6 +736,62 @@ fn size() -> Result {
         "\nSizes from the ELF's section headers and symbol table; the stack by painting \
          (firmware/src/stack.rs) during a run of both models on every sample."
     );
+
+    println!(
+        "\nEngine code by the kinds of model the build runs (firmware features `int8`, `f32`; \
+         normcore's `engine-int8`, `engine-f32`): normcore's functions in `infer`, bytes. \
+         Model and sample data excluded.\n"
+    );
+    println!(
+        "| build          | parser | engine | kernels | defmt |  total |   KiB |  .text | stack | features"
+    );
+    println!(
+        "|----------------|--------|--------|---------|-------|--------|-------|--------|-------|---------"
+    );
+    for (label, features, _, s, stack, _) in &builds {
+        let c = s.engine;
+        let features = if features.is_empty() {
+            "(default)".to_owned()
+        } else {
+            features.join(" ")
+        };
+        println!(
+            "| {label:<14} | {:>6} | {:>6} | {:>7} | {:>5} | {:>6} | {:>5.2} | {:>6} | {:>5} | {features}",
+            thousands(c.parser),
+            thousands(c.engine),
+            thousands(c.kernels),
+            thousands(c.defmt),
+            thousands(c.total()),
+            c.total() as f64 / 1024.0,
+            thousands(s.text),
+            thousands(*stack),
+        );
+    }
+    println!(
+        "\nparser: normcore::model (Model::parse, the layer decoder, CRC-32); engine: \
+         normcore::engine (dispatch, arena plan); kernels: the other modules (int8/f32 \
+         kernels, output stages, window iteration); defmt: the defmt::Format impls of \
+         normcore's errors (ModelError, LayerFault, ...), reached from infer's error logs. \
+         Every build parses and checks both model files; it runs the kinds it has code for \
+         (QEMU, every embedded sample, outputs checked against the host's). Budget for one \
+         kind: {} B (12 KiB).",
+        thousands(ENGINE_CODE_BUDGET)
+    );
+    for (label, features, elf, s, _, _) in &builds {
+        if !features.is_empty() {
+            let total = s.engine.total();
+            let verdict = if total <= ENGINE_CODE_BUDGET {
+                format!("within by {} B", thousands(ENGINE_CODE_BUDGET - total))
+            } else {
+                format!("OVER by {} B", thousands(total - ENGINE_CODE_BUDGET))
+            };
+            println!(
+                "  {label}: {} B, {verdict} ({})",
+                thousands(total),
+                shown(elf)
+            );
+        }
+    }
     Ok(())
 }
 
@@ -710,10 +890,10 @@ fn demo(extra: &[String]) -> Result {
     println!();
     println!(
         "* instructions executed under QEMU -icount shift=6 (timer ticks / 1.6), not Cortex-M4 cycles; \
-         code = the firmware's whole .text ({} B of it normcore's engine, kernels and parser), \
+         code = the firmware's whole .text ({} B of it normcore's parser, engine, kernels and defmt impls), \
          stack = high-water mark of the run; `cargo xtask firmware infer` prints per-layer costs, \
          `cargo xtask size` the memory map. {:.0} s in all.",
-        thousands(sizes.normcore_code),
+        thousands(sizes.engine.total()),
         started.elapsed().as_secs_f64()
     );
     if all_equal {

@@ -177,6 +177,10 @@ pub enum ModelError {
     ArenaMisaligned,
     /// The operation needs the other kind of model (f32 vs int8).
     WrongKind,
+    /// This build's engine does not run models of this kind: normcore was
+    /// built without its `engine-f32` or `engine-int8` feature. The model
+    /// itself is valid (`Model::parse` checks both kinds in every build).
+    Unsupported(super::Kind),
     /// A kernel rejected its inputs (a validated model never does this).
     Kernel(crate::error::Error),
 }
@@ -242,6 +246,16 @@ impl fmt::Display for ModelError {
             }
             ModelError::ArenaMisaligned => f.write_str("arena is not 4-byte aligned"),
             ModelError::WrongKind => f.write_str("operation does not match the model's kind (f32/int8)"),
+            ModelError::Unsupported(kind) => {
+                let (name, feature) = match kind {
+                    super::Kind::F32 => ("f32", "engine-f32"),
+                    super::Kind::Int8 => ("int8", "engine-int8"),
+                };
+                write!(
+                    f,
+                    "this build's engine does not run {name} models (normcore feature `{feature}` is off)"
+                )
+            }
             ModelError::Kernel(e) => write!(f, "kernel error: {e}"),
         }
     }

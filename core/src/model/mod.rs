@@ -127,7 +127,7 @@ impl<'a, const N: usize> Rec<'a, N> {
 }
 
 /// Numeric kind of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Kind {
     /// f32 weights and activations.

@@ -22,7 +22,9 @@
 //! Where a kernel has two weight forms (int8 dense and conv: bytes, or pair
 //! words in blocks of 4 rows), the bench also checks that both give
 //! identical outputs, and that the engine's int8 logits are the kernel
-//! chain's; it exits with failure if not.
+//! chain's; it exits with failure if not. A build for one kind of model
+//! (`--no-default-features --features int8`, or `f32`) skips the other
+//! kind's `engine_paper_mlp_*` row with a log line.
 #![no_std]
 #![no_main]
 
@@ -30,7 +32,7 @@ use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m_rt::entry;
-use normcore::engine::{Engine, Output};
+use normcore::engine::{self, Engine, Output};
 use normcore::kernels::int8::{self, BlockedI8};
 use normcore::kernels::requant::OutputStage;
 use normcore::kernels::{f32 as kf32, pack_pairs, pack_rows, packed_len, padded_rows};
@@ -738,6 +740,16 @@ fn engine_paper_mlp<T: TickCounter>(
             Work::Elements(layers as u32),
             decoded.1,
         );
+        // A build for one kind of model (firmware features `f32`, `int8`)
+        // parses both files but runs only its own.
+        if !engine::supports(model.kind()) {
+            defmt::info!(
+                "{=str} ({=str}): skipped: this build's engine does not run the model's kind",
+                kernel,
+                name
+            );
+            continue;
+        }
         let Ok(mut engine) = Engine::new(&model, &mut e.arena) else {
             bench.failed = true;
             continue;

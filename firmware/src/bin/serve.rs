@@ -17,7 +17,9 @@
 //! writes semihosting output (defmt) to the same stdout, so this binary logs
 //! nothing while it serves; it logs only right before it exits with
 //! failure. The models are the assets `build.rs` embeds (`cargo xtask
-//! assets`), parsed and checked at start-up.
+//! assets`), parsed and checked at start-up. A build whose engine runs one
+//! kind of model (firmware features `f32`, `int8`) answers requests for
+//! the other kind with `ENGINE_ERROR`.
 #![no_std]
 #![no_main]
 
