@@ -1,3 +1,6 @@
+//! Unit tests of `batchnorm`, compiled only under `#[cfg(test)]` (see the
+//! `mod tests;` declaration in batchnorm.rs).
+//!
 //! Tests of the BN kernels: gradients against finite differences, training
 //! output and running statistics against f64 references, inference against
 //! the folded layer, refolding, a golden vector computed independently

@@ -1,3 +1,5 @@
+//! Compiled only under `#[cfg(test)]` (see `mod tests;` in model/mod.rs).
+//!
 //! Parser tests: a small independent writer of FORMAT.md builds valid files,
 //! then each rule is broken on purpose. Robustness: truncation, bit flips
 //! (with and without a refreshed CRC, so that validation past the CRC is
