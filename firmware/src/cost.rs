@@ -157,6 +157,18 @@ impl<T: TickCounter> Stopwatch<T> {
         }
     }
 
+    /// Log which unit the costs are in (the line every report starts with,
+    /// so that no figure is read in the wrong unit).
+    pub fn log_unit(&self) {
+        match self.unit() {
+            Unit::Cycles => defmt::info!("cost unit: cycles (DWT CYCCNT)"),
+            Unit::Ticks { hz } => defmt::info!(
+                "cost unit: instructions = timer ticks at {=u32} Hz / 1.6 (valid under QEMU -icount shift=6)",
+                hz
+            ),
+        }
+    }
+
     #[inline(always)]
     fn now(&self) -> u32 {
         match &self.source {

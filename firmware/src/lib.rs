@@ -37,6 +37,28 @@ use panic_probe as _;
 
 use cortex_m_semihosting::debug;
 
+/// A 16-aligned static buffer of `$bytes` bytes (an engine arena), handed
+/// out once: the first evaluation yields `Some(&'static mut [u8])`, every
+/// later one `None`. A macro because a static cannot depend on a generic
+/// parameter; each expansion has its own buffer.
+#[macro_export]
+macro_rules! take_arena {
+    ($bytes:expr) => {{
+        #[repr(C, align(16))]
+        struct Arena([u8; $bytes]);
+        static mut ARENA: Arena = Arena([0; $bytes]);
+        static TAKEN: ::core::sync::atomic::AtomicBool =
+            ::core::sync::atomic::AtomicBool::new(false);
+        if TAKEN.swap(true, ::core::sync::atomic::Ordering::AcqRel) {
+            None
+        } else {
+            // SAFETY: `TAKEN` makes this the only reference to `ARENA` ever
+            // made; the pointer is to a static, so never null.
+            unsafe { (&raw mut ARENA.0).as_mut() }.map(|a| a.as_mut_slice())
+        }
+    }};
+}
+
 /// End the program: QEMU exits with status 0 for `true` and 1 for `false`
 /// (semihosting `SYS_EXIT`).
 ///

@@ -790,6 +790,31 @@ pub fn repo_root() -> PathBuf {
 /// The Cortex-M target the firmware builds for.
 pub const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
 
+/// `cargo <args>` set up to build the firmware in `fw` (an absolute path to
+/// `firmware/`): its own target directory, run from `fw` so that Cargo reads
+/// `firmware/.cargo/config.toml` (target, linker scripts, DEFMT_LOG), and
+/// without the host build's settings, which would override that config.
+/// The trainer's `device-eval` and the QEMU tests build through it.
+pub fn firmware_cargo(fw: &Path, args: &[&str]) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args)
+        .arg("--target-dir")
+        .arg(fw.join("target"))
+        .current_dir(fw)
+        .stdin(Stdio::null());
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Build `serve` in `root/firmware` (release) and return its ELF.
 pub fn build_serve(root: &Path) -> Result<PathBuf> {
     // Absolute: cargo runs in firmware/, and `--target-dir` is taken from
@@ -800,37 +825,12 @@ pub fn build_serve(root: &Path) -> Result<PathBuf> {
         "no firmware/ in {}: run from the repository root or pass --elf",
         root.display()
     );
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "device-eval: building the firmware (cargo build --release --bin serve in firmware/)"
     );
-    let mut cmd = Command::new(&cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--quiet",
-        "--bin",
-        "serve",
-        "--target-dir",
-    ])
-    .arg(fw.join("target"))
-    // Cargo reads firmware/.cargo/config.toml (target, linker scripts)
-    // from the working directory.
-    .current_dir(&fw)
-    .stdin(Stdio::null());
-    // Host build settings must not override the firmware's configuration.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
+    let status = firmware_cargo(&fw, &["build", "--release", "--quiet", "--bin", "serve"])
         .status()
-        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+        .context("cannot run cargo to build the firmware")?;
     ensure!(
         status.success(),
         "building the firmware failed ({status}); `cargo xtask setup` installs the thumb target, \

@@ -16,7 +16,6 @@
 //! error that says `cargo xtask setup` installs them: a QEMU test then
 //! fails, it does not skip.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -142,30 +141,15 @@ fn build_once() -> Result<PathBuf> {
     // The firmware's build embeds the assets and fails without them.
     crate::device::ensure_assets()?;
     let fw = firmware_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--release", "--bins", "--manifest-path"])
-        .arg(fw.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(fw.join("target"))
-        // Cargo reads `.cargo/config.toml` (target, DEFMT_LOG) from the
-        // working directory, not from the manifest's.
-        .current_dir(&fw)
-        .stdin(Stdio::null());
-    // Settings meant for the host build must not leak into the thumb build:
-    // an env target or rustflags would override firmware/.cargo/config.toml.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+    let manifest = fw.join("Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let mut cmd = normcore_trainer::device_eval::firmware_cargo(
+        &fw,
+        &["build", "--release", "--bins", "--manifest-path", &manifest],
+    );
     let out = cmd
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+        .map_err(|e| format!("cannot run cargo to build the firmware: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "building the firmware failed ({}):\n{}",

@@ -209,8 +209,9 @@ pub enum Data<'a> {
     I8Pairs(&'a [i32]),
 }
 
-/// What a layer computes (geometry from `normcore::layers`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a layer computes (geometry from `normcore::layers`). The host's
+/// exporter describes its folded networks with the same type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Op {
     /// Fully connected.
@@ -228,6 +229,21 @@ pub enum Op {
 }
 
 impl Op {
+    /// Dense, conv or depthwise: the ops with weights.
+    pub fn is_weighted(&self) -> bool {
+        matches!(self, Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_))
+    }
+
+    /// Output channels of a weighted op (rows of its weight matrix); 0 otherwise.
+    pub fn out_channels(&self) -> usize {
+        match self {
+            Op::Dense(d) => d.outputs,
+            Op::Conv(c) => c.out_c,
+            Op::Depthwise(d) => d.channels,
+            _ => 0,
+        }
+    }
+
     /// The op code in the file.
     pub fn code(&self) -> u8 {
         match self {

@@ -1086,13 +1086,7 @@ fn main() -> ! {
         exit(false)
     };
     let sw = Stopwatch::new(&mut core.DCB, core.DWT, board.timer);
-    match sw.unit() {
-        Unit::Cycles => defmt::info!("cost unit: cycles (DWT CYCCNT)"),
-        Unit::Ticks { hz } => defmt::info!(
-            "cost unit: instructions = timer ticks at {=u32} Hz / 1.6 (valid under QEMU -icount shift=6)",
-            hz
-        ),
-    }
+    sw.log_unit();
     let Some(b) = take_buffers() else {
         defmt::error!("buffers already taken");
         exit(false)

@@ -37,8 +37,6 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use cortex_m_rt::entry;
 use heapless::{Vec, VecView};
 use normcore::engine::{self, Engine, Event, Output};
@@ -59,24 +57,6 @@ use assets::*;
 /// f32 logits may differ from the host's by this much (relative above 1):
 /// the same kernels in the same order make them bit-identical in practice.
 const F32_TOLERANCE: f32 = 1e-5;
-
-/// The engine's working memory: static, 16-aligned (every arena region
-/// starts 16-aligned), sized at build time for the larger model.
-#[repr(C, align(16))]
-struct Arena([u8; ARENA_BYTES]);
-
-static mut ARENA: Arena = Arena([0; ARENA_BYTES]);
-
-/// The arena, once.
-fn take_arena() -> Option<&'static mut [u8]> {
-    static TAKEN: AtomicBool = AtomicBool::new(false);
-    if TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: `TAKEN` makes this the only reference to `ARENA` ever made;
-    // the pointer is to a static, so never null.
-    unsafe { (&raw mut ARENA.0).as_mut() }.map(|a| a.as_mut_slice())
-}
 
 /// What one model did over all samples.
 struct Report {
@@ -447,15 +427,9 @@ fn main() -> ! {
         exit(false)
     };
     let sw = Stopwatch::new(&mut core.DCB, core.DWT, board.timer);
-    match sw.unit() {
-        Unit::Cycles => defmt::info!("cost unit: cycles (DWT CYCCNT)"),
-        Unit::Ticks { hz } => defmt::info!(
-            "cost unit: instructions = timer ticks at {=u32} Hz / 1.6 (valid under QEMU -icount shift=6)",
-            hz
-        ),
-    }
+    sw.log_unit();
 
-    let Some(arena) = take_arena() else {
+    let Some(arena) = normcore_firmware::take_arena!(ARENA_BYTES) else {
         defmt::error!("arena already taken");
         exit(false)
     };

@@ -23,8 +23,6 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use cortex_m_rt::entry;
 use embedded_io::{ReadReady, Write};
 use normcore::engine::{Engine, Output};
@@ -222,24 +220,6 @@ impl Link {
     }
 }
 
-/// The engine's working memory: static, 16-aligned, sized at build time
-/// for the larger model.
-#[repr(C, align(16))]
-struct Arena([u8; ARENA_BYTES]);
-
-static mut ARENA: Arena = Arena([0; ARENA_BYTES]);
-
-/// The arena, once.
-fn take_arena() -> Option<&'static mut [u8]> {
-    static TAKEN: AtomicBool = AtomicBool::new(false);
-    if TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: `TAKEN` makes this the only reference to `ARENA` ever made;
-    // the pointer is to a static, so never null.
-    unsafe { (&raw mut ARENA.0).as_mut() }.map(|a| a.as_mut_slice())
-}
-
 /// The `crc32` header field of a model file (offset 12).
 fn file_crc(bytes: &[u8]) -> u32 {
     match bytes.get(12..16) {
@@ -414,7 +394,7 @@ fn main() -> ! {
         defmt::error!("serve: board already taken");
         exit(false)
     };
-    let Some(arena) = take_arena() else {
+    let Some(arena) = normcore_firmware::take_arena!(ARENA_BYTES) else {
         defmt::error!("serve: arena already taken");
         exit(false)
     };

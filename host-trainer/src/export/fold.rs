@@ -16,68 +16,11 @@
 use super::ExportError;
 use crate::model::Network;
 use crate::spec::{Hwc, Op};
-use normcore::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d};
+use normcore::layers::Activation;
 
-/// What a layer of the IR computes; the geometry types are core's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerOp {
-    /// Fully connected, `[out, in]` weights; flattens its input.
-    Dense(Dense),
-    /// 2-d convolution, `[Cout, KH, KW, Cin]` weights.
-    Conv(Conv2d),
-    /// Depthwise convolution, `[KH, KW, C]` weights.
-    Depthwise(DepthwiseConv2d),
-    /// Max or average pooling.
-    Pool(Pool2d),
-    /// Mean over height and width.
-    GlobalAvgPool,
-    /// A standalone activation (the layer's `act`).
-    Activation,
-}
-
-impl LayerOp {
-    /// Dense, conv or depthwise.
-    pub fn is_weighted(&self) -> bool {
-        matches!(
-            self,
-            LayerOp::Dense(_) | LayerOp::Conv(_) | LayerOp::Depthwise(_)
-        )
-    }
-
-    /// Short name, as `normcore inspect` prints it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            LayerOp::Dense(_) => "dense",
-            LayerOp::Conv(_) => "conv2d",
-            LayerOp::Depthwise(_) => "depthwise",
-            LayerOp::Pool(p) if p.kind == normcore::layers::PoolKind::Max => "maxpool",
-            LayerOp::Pool(_) => "avgpool",
-            LayerOp::GlobalAvgPool => "global_avgpool",
-            LayerOp::Activation => "activation",
-        }
-    }
-
-    /// Output channels of a weighted layer (rows of its weight matrix).
-    pub fn out_channels(&self) -> usize {
-        match self {
-            LayerOp::Dense(d) => d.outputs,
-            LayerOp::Conv(c) => c.out_c,
-            LayerOp::Depthwise(d) => d.channels,
-            _ => 0,
-        }
-    }
-
-    /// Multiply-accumulates per sample.
-    pub fn macs(&self, output: Hwc) -> usize {
-        let pixels = output.h * output.w;
-        match self {
-            LayerOp::Dense(d) => d.inputs * d.outputs,
-            LayerOp::Conv(c) => pixels * c.out_c * c.window.kernel_h * c.window.kernel_w * c.in_c,
-            LayerOp::Depthwise(d) => pixels * d.channels * d.window.kernel_h * d.window.kernel_w,
-            _ => 0,
-        }
-    }
-}
+/// What a layer of the IR computes: core's own description of a model
+/// layer, so that the IR and a parsed file speak the same type.
+pub use normcore::model::Op as LayerOp;
 
 /// The BN a layer was folded with, kept for the file's BN table (a device
 /// can re-estimate the statistics and refold without the unfolded weights).

@@ -238,14 +238,3 @@ impl QuantModel {
         Ok(outs.concat())
     }
 }
-
-/// Index of the first largest value.
-pub fn argmax_i8(row: &[i8]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
-}

@@ -11,7 +11,7 @@ use super::quant::{
     activation_table, calibrate, input_params, quantize, InputChoice, QParams, QuantModel,
     SIGMOID_OUT, TANH_OUT,
 };
-use super::reference::{argmax_i8, requantize, round_div};
+use super::reference::{requantize, round_div};
 use super::ExportError;
 use crate::data::{builtin_digits_split, Dataset};
 use crate::model::{Init, Mode, Network};
@@ -442,7 +442,15 @@ fn digits_quantization(name: &str) {
     let last = qm.layers.last().unwrap().output_q;
     let (mut agree, mut err) = (0, 0.0f32);
     for (q, f) in out.chunks_exact(k).zip(logits.chunks_exact(k)) {
-        agree += usize::from(argmax_i8(q) == normcore::layers::loss::argmax(f));
+        agree += usize::from(
+            normcore::engine::Output::I8 {
+                values: q,
+                scale: 1.0,
+                zero_point: 0,
+            }
+            .argmax()
+                == normcore::layers::loss::argmax(f),
+        );
         for (&a, &b) in q.iter().zip(f) {
             err = err.max((last.dequantize(a) - b).abs());
         }
