@@ -27,7 +27,7 @@
 //! kinds a build runs). [`Model::parse`] validates both kinds in every
 //! build: a device rejects a model it cannot run, it never misreads it.
 
-use crate::model::{Kind, Model, ModelError};
+use crate::model::{plan, Kind, Model, ModelError};
 #[cfg(any(feature = "engine-f32", feature = "engine-int8"))]
 use crate::{
     kernels,
@@ -95,11 +95,17 @@ pub struct Engine<'m, 'b, 'a> {
     arena: &'a mut [u8],
 }
 
-fn bytes_of(kind: Kind, elements: usize) -> usize {
-    match kind {
-        Kind::F32 => elements * 4,
-        Kind::Int8 => elements,
-    }
+/// Bytes of one sample of activations of `shape` (the memory plan's
+/// [`plan::sample_bytes`]); a size beyond `usize` fits no arena.
+fn sample_bytes(
+    kind: Kind,
+    shape: crate::tensor::Shape,
+    arena: usize,
+) -> Result<usize, ModelError> {
+    plan::sample_bytes(kind, shape).ok_or(ModelError::ArenaTooSmall {
+        needed: usize::MAX,
+        actual: arena,
+    })
 }
 
 /// Split the arena into a layer's input (read) and output (written) regions.
@@ -167,8 +173,8 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     /// The first layer's input: at offset 0 of the arena (FORMAT.md, "Memory
     /// plan": layer 0 reads at 0), `h·w·c` values of the header's input.
     fn input_region(&mut self) -> Result<&mut [u8], ModelError> {
-        let len = bytes_of(self.model.kind(), self.model.header().input.sample_len()?);
         let actual = self.arena.len();
+        let len = sample_bytes(self.model.kind(), self.model.header().input, actual)?;
         self.arena.get_mut(..len).ok_or(ModelError::ArenaTooSmall {
             needed: len,
             actual,
@@ -234,8 +240,8 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<Last, ModelError> {
         let layer = &self.model.layer(i)?;
         let kind = self.model.kind();
-        let in_len = bytes_of(kind, layer.input.sample_len()?);
-        let out_len = bytes_of(kind, layer.output.sample_len()?);
+        let in_len = sample_bytes(kind, layer.input, self.arena.len())?;
+        let out_len = sample_bytes(kind, layer.output, self.arena.len())?;
         let (x, y) = regions(
             self.arena,
             layer.in_offset,

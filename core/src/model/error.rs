@@ -268,3 +268,116 @@ impl From<crate::error::Error> for ModelError {
         ModelError::Kernel(e)
     }
 }
+
+/// A value that does not fit its field of the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Field {
+    /// A height, width or channel count above 65,535.
+    Shape,
+    /// A kernel, stride or padding above 255.
+    Window,
+    /// More than 65,535 classes.
+    Classes,
+    /// A BN record's layer index above 65,535.
+    BnLayer,
+    /// Rows per weight block above 255.
+    BlockRows,
+}
+
+/// Errors of the writer ([`write`](super::write::write)) and of the
+/// in-place updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The output buffer is smaller than the file.
+    BufferTooSmall {
+        /// Bytes the file takes.
+        needed: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// The output buffer does not start at a 4-byte aligned address.
+    BufferMisaligned,
+    /// Not 1 ..= 64 layers.
+    LayerCount(usize),
+    /// More than 64 BN records.
+    BnCount(usize),
+    /// The file, an offset or the arena would exceed 4 GiB (`u32`).
+    FileTooLarge,
+    /// A value does not fit its field (`layer`: which layer, if any).
+    Field {
+        /// The layer whose record it is, if it is one.
+        layer: Option<u16>,
+        /// Which field.
+        field: Field,
+    },
+    /// The file breaks a rule of FORMAT.md: the parser's verdict (for
+    /// example shapes that do not chain, `Layer { index, fault:
+    /// InputShape }`, or tensors of the wrong kind for their role); for
+    /// the in-place updates, the file given was not valid.
+    Invalid(ModelError),
+    /// No tensor with this index.
+    NoTensor(usize),
+    /// No BN record with this index.
+    NoBn(usize),
+    /// New values of tensor `index` differ from its dtype or length.
+    WrongData(usize),
+    /// New values of tensor `index` break a value rule of its role.
+    BadValues(usize),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WriteError::BufferTooSmall { needed, actual } => write!(
+                f,
+                "output buffer of {actual} bytes is smaller than the {needed}-byte file"
+            ),
+            WriteError::BufferMisaligned => f.write_str("output buffer is not 4-byte aligned"),
+            WriteError::LayerCount(n) => {
+                write!(f, "{n} layers; the format holds 1 to {}", super::MAX_LAYERS)
+            }
+            WriteError::BnCount(n) => write!(
+                f,
+                "{n} BN records; the format holds at most {}",
+                super::layout::MAX_BN
+            ),
+            WriteError::FileTooLarge => {
+                f.write_str("the model needs more than 4 GiB (a u32 offset or arena size)")
+            }
+            WriteError::Field { layer, field } => {
+                let what = match field {
+                    Field::Shape => "a shape dimension above 65535",
+                    Field::Window => "a kernel, stride or padding above 255",
+                    Field::Classes => "more than 65535 classes",
+                    Field::BnLayer => "a BN layer index above 65535",
+                    Field::BlockRows => "more than 255 rows per weight block",
+                };
+                match layer {
+                    Some(i) => write!(f, "layer {i}: {what} does not fit the format"),
+                    None => write!(f, "{what} does not fit the format"),
+                }
+            }
+            WriteError::Invalid(e) => write!(f, "invalid model: {e}"),
+            WriteError::NoTensor(i) => write!(f, "no tensor {i} in the model"),
+            WriteError::NoBn(j) => write!(f, "no BN record {j} in the model"),
+            WriteError::WrongData(i) => {
+                write!(f, "tensor {i}: new values differ in dtype or length")
+            }
+            WriteError::BadValues(i) => write!(
+                f,
+                "tensor {i}: new values break the format's rules for its role"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for WriteError {}
+
+impl From<ModelError> for WriteError {
+    fn from(e: ModelError) -> Self {
+        WriteError::Invalid(e)
+    }
+}

@@ -12,42 +12,22 @@
 //! per layer as the byte offsets of its input and output in the arena.
 
 mod error;
+pub mod layout;
 mod parse;
+pub mod plan;
+pub mod write;
 
-pub use error::{HeaderFault, LayerFault, ModelError, Role, Table, TensorFault};
+pub use error::{Field, HeaderFault, LayerFault, ModelError, Role, Table, TensorFault, WriteError};
+pub use layout::{
+    ActCode, DType, LayoutCode, OpCode, Slot, BN_LEN, BUFFER_ALIGN, DATA_ALIGN, FLAG_HAS_BN,
+    FLAG_INT8, HEADER_LEN, LAYER_LEN, LAYER_ZP_FOLDED, MAGIC, MAX_LAYERS, MAX_TENSORS, NO_TENSOR,
+    TENSOR_LEN, VERSION,
+};
+pub use write::{BnDesc, LayerDesc, ModelDesc};
 
 use crate::kernels::requant::OutputStage;
-use crate::layers::{
-    Activation, Conv2d, Dense, DepthwiseConv2d, Padding, Pool2d, PoolKind, Window,
-};
+use crate::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d, PoolKind};
 use crate::tensor::Shape;
-
-/// Maximum layers in a model (the size of the parsed layer list).
-pub const MAX_LAYERS: usize = 64;
-/// Maximum tensors in a model.
-pub const MAX_TENSORS: usize = 1024;
-/// Bytes of the header.
-pub const HEADER_LEN: usize = 64;
-/// Bytes of a layer record.
-pub const LAYER_LEN: usize = 64;
-/// Bytes of a tensor record.
-pub const TENSOR_LEN: usize = 32;
-/// Bytes of a BN record.
-pub const BN_LEN: usize = 16;
-/// `"NCMF"`.
-pub const MAGIC: [u8; 4] = *b"NCMF";
-/// The format version this reader implements.
-pub const VERSION: u16 = 1;
-/// Header flag: int8 model (else f32).
-pub const FLAG_INT8: u16 = 1;
-/// Header flag: BN table present.
-pub const FLAG_HAS_BN: u16 = 2;
-/// Layer flag: the input zero point is folded into the bias.
-pub const LAYER_ZP_FOLDED: u16 = 1;
-/// "No tensor" in a layer record.
-pub const NO_TENSOR: u16 = 0xFFFF;
-/// Alignment of tensor data and arena regions.
-pub const ALIGN: usize = 16;
 
 /// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), table-driven.
 pub fn crc32(bytes: &[u8]) -> u32 {
@@ -83,47 +63,16 @@ fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
-/// The CRC the header must hold: the file's CRC-32 with bytes 12..16 as zero.
+/// The CRC the header must hold: the file's CRC-32 with the header's CRC
+/// field ([`layout::CRC_FIELD`]) taken as zero.
 pub fn file_crc(bytes: &[u8]) -> u32 {
-    let head = bytes.get(..12).unwrap_or(bytes);
-    let tail = bytes.get(16..).unwrap_or(&[]);
+    let at = layout::CRC_FIELD;
+    let head = bytes.get(..at.start).unwrap_or(bytes);
+    let tail = bytes.get(at.end..).unwrap_or(&[]);
     let crc = crc32_update(0xFFFF_FFFF, head);
-    let crc = crc32_update(crc, &[0; 4][..bytes.len().saturating_sub(12).min(4)]);
+    let zeros = bytes.len().saturating_sub(at.start).min(at.len());
+    let crc = crc32_update(crc, &[0; 4][..zeros]);
     crc32_update(crc, tail) ^ 0xFFFF_FFFF
-}
-
-/// Little-endian field reader over one fixed-size record: with constant
-/// offsets every read compiles to plain loads (no bounds checks), which
-/// keeps the parser small.
-#[derive(Clone, Copy)]
-struct Rec<'a, const N: usize>(&'a [u8; N]);
-
-impl<'a, const N: usize> Rec<'a, N> {
-    /// The `N`-byte record at `at` in `bytes`, if it is all there.
-    fn at(bytes: &'a [u8], at: usize) -> Option<Self> {
-        bytes.get(at..)?.first_chunk::<N>().map(Rec)
-    }
-    fn u8(&self, at: usize) -> u8 {
-        self.0.get(at).copied().unwrap_or(0)
-    }
-    fn u16(&self, at: usize) -> u16 {
-        match self.0.get(at..at + 2) {
-            Some(&[a, b]) => u16::from_le_bytes([a, b]),
-            _ => 0,
-        }
-    }
-    fn u32(&self, at: usize) -> u32 {
-        match self.0.get(at..at + 4) {
-            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
-            _ => 0,
-        }
-    }
-    fn i32(&self, at: usize) -> i32 {
-        self.u32(at) as i32
-    }
-    fn f32(&self, at: usize) -> f32 {
-        f32::from_bits(self.u32(at))
-    }
 }
 
 /// Numeric kind of a model.
@@ -134,42 +83,6 @@ pub enum Kind {
     F32,
     /// int8 weights and activations, i32 accumulators.
     Int8,
-}
-
-/// Element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum DType {
-    /// IEEE binary32.
-    F32,
-    /// Signed byte.
-    I8,
-    /// Signed 32-bit integer.
-    I32,
-    /// Two int8 weights in one little-endian 32-bit word, `lo + 2^24·hi`
-    /// (both in `[-127, 127]`): the pair form of row-blocked int8 dense
-    /// and conv weights (FORMAT.md). Two bytes per element.
-    I8Pair,
-}
-
-impl DType {
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            1 => Some(DType::F32),
-            2 => Some(DType::I8),
-            3 => Some(DType::I32),
-            4 => Some(DType::I8Pair),
-            _ => None,
-        }
-    }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::I8 => 1,
-            DType::I8Pair => 2,
-            DType::F32 | DType::I32 => 4,
-        }
-    }
 }
 
 /// A validated tensor record.
@@ -245,16 +158,63 @@ impl Op {
     }
 
     /// The op code in the file.
-    pub fn code(&self) -> u8 {
+    pub fn code(&self) -> OpCode {
         match self {
-            Op::Dense(_) => 1,
-            Op::Conv(_) => 2,
-            Op::Depthwise(_) => 3,
-            Op::Pool(p) if p.kind == PoolKind::Max => 4,
-            Op::Pool(_) => 5,
-            Op::GlobalAvgPool => 6,
-            Op::Activation => 7,
+            Op::Dense(_) => OpCode::Dense,
+            Op::Conv(_) => OpCode::Conv2d,
+            Op::Depthwise(_) => OpCode::Depthwise,
+            Op::Pool(p) if p.kind == PoolKind::Max => OpCode::MaxPool,
+            Op::Pool(_) => OpCode::AvgPool,
+            Op::GlobalAvgPool => OpCode::GlobalAvgPool,
+            Op::Activation => OpCode::Activation,
         }
+    }
+
+    /// The window of a conv, depthwise or pooling op.
+    pub fn window(&self) -> Option<crate::layers::Window> {
+        match self {
+            Op::Conv(c) => Some(c.window),
+            Op::Depthwise(d) => Some(d.window),
+            Op::Pool(p) => Some(p.window),
+            _ => None,
+        }
+    }
+
+    /// Dense and conv: the ops whose weights are row-blocked (and may be
+    /// in the pair form), their bias padded to whole blocks.
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, Op::Dense(_) | Op::Conv(_))
+    }
+
+    /// Logical dims of the tensor in `slot` of a layer with this op
+    /// (FORMAT.md, "Per-layer tensors"): weights `[out, in, 1, 1]` (dense),
+    /// `[Cout, KH, KW, Cin]` (conv), `[KH, KW, C, 1]` (depthwise); the
+    /// bias padded to whole blocks of `block_rows` (weights' rows per
+    /// block, 0 for plain); multipliers and shifts `[C]`; the table
+    /// `[256]`. `None` for a weight slot of an op without weights, or a dim
+    /// beyond `u32`.
+    pub fn tensor_dims(&self, slot: Slot, block_rows: usize) -> Option<[u32; 4]> {
+        let c = self.out_channels();
+        let dims = match (slot, *self) {
+            (Slot::Weight, Op::Dense(d)) => [d.outputs, d.inputs, 1, 1],
+            (Slot::Weight, Op::Conv(cv)) => {
+                let w = cv.window;
+                [cv.out_c, w.kernel_h, w.kernel_w, cv.in_c]
+            }
+            (Slot::Weight, Op::Depthwise(d)) => [d.window.kernel_h, d.window.kernel_w, c, 1],
+            (Slot::Weight, _) => return None,
+            (Slot::Bias, _) => {
+                let r = block_rows.max(1);
+                [c.div_ceil(r).checked_mul(r)?, 1, 1, 1]
+            }
+            (Slot::Multiplier | Slot::Shift, _) => [c, 1, 1, 1],
+            (Slot::Table, _) => [layout::LUT_LEN, 1, 1, 1],
+        };
+        let mut out = [0u32; 4];
+        for (o, d) in out.iter_mut().zip(dims) {
+            *o = u32::try_from(d).ok()?;
+        }
+        Some(out)
     }
 
     /// Short name.
@@ -294,28 +254,6 @@ impl Op {
             _ => 0,
         }
     }
-}
-
-/// Activation code in the file.
-pub fn activation_code(a: Option<Activation>) -> u8 {
-    match a {
-        None => 0,
-        Some(Activation::Relu) => 1,
-        Some(Activation::Relu6) => 2,
-        Some(Activation::Sigmoid) => 3,
-        Some(Activation::Tanh) => 4,
-    }
-}
-
-fn activation_from_code(c: u8) -> Option<Option<Activation>> {
-    Some(match c {
-        0 => None,
-        1 => Some(Activation::Relu),
-        2 => Some(Activation::Relu6),
-        3 => Some(Activation::Sigmoid),
-        4 => Some(Activation::Tanh),
-        _ => return None,
-    })
 }
 
 /// int8 quantization of a layer's output.
@@ -453,49 +391,6 @@ pub struct Model<'a> {
     layer_table: usize,
     tensor_table: usize,
     bn_table: usize,
-}
-
-fn round16(v: usize) -> Option<usize> {
-    v.checked_add(ALIGN - 1).map(|x| x & !(ALIGN - 1))
-}
-
-/// Bytes of an activation tensor of `shape` for a model of `kind`.
-pub fn activation_bytes(kind: Kind, shape: Shape) -> Option<usize> {
-    let n = shape.len().ok()?;
-    n.checked_mul(match kind {
-        Kind::F32 => 4,
-        Kind::Int8 => 1,
-    })
-}
-
-/// The arena size for a chain of layer `(input, output)` shapes (FORMAT.md,
-/// "Memory plan"): `max_i round16(in_i) + round16(out_i)` bytes.
-pub fn arena_size(kind: Kind, shapes: impl Iterator<Item = (Shape, Shape)>) -> Option<usize> {
-    let mut arena = 0usize;
-    for (i, o) in shapes {
-        let need = round16(activation_bytes(kind, i)?)?
-            .checked_add(round16(activation_bytes(kind, o)?)?)?;
-        arena = arena.max(need);
-    }
-    Some(arena)
-}
-
-/// Arena offsets `(input, output)` of layer `index` in an arena of `arena`
-/// bytes: even layers read at 0 and write at the end, odd layers the reverse.
-pub fn region_offsets(
-    kind: Kind,
-    arena: usize,
-    index: usize,
-    input: Shape,
-    output: Shape,
-) -> Option<(usize, usize)> {
-    let end =
-        |s: Shape| -> Option<usize> { arena.checked_sub(round16(activation_bytes(kind, s)?)?) };
-    if index % 2 == 0 {
-        Some((0, end(output)?))
-    } else {
-        Some((end(input)?, 0))
-    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,14 @@
 //! table-driven loop around one helper ([`Model::want`]); small loops keep
 //! an opaque index so that they stay loops.
 
+use super::layout::{
+    window_of, RawBn, RawHeader, RawLayer, RawTensor, DATA_ALIGN, MAX_ACC_TAPS, MAX_BN, SLOTS,
+    TABLE_ALIGN,
+};
 use super::*;
 use crate::kernels::unroll_barrier;
+use crate::layers::Padding;
+use bytemuck::Pod;
 
 type Res<T> = Result<T, ModelError>;
 
@@ -46,48 +52,55 @@ fn step(k: usize) -> usize {
     core::hint::black_box(k + 1)
 }
 
+/// The header's arena `header` is not the plan's `computed` (`None`: it
+/// overflows).
+fn arena_mismatch(header: usize, computed: Option<usize>) -> ModelError {
+    let u = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(u32::MAX);
+    ModelError::ArenaMismatch {
+        header: u(Some(header)),
+        computed: u(computed),
+    }
+}
+
 fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.0 < b.1 && b.0 < a.1 && a.0 != a.1 && b.0 != b.1
 }
 
-/// Bytes of one sample of activations of `shape`, rounded up to 16 (the
-/// plan's unit). Exact in u64: the file's dimensions are 16-bit.
-fn region_bytes(kind: Kind, shape: Shape) -> u64 {
-    let elements = shape.h as u64 * shape.w as u64 * shape.c as u64;
-    let bytes = match kind {
-        Kind::F32 => elements * 4,
-        Kind::Int8 => elements,
-    };
-    (bytes + (ALIGN as u64 - 1)) & !(ALIGN as u64 - 1)
+/// The `T` record at byte `at` of `bytes`, in place, if it is all there
+/// and aligned (the buffer and the tables are 4-aligned: `read_header`).
+#[inline(always)]
+fn record_at<T: Pod>(bytes: &[u8], at: usize) -> Option<&T> {
+    let end = at.checked_add(core::mem::size_of::<T>())?;
+    bytemuck::try_from_bytes(bytes.get(at..end)?).ok()
 }
 
 /// The header's fields other than the file's framing: counts, the BN
 /// table's presence, input shape, classes, reserved fields, the input
 /// quantization (int8: a finite positive scale and a zero point in
 /// `[-128, 127]`; f32: zeros) and the pixel scale.
-fn check_header(h: Rec<'_, HEADER_LEN>, int8: bool) -> Result<(), HeaderFault> {
-    let layers = usize::from(h.u16(20));
-    let bn = usize::from(h.u16(36));
-    let has_bn = h.u16(6) & FLAG_HAS_BN != 0;
+fn check_header(h: &RawHeader, int8: bool) -> Result<(), HeaderFault> {
+    let layers = usize::from(h.layer_count);
+    let bn = usize::from(h.bn_count);
+    let has_bn = h.flags & FLAG_HAS_BN != 0;
     if layers == 0 || layers > MAX_LAYERS {
         return Err(HeaderFault::LayerCount);
     }
-    if usize::from(h.u16(22)) > MAX_TENSORS {
+    if usize::from(h.tensor_count) > MAX_TENSORS {
         return Err(HeaderFault::TensorCount);
     }
-    if has_bn != (bn > 0) || (!has_bn && h.u32(32) != 0) || bn > MAX_LAYERS {
+    if has_bn != (bn > 0) || (!has_bn && h.bn_table_offset != 0) || bn > MAX_BN {
         return Err(HeaderFault::BnTable);
     }
-    if h.u16(40) == 0 || h.u16(42) == 0 || h.u16(44) == 0 {
+    if h.input.contains(&0) {
         return Err(HeaderFault::InputShape);
     }
-    if h.u16(38) == 0 {
+    if h.classes == 0 {
         return Err(HeaderFault::Classes);
     }
-    if h.u16(46) != 0 || h.u32(60) != 0 {
+    if h.reserved0 != 0 || h.reserved1 != 0 {
         return Err(HeaderFault::Reserved);
     }
-    let (scale, zero_point) = (h.f32(48), h.i32(52));
+    let (scale, zero_point) = (h.input_scale, h.input_zero_point);
     let quant_ok = if int8 {
         positive(scale) && (-128..=127).contains(&zero_point)
     } else {
@@ -96,34 +109,60 @@ fn check_header(h: Rec<'_, HEADER_LEN>, int8: bool) -> Result<(), HeaderFault> {
     if !quant_ok {
         return Err(HeaderFault::InputQuantization);
     }
-    if !positive(h.f32(56)) {
+    if !positive(h.pixel_scale) {
         return Err(HeaderFault::PixelScale);
     }
     Ok(())
 }
 
 /// Finite and above zero (NaN fails both comparisons).
-fn positive(v: f32) -> bool {
+pub(super) fn positive(v: f32) -> bool {
     v > 0.0 && v < f32::INFINITY
+}
+
+/// The value rules beyond dtypes (FORMAT.md), one definition each, used by
+/// the parser and by the writer's in-place updates.
+///
+/// Requantization: multipliers 0 or in `[2^30, 2^31)`, shifts in `[-31, 30]`.
+#[inline(never)]
+pub(super) fn requant_ok(multipliers: &[i32], shifts: &[i32]) -> bool {
+    use crate::kernels::requant::{multiplier_ok, shift_ok};
+    for (&m, &s) in multipliers.iter().zip(shifts) {
+        unroll_barrier();
+        if !(multiplier_ok(m) && shift_ok(s)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Pair words: both halves in `[-127, 127]`.
+pub(super) fn pairs_ok(words: &[i32]) -> bool {
+    words
+        .iter()
+        .all(|&w| crate::kernels::pack::split_pair_word(w).is_some())
+}
+
+/// BN variances: not NaN, not negative.
+pub(super) fn var_ok(var: &[f32]) -> bool {
+    !var.iter().any(|v| v.is_nan() || *v < 0.0)
 }
 
 /// Input and output shapes of a layer record.
 #[inline(always)]
-fn layer_shapes(rec: Rec<'_, LAYER_LEN>) -> (Shape, Shape) {
-    let shape_at = |at: usize| {
-        Shape::nhwc(
-            1,
-            usize::from(rec.u16(at)),
-            usize::from(rec.u16(at + 2)),
-            usize::from(rec.u16(at + 4)),
-        )
-    };
-    (shape_at(4), shape_at(10))
+fn layer_shapes(rec: &RawLayer) -> (Shape, Shape) {
+    (hwc(rec.input), hwc(rec.output))
+}
+
+/// A batch-1 shape from a record's height, width and channels.
+#[inline(always)]
+fn hwc(s: [u16; 3]) -> Shape {
+    Shape::nhwc(1, usize::from(s[0]), usize::from(s[1]), usize::from(s[2]))
 }
 
 impl<'a> Model<'a> {
     /// Parse and validate a model file borrowed in place. The buffer must
-    /// start at a 4-byte aligned address.
+    /// start at a [`BUFFER_ALIGN`](super::layout::BUFFER_ALIGN) (4-byte) aligned address.
     pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, ModelError> {
         let model = Model::read_header(bytes)?;
         model.validate()?;
@@ -137,21 +176,18 @@ impl<'a> Model<'a> {
         self.check_tensors()?;
         let kind = self.header.kind;
         let mut shape = self.header.input;
-        let mut peak = 0u64;
+        let mut peak = Some(0usize);
         for i in 0..self.layer_count {
             let layer = self.decode_layer(i, Some(shape))?;
-            peak = peak.max(region_bytes(kind, layer.input) + region_bytes(kind, layer.output));
+            let need = plan::layer_need(kind, layer.input, layer.output);
+            peak = peak.zip(need).map(|(p, n)| p.max(n));
             shape = layer.output;
         }
         if shape != Shape::nhwc(1, 1, 1, self.header.classes) {
             return Err(layer_err(self.layer_count - 1, LayerFault::FinalShape));
         }
-        let header = self.header.arena_bytes as u32;
-        if peak != u64::from(header) {
-            return Err(ModelError::ArenaMismatch {
-                header,
-                computed: u32::try_from(peak).unwrap_or(u32::MAX),
-            });
+        if peak != Some(self.header.arena_bytes) {
+            return Err(arena_mismatch(self.header.arena_bytes, peak));
         }
         for j in 0..self.bn_count {
             self.decode_bn(j, true)?;
@@ -166,55 +202,60 @@ impl<'a> Model<'a> {
         if cfg!(target_endian = "big") {
             return Err(ModelError::BigEndian);
         }
-        let Some(h) = Rec::<HEADER_LEN>::at(bytes, 0) else {
+        if bytes.len() < HEADER_LEN {
             return Err(ModelError::Truncated {
                 needed: HEADER_LEN,
                 actual: bytes.len(),
             });
+        }
+        // Records are read in place: the buffer must be aligned first.
+        let Some(h) = record_at::<RawHeader>(bytes, 0) else {
+            return Err(ModelError::Misaligned);
         };
-        if h.u32(0) != u32::from_le_bytes(MAGIC) {
+        if h.magic != MAGIC {
             return Err(ModelError::BadMagic);
         }
-        let version = h.u16(4);
-        if version != VERSION {
-            return Err(ModelError::UnsupportedVersion(version));
+        if h.version != VERSION {
+            return Err(ModelError::UnsupportedVersion(h.version));
         }
-        let flags = h.u16(6);
+        let flags = h.flags;
         if flags & !(FLAG_INT8 | FLAG_HAS_BN) != 0 {
             return Err(ModelError::UnknownFlags(flags));
         }
         let file = bytes.len();
-        if h.u32(8) as usize != file {
+        if h.file_size as usize != file {
             return Err(ModelError::SizeMismatch {
-                header: h.u32(8),
+                header: h.file_size,
                 actual: file,
             });
         }
-        let (stored, computed) = (h.u32(12), file_crc(bytes));
+        let (stored, computed) = (h.crc32, file_crc(bytes));
         if stored != computed {
             return Err(ModelError::CrcMismatch { stored, computed });
         }
-        if bytes.as_ptr() as usize % 4 != 0 {
-            return Err(ModelError::Misaligned);
-        }
         let int8 = flags & FLAG_INT8 != 0;
         check_header(h, int8).map_err(ModelError::Header)?;
-        let (layer_count, tensor_count) = (usize::from(h.u16(20)), usize::from(h.u16(22)));
-        let bn_count = usize::from(h.u16(36));
-        // `[offset, offset + count·size)` of the table whose offset is at `at`.
-        let range = |at: usize, count: usize, size: usize, t: Table| -> Res<(usize, usize)> {
-            let start = h.u32(at) as usize;
+        let (layer_count, tensor_count) = (usize::from(h.layer_count), usize::from(h.tensor_count));
+        let bn_count = usize::from(h.bn_count);
+        // `[offset, offset + count·size)` of the table at `start`.
+        let range = |start: u32, count: usize, size: usize, t: Table| -> Res<(usize, usize)> {
+            let start = start as usize;
             match start.checked_add(count * size) {
-                Some(end) if start % 4 == 0 && start >= HEADER_LEN && end <= file => {
+                Some(end) if start % TABLE_ALIGN == 0 && start >= HEADER_LEN && end <= file => {
                     Ok((start, end))
                 }
                 _ => Err(ModelError::TableBounds(t)),
             }
         };
-        let lt = range(24, layer_count, LAYER_LEN, Table::Layers)?;
-        let tt = range(28, tensor_count, TENSOR_LEN, Table::Tensors)?;
+        let lt = range(h.layer_table_offset, layer_count, LAYER_LEN, Table::Layers)?;
+        let tt = range(
+            h.tensor_table_offset,
+            tensor_count,
+            TENSOR_LEN,
+            Table::Tensors,
+        )?;
         let bt = if bn_count > 0 {
-            range(32, bn_count, BN_LEN, Table::Bn)?
+            range(h.bn_table_offset, bn_count, BN_LEN, Table::Bn)?
         } else {
             (0, 0)
         };
@@ -228,17 +269,12 @@ impl<'a> Model<'a> {
             bytes,
             header: Header {
                 kind: if int8 { Kind::Int8 } else { Kind::F32 },
-                arena_bytes: h.u32(16) as usize,
-                input: Shape::nhwc(
-                    1,
-                    usize::from(h.u16(40)),
-                    usize::from(h.u16(42)),
-                    usize::from(h.u16(44)),
-                ),
-                classes: usize::from(h.u16(38)),
-                input_scale: h.f32(48),
-                input_zero_point: h.i32(52),
-                pixel_scale: h.f32(56),
+                arena_bytes: h.arena_bytes as usize,
+                input: hwc(h.input),
+                classes: usize::from(h.classes),
+                input_scale: h.input_scale,
+                input_zero_point: h.input_zero_point,
+                pixel_scale: h.pixel_scale,
             },
             layer_count,
             tensor_count,
@@ -279,12 +315,12 @@ impl<'a> Model<'a> {
         (0..self.bn_count).map(move |j| self.bn_record(j))
     }
 
-    /// Record `i` of the table at `table` with `count` records of `N` bytes.
-    fn record<const N: usize>(&self, table: usize, count: usize, i: usize) -> Option<Rec<'a, N>> {
+    /// Record `i` of the table at `table` with `count` records.
+    fn record<T: Pod>(&self, table: usize, count: usize, i: usize) -> Option<&'a T> {
         if i >= count {
             return None;
         }
-        Rec::at(self.bytes, table + i * N)
+        record_at(self.bytes, table + i * core::mem::size_of::<T>())
     }
 
     /// Decode and validate tensor record `index` (FORMAT.md, "Tensor
@@ -296,24 +332,17 @@ impl<'a> Model<'a> {
             fault,
         };
         let rec = self
-            .record::<TENSOR_LEN>(self.tensor_table, self.tensor_count, index)
+            .record::<RawTensor>(self.tensor_table, self.tensor_count, index)
             .ok_or(err(TensorFault::OutOfBounds))?;
-        let dtype = DType::from_code(rec.u8(0)).ok_or(err(TensorFault::UnknownDtype(rec.u8(0))))?;
-        let block = rec.u8(2);
-        // Layout 0 is plain, layout 1 blocked by 4 or 8 rows; pair words
-        // are blocked by 4 (FORMAT.md).
-        let layout_ok = match (rec.u8(1), block) {
-            (0, 0) | (1, 8) => dtype != DType::I8Pair,
-            (1, 4) => true,
-            _ => false,
-        };
-        if !layout_ok {
+        let dtype = DType::from_u8(rec.dtype).ok_or(err(TensorFault::UnknownDtype(rec.dtype)))?;
+        let block = rec.block_rows;
+        if !LayoutCode::valid(rec.layout, block, dtype) {
             return Err(err(TensorFault::Layout));
         }
-        if rec.u8(3) != 0 || rec.u32(28) != 0 {
+        if rec.reserved0 != 0 || rec.reserved1 != 0 {
             return Err(err(TensorFault::Reserved));
         }
-        let dims = [rec.u32(4), rec.u32(8), rec.u32(12), rec.u32(16)];
+        let dims = rec.dims;
         // Stored elements: the rows (`dims[0]`) padded to whole blocks
         // (plain: `block` is 0 and the rows stay) times the other dims.
         let b = usize::from(block.max(1));
@@ -325,7 +354,7 @@ impl<'a> Model<'a> {
             .and_then(|n| n.checked_mul(dtype.size()))
             .filter(|_| !dims.contains(&0))
             .ok_or(err(TensorFault::Dims))?;
-        let (offset, len) = (rec.u32(20), rec.u32(24));
+        let (offset, len) = (rec.offset, rec.len);
         if stored != len as usize {
             return Err(err(TensorFault::Length));
         }
@@ -351,17 +380,14 @@ impl<'a> Model<'a> {
             let t = self.tensor_desc(i)?;
             let start = t.offset as usize;
             let end = start.checked_add(t.len as usize);
-            let fault = if start % ALIGN != 0 {
+            let fault = if start % DATA_ALIGN != 0 {
                 Some(TensorFault::Misaligned)
             } else if start < data_start || end.is_none_or(|e| e > self.bytes.len()) {
                 Some(TensorFault::OutOfBounds)
             } else if start < prev_end {
                 Some(TensorFault::Overlap)
             } else if let (_, Data::I8Pairs(words)) = self.tensor_data(i as u16)? {
-                (!words
-                    .iter()
-                    .all(|&w| crate::kernels::pack::split_pair_word(w).is_some()))
-                .then_some(TensorFault::Values)
+                (!pairs_ok(words)).then_some(TensorFault::Values)
             } else {
                 None
             };
@@ -390,22 +416,24 @@ impl<'a> Model<'a> {
         // Callers pass indices below `tensor_count` (checked by `parse`);
         // any other index still reads only inside the buffer.
         let rec =
-            Rec::<TENSOR_LEN>::at(self.bytes, self.tensor_table + usize::from(id) * TENSOR_LEN)
+            record_at::<RawTensor>(self.bytes, self.tensor_table + usize::from(id) * TENSOR_LEN)
                 .ok_or(err(TensorFault::OutOfBounds))?;
-        let start = rec.u32(20) as usize;
+        let start = rec.offset as usize;
         let raw: &'a [u8] = start
-            .checked_add(rec.u32(24) as usize)
+            .checked_add(rec.len as usize)
             .and_then(|end| self.bytes.get(start..end))
             .ok_or(err(TensorFault::OutOfBounds))?;
         let misaligned = |_| err(TensorFault::Misaligned);
-        let data = match rec.u8(0) {
-            1 => Data::F32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
-            2 => Data::I8(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
-            3 => Data::I32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
-            4 => Data::I8Pairs(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
-            c => return Err(err(TensorFault::UnknownDtype(c))),
+        let data = match DType::from_u8(rec.dtype) {
+            Some(DType::F32) => Data::F32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            Some(DType::I8) => Data::I8(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            Some(DType::I32) => Data::I32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            Some(DType::I8Pair) => {
+                Data::I8Pairs(bytemuck::try_cast_slice(raw).map_err(misaligned)?)
+            }
+            None => return Err(err(TensorFault::UnknownDtype(rec.dtype))),
         };
-        Ok((rec.u8(2), data))
+        Ok((rec.block_rows, data))
     }
 
     /// Tensor `id`, in the role `role`, must exist and be of `dtype`
@@ -440,46 +468,35 @@ impl<'a> Model<'a> {
     pub(super) fn decode_layer(&self, i: usize, expected: Option<Shape>) -> Res<Layer<'a>> {
         let fault = |f| layer_err(i, f);
         let rec = self
-            .record::<LAYER_LEN>(self.layer_table, self.layer_count, i)
+            .record::<RawLayer>(self.layer_table, self.layer_count, i)
             .ok_or(fault(LayerFault::InputShape))?;
-        let activation = activation_from_code(rec.u8(1))
-            .ok_or(fault(LayerFault::UnknownActivation(rec.u8(1))))?;
+        let activation = ActCode::from_u8(rec.activation)
+            .ok_or(fault(LayerFault::UnknownActivation(rec.activation)))?
+            .activation();
         let (input, output) = layer_shapes(rec);
-        let g = |at: usize| usize::from(rec.u8(at));
-        let window = Window {
-            kernel_h: g(16),
-            kernel_w: g(17),
-            stride_h: g(18),
-            stride_w: g(19),
-            padding: Padding {
-                top: g(20),
-                bottom: g(21),
-                left: g(22),
-                right: g(23),
-            },
-        };
+        let window = window_of(rec.window);
         let (ih, iw, ic) = (input.h, input.w, input.c);
-        let op = match rec.u8(0) {
-            1 => Op::Dense(Dense {
+        let op = match OpCode::from_u8(rec.op) {
+            Some(OpCode::Dense) => Op::Dense(Dense {
                 inputs: usize::try_from(ih as u64 * iw as u64 * ic as u64)
                     .map_err(|_| fault(LayerFault::Geometry))?,
                 outputs: output.c,
             }),
-            2 => Op::Conv(Conv2d {
+            Some(OpCode::Conv2d) => Op::Conv(Conv2d {
                 in_h: ih,
                 in_w: iw,
                 in_c: ic,
                 out_c: output.c,
                 window,
             }),
-            3 => Op::Depthwise(DepthwiseConv2d {
+            Some(OpCode::Depthwise) => Op::Depthwise(DepthwiseConv2d {
                 in_h: ih,
                 in_w: iw,
                 channels: ic,
                 window,
             }),
-            code @ (4 | 5) => Op::Pool(Pool2d {
-                kind: if code == 4 {
+            Some(code @ (OpCode::MaxPool | OpCode::AvgPool)) => Op::Pool(Pool2d {
+                kind: if code == OpCode::MaxPool {
                     PoolKind::Max
                 } else {
                     PoolKind::Average
@@ -489,24 +506,18 @@ impl<'a> Model<'a> {
                 channels: ic,
                 window,
             }),
-            6 => Op::GlobalAvgPool,
-            7 => Op::Activation,
-            other => return Err(fault(LayerFault::UnknownOp(other))),
+            Some(OpCode::GlobalAvgPool) => Op::GlobalAvgPool,
+            Some(OpCode::Activation) => Op::Activation,
+            None => return Err(fault(LayerFault::UnknownOp(rec.op))),
         };
-        let ids = [
-            rec.u16(24),
-            rec.u16(26),
-            rec.u16(28),
-            rec.u16(30),
-            rec.u16(32),
-        ];
+        let ids = rec.tensors;
         if let Some(expected) = expected {
             self.check_layer(rec, &op, activation, expected, &ids)
                 .map_err(fault)?;
         }
         // The tensors, as their records say (checked above, or by `parse`):
         // one loop around one inlined copy of the lookup.
-        let mut slots = [None; 5];
+        let mut slots = [None; SLOTS];
         let mut k = 0;
         while let (Some(&id), Some(slot)) = (ids.get(k), slots.get_mut(k)) {
             k = step(k);
@@ -514,40 +525,39 @@ impl<'a> Model<'a> {
                 *slot = Some(self.tensor_slice(id)?);
             }
         }
-        let requant = match (slots[2], slots[3]) {
+        let requant = match (
+            slots[Slot::Multiplier as usize],
+            slots[Slot::Shift as usize],
+        ) {
             (Some((_, Data::I32(m))), Some((_, Data::I32(s)))) => Some((m, s)),
             _ => None,
         };
-        let table = match slots[4] {
+        let table = match slots[Slot::Table as usize] {
             Some((_, Data::I8(t))) => t.try_into().ok(),
             _ => None,
         };
-        // The memory plan: even layers read at 0 and write at the end, odd
-        // layers the reverse (`parse` checked that the arena holds both).
-        let arena = self.header.arena_bytes as u64;
-        let end = |s: Shape| arena.saturating_sub(region_bytes(self.header.kind, s)) as usize;
-        let (in_offset, out_offset) = if i % 2 == 0 {
-            (0, end(output))
-        } else {
-            (end(input), 0)
-        };
+        // The memory plan (`parse` checked that the arena holds every layer).
+        let kind = self.header.kind;
+        let arena = self.header.arena_bytes;
+        let (in_offset, out_offset) = plan::offsets(kind, arena, i, input, output)
+            .ok_or_else(|| arena_mismatch(arena, plan::layer_need(kind, input, output)))?;
         Ok(Layer {
             op,
             activation,
-            zp_folded: rec.u16(2) & LAYER_ZP_FOLDED != 0,
+            zp_folded: rec.flags & LAYER_ZP_FOLDED != 0,
             input,
             output,
-            weights: slots[0].map(|(_, d)| d),
-            block_rows: slots[0].map_or(0, |(r, _)| usize::from(r)),
-            bias: slots[1].map(|(_, d)| d),
+            weights: slots[Slot::Weight as usize].map(|(_, d)| d),
+            block_rows: slots[Slot::Weight as usize].map_or(0, |(r, _)| usize::from(r)),
+            bias: slots[Slot::Bias as usize].map(|(_, d)| d),
             requant,
             table,
             quant: QuantOut {
-                scale: rec.f32(36),
-                zero_point: rec.i32(40),
-                requant_zero_point: rec.i32(44),
-                clamp_min: rec.i32(48),
-                clamp_max: rec.i32(52),
+                scale: rec.output_scale,
+                zero_point: rec.output_zero_point,
+                requant_zero_point: rec.requant_zero_point,
+                clamp_min: rec.clamp_min,
+                clamp_max: rec.clamp_max,
             },
             in_offset,
             out_offset,
@@ -563,11 +573,11 @@ impl<'a> Model<'a> {
     #[inline(never)]
     fn check_layer(
         &self,
-        rec: Rec<'_, LAYER_LEN>,
+        rec: &RawLayer,
         op: &Op,
         activation: Option<Activation>,
         expected: Shape,
-        ids: &[u16; 5],
+        ids: &[u16; SLOTS],
     ) -> Result<(), LayerFault> {
         let (input, output) = layer_shapes(rec);
         let int8 = self.header.kind == Kind::Int8;
@@ -577,44 +587,26 @@ impl<'a> Model<'a> {
         if output.is_empty() {
             return Err(LayerFault::OutputShape);
         }
-        if rec.u16(34) != 0 || rec.u32(56) != 0 || rec.u32(60) != 0 {
+        if rec.reserved0 != 0 || rec.reserved1 != [0; 2] {
             return Err(LayerFault::Reserved);
         }
         // The window's output size (zero stride, zero kernel, kernel beyond
         // the padded input: Geometry); ops without a window have none.
-        // Per op: the weights' dims, the multiply-accumulates per output
-        // (int8: at most 60,000, so that |acc| fits i32) and the channels
-        // of the output.
-        let (window, wdims, taps, channels) = match *op {
-            Op::Dense(d) => (None, [d.outputs, d.inputs, 1, 1], d.inputs, d.outputs),
-            Op::Conv(c) => {
-                let w = c.window;
-                let taps = w.kernel_h * w.kernel_w * c.in_c;
-                (
-                    Some(w),
-                    [c.out_c, w.kernel_h, w.kernel_w, c.in_c],
-                    taps,
-                    c.out_c,
-                )
-            }
-            Op::Depthwise(d) => {
-                let w = d.window;
-                let taps = w.kernel_h * w.kernel_w;
-                (
-                    Some(w),
-                    [w.kernel_h, w.kernel_w, d.channels, 1],
-                    taps,
-                    d.channels,
-                )
-            }
-            Op::Pool(p) => (Some(p.window), [0; 4], 0, p.channels),
-            Op::GlobalAvgPool | Op::Activation => (None, [0; 4], 0, input.c),
+        // Per op: the multiply-accumulates per output (int8: at most
+        // `MAX_ACC_TAPS`, so that |acc| fits i32) and the output channels.
+        let window = op.window();
+        let (taps, channels) = match *op {
+            Op::Dense(d) => (d.inputs, d.outputs),
+            Op::Conv(c) => (c.window.kernel_h * c.window.kernel_w * c.in_c, c.out_c),
+            Op::Depthwise(d) => (d.window.kernel_h * d.window.kernel_w, d.channels),
+            Op::Pool(p) => (0, p.channels),
+            Op::GlobalAvgPool | Op::Activation => (0, input.c),
         };
         let (oh, ow) = match window {
             Some(w) => w
                 .output_hw(input.h, input.w)
                 .map_err(|_| LayerFault::Geometry)?,
-            None if rec.u32(16) | rec.u32(20) != 0 => return Err(LayerFault::Geometry),
+            None if rec.window != [0; 8] => return Err(LayerFault::Geometry),
             None => (1, 1),
         };
         let computed = if matches!(op, Op::Activation) {
@@ -631,10 +623,10 @@ impl<'a> Model<'a> {
         {
             return Err(LayerFault::ActivationNotAllowed);
         }
-        let blocked = matches!(op, Op::Dense(_) | Op::Conv(_));
+        let blocked = op.is_blocked();
         let weighted = blocked || matches!(op, Op::Depthwise(_));
         // A folded zero point needs every tap in bounds (no padding).
-        let flags = rec.u16(2);
+        let flags = rec.flags;
         if flags & !LAYER_ZP_FOLDED != 0
             || (flags != 0
                 && !(int8 && blocked && window.is_none_or(|w| w.padding == Padding::NONE)))
@@ -663,42 +655,42 @@ impl<'a> Model<'a> {
             weighted && int8,
             int8 && saturating && (weighted || matches!(op, Op::Activation)),
         ];
-        let u = |v: usize| u32::try_from(v).unwrap_or(0); // 0: never a valid dim
-        let c = u(channels);
-        let mut r = 1u32;
-        let roles = [
-            Role::Weight,
-            Role::Bias,
-            Role::Multiplier,
-            Role::Shift,
-            Role::Table,
-        ];
+        let mut r = 0usize;
         let mut k = 0;
-        while let (Some(&id), Some(&need), Some(&role)) = (ids.get(k), needs.get(k), roles.get(k)) {
+        while let (Some(&id), Some(&need), Some(&slot)) =
+            (ids.get(k), needs.get(k), Slot::ALL.get(k))
+        {
             k = step(k);
+            let role = slot.role();
             if !need {
                 if id != NO_TENSOR {
                     return Err(LayerFault::UnexpectedTensor(role));
                 }
                 continue;
             }
-            let (dtype, dims) = match role {
-                Role::Weight => (if int8 { DType::I8 } else { DType::F32 }, wdims.map(u)),
-                Role::Bias => (
-                    if int8 { DType::I32 } else { DType::F32 },
-                    [c.div_ceil(r) * r, 1, 1, 1],
-                ),
-                Role::Multiplier | Role::Shift => (DType::I32, [c, 1, 1, 1]),
-                _ => (DType::I8, [256, 1, 1, 1]),
+            let dtype = match slot {
+                Slot::Weight if int8 => DType::I8,
+                Slot::Bias if int8 => DType::I32,
+                Slot::Weight | Slot::Bias => DType::F32,
+                Slot::Multiplier | Slot::Shift => DType::I32,
+                Slot::Table => DType::I8,
             };
-            let rows = self.want(id, role, dtype, blocked && role == Role::Weight, dims)?;
-            if role == Role::Weight {
-                r = u32::from(rows.max(1));
+            let dims = op
+                .tensor_dims(slot, r)
+                .ok_or(LayerFault::TensorKind(role))?;
+            let rows = self.want(id, role, dtype, blocked && slot == Slot::Weight, dims)?;
+            if slot == Slot::Weight {
+                r = usize::from(rows);
             }
         }
 
-        let q = [rec.i32(40), rec.i32(44), rec.i32(48), rec.i32(52)];
-        let scale = rec.f32(36);
+        let q = [
+            rec.output_zero_point,
+            rec.requant_zero_point,
+            rec.clamp_min,
+            rec.clamp_max,
+        ];
+        let scale = rec.output_scale;
         let q_ok = if int8 {
             positive(scale) && q.iter().all(|v| (-128..=127).contains(v)) && q[2] <= q[3]
         } else {
@@ -708,19 +700,15 @@ impl<'a> Model<'a> {
             return Err(LayerFault::Quantization);
         }
         if weighted && int8 {
-            if taps > 60_000 {
+            if taps > MAX_ACC_TAPS {
                 return Err(LayerFault::AccumulatorRange);
             }
-            // Multipliers 0 or in [2^30, 2^31), shifts in [-31, 30].
-            use crate::kernels::requant::{multiplier_ok, shift_ok};
-            if let (Ok((_, Data::I32(m))), Ok((_, Data::I32(s)))) =
-                (self.tensor_data(ids[2]), self.tensor_data(ids[3]))
-            {
-                for (&m, &s) in m.iter().zip(s) {
-                    unroll_barrier();
-                    if !(multiplier_ok(m) && shift_ok(s)) {
-                        return Err(LayerFault::Quantization);
-                    }
+            if let (Ok((_, Data::I32(m))), Ok((_, Data::I32(s)))) = (
+                self.tensor_data(ids[Slot::Multiplier as usize]),
+                self.tensor_data(ids[Slot::Shift as usize]),
+            ) {
+                if !requant_ok(m, s) {
+                    return Err(LayerFault::Quantization);
                 }
             }
         }
@@ -732,27 +720,31 @@ impl<'a> Model<'a> {
     pub(super) fn decode_bn(&self, j: usize, check: bool) -> Res<BnRecord<'a>> {
         let fault = |f| bn_err(j, f);
         let rec = self
-            .record::<BN_LEN>(self.bn_table, self.bn_count, j)
+            .record::<RawBn>(self.bn_table, self.bn_count, j)
             .ok_or(fault(LayerFault::InputShape))?;
         // The layer it was folded into (its record validated by `parse`
         // before any BN record): its op and output channels.
-        let li = usize::from(rec.u16(0));
+        let li = usize::from(rec.layer);
         let layer = self
-            .record::<LAYER_LEN>(self.layer_table, self.layer_count, li)
+            .record::<RawLayer>(self.layer_table, self.layer_count, li)
             .ok_or(fault(LayerFault::InputShape))?;
-        let ids = [rec.u16(2), rec.u16(4), rec.u16(6), rec.u16(8)];
-        let eps = rec.f32(12);
+        let ids = rec.tensors;
+        let eps = rec.eps;
         if check {
-            if !matches!(layer.u8(0), 1..=3) {
+            let weighted = matches!(
+                OpCode::from_u8(layer.op),
+                Some(OpCode::Dense | OpCode::Conv2d | OpCode::Depthwise)
+            );
+            if !weighted {
                 return Err(fault(LayerFault::UnexpectedTensor(Role::BnParam)));
             }
-            if rec.u16(10) != 0 {
+            if rec.reserved0 != 0 {
                 return Err(fault(LayerFault::Reserved));
             }
             if !positive(eps) {
                 return Err(fault(LayerFault::Quantization));
             }
-            let dims = [u32::from(layer.u16(14)), 1, 1, 1];
+            let dims = [u32::from(layer.output[2]), 1, 1, 1];
             let mut k = 0;
             while let Some(&id) = ids.get(k) {
                 k = step(k);
@@ -769,7 +761,7 @@ impl<'a> Model<'a> {
                 _ => return Err(fault(LayerFault::TensorKind(Role::BnParam))),
             }
         }
-        if check && out[3].iter().any(|v| v.is_nan() || *v < 0.0) {
+        if check && !var_ok(out[3]) {
             return Err(fault(LayerFault::TensorKind(Role::BnParam)));
         }
         Ok(BnRecord {

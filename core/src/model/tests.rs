@@ -1,7 +1,12 @@
 //! Compiled only under `#[cfg(test)]` (see `mod tests;` in model/mod.rs).
 //!
-//! Parser tests: a small independent writer of FORMAT.md builds valid files,
-//! then each rule is broken on purpose. Robustness: truncation, bit flips
+//! Parser and writer tests. [`Builder`] is a deliberately independent
+//! oracle: a second, minimal writer of FORMAT.md that spells every offset
+//! and code by hand from the spec's tables and shares nothing with
+//! `layout.rs` or `write.rs`, so that the parser and the writer are held to
+//! the document rather than to each other. It builds valid files; each
+//! rule is then broken on purpose; the writer must reproduce its files byte
+//! for byte. Robustness: truncation, bit flips
 //! (with and without a refreshed CRC, so that validation past the CRC is
 //! exercised) and splices must give an `Err` or a model that runs.
 
@@ -62,13 +67,15 @@ impl Builder {
         let lt = 64;
         let tt = lt + 64 * self.layers.len();
         let bt = tt + 32 * self.tensors.len();
-        let mut data_at = round16(bt + 16 * self.bn.len());
+        // Data from the next 16-aligned offset, each tensor 16-aligned; the
+        // file ends where the last tensor does.
+        let mut end = bt + 16 * self.bn.len();
         let mut offsets = Vec::new();
         for t in &self.tensors {
-            offsets.push(data_at);
-            data_at = round16(data_at + t.data.len());
+            offsets.push(round16(end));
+            end = round16(end) + t.data.len();
         }
-        let size = data_at.max(bt + 16 * self.bn.len());
+        let size = end;
         let mut b = vec![0u8; size];
         let put = |b: &mut Vec<u8>, at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
         let el = if self.int8 { 1 } else { 4 };
@@ -565,7 +572,7 @@ fn tensor_errors() {
     expect_raw(
         &b,
         |v| {
-            let past = (v.len() as u32 + 16).to_le_bytes();
+            let past = (round16(v.len()) as u32 + 16).to_le_bytes();
             v[tt + 32 + 20..tt + 32 + 24].copy_from_slice(&past)
         },
         t(1, TensorFault::OutOfBounds),
@@ -1001,5 +1008,274 @@ proptest! {
         }
         let flips: Vec<(usize, u8)> = flips.into_iter().map(|(i, x)| (i % v.len(), x)).collect();
         mutate_and_parse(&v, &flips, fix_crc, cut.map(|c| c % (v.len() + 1)));
+    }
+}
+
+// ------------------------------------------------------------------ writer
+
+/// A 16-aligned buffer of `len` bytes (as `u128` words).
+fn buffer(len: usize) -> Vec<u128> {
+    vec![0u128; len.div_ceil(16)]
+}
+
+/// The writer's file for the model `bytes` describes (parsed, then
+/// described through `LayerDesc::from` / `BnDesc::from`).
+fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, WriteError> {
+    let store = aligned(bytes);
+    let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+    let layers: Vec<LayerDesc<'_>> = m.layers().map(|l| LayerDesc::from(&l.unwrap())).collect();
+    let bn: Vec<BnDesc<'_>> = m.bn_records().map(|b| BnDesc::from(&b.unwrap())).collect();
+    let desc = ModelDesc::of(&m, &layers, &bn);
+    let len = write::required_len(&desc)?;
+    let mut out = buffer(len);
+    let n = write::write(&desc, bytemuck::cast_slice_mut(&mut out))?;
+    assert_eq!(n, len);
+    Ok(bytemuck::cast_slice::<u128, u8>(&out)[..n].to_vec())
+}
+
+#[test]
+fn the_writer_reproduces_the_independent_oracle_byte_for_byte() {
+    for (name, b) in [
+        ("f32 MLP with BN", f32_mlp()),
+        ("int8 CNN", int8_cnn()),
+        ("int8 CNN, pair weights", with_pairs(&int8_cnn())),
+    ] {
+        let bytes = b.build();
+        assert_eq!(rewrite(&bytes).unwrap(), bytes, "{name}");
+    }
+}
+
+/// `f32_mlp()` parsed, its descriptions handed to `f`, the result written.
+fn write_mlp_with(f: impl FnOnce(&mut ModelDesc<'_>, &mut Vec<u128>)) -> Result<usize, WriteError> {
+    let bytes = f32_mlp().build();
+    let store = aligned(&bytes);
+    let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+    let layers: Vec<LayerDesc<'_>> = m.layers().map(|l| LayerDesc::from(&l.unwrap())).collect();
+    let bn: Vec<BnDesc<'_>> = m.bn_records().map(|b| BnDesc::from(&b.unwrap())).collect();
+    let mut desc = ModelDesc::of(&m, &layers, &bn);
+    let mut out = buffer(bytes.len());
+    f(&mut desc, &mut out);
+    write::write(&desc, bytemuck::cast_slice_mut(&mut out))
+}
+
+#[test]
+fn writer_errors_are_specific() {
+    let len = f32_mlp().build().len();
+    assert_eq!(write_mlp_with(|_, _| {}), Ok(len));
+    // Buffer too small, misaligned.
+    assert_eq!(
+        write_mlp_with(|_, out| out.truncate(1)),
+        Err(WriteError::BufferTooSmall {
+            needed: len,
+            actual: 16
+        })
+    );
+    let bytes = f32_mlp().build();
+    let store = aligned(&bytes);
+    let m = Model::parse(&bytemuck::cast_slice::<u32, u8>(&store)[..bytes.len()]).unwrap();
+    let layers: Vec<LayerDesc<'_>> = m.layers().map(|l| LayerDesc::from(&l.unwrap())).collect();
+    let desc = ModelDesc::of(&m, &layers, &[]);
+    let mut out = buffer(len + 16);
+    let shifted = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut out)[1..];
+    assert_eq!(
+        write::write(&desc, shifted),
+        Err(WriteError::BufferMisaligned)
+    );
+    // Counts.
+    let none = ModelDesc::of(&m, &[], &[]);
+    assert_eq!(write::required_len(&none), Err(WriteError::LayerCount(0)));
+    let many = vec![layers[1]; MAX_LAYERS + 1];
+    let many = ModelDesc::of(&m, &many, &[]);
+    assert_eq!(
+        write::required_len(&many),
+        Err(WriteError::LayerCount(MAX_LAYERS + 1))
+    );
+    let bn: Vec<BnDesc<'_>> = (0..=layout::MAX_BN)
+        .map(|_| BnDesc::from(&m.bn_record(0).unwrap()))
+        .collect();
+    assert_eq!(
+        write::required_len(&ModelDesc::of(&m, &layers, &bn)),
+        Err(WriteError::BnCount(layout::MAX_BN + 1))
+    );
+    // Shapes that do not chain: the parser's verdict, naming the layer.
+    assert_eq!(
+        write_mlp_with(|d, _| {
+            let mut l = d.layers.to_vec();
+            // 5 features as 5×1×1 instead of the first layer's 1×1×5.
+            l[1].input = Shape::nhwc(1, 5, 1, 1);
+            d.layers = Vec::leak(l);
+        }),
+        Err(WriteError::Invalid(ModelError::Layer {
+            index: 1,
+            fault: LayerFault::InputShape
+        }))
+    );
+    // A field too wide for the format.
+    assert_eq!(
+        write_mlp_with(|d, _| d.classes = 70_000),
+        Err(WriteError::Field {
+            layer: None,
+            field: Field::Classes
+        })
+    );
+    // A tensor of the wrong kind: int8 weights in an f32 file.
+    assert_eq!(
+        write_mlp_with(|d, _| {
+            let mut l = d.layers.to_vec();
+            l[0].weights = Some(Data::I8(Vec::leak(vec![0i8; 32])));
+            d.layers = Vec::leak(l);
+        }),
+        Err(WriteError::Invalid(ModelError::Layer {
+            index: 0,
+            fault: LayerFault::TensorKind(Role::Weight)
+        }))
+    );
+    // A bias not padded to whole blocks.
+    assert_eq!(
+        write_mlp_with(|d, _| {
+            let mut l = d.layers.to_vec();
+            l[0].bias = Some(Data::F32(Vec::leak(vec![0.0f32; 5])));
+            d.layers = Vec::leak(l);
+        }),
+        Err(WriteError::Invalid(ModelError::Layer {
+            index: 0,
+            fault: LayerFault::TensorKind(Role::Bias)
+        }))
+    );
+}
+
+/// `bytes` in a 16-aligned buffer, and its length.
+fn owned(bytes: &[u8]) -> (Vec<u128>, usize) {
+    let mut store = buffer(bytes.len());
+    bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..bytes.len()].copy_from_slice(bytes);
+    (store, bytes.len())
+}
+
+#[test]
+fn in_place_updates_keep_the_file_valid_or_leave_it_unchanged() {
+    // int8: a new bias changes the outputs; the file still parses.
+    let (mut store, len) = owned(&int8_cnn().build());
+    let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+    let before = levels(file);
+    let bias_id = Model::parse(file).unwrap().layer(0).unwrap().tensor_ids[1];
+    let (desc, _) = Model::parse(file)
+        .unwrap()
+        .tensor(usize::from(bias_id))
+        .unwrap();
+    let new_bias = vec![5000i32; desc.logical_len()];
+    write::update_tensor(file, usize::from(bias_id), Data::I32(&new_bias)).unwrap();
+    assert!(Model::parse(file).is_ok());
+    assert_ne!(levels(file), before);
+    // Rejected updates leave every byte as it was.
+    let snapshot = file.to_vec();
+    let mult_id = usize::from(Model::parse(file).unwrap().layer(0).unwrap().tensor_ids[2]);
+    let cases: [(usize, Data<'_>, WriteError); 5] = [
+        (999, Data::I32(&[0]), WriteError::NoTensor(999)),
+        (
+            usize::from(bias_id),
+            Data::F32(&[0.0; 4]),
+            WriteError::WrongData(usize::from(bias_id)),
+        ),
+        (
+            usize::from(bias_id),
+            Data::I32(&[0; 3]),
+            WriteError::WrongData(usize::from(bias_id)),
+        ),
+        // A multiplier below 2^30 (and not 0): out of the Q31 range.
+        (
+            mult_id,
+            Data::I32(&[12345; 3]),
+            WriteError::BadValues(mult_id),
+        ),
+        (mult_id, Data::I32(&[-1; 3]), WriteError::BadValues(mult_id)),
+    ];
+    for (id, values, want) in cases {
+        assert_eq!(write::update_tensor(file, id, values), Err(want));
+        assert_eq!(file, &snapshot[..]);
+    }
+    // Pair words must stay pairs.
+    let (mut store, len) = owned(&with_pairs(&int8_cnn()).build());
+    let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+    let w = usize::from(Model::parse(file).unwrap().layer(0).unwrap().tensor_ids[0]);
+    let (desc, _) = Model::parse(file).unwrap().tensor(w).unwrap();
+    let words = vec![i32::MAX; desc.len as usize / 4];
+    assert_eq!(
+        write::update_tensor(file, w, Data::I8Pairs(&words)),
+        Err(WriteError::BadValues(w))
+    );
+
+    // f32: a BN record's statistics and ε.
+    let (mut store, len) = owned(&f32_mlp().build());
+    let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+    let state = |var: &'static [f32], eps| crate::batchnorm::BnState {
+        gamma: &[2.0; 5],
+        beta: &[0.5; 5],
+        mean: &[0.25; 5],
+        var,
+        eps,
+    };
+    write::update_bn(file, 0, state(&[3.0; 5], 1e-3)).unwrap();
+    let m = Model::parse(file).unwrap();
+    let b = m.bn_record(0).unwrap();
+    assert_eq!(
+        (b.gamma, b.beta, b.mean, b.var, b.eps),
+        (
+            &[2.0; 5][..],
+            &[0.5; 5][..],
+            &[0.25; 5][..],
+            &[3.0; 5][..],
+            1e-3
+        )
+    );
+    let snapshot = file.to_vec();
+    let var_id = usize::from(b.tensor_ids[3]);
+    for (j, s, want) in [
+        (1, state(&[1.0; 5], 1e-3), WriteError::NoBn(1)),
+        (0, state(&[1.0; 4], 1e-3), WriteError::WrongData(var_id)),
+        (0, state(&[-1.0; 5], 1e-3), WriteError::BadValues(var_id)),
+        (0, state(&[1.0; 5], 0.0), WriteError::BadValues(var_id)),
+    ] {
+        assert_eq!(write::update_bn(file, j, s), Err(want));
+        assert_eq!(file, &snapshot[..]);
+    }
+    // A damaged file is refused, not repaired.
+    file[100] ^= 1;
+    assert!(matches!(
+        write::update_bn(file, 0, state(&[1.0; 5], 1e-3)),
+        Err(WriteError::Invalid(ModelError::CrcMismatch { .. }))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Any update of any tensor with arbitrary values of its dtype and
+    /// length leaves a file that parses, or an `Err` and the file as it was.
+    #[test]
+    fn random_updates_never_break_a_file(
+        pairs in any::<bool>(),
+        pick in any::<prop::sample::Index>(),
+        words in prop::collection::vec(any::<i32>(), 256),
+    ) {
+        let b = if pairs { with_pairs(&int8_cnn()) } else { int8_cnn() };
+        let (mut store, len) = owned(&b.build());
+        let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+        let m = Model::parse(file).unwrap();
+        let id = pick.index(m.tensor_count());
+        let (desc, _) = m.tensor(id).unwrap();
+        let n = desc.len as usize / desc.dtype.size();
+        let bytes: Vec<i8> = words.iter().map(|&w| w as i8).collect();
+        let floats: Vec<f32> = words.iter().map(|&w| f32::from_bits(w as u32)).collect();
+        let values = match desc.dtype {
+            DType::I8 => Data::I8(&bytes[..n]),
+            DType::I32 => Data::I32(&words[..n]),
+            DType::I8Pair => Data::I8Pairs(&words[..n / 2]),
+            DType::F32 => Data::F32(&floats[..n]),
+        };
+        let snapshot = file.to_vec();
+        match write::update_tensor(file, id, values) {
+            Ok(()) => prop_assert!(Model::parse(file).is_ok()),
+            Err(_) => prop_assert_eq!(&file[..], &snapshot[..]),
+        }
     }
 }
