@@ -52,7 +52,7 @@ use crate::cli::DataArgs;
 use crate::export::device::{self, Device, Logits, ModelBytes};
 use crate::export::ncm::{write_int8_form, WeightForm};
 use crate::export::{calibrate, fold, input_params, quantize, write_f32, ExportError};
-use crate::model::Init;
+use crate::network::Init;
 use crate::spec;
 use crate::train::{Schedule, TrainConfig, Trainer};
 use anyhow::{bail, ensure, Context, Result};

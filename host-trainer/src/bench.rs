@@ -8,7 +8,7 @@
 //! Times are wall-clock medians of `--repeats` runs, after a warm-up.
 
 use crate::data::Dataset;
-use crate::model::Init;
+use crate::network::Init;
 use crate::spec::preset;
 use crate::train::{Schedule, TrainConfig, Trainer};
 use anyhow::Result;

@@ -14,7 +14,7 @@
 //! disk, then renamed over the target, so an interrupted write never leaves
 //! a half-written checkpoint behind under the real name.
 
-use crate::model::Network;
+use crate::network::Network;
 use crate::spec::NetworkSpec;
 use crate::train::{TrainConfig, Trainer};
 use normcore::Rng;
@@ -219,7 +219,7 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
     }
     let mut net = Network::new(
         header.spec.clone(),
-        crate::model::Init::Xavier,
+        crate::network::Init::Xavier,
         &mut Rng::new(0),
     )
     .map_err(|e| format!("saved network is invalid: {e}"))?;
@@ -277,7 +277,7 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
 mod tests {
     use super::*;
     use crate::data::{builtin_digits_split, Dataset};
-    use crate::model::Init;
+    use crate::network::Init;
     use crate::spec::{preset, LayerSpec};
     use crate::train::Schedule;
 

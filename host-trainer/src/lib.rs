@@ -12,7 +12,7 @@ pub mod data;
 pub mod device_eval;
 pub mod export;
 pub mod fastgemm;
-pub mod model;
+pub mod network;
 pub mod reproduce;
 pub mod spec;
 pub mod train;

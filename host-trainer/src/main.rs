@@ -6,7 +6,7 @@ use normcore_trainer::{assets, bench, checkpoint, export, reproduce, spec, train
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use normcore_trainer::model::Init;
+use normcore_trainer::network::Init;
 use spec::NetworkSpec;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -10,7 +10,7 @@
 //!   with BN and sigmoid instead of ReLU.
 
 use crate::cli::{progress, Data, DataArgs};
-use crate::model::Init;
+use crate::network::Init;
 use crate::spec::{LayerSpec, NetworkSpec, Op};
 use crate::train::{Schedule, TrainConfig, TrainError, Trainer};
 use anyhow::{Context, Result};
@@ -174,7 +174,7 @@ fn eval_with_percentiles(t: &mut Trainer, data: &Data, unit: usize) -> Result<(f
         "--unit {unit} is not below the layer width {width}"
     );
     let mut values = Vec::with_capacity(data.test.len());
-    let mut probe = |ws: &crate::model::Workspace| {
+    let mut probe = |ws: &crate::network::Workspace| {
         values.extend(
             ws.activation(layer, width)
                 .chunks_exact(width)

@@ -2,7 +2,7 @@
 //! evaluation, and the whole state a checkpoint saves.
 
 use crate::data::Dataset;
-use crate::model::{Init, Mode, ModelError, Network, Workspace};
+use crate::network::{Init, Mode, Network, NetworkError, Workspace};
 use normcore::{Rng, Sgd};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -129,7 +129,7 @@ impl TrainConfig {
 pub enum TrainError {
     /// The network could not run.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Network(#[from] NetworkError),
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: loss is {loss}; lower the learning rate (now {lr}) or add BN")]
     Diverged {
@@ -744,7 +744,7 @@ mod tests {
         let mut t = Trainer::new(tiny(), Init::He, cfg(4, 0.1, 1), 1).unwrap();
         let e = t.train_step(&train).unwrap_err();
         assert!(
-            matches!(e, TrainError::Model(_) | TrainError::Mismatch(_)),
+            matches!(e, TrainError::Network(_) | TrainError::Mismatch(_)),
             "{e}"
         );
         let e = check_data(&t.net, &train).unwrap_err().to_string();

@@ -14,7 +14,7 @@
 //! naming the layer.
 
 use super::ExportError;
-use crate::model::Network;
+use crate::network::Network;
 use crate::spec::{Hwc, Op};
 use normcore::layers::Activation;
 

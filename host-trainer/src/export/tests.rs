@@ -14,7 +14,7 @@ use super::quant::{
 use super::reference::{requantize, round_div};
 use super::ExportError;
 use crate::data::{builtin_digits_split, Dataset};
-use crate::model::{Init, Mode, Network};
+use crate::network::{Init, Mode, Network};
 use crate::spec::{preset, Hwc, NetworkSpec, Op};
 use crate::train::{Schedule, TrainConfig, Trainer};
 use normcore::kernels::quantize_multiplier;

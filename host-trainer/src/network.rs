@@ -153,7 +153,7 @@ pub struct Workspace {
 
 /// Errors from running a network.
 #[derive(Debug, thiserror::Error)]
-pub enum ModelError {
+pub enum NetworkError {
     /// The description does not chain.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -182,8 +182,8 @@ pub enum ModelError {
     Threads(usize, String),
 }
 
-fn kernel(layer: usize) -> impl Fn(CoreError) -> ModelError {
-    move |source| ModelError::Kernel {
+fn kernel(layer: usize) -> impl Fn(CoreError) -> NetworkError {
+    move |source| NetworkError::Kernel {
         layer: layer + 1,
         source,
     }
@@ -209,7 +209,7 @@ fn chunks_mut(data: &mut [f32], n: usize, per: usize, t: usize) -> Vec<(usize, &
 
 impl Network {
     /// Build a network from its description with freshly initialised weights.
-    pub fn new(spec: NetworkSpec, init: Init, rng: &mut Rng) -> Result<Self, ModelError> {
+    pub fn new(spec: NetworkSpec, init: Init, rng: &mut Rng) -> Result<Self, NetworkError> {
         let resolved = spec.resolve()?;
         let layers = resolved
             .into_iter()
@@ -271,14 +271,14 @@ impl Network {
     }
 
     /// A workspace for batches of up to `capacity` samples on `threads` threads.
-    pub fn workspace(&self, capacity: usize, threads: usize) -> Result<Workspace, ModelError> {
+    pub fn workspace(&self, capacity: usize, threads: usize) -> Result<Workspace, NetworkError> {
         let threads = threads.max(1);
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
-                    .map_err(|e| ModelError::Threads(threads, e.to_string()))?,
+                    .map_err(|e| NetworkError::Threads(threads, e.to_string()))?,
             )
         } else {
             None
@@ -345,11 +345,11 @@ impl Network {
         ws: &'w mut Workspace,
         x: &[f32],
         mode: Mode<'_>,
-    ) -> Result<&'w [f32], ModelError> {
+    ) -> Result<&'w [f32], NetworkError> {
         let per = self.input().len();
         let n = x.len() / per.max(1);
         if n > ws.capacity || n * per != x.len() {
-            return Err(ModelError::Batch {
+            return Err(NetworkError::Batch {
                 n,
                 len: x.len().checked_div(n).unwrap_or(0),
                 capacity: ws.capacity,
@@ -391,7 +391,7 @@ impl Network {
                         )
                         .map_err(&err)?;
                     } else {
-                        let state = layer.bn_state().ok_or(ModelError::Kernel {
+                        let state = layer.bn_state().ok_or(NetworkError::Kernel {
                             layer: i + 1,
                             source: CoreError::InvalidParam(normcore::Param::Dimension),
                         })?;
@@ -451,10 +451,10 @@ impl Network {
         ws: &mut Workspace,
         x: &[f32],
         labels: &[u16],
-    ) -> Result<f32, ModelError> {
+    ) -> Result<f32, NetworkError> {
         let n = ws.n;
         if x.len() != n * self.input().len() {
-            return Err(ModelError::Batch {
+            return Err(NetworkError::Batch {
                 n,
                 len: x.len().checked_div(n).unwrap_or(0),
                 capacity: ws.capacity,
@@ -577,7 +577,7 @@ impl Network {
     /// One SGD update of every parameter from the last backward pass. Weight
     /// decay applies to dense/conv/depthwise weights only, not to biases or
     /// BN's γ and β.
-    pub fn sgd_step(&mut self, opt: &Sgd) -> Result<(), ModelError> {
+    pub fn sgd_step(&mut self, opt: &Sgd) -> Result<(), NetworkError> {
         for (i, l) in self.layers.iter_mut().enumerate() {
             if l.params.is_empty() {
                 continue;
@@ -1187,7 +1187,7 @@ mod tests {
             let x = vec![0.0; len];
             assert!(matches!(
                 net.forward(&mut ws, &x, Mode::Eval),
-                Err(ModelError::Batch { .. })
+                Err(NetworkError::Batch { .. })
             ));
         }
         let x = vec![0.0; 2 * per];
@@ -1196,11 +1196,11 @@ mod tests {
         // Labels out of range and an input that is not the forward pass's.
         assert!(matches!(
             net.backward(&mut ws, &x, &[0, 9]),
-            Err(ModelError::Kernel { .. })
+            Err(NetworkError::Kernel { .. })
         ));
         assert!(matches!(
             net.backward(&mut ws, &x[..per], &[0, 1]),
-            Err(ModelError::Batch { .. })
+            Err(NetworkError::Batch { .. })
         ));
     }
 
