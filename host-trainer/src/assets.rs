@@ -172,8 +172,8 @@ pub struct AssetArgs {
     pub out_dir: Option<PathBuf>,
     /// int8 dense/conv weight storage: auto (pair words per layer where
     /// they are faster), i8 or pairs; as `normcore export --weights`.
-    #[arg(long, value_enum, default_value_t = WeightForm::Auto)]
-    pub weights: WeightForm,
+    #[arg(long, value_enum, default_value_t = crate::cli::WeightsArg::Auto)]
+    pub weights: crate::cli::WeightsArg,
 }
 
 /// `--samples`: a positive count, or `all` (`usize::MAX`).
@@ -197,7 +197,7 @@ impl AssetArgs {
             samples: self.samples,
             seed: self.seed,
             threads: self.threads,
-            weights: self.weights,
+            weights: self.weights.into(),
             out_dir: self
                 .out_dir
                 .clone()

@@ -121,3 +121,27 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     );
     pb
 }
+
+/// `--weights`: how an int8 file stores its dense and conv weights (the
+/// command line's names for [`crate::export::ncm::WeightForm`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightsArg {
+    /// Per layer, pair words where they are faster, else bytes.
+    #[default]
+    Auto,
+    /// One byte per weight.
+    I8,
+    /// Two weights per 32-bit word (blocks of 4 rows).
+    Pairs,
+}
+
+impl From<WeightsArg> for crate::export::ncm::WeightForm {
+    fn from(w: WeightsArg) -> Self {
+        use crate::export::ncm::WeightForm;
+        match w {
+            WeightsArg::Auto => WeightForm::Auto,
+            WeightsArg::I8 => WeightForm::I8,
+            WeightsArg::Pairs => WeightForm::Pairs,
+        }
+    }
+}

@@ -15,8 +15,9 @@
 //!   check, and the calibration's source of ranges).
 //! - [`quant`]: calibration and int8 quantization (scales, zero points,
 //!   Q31 multipliers, activation tables; the input choice is documented there).
-//! - [`ncm`]: the file writer ([`FileDesc`](ncm::FileDesc) serialised
-//!   byte for byte), also re-writing a file parsed by core ([`ncm::rewrite`]).
+//! - [`ncm`]: the models in the file's stored form ([`ncm::StoredModel`]),
+//!   written by core's writer (`normcore::model::write`), also re-writing
+//!   a file parsed by core ([`ncm::rewrite`]).
 //! - [`device`]: the only reader: core's `Model::parse` on an aligned copy
 //!   and core's `Engine`, one sample at a time, as a device runs the file.
 //! - `reference` (tests only): an independent, naive integer reading of
@@ -92,6 +93,10 @@ pub enum ExportError {
     /// Core's parser or engine rejected a model file.
     #[error("model file: {0}")]
     Model(#[from] normcore::model::ModelError),
+    /// Core's writer refused the model (a field too wide for the format,
+    /// too many layers, or a rule of FORMAT.md the model would break).
+    #[error("model file: {0}")]
+    Write(#[from] normcore::model::WriteError),
 }
 
 /// Number format of the exported file.
@@ -146,8 +151,8 @@ pub struct ExportArgs {
     /// weights per 32-bit word, with --block-rows 4: twice the flash, about
     /// half the instructions per MAC on Cortex-M4 on long rows). All give
     /// the same outputs bit for bit.
-    #[arg(long, value_enum, default_value_t = ncm::WeightForm::Auto)]
-    weights: ncm::WeightForm,
+    #[arg(long, value_enum, default_value_t = crate::cli::WeightsArg::Auto)]
+    weights: crate::cli::WeightsArg,
     #[command(flatten)]
     data: crate::cli::DataArgs,
     /// Worker threads for the float evaluation.
@@ -222,7 +227,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let (input_q, choice) = input_params(&data.train)?;
     let (qm, notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
     let f32_bytes = write_f32(&folded, a.block_rows, data.train.pixel_scale)?;
-    let int8_bytes = ncm::write_int8_form(&qm, a.block_rows, a.weights)?;
+    let int8_bytes = ncm::write_int8_form(&qm, a.block_rows, a.weights.into())?;
     let check = "self-check of the written file";
     let f32_run = run_file(&f32_bytes, &data.test).context(check)?;
     let int8_run = run_file(&int8_bytes, &data.test).context(check)?;
@@ -351,7 +356,7 @@ fn shape_str(s: normcore::Shape) -> String {
 /// `normcore inspect FILE.ncm`: per-layer costs and the totals a device
 /// needs, read with core's parser (the device's own validation).
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<()> {
-    use normcore::model::{activation_bytes, Kind, Op};
+    use normcore::model::{plan, Kind, Op, Slot};
     let buf = ModelBytes::new(bytes);
     let model = buf
         .parse()
@@ -383,7 +388,7 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<()> {
         // Logical weights plus one bias per output channel (not the padding).
         let p = match l.op {
             Op::Dense(_) | Op::Conv(_) | Op::Depthwise(_) => {
-                let (w, _) = model.tensor(usize::from(l.tensor_ids[0]))?;
+                let (w, _) = model.tensor(usize::from(l.tensor_ids[Slot::Weight as usize]))?;
                 w.logical_len() + l.output.c
             }
             _ => 0,
@@ -392,7 +397,7 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<()> {
         params += p;
         macs += m;
         weights += wb;
-        let act_b = |s| activation_bytes(h.kind, s).unwrap_or(0);
+        let act_b = |s| plan::sample_bytes(h.kind, s).unwrap_or(0);
         println!(
             "{:>3}  {:<15} {:<8} {:>22} {:>9} {:>10} {:>10} {:>17}",
             i + 1,
