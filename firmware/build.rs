@@ -56,43 +56,40 @@ struct ModelHeader {
     crc: u32,
 }
 
+/// A `u16` field of `samples.bin` (its layout: `host-trainer/src/assets.rs`).
 fn u16_at(b: &[u8], at: usize) -> u32 {
     u32::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
+/// A `u32` field of `samples.bin`.
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// The few header fields used here; everything else `Model::parse`
-/// validates on the device at start-up.
+/// The header fields the firmware's build needs, from core's own parser
+/// (`Model::parse`, the device's validation, run on the host here), so a
+/// file the device would reject fails the build instead.
 fn model_header(b: &[u8]) -> Result<ModelHeader, String> {
-    if b.len() < 64 || &b[..4] != b"NCMF" {
-        return Err("not a normcore model file (magic)".into());
-    }
+    use normcore::model::{file_crc, Kind, Model};
+    // The parser reads in place: an aligned copy.
+    let mut words = vec![0u32; b.len().div_ceil(4)];
+    let aligned = &mut bytemuck_bytes(&mut words)[..b.len()];
+    aligned.copy_from_slice(b);
+    let m = Model::parse(aligned).map_err(|e| format!("not a valid model file: {e}"))?;
+    let h = m.header();
+    let u = |v: usize| u32::try_from(v).map_err(|_| format!("{v} does not fit u32"));
     Ok(ModelHeader {
-        int8: u16_at(b, 6) & 1 != 0,
-        arena: u32_at(b, 16),
-        classes: u16_at(b, 38),
-        features: u16_at(b, 40) * u16_at(b, 42) * u16_at(b, 44),
-        crc: u32_at(b, 12),
+        int8: h.kind == Kind::Int8,
+        arena: u(h.arena_bytes)?,
+        classes: u(h.classes)?,
+        features: u(h.input.sample_len().map_err(|e| e.to_string())?)?,
+        crc: file_crc(aligned),
     })
 }
 
-/// CRC-32 (zlib's), bit by bit: a build script has time.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc ^ 0xFFFF_FFFF
+/// The bytes of `words`.
+fn bytemuck_bytes(words: &mut [u32]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(words)
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
@@ -154,7 +151,7 @@ pub(crate) fn assets(dir: &Path, out: &Path) -> Result<(), String> {
             samples.len()
         ));
     }
-    if crc32(&samples[32..]) != u32_at(&samples, 28) {
+    if normcore::model::crc32(&samples[32..]) != u32_at(&samples, 28) {
         return Err("samples.bin: CRC mismatch (corrupt file)".into());
     }
     if (f as u32, c as u32) != (fh.features, fh.classes) {

@@ -9,74 +9,72 @@
 //! ```
 
 use normcore::engine::{self, Engine, Output};
-use normcore::model::{file_crc, Kind, Model, ModelError, HEADER_LEN, LAYER_LEN};
+use normcore::layers::Activation;
+use normcore::model::write::{self, LayerDesc, ModelDesc};
+use normcore::model::{Kind, Model, ModelError, Op, QuantOut};
+use normcore::Shape;
 
 /// Channels of the test model's input and output (its classes).
 const C: usize = 10;
-/// Bytes of the test model: the header and one layer record, no tensors.
-const FILE_LEN: usize = HEADER_LEN + LAYER_LEN;
 
-/// A model file, 16-aligned as `Model::parse` wants it.
+/// A model file, 16-aligned as the firmware embeds one.
 #[repr(C, align(16))]
-struct File([u8; FILE_LEN]);
+struct File([u8; 256]);
 
 /// An arena, 16-aligned.
 #[repr(C, align(16))]
 struct Arena([u8; 128]);
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    buf[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
-/// The smallest valid model of `kind` (docs/FORMAT.md): one standalone
-/// ReLU layer on a `1×1×C` input, so no tensors.
-fn relu_model(kind: Kind) -> File {
+/// The smallest valid model of `kind`, written by core's writer: one
+/// standalone ReLU layer on a `1×1×C` input, so no tensors. Returns the
+/// buffer and the file's length.
+fn relu_model(kind: Kind) -> (File, usize) {
     let int8 = kind == Kind::Int8;
-    let mut f = File([0; FILE_LEN]);
-    let b = &mut f.0;
-    // The memory plan: round16(in) + round16(out).
-    let arena: u32 = if int8 { 16 + 16 } else { 48 + 48 };
-    put(b, 0, b"NCMF");
-    put(b, 4, &1u16.to_le_bytes()); // version
-    put(b, 6, &u16::from(int8).to_le_bytes()); // flags: INT8
-    put(b, 8, &(FILE_LEN as u32).to_le_bytes());
-    put(b, 16, &arena.to_le_bytes());
-    put(b, 20, &1u16.to_le_bytes()); // layers
-    put(b, 22, &0u16.to_le_bytes()); // tensors
-    put(b, 24, &(HEADER_LEN as u32).to_le_bytes()); // layer table
-    put(b, 28, &(FILE_LEN as u32).to_le_bytes()); // tensor table (empty)
-    put(b, 38, &(C as u16).to_le_bytes()); // classes
-    for at in [40, 42] {
-        put(b, at, &1u16.to_le_bytes()); // input h, w
-    }
-    put(b, 44, &(C as u16).to_le_bytes()); // input c
-    if int8 {
-        put(b, 48, &0.5f32.to_le_bytes()); // input scale
-        put(b, 52, &(-3i32).to_le_bytes()); // input zero point
-    }
-    put(b, 56, &1.0f32.to_le_bytes()); // pixel scale
-    let l = HEADER_LEN;
-    b[l] = 7; // op: activation
-    b[l + 1] = 1; // ReLU
-    for at in [4, 6, 10, 12] {
-        put(b, l + at, &1u16.to_le_bytes()); // input and output h, w
-    }
-    for at in [8, 14] {
-        put(b, l + at, &(C as u16).to_le_bytes()); // input and output c
-    }
-    for k in 0..5 {
-        put(b, l + 24 + 2 * k, &0xFFFFu16.to_le_bytes()); // no tensors
-    }
-    if int8 {
-        put(b, l + 36, &0.5f32.to_le_bytes()); // output scale
-        put(b, l + 40, &(-3i32).to_le_bytes()); // output zero point
-        put(b, l + 44, &(-3i32).to_le_bytes()); // requantization zero point
-        put(b, l + 48, &(-3i32).to_le_bytes()); // clamp: ReLU at the zero point
-        put(b, l + 52, &127i32.to_le_bytes());
-    }
-    let crc = file_crc(b);
-    put(b, 12, &crc.to_le_bytes());
-    f
+    let shape = Shape::nhwc(1, 1, 1, C);
+    // int8: scale 0.5, zero point -3 in and out; ReLU clamps at the zero point.
+    let quant = if int8 {
+        QuantOut {
+            scale: 0.5,
+            zero_point: -3,
+            requant_zero_point: -3,
+            clamp_min: -3,
+            clamp_max: 127,
+        }
+    } else {
+        QuantOut {
+            scale: 0.0,
+            zero_point: 0,
+            requant_zero_point: 0,
+            clamp_min: 0,
+            clamp_max: 0,
+        }
+    };
+    let layers = [LayerDesc {
+        op: Op::Activation,
+        activation: Some(Activation::Relu),
+        zp_folded: false,
+        input: shape,
+        output: shape,
+        weights: None,
+        block_rows: 0,
+        bias: None,
+        requant: None,
+        table: None,
+        quant,
+    }];
+    let desc = ModelDesc {
+        kind,
+        input: shape,
+        classes: C,
+        input_scale: if int8 { 0.5 } else { 0.0 },
+        input_zero_point: if int8 { -3 } else { 0 },
+        pixel_scale: 1.0,
+        layers: &layers,
+        bn: &[],
+    };
+    let mut f = File([0; 256]);
+    let len = write::write(&desc, &mut f.0).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    (f, len)
 }
 
 /// Whether the features this test was built with enable `kind`.
@@ -97,8 +95,8 @@ fn supports_follows_the_features() {
 #[test]
 fn every_build_parses_both_kinds() {
     for kind in [Kind::F32, Kind::Int8] {
-        let file = relu_model(kind);
-        let model = Model::parse(&file.0).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let (file, len) = relu_model(kind);
+        let model = Model::parse(&file.0[..len]).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         assert_eq!(model.kind(), kind);
         assert_eq!(model.layer_count(), 1);
         assert!(model.layer(0).is_ok());
@@ -108,8 +106,8 @@ fn every_build_parses_both_kinds() {
 #[test]
 fn engine_runs_enabled_kinds_and_rejects_the_others() {
     for kind in [Kind::F32, Kind::Int8] {
-        let file = relu_model(kind);
-        let model = Model::parse(&file.0).unwrap();
+        let (file, len) = relu_model(kind);
+        let model = Model::parse(&file.0[..len]).unwrap();
         let mut arena = Arena([0xAA; 128]);
         match Engine::new(&model, &mut arena.0) {
             Err(e) => {
@@ -163,8 +161,8 @@ fn engine_runs_enabled_kinds_and_rejects_the_others() {
 #[cfg(all(feature = "engine-int8", not(feature = "engine-f32")))]
 #[test]
 fn int8_only_build_rejects_an_f32_model() {
-    let file = relu_model(Kind::F32);
-    let model = Model::parse(&file.0).unwrap();
+    let (file, len) = relu_model(Kind::F32);
+    let model = Model::parse(&file.0[..len]).unwrap();
     let mut arena = Arena([0; 128]);
     let err = Engine::new(&model, &mut arena.0).unwrap_err();
     assert_eq!(err, ModelError::Unsupported(Kind::F32));

@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use normcore::engine::Engine;
-use normcore::model::{file_crc, Kind, Model, Op};
+use normcore::model::{file_crc, layout::CRC_FIELD, Kind, Model, Op};
 
 /// Engine runs above these are skipped: the harness's own limits (a valid
 /// model may ask for gigabytes of arena or 10^11 operations; that is not a
@@ -26,10 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..data.len()];
     buf.copy_from_slice(data);
     parse_and_run(buf);
-    if buf.len() >= 16 {
+    if buf.len() >= CRC_FIELD.end {
         let crc = file_crc(buf);
-        if buf[12..16] != crc.to_le_bytes() {
-            buf[12..16].copy_from_slice(&crc.to_le_bytes());
+        if buf[CRC_FIELD] != crc.to_le_bytes() {
+            buf[CRC_FIELD].copy_from_slice(&crc.to_le_bytes());
             parse_and_run(buf);
         }
     }

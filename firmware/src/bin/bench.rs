@@ -36,8 +36,9 @@ use normcore::engine::{self, Engine, Output};
 use normcore::kernels::int8::{self, BlockedI8};
 use normcore::kernels::requant::OutputStage;
 use normcore::kernels::{f32 as kf32, pack_pairs, pack_rows, packed_len, padded_rows};
-use normcore::layers::{Activation, Conv2d, DepthwiseConv2d, Pool2d, PoolKind, Window};
-use normcore::model::{arena_size, file_crc, Kind, Model};
+use normcore::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d, PoolKind, Window};
+use normcore::model::write::{self, LayerDesc, ModelDesc};
+use normcore::model::{Data, Kind, Model, Op, QuantOut, WriteError};
 use normcore::{Error, Rng, Shape};
 use normcore_firmware::board::active::{self as board, Board};
 use normcore_firmware::cost::{Cost, Stopwatch, TickCounter, Unit};
@@ -517,48 +518,6 @@ fn take_engine_buffers() -> Option<&'static mut EngineBuffers> {
     unsafe { (&raw mut ENGINE).as_mut() }
 }
 
-/// A minimal writer of FORMAT.md files: enough for the paper MLP's dense
-/// layers (the host's exporter writes real ones).
-struct Ncm<'a> {
-    buf: &'a mut [u8],
-    tensors: usize,
-    table: usize,
-    data: usize,
-}
-
-impl Ncm<'_> {
-    fn put(&mut self, at: usize, bytes: &[u8]) {
-        if let Some(d) = self.buf.get_mut(at..at + bytes.len()) {
-            d.copy_from_slice(bytes);
-        }
-    }
-
-    /// Append a tensor; its index.
-    fn tensor(
-        &mut self,
-        dtype: u8,
-        block: u8,
-        dims: [u32; 4],
-        data: impl Iterator<Item = u8>,
-    ) -> u16 {
-        let (index, at, start) = (self.tensors, self.table + 32 * self.tensors, self.data);
-        let mut len = 0;
-        for (d, v) in self.buf.iter_mut().skip(start).zip(data) {
-            *d = v;
-            len += 1;
-        }
-        self.put(at, &[dtype, u8::from(block != 0), block, 0]);
-        for (k, d) in dims.iter().enumerate() {
-            self.put(at + 4 + 4 * k, &d.to_le_bytes());
-        }
-        self.put(at + 20, &(start as u32).to_le_bytes());
-        self.put(at + 24, &(len as u32).to_le_bytes());
-        self.tensors += 1;
-        self.data = (start + len).div_ceil(16) * 16;
-        index as u16
-    }
-}
-
 /// The weight form of a paper MLP file.
 #[derive(Clone, Copy, PartialEq)]
 enum File {
@@ -568,114 +527,79 @@ enum File {
 }
 
 /// Write the paper MLP (the blocked weights of [`paper_mlp`] at `offsets`,
-/// R = 4, the bench's biases, stages and table) as a model file; its
-/// length.
-fn write_paper_mlp(buf: &mut [u8], form: File, b: &Buffers, offsets: &[usize; 5]) -> usize {
+/// R = 4, the bench's biases, stages and table) as a model file with
+/// core's writer; its length.
+fn write_paper_mlp(
+    buf: &mut [u8],
+    form: File,
+    b: &Buffers,
+    offsets: &[usize; 5],
+) -> Result<usize, WriteError> {
     let int8 = form != File::F32;
     let layers = PAPER_MLP.len();
-    let table = 64 + 64 * layers;
-    let n_tensors = if int8 { 4 * layers + 3 } else { 2 * layers };
-    buf.fill(0);
-    let mut f = Ncm {
-        buf,
-        tensors: 0,
-        table,
-        data: (table + 32 * n_tensors).div_ceil(16) * 16,
-    };
-    fn le(v: &[i32]) -> impl Iterator<Item = u8> + '_ {
-        v.iter().flat_map(|x| x.to_le_bytes())
-    }
-    for (i, &(inputs, outputs)) in PAPER_MLP.iter().enumerate() {
+    let layer = |i: usize| {
+        let (inputs, outputs) = PAPER_MLP[i];
         let hidden = i + 1 < layers;
         let rows = outputs.div_ceil(4) * 4;
-        let wdims = [outputs as u32, inputs as u32, 1, 1];
         let (w0, w1) = (offsets[i], offsets[i + 1]);
-        let mut ids = [0xFFFFu16; 5];
-        ids[0] = match form {
-            File::F32 => f.tensor(
-                1,
-                4,
-                wdims,
-                b.w_f32[w0..w1].iter().flat_map(|v| v.to_le_bytes()),
-            ),
-            File::I8 => f.tensor(2, 4, wdims, b.w_i8[w0..w1].iter().map(|&v| v as u8)),
-            File::Pairs => f.tensor(
-                4,
-                4,
-                wdims,
-                b.w32[w0 / 2..w1 / 2].iter().flat_map(|v| v.to_le_bytes()),
-            ),
+        let weights = match form {
+            File::F32 => Data::F32(&b.w_f32[w0..w1]),
+            File::I8 => Data::I8(&b.w_i8[w0..w1]),
+            File::Pairs => Data::I8Pairs(&b.w32[w0 / 2..w1 / 2]),
         };
-        let bdims = [rows as u32, 1, 1, 1];
-        let cdims = [outputs as u32, 1, 1, 1];
-        if int8 {
-            ids[1] = f.tensor(3, 0, bdims, le(&b.p.bias_i32[..rows]));
-            ids[2] = f.tensor(3, 0, cdims, le(&b.p.multipliers[..outputs]));
-            ids[3] = f.tensor(3, 0, cdims, le(&b.p.shifts[..outputs]));
-            if hidden {
-                ids[4] = f.tensor(2, 0, [256, 1, 1, 1], b.p.lut.iter().map(|&v| v as u8));
-            }
+        // Output quantization: the sigmoid table's (1/256, -128), or the
+        // logits'; requantization zero point and clamps as `stage`.
+        let (scale, zero_point) = if hidden {
+            (1.0f32 / 256.0, -128)
         } else {
-            ids[1] = f.tensor(
-                1,
-                0,
-                bdims,
-                b.p.bias_f32[..rows].iter().flat_map(|v| v.to_le_bytes()),
-            );
-        }
-        let at = 64 + 64 * i;
-        let act = if hidden { 3 } else { 0 };
-        f.put(at, &[1, act]);
-        f.put(at + 2, &u16::from(int8).to_le_bytes()); // ZP_FOLDED
-        f.put(at + 8, &(inputs as u16).to_le_bytes());
-        f.put(at + 4, &1u16.to_le_bytes());
-        f.put(at + 6, &1u16.to_le_bytes());
-        f.put(at + 10, &1u16.to_le_bytes());
-        f.put(at + 12, &1u16.to_le_bytes());
-        f.put(at + 14, &(outputs as u16).to_le_bytes());
-        for (k, id) in ids.iter().enumerate() {
-            f.put(at + 24 + 2 * k, &id.to_le_bytes());
-        }
-        if int8 {
-            // Output quantization: the sigmoid table's (1/256, -128), or
-            // the logits'; requantization zero point and clamps as `stage`.
-            let (scale, zp) = if hidden {
-                (1.0f32 / 256.0, -128i32)
+            (0.1, -3)
+        };
+        LayerDesc {
+            op: Op::Dense(Dense { inputs, outputs }),
+            activation: hidden.then_some(Activation::Sigmoid),
+            zp_folded: int8,
+            input: Shape::nhwc(1, 1, 1, inputs),
+            output: Shape::nhwc(1, 1, 1, outputs),
+            weights: Some(weights),
+            block_rows: 4,
+            bias: Some(if int8 {
+                Data::I32(&b.p.bias_i32[..rows])
             } else {
-                (0.1, -3)
-            };
-            f.put(at + 36, &scale.to_le_bytes());
-            f.put(at + 40, &zp.to_le_bytes());
-            f.put(at + 44, &(-3i32).to_le_bytes());
-            f.put(at + 48, &(-128i32).to_le_bytes());
-            f.put(at + 52, &127i32.to_le_bytes());
+                Data::F32(&b.p.bias_f32[..rows])
+            }),
+            requant: int8.then(|| (&b.p.multipliers[..outputs], &b.p.shifts[..outputs])),
+            table: (int8 && hidden).then_some(&b.p.lut),
+            quant: if int8 {
+                QuantOut {
+                    scale,
+                    zero_point,
+                    requant_zero_point: -3,
+                    clamp_min: -128,
+                    clamp_max: 127,
+                }
+            } else {
+                QuantOut {
+                    scale: 0.0,
+                    zero_point: 0,
+                    requant_zero_point: 0,
+                    clamp_min: 0,
+                    clamp_max: 0,
+                }
+            },
         }
-    }
-    let size = f.data;
-    let kind = if int8 { Kind::Int8 } else { Kind::F32 };
-    let shape = |n: usize| Shape::nhwc(1, 1, 1, n);
-    let arena = arena_size(kind, PAPER_MLP.iter().map(|&(i, o)| (shape(i), shape(o)))).unwrap_or(0);
-    f.put(0, b"NCMF");
-    f.put(4, &1u16.to_le_bytes());
-    f.put(6, &u16::from(int8).to_le_bytes());
-    f.put(8, &(size as u32).to_le_bytes());
-    f.put(16, &(arena as u32).to_le_bytes());
-    f.put(20, &(layers as u16).to_le_bytes());
-    f.put(22, &(n_tensors as u16).to_le_bytes());
-    f.put(24, &64u32.to_le_bytes());
-    f.put(28, &(table as u32).to_le_bytes());
-    f.put(38, &10u16.to_le_bytes());
-    f.put(40, &1u16.to_le_bytes());
-    f.put(42, &1u16.to_le_bytes());
-    f.put(44, &784u16.to_le_bytes());
-    if int8 {
-        f.put(48, &(1.0f32 / 255.0).to_le_bytes());
-        f.put(52, &(-128i32).to_le_bytes());
-    }
-    f.put(56, &(1.0f32 / 255.0).to_le_bytes());
-    let crc = file_crc(&f.buf[..size]);
-    f.put(12, &crc.to_le_bytes());
-    size
+    };
+    let layers: [LayerDesc<'_>; 4] = core::array::from_fn(layer);
+    let desc = ModelDesc {
+        kind: if int8 { Kind::Int8 } else { Kind::F32 },
+        input: Shape::nhwc(1, 1, 1, 784),
+        classes: 10,
+        input_scale: if int8 { 1.0 / 255.0 } else { 0.0 },
+        input_zero_point: if int8 { -128 } else { 0 },
+        pixel_scale: 1.0 / 255.0,
+        layers: &layers,
+        bn: &[],
+    };
+    write::write(&desc, buf)
 }
 
 /// The paper MLP through the engine (`Model::parse`, `Engine::run`) from a
@@ -698,7 +622,14 @@ fn engine_paper_mlp<T: TickCounter>(
         (File::Pairs, "r4 pairs"),
         (File::F32, "r4"),
     ] {
-        let len = write_paper_mlp(&mut e.model, form, b, &offsets);
+        let len = match write_paper_mlp(&mut e.model, form, b, &offsets) {
+            Ok(len) => len,
+            Err(err) => {
+                defmt::error!("paper MLP file ({=str}): {}", name, err);
+                bench.failed = true;
+                continue;
+            }
+        };
         let file = &e.model[..len];
         let parsed = bench.sw.measure(|| Model::parse(black_box(file)));
         let model = match parsed.0 {

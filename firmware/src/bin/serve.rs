@@ -220,9 +220,9 @@ impl Link {
     }
 }
 
-/// The `crc32` header field of a model file (offset 12).
+/// The `crc32` header field of a model file (`layout::CRC_FIELD`).
 fn file_crc(bytes: &[u8]) -> u32 {
-    match bytes.get(12..16) {
+    match bytes.get(normcore::model::layout::CRC_FIELD) {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
         _ => 0,
     }
