@@ -1,15 +1,24 @@
-//! The `.ncm` model file (specified in `docs/FORMAT.md`): zero-copy parsing
-//! and validation.
+//! The `.ncm` model file (specified in `docs/FORMAT.md`): its one
+//! definition, its reader and its writer.
 //!
-//! [`Model::parse`] checks everything before anything is used: magic,
-//! version, flags, size, CRC-32, every table's bounds, every tensor's dtype,
-//! layout, dims, alignment and extent, every layer's shape chain, geometry,
-//! tensors and quantization parameters, the BN records and the arena size.
-//! It never panics and never reads out of bounds (all reads are checked
-//! slice accesses). The result borrows the buffer: weights stay in flash.
+//! - [`layout`]: the records (header, layer, tensor, BN) as `#[repr(C)]`
+//!   plain-old-data structs, the codes as `#[repr(u8)]` enums, every
+//!   alignment and limit a named constant. Nothing else spells an offset.
+//! - [`plan`]: the memory plan (activation bytes, arena regions, the arena
+//!   size), computed once for the writer, the parser and the engine.
+//! - [`Model::parse`]: zero-copy validation. It checks everything before
+//!   anything is used: magic, version, flags, size, CRC-32, every table's
+//!   bounds, every tensor's dtype, layout, dims, alignment and extent,
+//!   every layer's shape chain, geometry, tensors and quantization
+//!   parameters, the BN records and the arena size. It never panics and
+//!   never reads out of bounds (all reads are checked slice accesses). The
+//!   result borrows the buffer: weights stay in flash.
+//! - [`mod@write`]: the writer, into the caller's buffer without allocation,
+//!   and in-place updates of one tensor or one BN record (CRC refreshed).
 //!
-//! The memory plan (FORMAT.md, "Memory plan") is recomputed here and stored
-//! per layer as the byte offsets of its input and output in the arena.
+//! `core/tests/format_spec.rs` holds FORMAT.md's tables to [`layout`];
+//! `model/tests.rs` holds the parser and the writer to an independent
+//! writer of the document.
 
 mod error;
 pub mod layout;

@@ -162,7 +162,7 @@ fn hwc(s: [u16; 3]) -> Shape {
 
 impl<'a> Model<'a> {
     /// Parse and validate a model file borrowed in place. The buffer must
-    /// start at a [`BUFFER_ALIGN`](super::layout::BUFFER_ALIGN) (4-byte) aligned address.
+    /// start at a [`BUFFER_ALIGN`] (4-byte) aligned address.
     pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, ModelError> {
         let model = Model::read_header(bytes)?;
         model.validate()?;

@@ -1,7 +1,7 @@
 //! Writing `.ncm` files into the caller's buffer, and updating one tensor
 //! or one BN record of a file in place: no allocation, no panic.
 //!
-//! [`write`] lays out a [`ModelDesc`] (the header's facts, the layers with
+//! [`write()`] lays out a [`ModelDesc`] (the header's facts, the layers with
 //! their tensors in stored form, the BN records) exactly as FORMAT.md
 //! says, through the records of [`super::layout`]: header, layer table,
 //! tensor table, BN table, then the tensor data, each tensor at the next
@@ -351,7 +351,7 @@ fn place(d: &ModelDesc<'_>) -> Result<Placement, WriteError> {
     })
 }
 
-/// Bytes the file of `d` takes: what [`write`] needs in its buffer.
+/// Bytes the file of `d` takes: what [`write()`] needs in its buffer.
 pub fn required_len(d: &ModelDesc<'_>) -> Result<usize, WriteError> {
     Ok(place(d)?.file_len)
 }
