@@ -41,13 +41,7 @@ fn relu_model(kind: Kind) -> (File, usize) {
             clamp_max: 127,
         }
     } else {
-        QuantOut {
-            scale: 0.0,
-            zero_point: 0,
-            requant_zero_point: 0,
-            clamp_min: 0,
-            clamp_max: 0,
-        }
+        QuantOut::NONE
     };
     let layers = [LayerDesc {
         op: Op::Activation,

@@ -281,6 +281,17 @@ pub struct QuantOut {
     pub clamp_max: i32,
 }
 
+impl QuantOut {
+    /// The fields of an f32 file's layer: all zero.
+    pub const NONE: QuantOut = QuantOut {
+        scale: 0.0,
+        zero_point: 0,
+        requant_zero_point: 0,
+        clamp_min: 0,
+        clamp_max: 0,
+    };
+}
+
 /// A validated layer with its tensors borrowed from the file.
 #[derive(Debug, Clone, Copy)]
 pub struct Layer<'a> {

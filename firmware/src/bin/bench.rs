@@ -578,13 +578,7 @@ fn write_paper_mlp(
                     clamp_max: 127,
                 }
             } else {
-                QuantOut {
-                    scale: 0.0,
-                    zero_point: 0,
-                    requant_zero_point: 0,
-                    clamp_min: 0,
-                    clamp_max: 0,
-                }
+                QuantOut::NONE
             },
         }
     };

@@ -250,13 +250,7 @@ pub fn stored_f32(
             bias,
             requant: None,
             table: None,
-            quant: QuantOut {
-                scale: 0.0,
-                zero_point: 0,
-                requant_zero_point: 0,
-                clamp_min: 0,
-                clamp_max: 0,
-            },
+            quant: QuantOut::NONE,
             bn: l.bn.clone(),
         });
     }
