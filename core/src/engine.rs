@@ -95,17 +95,12 @@ pub struct Engine<'m, 'b, 'a> {
     arena: &'a mut [u8],
 }
 
-/// Bytes of one sample of activations of `shape` (the memory plan's
-/// [`plan::sample_bytes`]); a size beyond `usize` fits no arena.
-fn sample_bytes(
-    kind: Kind,
-    shape: crate::tensor::Shape,
-    arena: usize,
-) -> Result<usize, ModelError> {
-    plan::sample_bytes(kind, shape).ok_or(ModelError::ArenaTooSmall {
-        needed: usize::MAX,
-        actual: arena,
-    })
+/// Bytes of one sample of activations of `shape`: the memory plan's
+/// [`plan::sample_bytes`], without its overflow check on the product with
+/// the element size, which `Model::parse` made for every shape of the
+/// model (the plan's regions, each at most the arena, fit `usize`).
+fn sample_bytes(kind: Kind, shape: crate::tensor::Shape) -> Result<usize, ModelError> {
+    Ok(shape.sample_len()? * plan::element_bytes(kind))
 }
 
 /// Split the arena into a layer's input (read) and output (written) regions.
@@ -173,8 +168,8 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     /// The first layer's input: at offset 0 of the arena (FORMAT.md, "Memory
     /// plan": layer 0 reads at 0), `h·w·c` values of the header's input.
     fn input_region(&mut self) -> Result<&mut [u8], ModelError> {
+        let len = sample_bytes(self.model.kind(), self.model.header().input)?;
         let actual = self.arena.len();
-        let len = sample_bytes(self.model.kind(), self.model.header().input, actual)?;
         self.arena.get_mut(..len).ok_or(ModelError::ArenaTooSmall {
             needed: len,
             actual,
@@ -240,8 +235,8 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
     fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<Last, ModelError> {
         let layer = &self.model.layer(i)?;
         let kind = self.model.kind();
-        let in_len = sample_bytes(kind, layer.input, self.arena.len())?;
-        let out_len = sample_bytes(kind, layer.output, self.arena.len())?;
+        let in_len = sample_bytes(kind, layer.input)?;
+        let out_len = sample_bytes(kind, layer.output)?;
         let (x, y) = regions(
             self.arena,
             layer.in_offset,

@@ -44,7 +44,9 @@ fn parse_and_run(bytes: &[u8]) {
         let _ = model.tensor(i);
     }
     for b in model.bn_records() {
-        let _ = b.state();
+        if let Ok(b) = b {
+            let _ = b.state();
+        }
     }
     if model.arena_bytes() > MAX_ARENA || work(&model) > MAX_WORK {
         return;

@@ -286,7 +286,16 @@ impl OpCode {
 
     /// The op with code `c`.
     pub fn from_u8(c: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(c).wrapping_sub(1)).copied()
+        Some(match c {
+            1 => OpCode::Dense,
+            2 => OpCode::Conv2d,
+            3 => OpCode::Depthwise,
+            4 => OpCode::MaxPool,
+            5 => OpCode::AvgPool,
+            6 => OpCode::GlobalAvgPool,
+            7 => OpCode::Activation,
+            _ => return None,
+        })
     }
 }
 
@@ -319,7 +328,14 @@ impl ActCode {
 
     /// The code `c`.
     pub fn from_u8(c: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(c)).copied()
+        Some(match c {
+            0 => ActCode::None,
+            1 => ActCode::Relu,
+            2 => ActCode::Relu6,
+            3 => ActCode::Sigmoid,
+            4 => ActCode::Tanh,
+            _ => return None,
+        })
     }
 
     /// The code of `a`.
@@ -368,7 +384,13 @@ impl DType {
 
     /// The dtype with code `c`.
     pub fn from_u8(c: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(c).wrapping_sub(1)).copied()
+        Some(match c {
+            1 => DType::F32,
+            2 => DType::I8,
+            3 => DType::I32,
+            4 => DType::I8Pair,
+            _ => return None,
+        })
     }
 
     /// Bytes per stored element.

@@ -401,16 +401,27 @@ pub struct Header {
 /// when it is needed, without the checks: about 460 instructions for an
 /// int8 layer with five tensors and 350 for an f32 one on a Cortex-M4
 /// (`cargo xtask bench firmware`, `model_layer`), and no RAM.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Model<'a> {
     bytes: &'a [u8],
     header: Header,
-    layer_count: usize,
-    tensor_count: usize,
-    bn_count: usize,
-    layer_table: usize,
-    tensor_table: usize,
-    bn_table: usize,
+    /// The three tables, borrowed in place as records (`parse` checked
+    /// their bounds and alignment once, so a record is one indexed load).
+    layers: &'a [layout::RawLayer],
+    tensors: &'a [layout::RawTensor],
+    bn: &'a [layout::RawBn],
+}
+
+impl core::fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Model")
+            .field("bytes", &self.bytes.len())
+            .field("header", &self.header)
+            .field("layers", &self.layers.len())
+            .field("tensors", &self.tensors.len())
+            .field("bn", &self.bn.len())
+            .finish()
+    }
 }
 
 #[cfg(test)]

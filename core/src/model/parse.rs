@@ -52,6 +52,23 @@ fn step(k: usize) -> usize {
     core::hint::black_box(k + 1)
 }
 
+/// The `count` records of type `T` at `start` in `bytes`, and their byte
+/// range: inside the file, after the header, [`TABLE_ALIGN`]-aligned.
+fn table<T: Pod>(bytes: &[u8], start: u32, count: u16, t: Table) -> Res<(&[T], (usize, usize))> {
+    let start = start as usize;
+    let end = start.checked_add(usize::from(count) * core::mem::size_of::<T>());
+    match end {
+        Some(end) if start % TABLE_ALIGN == 0 && start >= HEADER_LEN && end <= bytes.len() => {
+            let records = bytes
+                .get(start..end)
+                .and_then(|b| bytemuck::try_cast_slice(b).ok())
+                .ok_or(ModelError::TableBounds(t))?;
+            Ok((records, (start, end)))
+        }
+        _ => Err(ModelError::TableBounds(t)),
+    }
+}
+
 /// The header's arena `header` is not the plan's `computed` (`None`: it
 /// overflows).
 fn arena_mismatch(header: usize, computed: Option<usize>) -> ModelError {
@@ -177,19 +194,19 @@ impl<'a> Model<'a> {
         let kind = self.header.kind;
         let mut shape = self.header.input;
         let mut peak = Some(0usize);
-        for i in 0..self.layer_count {
+        for i in 0..self.layers.len() {
             let layer = self.decode_layer(i, Some(shape))?;
             let need = plan::layer_need(kind, layer.input, layer.output);
             peak = peak.zip(need).map(|(p, n)| p.max(n));
             shape = layer.output;
         }
         if shape != Shape::nhwc(1, 1, 1, self.header.classes) {
-            return Err(layer_err(self.layer_count - 1, LayerFault::FinalShape));
+            return Err(layer_err(self.layers.len() - 1, LayerFault::FinalShape));
         }
         if peak != Some(self.header.arena_bytes) {
             return Err(arena_mismatch(self.header.arena_bytes, peak));
         }
-        for j in 0..self.bn_count {
+        for j in 0..self.bn.len() {
             self.decode_bn(j, true)?;
         }
         Ok(())
@@ -235,34 +252,17 @@ impl<'a> Model<'a> {
         }
         let int8 = flags & FLAG_INT8 != 0;
         check_header(h, int8).map_err(ModelError::Header)?;
-        let (layer_count, tensor_count) = (usize::from(h.layer_count), usize::from(h.tensor_count));
-        let bn_count = usize::from(h.bn_count);
-        // `[offset, offset + count·size)` of the table at `start`.
-        let range = |start: u32, count: usize, size: usize, t: Table| -> Res<(usize, usize)> {
-            let start = start as usize;
-            match start.checked_add(count * size) {
-                Some(end) if start % TABLE_ALIGN == 0 && start >= HEADER_LEN && end <= file => {
-                    Ok((start, end))
-                }
-                _ => Err(ModelError::TableBounds(t)),
-            }
-        };
-        let lt = range(h.layer_table_offset, layer_count, LAYER_LEN, Table::Layers)?;
-        let tt = range(
-            h.tensor_table_offset,
-            tensor_count,
-            TENSOR_LEN,
-            Table::Tensors,
-        )?;
-        let bt = if bn_count > 0 {
-            range(h.bn_table_offset, bn_count, BN_LEN, Table::Bn)?
+        let lt = table::<RawLayer>(bytes, h.layer_table_offset, h.layer_count, Table::Layers)?;
+        let tt = table::<RawTensor>(bytes, h.tensor_table_offset, h.tensor_count, Table::Tensors)?;
+        let bt = if h.bn_count > 0 {
+            table::<RawBn>(bytes, h.bn_table_offset, h.bn_count, Table::Bn)?
         } else {
-            (0, 0)
+            (&[][..], (0, 0))
         };
-        if overlaps(lt, tt) {
+        if overlaps(lt.1, tt.1) {
             return Err(ModelError::TableBounds(Table::Tensors));
         }
-        if overlaps(lt, bt) || overlaps(tt, bt) {
+        if overlaps(lt.1, bt.1) || overlaps(tt.1, bt.1) {
             return Err(ModelError::TableBounds(Table::Bn));
         }
         Ok(Model {
@@ -276,12 +276,9 @@ impl<'a> Model<'a> {
                 input_zero_point: h.input_zero_point,
                 pixel_scale: h.pixel_scale,
             },
-            layer_count,
-            tensor_count,
-            bn_count,
-            layer_table: lt.0,
-            tensor_table: tt.0,
-            bn_table: bt.0,
+            layers: lt.0,
+            tensors: tt.0,
+            bn: bt.0,
         })
     }
 
@@ -297,12 +294,12 @@ impl<'a> Model<'a> {
 
     /// Number of layers.
     pub fn layer_count(&self) -> usize {
-        self.layer_count
+        self.layers.len()
     }
 
     /// Every layer in execution order. Each was validated by `parse`.
     pub fn layers(&self) -> impl Iterator<Item = Result<Layer<'a>, ModelError>> + '_ {
-        (0..self.layer_count).map(move |i| self.layer(i))
+        (0..self.layers.len()).map(move |i| self.layer(i))
     }
 
     /// BN record `j`.
@@ -312,15 +309,21 @@ impl<'a> Model<'a> {
 
     /// The BN records (none without `HAS_BN`).
     pub fn bn_records(&self) -> impl Iterator<Item = Result<BnRecord<'a>, ModelError>> + '_ {
-        (0..self.bn_count).map(move |j| self.bn_record(j))
+        (0..self.bn.len()).map(move |j| self.bn_record(j))
     }
 
-    /// Record `i` of the table at `table` with `count` records.
-    fn record<T: Pod>(&self, table: usize, count: usize, i: usize) -> Option<&'a T> {
-        if i >= count {
-            return None;
+    /// Where `records` (one of this model's tables) ends in the file; 0
+    /// for an empty one.
+    fn end_of<T>(&self, records: &[T]) -> usize {
+        match records.first() {
+            Some(r) => self.offset_of(r) + core::mem::size_of_val(records),
+            None => 0,
         }
-        record_at(self.bytes, table + i * core::mem::size_of::<T>())
+    }
+
+    /// Byte offset in the file of `record` (a record of this model's).
+    pub(super) fn offset_of<T>(&self, record: &T) -> usize {
+        (record as *const T as usize).wrapping_sub(self.bytes.as_ptr() as usize)
     }
 
     /// Decode and validate tensor record `index` (FORMAT.md, "Tensor
@@ -332,7 +335,8 @@ impl<'a> Model<'a> {
             fault,
         };
         let rec = self
-            .record::<RawTensor>(self.tensor_table, self.tensor_count, index)
+            .tensors
+            .get(index)
             .ok_or(err(TensorFault::OutOfBounds))?;
         let dtype = DType::from_u8(rec.dtype).ok_or(err(TensorFault::UnknownDtype(rec.dtype)))?;
         let block = rec.block_rows;
@@ -372,11 +376,12 @@ impl<'a> Model<'a> {
     /// words that are pairs.
     #[inline(never)]
     fn check_tensors(&self) -> Res<()> {
-        let data_start = (self.layer_table + self.layer_count * LAYER_LEN)
-            .max(self.tensor_table + self.tensor_count * TENSOR_LEN)
-            .max(self.bn_table + self.bn_count * BN_LEN);
+        let data_start = self
+            .end_of(self.layers)
+            .max(self.end_of(self.tensors))
+            .max(self.end_of(self.bn));
         let mut prev_end = data_start;
-        for i in 0..self.tensor_count {
+        for i in 0..self.tensors.len() {
             let t = self.tensor_desc(i)?;
             let start = t.offset as usize;
             let end = start.checked_add(t.len as usize);
@@ -413,11 +418,11 @@ impl<'a> Model<'a> {
     #[inline(always)]
     fn tensor_slice(&self, id: u16) -> Res<(u8, Data<'a>)> {
         let err = |fault| ModelError::Tensor { index: id, fault };
-        // Callers pass indices below `tensor_count` (checked by `parse`);
-        // any other index still reads only inside the buffer.
-        let rec =
-            record_at::<RawTensor>(self.bytes, self.tensor_table + usize::from(id) * TENSOR_LEN)
-                .ok_or(err(TensorFault::OutOfBounds))?;
+        // Callers pass indices below the tensor count (checked by `parse`).
+        let rec = self
+            .tensors
+            .get(usize::from(id))
+            .ok_or(err(TensorFault::OutOfBounds))?;
         let start = rec.offset as usize;
         let raw: &'a [u8] = start
             .checked_add(rec.len as usize)
@@ -467,9 +472,7 @@ impl<'a> Model<'a> {
     /// `parse`, which is what turns the checks on.
     pub(super) fn decode_layer(&self, i: usize, expected: Option<Shape>) -> Res<Layer<'a>> {
         let fault = |f| layer_err(i, f);
-        let rec = self
-            .record::<RawLayer>(self.layer_table, self.layer_count, i)
-            .ok_or(fault(LayerFault::InputShape))?;
+        let rec = self.layers.get(i).ok_or(fault(LayerFault::InputShape))?;
         let activation = ActCode::from_u8(rec.activation)
             .ok_or(fault(LayerFault::UnknownActivation(rec.activation)))?
             .activation();
@@ -536,11 +539,14 @@ impl<'a> Model<'a> {
             Some((_, Data::I8(t))) => t.try_into().ok(),
             _ => None,
         };
-        // The memory plan (`parse` checked that the arena holds every layer).
-        let kind = self.header.kind;
-        let arena = self.header.arena_bytes;
-        let (in_offset, out_offset) = plan::offsets(kind, arena, i, input, output)
-            .ok_or_else(|| arena_mismatch(arena, plan::layer_need(kind, input, output)))?;
+        // The memory plan. A `Model` exists only once `parse` checked that
+        // the header's arena is the plan's peak, so every layer fits; while
+        // `parse` is still decoding (the arena not yet checked) a layer that
+        // does not fit gets (0, 0), which nobody sees: `validate` then
+        // rejects the file with `ArenaMismatch`.
+        let (in_offset, out_offset) =
+            plan::offsets(self.header.kind, self.header.arena_bytes, i, input, output)
+                .unwrap_or_default();
         Ok(Layer {
             op,
             activation,
@@ -719,15 +725,11 @@ impl<'a> Model<'a> {
     #[inline(never)]
     pub(super) fn decode_bn(&self, j: usize, check: bool) -> Res<BnRecord<'a>> {
         let fault = |f| bn_err(j, f);
-        let rec = self
-            .record::<RawBn>(self.bn_table, self.bn_count, j)
-            .ok_or(fault(LayerFault::InputShape))?;
+        let rec = self.bn.get(j).ok_or(fault(LayerFault::InputShape))?;
         // The layer it was folded into (its record validated by `parse`
         // before any BN record): its op and output channels.
         let li = usize::from(rec.layer);
-        let layer = self
-            .record::<RawLayer>(self.layer_table, self.layer_count, li)
-            .ok_or(fault(LayerFault::InputShape))?;
+        let layer = self.layers.get(li).ok_or(fault(LayerFault::InputShape))?;
         let ids = rec.tensors;
         let eps = rec.eps;
         if check {
@@ -797,7 +799,7 @@ impl<'a> Model<'a> {
 
     /// Number of tensors in the table.
     pub fn tensor_count(&self) -> usize {
-        self.tensor_count
+        self.tensors.len()
     }
 
     /// Tensor `index`'s record and data (for tools that rewrite or inspect files).

@@ -35,11 +35,7 @@ pub const fn element_bytes(kind: Kind) -> usize {
 /// Bytes of one sample of activations of `shape` (its `h·w·c`; the batch
 /// dimension is ignored); `None` on overflow.
 pub fn sample_bytes(kind: Kind, shape: Shape) -> Option<usize> {
-    shape
-        .h
-        .checked_mul(shape.w)?
-        .checked_mul(shape.c)?
-        .checked_mul(element_bytes(kind))
+    shape.sample_len().ok()?.checked_mul(element_bytes(kind))
 }
 
 /// [`sample_bytes`] rounded up to [`REGION_ALIGN`]: the room a region takes.

@@ -566,7 +566,11 @@ pub fn update_bn(file: &mut [u8], j: usize, state: BnState<'_>) -> Result<(), Wr
     if !(parse::var_ok(state.var) && parse::positive(state.eps)) {
         return Err(WriteError::BadValues(usize::from(rec.tensor_ids[3])));
     }
-    let at = model.bn_table + j * BN_LEN;
+    let at = model
+        .bn
+        .get(j)
+        .map(|r| model.offset_of(r))
+        .ok_or(WriteError::NoBn(j))?;
     let raw = RawBn {
         layer: rec.layer as u16,
         tensors: rec.tensor_ids,
