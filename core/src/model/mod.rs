@@ -398,8 +398,8 @@ pub struct Header {
 /// It holds only the header's facts and where the tables are (a few dozen
 /// bytes, so that a device keeps it on a small stack): [`Model::parse`]
 /// validated every record once, and [`Model::layer`] decodes a record again
-/// when it is needed, without the checks: about 460 instructions for an
-/// int8 layer with five tensors and 350 for an f32 one on a Cortex-M4
+/// when it is needed, without the checks: about 440 instructions for an
+/// int8 layer with five tensors and 340 for an f32 one on a Cortex-M4
 /// (`cargo xtask bench firmware`, `model_layer`), and no RAM.
 #[derive(Clone, Copy)]
 pub struct Model<'a> {

@@ -285,8 +285,8 @@ impl<'a> Model<'a> {
     /// Layer `i` (0-based) in execution order.
     ///
     /// `parse` validated every record, so this only decodes (FORMAT.md's
-    /// fields, the tensors' data slices and the arena offsets): about 460
-    /// instructions on a Cortex-M4 for an int8 layer with five tensors, 350
+    /// fields, the tensors' data slices and the arena offsets): about 440
+    /// instructions on a Cortex-M4 for an int8 layer with five tensors, 340
     /// for an f32 layer, no RAM.
     pub fn layer(&self, i: usize) -> Result<Layer<'a>, ModelError> {
         self.decode_layer(i, None)
