@@ -73,7 +73,7 @@ fn model_header(b: &[u8]) -> Result<ModelHeader, String> {
     use normcore::model::{file_crc, Kind, Model};
     // The parser reads in place: an aligned copy.
     let mut words = vec![0u32; b.len().div_ceil(4)];
-    let aligned = &mut bytemuck_bytes(&mut words)[..b.len()];
+    let aligned = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..b.len()];
     aligned.copy_from_slice(b);
     let m = Model::parse(aligned).map_err(|e| format!("not a valid model file: {e}"))?;
     let h = m.header();
@@ -85,11 +85,6 @@ fn model_header(b: &[u8]) -> Result<ModelHeader, String> {
         features: u(h.input.sample_len().map_err(|e| e.to_string())?)?,
         crc: file_crc(aligned),
     })
-}
-
-/// The bytes of `words`.
-fn bytemuck_bytes(words: &mut [u32]) -> &mut [u8] {
-    bytemuck::cast_slice_mut(words)
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {

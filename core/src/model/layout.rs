@@ -436,6 +436,20 @@ impl LayoutCode {
     }
 }
 
+/// Elements a tensor stores for logical `dims` with `block_rows` rows per
+/// block (0: plain): the rows (`dims[0]`) padded to whole blocks, times the
+/// other dims (FORMAT.md, "Row-blocked weights"). `None` on overflow.
+// Inlined: in the parser it stays one tight loop (code size, `cargo xtask size`).
+#[inline(always)]
+pub fn stored_elements(dims: [u32; 4], block_rows: u8) -> Option<usize> {
+    let b = usize::from(block_rows.max(1));
+    let mut n = (dims[0] as usize).div_ceil(b).checked_mul(b);
+    for &d in dims.iter().skip(1) {
+        n = n.and_then(|n| n.checked_mul(d as usize));
+    }
+    n
+}
+
 /// A layer's window as its record stores it: kernel h, kernel w, stride h,
 /// stride w, padding top, bottom, left, right, one byte each; `None` if a
 /// field exceeds 255.

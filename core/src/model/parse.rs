@@ -349,12 +349,7 @@ impl<'a> Model<'a> {
         let dims = rec.dims;
         // Stored elements: the rows (`dims[0]`) padded to whole blocks
         // (plain: `block` is 0 and the rows stay) times the other dims.
-        let b = usize::from(block.max(1));
-        let mut stored = (dims[0] as usize).div_ceil(b).checked_mul(b);
-        for &d in dims.iter().skip(1) {
-            stored = stored.and_then(|n| n.checked_mul(d as usize));
-        }
-        let stored = stored
+        let stored = super::layout::stored_elements(dims, block)
             .and_then(|n| n.checked_mul(dtype.size()))
             .filter(|_| !dims.contains(&0))
             .ok_or(err(TensorFault::Dims))?;

@@ -231,13 +231,7 @@ fn for_each_tensor<'t>(
             };
             // The stored length the dims ask for (rows padded to whole
             // blocks), in elements: a mismatch is named by its role.
-            let b = usize::from(block_rows.max(1));
-            let stored = (dims[0] as usize)
-                .div_ceil(b)
-                .checked_mul(b)
-                .and_then(|rows| rows.checked_mul(dims[1] as usize * dims[2] as usize))
-                .and_then(|n| n.checked_mul(dims[3] as usize));
-            if stored != Some(data.elements()) {
+            if super::layout::stored_elements(dims, block_rows) != Some(data.elements()) {
                 return Err(WriteError::Invalid(ModelError::Layer {
                     index,
                     fault: super::LayerFault::TensorKind(slot.role()),
