@@ -44,6 +44,22 @@ pub const fn supports(kind: Kind) -> bool {
     }
 }
 
+/// How far a device's f32 logit may be from the host engine's for the two
+/// to agree (relative above magnitude 1): see [`f32_parity`]. The same
+/// kernels in the same order make them bit-identical in practice; the margin
+/// covers a compiler for another core that orders or contracts differently.
+/// The one definition for the firmware's `infer`, the host's device tests
+/// and `normcore device-eval`.
+pub const F32_PARITY_TOLERANCE: f32 = 1e-5;
+
+/// Whether a device's f32 logit agrees with the host's:
+/// `|device − host| ≤ F32_PARITY_TOLERANCE · max(1, |host|)` (NaN never
+/// agrees).
+pub fn f32_parity(device: f32, host: f32) -> bool {
+    let scale = if host.abs() > 1.0 { host.abs() } else { 1.0 };
+    (device - host).abs() <= F32_PARITY_TOLERANCE * scale
+}
+
 /// When an observer is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -32,6 +32,7 @@ pub mod math;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod serial;
 pub mod tensor;
 
 #[cfg(test)]

@@ -22,27 +22,20 @@
 //! The directory is `firmware/assets/` unless `NORMCORE_ASSETS` names
 //! another one ([`ASSETS_ENV`]); the firmware's `build.rs` reads the same.
 //!
-//! # `samples.bin`, version 1
+//! # `samples.bin`
 //!
-//! Little-endian throughout; `N` samples of `F = h·w·c` input values, `C`
-//! classes:
+//! Its layout is defined once, in `normcore-firmware-build`
+//! (`firmware/build-support/src/samples.rs`, [`Samples`]), which the
+//! firmware's build reads it with. A file holds the samples' inputs and the
+//! host engine's outputs for one or both model files.
 //!
-//! | offset | type | field |
-//! |---|---|---|
-//! | 0 | `[u8; 4]` | magic `"NCSP"` |
-//! | 4 | u16 | version, `1` |
-//! | 6 | u16 | reserved, 0 |
-//! | 8 | u32 | `N` |
-//! | 12 | u32 | `F` |
-//! | 16 | u32 | `C` |
-//! | 20 | u32 | the `crc32` header field of `model-f32.ncm` these outputs belong to |
-//! | 24 | u32 | the `crc32` header field of `model-int8.ncm` |
-//! | 28 | u32 | CRC-32 (zlib's) of everything from offset 32 to the end |
-//! | 32 | f32 × N·F | inputs for the f32 model, NHWC per sample |
-//! | | f32 × N·C | the host engine's f32 logits |
-//! | | i8 × N·F | inputs for the int8 model: `clamp(round(x / s) + z, -128, 127)` with the int8 file's input scale `s` and zero point `z` |
-//! | | i8 × N·C | the host engine's int8 logits |
-//! | | u16 × N | labels |
+//! # A model trained elsewhere (or earlier)
+//!
+//! [`embed`] does the same for model files given by the user (`normcore
+//! samples --model PATH.ncm`, which `cargo xtask firmware infer --model`
+//! runs): it loads the data set, checks that the model's input shape and
+//! pixel scale are the data's, runs the test set through the host engine
+//! and writes the model file(s), `samples.bin` and `summary.txt`.
 //!
 //! Samples are evenly spaced over the test set (`k·len/N`), or all of it
 //! when it has at most `N` samples.
@@ -57,7 +50,8 @@ use crate::spec;
 use crate::train::{Schedule, TrainConfig, Trainer};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use normcore::model::{crc32, Kind};
+use normcore::model::{crc32, file_crc, Kind};
+pub use normcore_firmware_build::samples::{Part, Samples};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,12 +72,6 @@ pub const ASSETS_ENV: &str = "NORMCORE_ASSETS";
 pub const DEFAULT_SAMPLES: usize = 64;
 /// Training steps unless told otherwise (the digits MLP converges by then).
 pub const DEFAULT_STEPS: u64 = 1500;
-/// Magic of `samples.bin`.
-pub const SAMPLES_MAGIC: [u8; 4] = *b"NCSP";
-/// Version of `samples.bin`.
-pub const SAMPLES_VERSION: u16 = 1;
-/// Bytes of the `samples.bin` header.
-pub const SAMPLES_HEADER: usize = 32;
 
 /// What [`generate`] builds.
 #[derive(Debug, Clone)]
@@ -207,144 +195,14 @@ impl AssetArgs {
     }
 }
 
-/// The embedded samples and what the host engine computes for them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Samples {
-    /// Input values per sample (`h·w·c`).
-    pub features: usize,
-    /// Classes (logits per sample).
-    pub classes: usize,
-    /// Labels, `[N]`.
-    pub labels: Vec<u16>,
-    /// f32 inputs, `[N, F]`.
-    pub input_f32: Vec<f32>,
-    /// int8 inputs, `[N, F]`, quantized with the int8 file's input parameters.
-    pub input_i8: Vec<i8>,
-    /// The host engine's f32 logits, `[N, C]`.
-    pub expected_f32: Vec<f32>,
-    /// The host engine's int8 logits, `[N, C]`.
-    pub expected_i8: Vec<i8>,
-    /// The `crc32` header field of the f32 model file.
-    pub f32_model_crc: u32,
-    /// The `crc32` header field of the int8 model file.
-    pub int8_model_crc: u32,
-}
-
-fn take<const N: usize>(b: &[u8], at: &mut usize) -> Result<[u8; N]> {
-    let s = b
-        .get(*at..*at + N)
-        .context("samples file is truncated")?
-        .try_into()?;
-    *at += N;
-    Ok(s)
-}
-
-impl Samples {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// No samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The `samples.bin` bytes (module documentation).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&SAMPLES_MAGIC);
-        out.extend_from_slice(&SAMPLES_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        for v in [self.len(), self.features, self.classes] {
-            out.extend_from_slice(&(v as u32).to_le_bytes());
-        }
-        out.extend_from_slice(&self.f32_model_crc.to_le_bytes());
-        out.extend_from_slice(&self.int8_model_crc.to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
-        for v in self.input_f32.iter().chain(&self.expected_f32) {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        out.extend(
-            self.input_i8
-                .iter()
-                .chain(&self.expected_i8)
-                .map(|&v| v as u8),
-        );
-        for l in &self.labels {
-            out.extend_from_slice(&l.to_le_bytes());
-        }
-        let crc = crc32(&out[SAMPLES_HEADER..]);
-        out[28..32].copy_from_slice(&crc.to_le_bytes());
-        out
-    }
-
-    /// Read `samples.bin`, checking magic, version, sizes and CRC.
-    pub fn from_bytes(b: &[u8]) -> Result<Samples> {
-        let at = &mut 0;
-        ensure!(
-            take::<4>(b, at)? == SAMPLES_MAGIC,
-            "not a samples file (magic)"
-        );
-        let version = u16::from_le_bytes(take(b, at)?);
-        ensure!(
-            version == SAMPLES_VERSION,
-            "samples file version {version}, expected {SAMPLES_VERSION}"
-        );
-        let _reserved = take::<2>(b, at)?;
-        let u32_at = |at: &mut usize| -> Result<u32> { Ok(u32::from_le_bytes(take(b, at)?)) };
-        let (n, f, c) = (
-            u32_at(at)? as usize,
-            u32_at(at)? as usize,
-            u32_at(at)? as usize,
-        );
-        let (f32_model_crc, int8_model_crc, crc) = (u32_at(at)?, u32_at(at)?, u32_at(at)?);
-        let expected_len = SAMPLES_HEADER + n * (5 * f + 5 * c + 2);
-        ensure!(
-            b.len() == expected_len,
-            "samples file has {} bytes; {n} samples of {f} values and {c} classes need {expected_len}",
-            b.len()
-        );
-        ensure!(
-            crc32(&b[SAMPLES_HEADER..]) == crc,
-            "samples file CRC mismatch"
-        );
-        let mut f32s = |len: usize| -> Result<Vec<f32>> {
-            (0..len)
-                .map(|_| Ok(f32::from_bits(u32::from_le_bytes(take(b, at)?))))
-                .collect()
-        };
-        let input_f32 = f32s(n * f)?;
-        let expected_f32 = f32s(n * c)?;
-        let mut i8s = |len: usize| -> Result<Vec<i8>> {
-            (0..len).map(|_| Ok(take::<1>(b, at)?[0] as i8)).collect()
-        };
-        let input_i8 = i8s(n * f)?;
-        let expected_i8 = i8s(n * c)?;
-        let labels = (0..n)
-            .map(|_| Ok(u16::from_le_bytes(take(b, at)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Samples {
-            features: f,
-            classes: c,
-            labels,
-            input_f32,
-            input_i8,
-            expected_f32,
-            expected_i8,
-            f32_model_crc,
-            int8_model_crc,
-        })
-    }
-
-    /// Correctly classified samples by `outputs` (`[N, C]`, first maximum wins).
-    pub fn correct<T: PartialOrd>(&self, outputs: &[T]) -> usize {
-        outputs
-            .chunks_exact(self.classes)
-            .zip(&self.labels)
-            .filter(|(row, &label)| argmax(row) == usize::from(label))
-            .count()
-    }
+/// Correctly classified samples by `outputs` (`[N, C]`, first maximum
+/// wins) against `labels`.
+pub fn correct<T: PartialOrd>(labels: &[u16], classes: usize, outputs: &[T]) -> usize {
+    outputs
+        .chunks_exact(classes.max(1))
+        .zip(labels)
+        .filter(|(row, &label)| argmax(row) == usize::from(label))
+        .count()
 }
 
 /// Index of the first largest value (the engine's rule for ties).
@@ -438,77 +296,87 @@ pub fn quantize_inputs(int8_model: &[u8], inputs: &[f32]) -> Result<Vec<i8>> {
     Ok(device::input_levels(&model, inputs))
 }
 
-/// Host accuracies and sizes, as `summary.txt` records them.
+/// How the network was trained, when [`generate`] trained it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
+pub struct Training {
     /// Network name.
     pub network: String,
-    /// Data set, as selected (`digits`, `mnist`, a CSV path).
-    pub data: String,
     /// Training steps.
     pub steps: u64,
     /// Training set size.
     pub train_samples: usize,
-    /// Test set size.
-    pub test_samples: usize,
-    /// Samples embedded in the firmware.
-    pub embedded: usize,
     /// Float network (BN in eval mode, unfolded), on the whole test set.
     pub float_test_accuracy: f64,
-    /// The f32 file through the host engine, whole test set.
-    pub f32_test_accuracy: f64,
-    /// The int8 file through the host engine, whole test set.
-    pub int8_test_accuracy: f64,
     /// Float network on the embedded samples: correct count.
     pub float_correct: usize,
-    /// f32 file on the embedded samples (host engine): correct count.
-    pub f32_correct: usize,
-    /// int8 file on the embedded samples (host engine): correct count.
-    pub int8_correct: usize,
-    /// CRC-32 of the host engine's f32 logits on the embedded samples.
-    pub f32_digest: u32,
-    /// CRC-32 of the host engine's int8 logits on the embedded samples.
-    pub int8_digest: u32,
-    /// Bytes of the f32 file.
-    pub f32_model_bytes: usize,
-    /// Bytes of the int8 file.
-    pub int8_model_bytes: usize,
-    /// Arena bytes of the f32 model.
-    pub f32_arena_bytes: usize,
-    /// Arena bytes of the int8 model.
-    pub int8_arena_bytes: usize,
-    /// Multiply-accumulates per sample.
-    pub macs: usize,
     /// Seconds spent training.
     pub train_seconds: f64,
 }
 
+/// What the host engine did with one model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// The file through the host engine, whole test set.
+    pub test_accuracy: f64,
+    /// On the embedded samples: correct count.
+    pub correct: usize,
+    /// CRC-32 of the host engine's logits on the embedded samples (what
+    /// the firmware's `infer` prints as `digest`).
+    pub digest: u32,
+    /// Bytes of the file.
+    pub model_bytes: usize,
+    /// Its arena bytes.
+    pub arena_bytes: usize,
+}
+
+/// Host accuracies and sizes, as `summary.txt` records them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Present when the assets were trained here ([`generate`]).
+    pub training: Option<Training>,
+    /// Data set, as selected (`digits`, `mnist`, a CSV path).
+    pub data: String,
+    /// Test set size.
+    pub test_samples: usize,
+    /// Samples embedded in the firmware.
+    pub embedded: usize,
+    /// Multiply-accumulates per sample.
+    pub macs: usize,
+    /// The f32 model file, if there is one.
+    pub f32: Option<ModelSummary>,
+    /// The int8 model file, if there is one.
+    pub int8: Option<ModelSummary>,
+}
+
 impl Summary {
-    /// `key=value` lines (what `cargo xtask demo` reads).
+    /// `key=value` lines (what `cargo xtask demo` and `cargo xtask
+    /// firmware infer` read): the training keys only when trained here, a
+    /// model's keys (`f32_*`, `int8_*`) only for the files present.
     pub fn to_text(&self) -> String {
-        let mut s = String::from("# written by `normcore assets`; read by `cargo xtask demo`\n");
+        let mut s = String::from("# written by `normcore assets` or `normcore samples`\n");
         let mut kv = |k: &str, v: String| {
             let _ = writeln!(s, "{k}={v}");
         };
-        kv("network", self.network.clone());
+        if let Some(t) = &self.training {
+            kv("network", t.network.clone());
+            kv("steps", t.steps.to_string());
+            kv("train_samples", t.train_samples.to_string());
+            kv("float_test_accuracy", t.float_test_accuracy.to_string());
+            kv("float_correct", t.float_correct.to_string());
+        }
         kv("data", self.data.clone());
-        kv("steps", self.steps.to_string());
-        kv("train_samples", self.train_samples.to_string());
         kv("test_samples", self.test_samples.to_string());
         kv("embedded_samples", self.embedded.to_string());
-        kv("float_test_accuracy", self.float_test_accuracy.to_string());
-        kv("f32_test_accuracy", self.f32_test_accuracy.to_string());
-        kv("int8_test_accuracy", self.int8_test_accuracy.to_string());
-        kv("float_correct", self.float_correct.to_string());
-        kv("f32_correct", self.f32_correct.to_string());
-        kv("int8_correct", self.int8_correct.to_string());
-        kv("f32_digest", format!("{:#010x}", self.f32_digest));
-        kv("int8_digest", format!("{:#010x}", self.int8_digest));
-        kv("f32_model_bytes", self.f32_model_bytes.to_string());
-        kv("int8_model_bytes", self.int8_model_bytes.to_string());
-        kv("f32_arena_bytes", self.f32_arena_bytes.to_string());
-        kv("int8_arena_bytes", self.int8_arena_bytes.to_string());
         kv("macs", self.macs.to_string());
+        for (name, m) in [("f32", &self.f32), ("int8", &self.int8)] {
+            if let Some(m) = m {
+                kv(&format!("{name}_test_accuracy"), m.test_accuracy.to_string());
+                kv(&format!("{name}_correct"), m.correct.to_string());
+                kv(&format!("{name}_digest"), format!("{:#010x}", m.digest));
+                kv(&format!("{name}_model_bytes"), m.model_bytes.to_string());
+                kv(&format!("{name}_arena_bytes"), m.arena_bytes.to_string());
+            }
+        }
         s
     }
 }
@@ -527,13 +395,13 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
-/// Everything [`generate`] produced.
+/// Everything [`generate`] or [`embed`] produced.
 #[derive(Debug)]
 pub struct Assets {
-    /// The f32 model file.
-    pub model_f32: Vec<u8>,
-    /// The int8 model file.
-    pub model_int8: Vec<u8>,
+    /// The f32 model file, if any.
+    pub model_f32: Option<Vec<u8>>,
+    /// The int8 model file, if any.
+    pub model_int8: Option<Vec<u8>>,
     /// The embedded samples and the host engine's outputs.
     pub samples: Samples,
     /// Accuracies and sizes.
@@ -546,6 +414,195 @@ pub struct Assets {
 pub fn pick(len: usize, n: usize) -> Vec<usize> {
     let n = n.min(len);
     (0..n).map(|k| k * len / n).collect()
+}
+
+/// The rows `idx` of a `[len, width]` array.
+fn rows<T: Copy>(values: &[T], width: usize, idx: &[usize]) -> Vec<T> {
+    idx.iter()
+        .flat_map(|&i| values[i * width..(i + 1) * width].iter().copied())
+        .collect()
+}
+
+/// Run the whole test set through the host engine for each model file,
+/// pick `n` samples evenly spaced over it, and put together what the
+/// firmware embeds: the samples with both input forms and the engine's
+/// outputs, and the host's figures. Each file must take the test set's
+/// sample shape, and (f32) its pixel scale.
+pub fn samples_for(
+    model_f32: Option<&[u8]>,
+    model_int8: Option<&[u8]>,
+    test: &crate::data::Dataset,
+    n: usize,
+) -> Result<(Samples, Summary)> {
+    ensure!(n >= 1, "embed at least one sample (--samples)");
+    ensure!(
+        model_f32.is_some() || model_int8.is_some(),
+        "no model file to embed"
+    );
+    ensure!(!test.is_empty(), "the test set is empty");
+    let features = test.sample_len();
+    let idx = pick(test.len(), n);
+    let labels: Vec<u16> = idx
+        .iter()
+        .map(|&i| u16::try_from(test.labels[i]).context("a label does not fit u16"))
+        .collect::<Result<_>>()?;
+    let mut classes = None;
+    let mut macs = 0;
+    let mut check = |bytes: &[u8], name: &str| -> Result<usize> {
+        let buf = ModelBytes::new(bytes);
+        let m = buf.parse().with_context(|| format!("{name}: not a valid model file"))?;
+        let h = m.header();
+        let (shape, data) = (h.input, test.shape());
+        ensure!(
+            (shape.h, shape.w, shape.c) == (data.h, data.w, data.c),
+            "{name} takes {}x{}x{} inputs; the data set `{}` has {}x{}x{} samples",
+            shape.h,
+            shape.w,
+            shape.c,
+            test.name,
+            data.h,
+            data.w,
+            data.c
+        );
+        if m.kind() == Kind::F32 {
+            ensure!(
+                h.pixel_scale == test.pixel_scale,
+                "{name} was exported for inputs scaled by {} per raw unit; the data set `{}` \
+                 is scaled by {}: use the data it was trained on",
+                h.pixel_scale,
+                test.name,
+                test.pixel_scale
+            );
+        }
+        if let Some(c) = classes {
+            ensure!(c == h.classes, "the model files have different class counts");
+        }
+        classes = Some(h.classes);
+        let max_label = labels.iter().copied().max().unwrap_or(0);
+        ensure!(
+            usize::from(max_label) < h.classes,
+            "{name} has {} classes; the data set has label {max_label}",
+            h.classes
+        );
+        macs = m
+            .layers()
+            .map(|l| l.map(|l| l.op.macs(l.output)))
+            .sum::<Result<usize, _>>()?;
+        Ok(m.arena_bytes())
+    };
+    let f32_arena = model_f32.map(|b| check(b, MODEL_F32)).transpose()?;
+    let int8_arena = model_int8.map(|b| check(b, MODEL_INT8)).transpose()?;
+    let classes = classes.unwrap_or(0);
+    let n_test = test.len() as f64;
+    let all_labels: Vec<u16> = test.labels.iter().map(|&l| l as u16).collect();
+    let mut summary = Summary {
+        training: None,
+        data: test.name.clone(),
+        test_samples: test.len(),
+        embedded: idx.len(),
+        macs,
+        f32: None,
+        int8: None,
+    };
+    let mut f32_part = None;
+    if let (Some(bytes), Some(arena)) = (model_f32, f32_arena) {
+        let all = engine_f32(bytes, &test.images)?;
+        let expected = rows(&all, classes, &idx);
+        let inputs = rows(&test.images, features, &idx);
+        // Per-sample runs must give what the run over the test set gave.
+        ensure!(
+            engine_f32(bytes, &inputs)? == expected,
+            "the host engine is not repeatable"
+        );
+        summary.f32 = Some(ModelSummary {
+            test_accuracy: correct(&all_labels, classes, &all) as f64 / n_test,
+            correct: correct(&labels, classes, &expected),
+            digest: digest_f32(&expected),
+            model_bytes: bytes.len(),
+            arena_bytes: arena,
+        });
+        f32_part = Some(Part {
+            inputs,
+            expected,
+            model_crc: file_crc(bytes),
+        });
+    }
+    let mut int8_part = None;
+    if let (Some(bytes), Some(arena)) = (model_int8, int8_arena) {
+        let levels = quantize_inputs(bytes, &test.images)?;
+        let all = engine_i8(bytes, &levels)?;
+        let expected = rows(&all, classes, &idx);
+        let inputs = rows(&levels, features, &idx);
+        ensure!(
+            engine_i8(bytes, &inputs)? == expected,
+            "the host engine is not repeatable"
+        );
+        summary.int8 = Some(ModelSummary {
+            test_accuracy: correct(&all_labels, classes, &all) as f64 / n_test,
+            correct: correct(&labels, classes, &expected),
+            digest: digest_i8(&expected),
+            model_bytes: bytes.len(),
+            arena_bytes: arena,
+        });
+        int8_part = Some(Part {
+            inputs,
+            expected,
+            model_crc: file_crc(bytes),
+        });
+    }
+    let samples = Samples {
+        features,
+        classes,
+        labels,
+        f32: f32_part,
+        int8: int8_part,
+    };
+    samples.check().map_err(|e| anyhow::anyhow!("samples: {e}"))?;
+    Ok((samples, summary))
+}
+
+/// Write an assets directory: the model files present, `samples.bin`,
+/// `summary.txt` and any `extra` files; a model file of a kind not given
+/// is removed (a stale one would be embedded). The paths rewritten.
+fn write_dir(
+    dir: &Path,
+    model_f32: Option<&[u8]>,
+    model_int8: Option<&[u8]>,
+    samples: &Samples,
+    summary: &Summary,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<Vec<PathBuf>> {
+    let samples_bytes = samples
+        .to_bytes()
+        .map_err(|e| anyhow::anyhow!("samples: {e}"))?;
+    let mut written = Vec::new();
+    for (name, bytes) in [(MODEL_F32, model_f32), (MODEL_INT8, model_int8)] {
+        let path = dir.join(name);
+        match bytes {
+            Some(b) => {
+                if write_if_changed(&path, b)? {
+                    written.push(path);
+                }
+            }
+            None => {
+                if path.exists() {
+                    std::fs::remove_file(&path).with_context(|| path.display().to_string())?;
+                }
+            }
+        }
+    }
+    let mut files = vec![
+        (SAMPLES, samples_bytes),
+        (SUMMARY, summary.to_text().into_bytes()),
+    ];
+    files.extend(extra.iter().cloned());
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        if write_if_changed(&path, &bytes)? {
+            written.push(path);
+        }
+    }
+    Ok(written)
 }
 
 /// Train, fold, export, run the host engine and write the assets (module
@@ -589,103 +646,88 @@ pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     let model_f32 = write_f32(&folded, cfg.block_rows, data.train.pixel_scale)?;
     let model_int8 = write_int8_form(&qm, cfg.block_rows, cfg.weights)?;
 
-    // Whole test set through the host engine, from the files' bytes.
     let test = &data.test;
-    let test_q = quantize_inputs(&model_int8, &test.images)?;
-    let labels_all = Samples {
-        features: test.sample_len(),
-        classes: folded.classes,
-        labels: test.labels.clone(),
-        input_f32: Vec::new(),
-        input_i8: Vec::new(),
-        expected_f32: Vec::new(),
-        expected_i8: Vec::new(),
-        f32_model_crc: 0,
-        int8_model_crc: 0,
-    };
-    let all_f32 = engine_f32(&model_f32, &test.images)?;
-    let all_i8 = engine_i8(&model_int8, &test_q)?;
-    let n_test = test.len().max(1) as f64;
-    let f32_test_accuracy = labels_all.correct(&all_f32) as f64 / n_test;
-    let int8_test_accuracy = labels_all.correct(&all_i8) as f64 / n_test;
-
-    // The embedded samples.
+    let (samples, mut summary) =
+        samples_for(Some(&model_f32), Some(&model_int8), test, cfg.samples)?;
     let idx = pick(test.len(), cfg.samples);
     let chosen = test.select(&idx, format!("{}-embedded", test.name))?;
-    let per = test.sample_len();
-    let c = folded.classes;
-    let header_crc = |b: &[u8]| u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
-    let samples = Samples {
-        features: per,
-        classes: c,
-        labels: chosen.labels.clone(),
-        input_f32: chosen.images.clone(),
-        input_i8: idx
-            .iter()
-            .flat_map(|&i| test_q[i * per..(i + 1) * per].iter().copied())
-            .collect(),
-        expected_f32: idx
-            .iter()
-            .flat_map(|&i| all_f32[i * c..(i + 1) * c].iter().copied())
-            .collect(),
-        expected_i8: idx
-            .iter()
-            .flat_map(|&i| all_i8[i * c..(i + 1) * c].iter().copied())
-            .collect(),
-        f32_model_crc: header_crc(&model_f32),
-        int8_model_crc: header_crc(&model_int8),
-    };
-    // Per-sample runs must give what the batch over the test set gave.
-    ensure!(
-        engine_f32(&model_f32, &samples.input_f32)? == samples.expected_f32
-            && engine_i8(&model_int8, &samples.input_i8)? == samples.expected_i8,
-        "the host engine is not repeatable"
-    );
     let float_correct =
         (t.evaluate(&chosen, None)?.accuracy * chosen.len() as f64).round() as usize;
-
-    let (fm, qm8) = (ModelBytes::new(&model_f32), ModelBytes::new(&model_int8));
-    let (fm, qm8) = (fm.parse()?, qm8.parse()?);
-    let summary = Summary {
+    summary.data = cfg.data.data.clone();
+    summary.training = Some(Training {
         network: t.net.spec.name.clone(),
-        data: cfg.data.data.clone(),
         steps: t.step,
         train_samples: data.train.len(),
-        test_samples: test.len(),
-        embedded: samples.len(),
         float_test_accuracy: float.accuracy,
-        f32_test_accuracy,
-        int8_test_accuracy,
         float_correct,
-        f32_correct: samples.correct(&samples.expected_f32),
-        int8_correct: samples.correct(&samples.expected_i8),
-        f32_digest: digest_f32(&samples.expected_f32),
-        int8_digest: digest_i8(&samples.expected_i8),
-        f32_model_bytes: model_f32.len(),
-        int8_model_bytes: model_int8.len(),
-        f32_arena_bytes: fm.arena_bytes(),
-        int8_arena_bytes: qm8.arena_bytes(),
-        macs: fm
-            .layers()
-            .map(|l| l.map(|l| l.op.macs(l.output)))
-            .sum::<Result<usize, _>>()?,
         train_seconds,
-    };
+    });
+    let written = write_dir(
+        &cfg.out_dir,
+        Some(&model_f32),
+        Some(&model_int8),
+        &samples,
+        &summary,
+        &[(CHECKPOINT, checkpoint::to_bytes(&mut t))],
+    )?;
+    Ok(Assets {
+        model_f32: Some(model_f32),
+        model_int8: Some(model_int8),
+        samples,
+        summary,
+        written,
+    })
+}
 
-    let dir = &cfg.out_dir;
-    let mut written = Vec::new();
-    for (name, bytes) in [
-        (MODEL_F32, model_f32.clone()),
-        (MODEL_INT8, model_int8.clone()),
-        (SAMPLES, samples.to_bytes()),
-        (SUMMARY, summary.to_text().into_bytes()),
-        (CHECKPOINT, checkpoint::to_bytes(&mut t)),
-    ] {
-        let path = dir.join(name);
-        if write_if_changed(&path, &bytes)? {
-            written.push(path);
-        }
+/// Embed the user's model file(s) (`normcore samples`): load the data,
+/// put together the samples for `models` ([`samples_for`]) and write the
+/// assets directory `out_dir` (module documentation). At most one file of
+/// each kind.
+pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> Result<Assets> {
+    let mut model_f32 = None;
+    let mut model_int8 = None;
+    for path in models {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let kind = ModelBytes::new(&bytes)
+            .parse()
+            .with_context(|| format!("{}: not a valid model file", path.display()))?
+            .kind();
+        let slot = match kind {
+            Kind::F32 => &mut model_f32,
+            Kind::Int8 => &mut model_int8,
+        };
+        ensure!(
+            slot.is_none(),
+            "two {kind:?} model files: give at most one of each kind"
+        );
+        *slot = Some(bytes);
     }
+    let loaded = data.load()?;
+    let (samples, summary) = samples_for(
+        model_f32.as_deref(),
+        model_int8.as_deref(),
+        &loaded.test,
+        n,
+    )
+    .with_context(|| {
+        models
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })?;
+    let summary = Summary {
+        data: data.data.clone(),
+        ..summary
+    };
+    let written = write_dir(
+        out_dir,
+        model_f32.as_deref(),
+        model_int8.as_deref(),
+        &samples,
+        &summary,
+        &[],
+    )?;
     Ok(Assets {
         model_f32,
         model_int8,
@@ -695,29 +737,93 @@ pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     })
 }
 
-/// The assets in `dir` as the firmware's build reads them: both model files
-/// and the samples, checked against each other.
-pub fn load(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, Samples)> {
-    let read = |name: &str| {
+/// The assets in `dir` as the firmware's build reads them: the model files
+/// present and the samples, checked against each other.
+pub fn load(dir: &Path) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Samples)> {
+    let hint = "run `cargo xtask assets` to generate the firmware assets";
+    let read = |name: &str| -> Result<Option<Vec<u8>>> {
         let p = dir.join(name);
-        std::fs::read(&p).with_context(|| {
-            format!(
-                "{}: run `cargo xtask assets` to generate the firmware assets",
-                p.display()
-            )
-        })
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| p.display().to_string()),
+        }
     };
     let (f, q) = (read(MODEL_F32)?, read(MODEL_INT8)?);
-    let s = Samples::from_bytes(&read(SAMPLES)?).context(SAMPLES)?;
-    let header_crc = |b: &[u8]| {
-        b.get(12..16)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    let raw = read(SAMPLES)?.with_context(|| format!("{}: no {SAMPLES}: {hint}", dir.display()))?;
+    let s = Samples::from_bytes(&raw)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(SAMPLES).display()))?;
+    ensure!(
+        f.is_some() || q.is_some(),
+        "{}: no model file: {hint}",
+        dir.display()
+    );
+    let same = |file: &Option<Vec<u8>>, crc: Option<u32>| match (file, crc) {
+        (Some(b), Some(c)) => file_crc(b) == c,
+        (None, None) => true,
+        _ => false,
     };
     ensure!(
-        header_crc(&f) == Some(s.f32_model_crc) && header_crc(&q) == Some(s.int8_model_crc),
-        "{SAMPLES} was generated for other model files: run `cargo xtask assets` again"
+        same(&f, s.f32.as_ref().map(|p| p.model_crc))
+            && same(&q, s.int8.as_ref().map(|p| p.model_crc)),
+        "{SAMPLES} was generated for other model files: {hint}"
     );
     Ok((f, q, s))
+}
+
+/// Print the host's table for an assets directory.
+fn print_summary(s: &Summary, out_dir: &Path, written: &[PathBuf]) {
+    if let Some(t) = &s.training {
+        println!(
+            "network `{}` trained {} steps in {:.1} s on `{}` ({} train / {} test samples)",
+            t.network, t.steps, t.train_seconds, s.data, t.train_samples, s.test_samples
+        );
+    } else {
+        println!("`{}`: {} test samples", s.data, s.test_samples);
+    }
+    println!();
+    println!(
+        "| model                      | test accuracy ({:>5}) | embedded ({:>4}) |",
+        s.test_samples, s.embedded
+    );
+    println!("|----------------------------|-----------------------|-----------------|");
+    let pct = |c: usize| 100.0 * c as f64 / s.embedded.max(1) as f64;
+    let mut rows = Vec::new();
+    if let Some(t) = &s.training {
+        rows.push(("float, BN (unfolded)", t.float_test_accuracy, t.float_correct));
+    }
+    for (name, m) in [
+        ("folded f32 (host engine)", &s.f32),
+        ("int8 (host engine)", &s.int8),
+    ] {
+        if let Some(m) = m {
+            rows.push((name, m.test_accuracy, m.correct));
+        }
+    }
+    for (name, all, correct) in rows {
+        println!(
+            "| {name:<26} | {:>20.2}% | {:>14.2}% |",
+            100.0 * all,
+            pct(correct)
+        );
+    }
+    println!();
+    for (name, m) in [(MODEL_F32, &s.f32), (MODEL_INT8, &s.int8)] {
+        if let Some(m) = m {
+            println!(
+                "{name}: {} bytes (arena {} B), digest {:#010x}",
+                m.model_bytes, m.arena_bytes, m.digest
+            );
+        }
+    }
+    println!("{} samples", s.embedded);
+    if written.is_empty() {
+        println!("{}: unchanged", out_dir.display());
+    } else {
+        for p in written {
+            println!("wrote {}", p.display());
+        }
+    }
 }
 
 /// Run `normcore assets`: generate, then print what was made.
@@ -728,57 +834,32 @@ pub fn run(a: AssetArgs) -> Result<()> {
         cfg.preset, cfg.data.data, cfg.steps, cfg.seed
     );
     let out = generate(&cfg)?;
-    let s = &out.summary;
-    println!(
-        "network `{}` trained {} steps in {:.1} s on `{}` ({} train / {} test samples)",
-        s.network, s.steps, s.train_seconds, s.data, s.train_samples, s.test_samples
-    );
-    println!();
-    println!(
-        "| model                      | test accuracy ({:>5}) | embedded ({:>4}) |",
-        s.test_samples, s.embedded
-    );
-    println!("|----------------------------|-----------------------|-----------------|");
-    let pct = |c: usize| 100.0 * c as f64 / s.embedded.max(1) as f64;
-    for (name, all, correct) in [
-        (
-            "float, BN (unfolded)",
-            s.float_test_accuracy,
-            s.float_correct,
-        ),
-        (
-            "folded f32 (host engine)",
-            s.f32_test_accuracy,
-            s.f32_correct,
-        ),
-        ("int8 (host engine)", s.int8_test_accuracy, s.int8_correct),
-    ] {
-        println!(
-            "| {name:<26} | {:>20.2}% | {:>14.2}% |",
-            100.0 * all,
-            pct(correct)
-        );
-    }
-    println!();
-    println!(
-        "{}: {} bytes (arena {} B); {}: {} bytes (arena {} B); {} samples; digests f32 {:#010x}, int8 {:#010x}",
-        MODEL_F32,
-        s.f32_model_bytes,
-        s.f32_arena_bytes,
-        MODEL_INT8,
-        s.int8_model_bytes,
-        s.int8_arena_bytes,
-        s.embedded,
-        s.f32_digest,
-        s.int8_digest
-    );
-    if out.written.is_empty() {
-        println!("{}: unchanged", cfg.out_dir.display());
-    } else {
-        for p in &out.written {
-            println!("wrote {}", p.display());
-        }
-    }
+    print_summary(&out.summary, &cfg.out_dir, &out.written);
+    Ok(())
+}
+
+/// `normcore samples`.
+#[derive(Args, Debug)]
+pub struct SamplesArgs {
+    /// The model file(s) to embed (.ncm, f32 or int8; at most one of each).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test samples to embed, evenly spaced over the test set: a number,
+    /// or `all`.
+    #[arg(long, default_value = "64", value_parser = parse_samples)]
+    pub samples: usize,
+    /// Output directory (the firmware build reads it through
+    /// $NORMCORE_ASSETS).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+}
+
+/// Run `normcore samples`: the assets for the user's model file(s).
+pub fn run_samples(a: SamplesArgs) -> Result<()> {
+    let out = embed(&a.models, &a.data, a.samples, &a.out_dir)?;
+    print_summary(&out.summary, &a.out_dir, &out.written);
     Ok(())
 }
 
@@ -786,53 +867,11 @@ pub fn run(a: AssetArgs) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn samples() -> Samples {
-        Samples {
-            features: 3,
-            classes: 2,
-            labels: vec![1, 0],
-            input_f32: vec![0.0, 0.5, -1.25, 3.0, f32::MIN_POSITIVE, -0.0],
-            input_i8: vec![-128, 0, 127, 5, -5, 1],
-            expected_f32: vec![1.5, -2.0, 0.25, 0.125],
-            expected_i8: vec![-3, 4, 7, -8],
-            f32_model_crc: 0xDEAD_BEEF,
-            int8_model_crc: 0x0123_4567,
-        }
-    }
-
-    #[test]
-    fn samples_file_round_trips_bit_for_bit() {
-        let s = samples();
-        let bytes = s.to_bytes();
-        assert_eq!(bytes.len(), SAMPLES_HEADER + 2 * (5 * 3 + 5 * 2 + 2));
-        assert_eq!(&bytes[..4], b"NCSP");
-        let back = Samples::from_bytes(&bytes).unwrap();
-        assert_eq!(back, s);
-        // -0.0 == 0.0 for PartialEq: check the bits too.
-        assert_eq!(back.input_f32[5].to_bits(), (-0.0f32).to_bits());
-    }
-
-    #[test]
-    fn samples_file_rejects_damage() {
-        let bytes = samples().to_bytes();
-        let mut flipped = bytes.clone();
-        flipped[40] ^= 1;
-        assert!(format!("{:#}", Samples::from_bytes(&flipped).unwrap_err()).contains("CRC"));
-        assert!(Samples::from_bytes(&bytes[..bytes.len() - 1]).is_err());
-        let mut magic = bytes.clone();
-        magic[0] = b'X';
-        assert!(Samples::from_bytes(&magic).is_err());
-        let mut version = bytes;
-        version[4] = 2;
-        assert!(Samples::from_bytes(&version).is_err());
-    }
-
     #[test]
     fn correct_counts_first_maximum() {
-        let s = samples();
         // Sample 0 (label 1): [1.5, -2.0] -> 0, wrong; sample 1 (label 0):
         // [0.25, 0.125] -> 0, right.
-        assert_eq!(s.correct(&s.expected_f32), 1);
+        assert_eq!(correct(&[1, 0], 2, &[1.5, -2.0, 0.25, 0.125]), 1);
         // Ties go to the first.
         assert_eq!(argmax(&[3, 7, 7, 1]), 1);
     }
@@ -886,19 +925,42 @@ mod tests {
         let a = generate(&cfg).unwrap();
         assert_eq!(a.written.len(), 5);
         let (f, q, s) = load(dir.path()).unwrap();
-        assert_eq!((f, q), (a.model_f32.clone(), a.model_int8.clone()));
+        assert_eq!((&f, &q), (&a.model_f32, &a.model_int8));
         assert_eq!(s, a.samples);
         assert_eq!((s.len(), s.features, s.classes), (10, 64, 10));
-        assert_eq!(
-            engine_i8(&a.model_int8, &s.input_i8).unwrap(),
-            s.expected_i8
-        );
-        assert_eq!(
-            s.input_i8,
-            quantize_inputs(&a.model_int8, &s.input_f32).unwrap()
-        );
-        assert_eq!(a.summary.int8_digest, digest_i8(&s.expected_i8));
+        let (q, sq, sf) = (q.unwrap(), s.int8.clone().unwrap(), s.f32.clone().unwrap());
+        assert_eq!(engine_i8(&q, &sq.inputs).unwrap(), sq.expected);
+        assert_eq!(sq.inputs, quantize_inputs(&q, &sf.inputs).unwrap());
+        assert_eq!(a.summary.int8.unwrap().digest, digest_i8(&sq.expected));
         // Deterministic: a second run rewrites nothing.
         assert!(generate(&cfg).unwrap().written.is_empty());
+
+        // The user's path: the int8 file alone, embedded from the data set.
+        let own = tempfile::tempdir().unwrap();
+        let model = dir.path().join(MODEL_INT8);
+        let data = AssetConfig::default().data;
+        let e = embed(&[model.clone()], &data, 10, own.path()).unwrap();
+        assert_eq!(e.samples.int8, s.int8, "same samples, same outputs");
+        assert!(e.samples.f32.is_none() && e.summary.training.is_none());
+        let (f, q, _) = load(own.path()).unwrap();
+        assert!(f.is_none() && q.is_some());
+        // Two files of one kind, a file that is not a model, a data set of
+        // another shape: clear errors, nothing written.
+        let bad = tempfile::tempdir().unwrap();
+        let two = embed(&[model.clone(), model.clone()], &data, 10, bad.path());
+        assert!(format!("{:#}", two.unwrap_err()).contains("at most one"));
+        let junk = bad.path().join("junk.ncm");
+        std::fs::write(&junk, b"not a model").unwrap();
+        let e = embed(&[junk], &data, 10, bad.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("not a valid model file"), "{e:#}");
+        let csv = bad.path().join("wide.csv");
+        std::fs::write(&csv, "0,1,2,0\n1,2,3,1\n2,3,4,0\n3,4,5,1\n4,5,6,0\n").unwrap();
+        let wide = DataArgs {
+            data: csv.display().to_string(),
+            ..data
+        };
+        let e = embed(&[model], &wide, 10, bad.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("8x8x1 inputs"), "{e:#}");
+        assert!(!bad.path().join(SAMPLES).exists());
     }
 }

@@ -54,6 +54,11 @@ enum Command {
     /// engine's expected outputs: the firmware's build inputs
     /// (`firmware/assets/`, used by `cargo xtask demo` and the QEMU tests).
     Assets(assets::AssetArgs),
+    /// The firmware's build inputs for your own model file(s): test samples
+    /// from a data set with the host engine's expected outputs, written
+    /// with the model(s) to an assets directory (what `cargo xtask firmware
+    /// infer --model PATH.ncm` builds the firmware with).
+    Samples(assets::SamplesArgs),
     /// Measure training speed and print a table.
     Bench(bench::BenchArgs),
     /// Stream a test set through the `serve` firmware in QEMU (mps2-an386,
@@ -338,6 +343,7 @@ fn main() -> ExitCode {
         Command::Inspect { file, toml } => cmd_inspect(&file, toml),
         Command::Reproduce(e) => reproduce::run(e),
         Command::Assets(a) => assets::run(a),
+        Command::Samples(a) => assets::run_samples(a),
         Command::Bench(a) => bench::run(a),
         Command::DeviceEval(a) => normcore_trainer::device_eval::run(a),
     };

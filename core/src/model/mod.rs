@@ -72,6 +72,34 @@ fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
+/// A running CRC-32: [`crc32`] over bytes fed in pieces (the firmware's
+/// output digests, the serial protocol's frames).
+#[derive(Debug, Clone, Copy)]
+pub struct Crc32(u32);
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Crc32 {
+    /// The CRC of nothing yet.
+    pub const fn new() -> Self {
+        Crc32(0xFFFF_FFFF)
+    }
+
+    /// Feed `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0 = crc32_update(self.0, bytes);
+    }
+
+    /// The CRC of everything fed so far.
+    pub fn value(&self) -> u32 {
+        self.0 ^ 0xFFFF_FFFF
+    }
+}
+
 /// The CRC the header must hold: the file's CRC-32 with the header's CRC
 /// field ([`layout::CRC_FIELD`]) taken as zero.
 pub fn file_crc(bytes: &[u8]) -> u32 {

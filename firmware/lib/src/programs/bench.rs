@@ -24,14 +24,13 @@
 //! identical outputs, and that the engine's int8 logits are the kernel
 //! chain's; it exits with failure if not. A build for one kind of model
 //! (`--no-default-features --features int8`, or `f32`) skips the other
-//! kind's `engine_paper_mlp_*` row with a log line.
-#![no_std]
-#![no_main]
+//! kind's `engine_paper_mlp_*` row with a log line. The shapes are
+//! constants: a geometry or packing that fails to build is a bug in this
+//! program, and panics (the board's panic handler ends it with failure).
 
 use core::hint::black_box;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
-use cortex_m_rt::entry;
 use normcore::engine::{self, Engine, Output};
 use normcore::kernels::int8::{self, BlockedI8};
 use normcore::kernels::requant::OutputStage;
@@ -40,9 +39,9 @@ use normcore::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d, PoolK
 use normcore::model::write::{self, LayerDesc, ModelDesc};
 use normcore::model::{Data, Kind, Model, Op, QuantOut, WriteError};
 use normcore::{Error, Rng, Shape};
-use normcore_firmware::board::active::{self as board, Board};
-use normcore_firmware::cost::{Cost, Stopwatch, TickCounter, Unit};
-use normcore_firmware::{exit, stack};
+use crate::board::Board;
+use crate::cost::{Cost, Stopwatch, TickCounter, Unit};
+use crate::stack;
 
 /// Weight elements of the largest layer: 784 → 100 in blocks of 8 rows
 /// (104 rows), and the whole paper MLP's 104·(784 + 100 + 100) + 16·100.
@@ -103,7 +102,7 @@ static mut BUFFERS: Buffers = Buffers {
 /// The buffers, once.
 fn take_buffers() -> Option<&'static mut Buffers> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
-    if TAKEN.swap(true, Ordering::AcqRel) {
+    if !crate::take_once(&TAKEN) {
         return None;
     }
     // SAFETY: `TAKEN` makes this the only reference to `BUFFERS` ever made,
@@ -268,8 +267,7 @@ fn pack(b: &mut Buffers, at: usize, rows: usize, cols: usize, r: usize) -> usize
         )
         .is_ok();
     if !ok {
-        defmt::error!("pack {=usize}x{=usize} r{=usize} failed", rows, cols, r);
-        exit(false)
+        defmt::panic!("pack {=usize}x{=usize} r{=usize} failed", rows, cols, r);
     }
     len
 }
@@ -510,7 +508,7 @@ static mut ENGINE: EngineBuffers = EngineBuffers {
 
 fn take_engine_buffers() -> Option<&'static mut EngineBuffers> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
-    if TAKEN.swap(true, Ordering::AcqRel) {
+    if !crate::take_once(&TAKEN) {
         return None;
     }
     // SAFETY: `TAKEN` makes this the only reference to `ENGINE` ever made,
@@ -722,11 +720,10 @@ fn conv<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     ];
     for (h, w, cin, cout, k, p, shape) in SHAPES {
         let Ok(geom) = Conv2d::new(h, w, cin, cout, Window::square(k, 1, p)) else {
-            defmt::error!("bad conv geometry {=str}", shape);
-            exit(false)
+            defmt::panic!("bad conv geometry {=str}", shape);
         };
         let Ok(out) = geom.output_shape(1) else {
-            exit(false)
+            defmt::panic!("bad geometry")
         };
         let patch = k * k * cin;
         let macs = Work::Macs((out.h * out.w * cout * patch) as u32);
@@ -785,7 +782,7 @@ fn conv<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     }
 
     let Ok(dw) = DepthwiseConv2d::new(12, 12, 32, Window::square(3, 1, 1)) else {
-        exit(false)
+        defmt::panic!("bad geometry")
     };
     let macs = Work::Macs(12 * 12 * 32 * 9);
     let n = 12 * 12 * 32;
@@ -877,7 +874,7 @@ fn crossover<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     ];
     for (cin, shape) in CONVS {
         let Ok(geom) = Conv2d::new(12, 12, cin, 16, Window::square(3, 1, 0)) else {
-            exit(false)
+            defmt::panic!("bad geometry")
         };
         let (n_in, n_out) = (12 * 12 * cin, 10 * 10 * 16);
         let macs = Work::Macs((n_out * 9 * cin) as u32);
@@ -922,7 +919,7 @@ fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
         (PoolKind::Average, "avg_pool_i8", "avg_pool_f32"),
     ] {
         let Ok(p) = Pool2d::new(kind, 24, 24, 16, Window::square(2, 2, 0)) else {
-            exit(false)
+            defmt::panic!("bad geometry")
         };
         let e = Work::Elements(n as u32);
         let out = 12 * 12 * 16;
@@ -1001,20 +998,21 @@ fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
     });
 }
 
-#[entry]
-fn main() -> ! {
+/// The `bench` program; ends through `B::exit`, with failure if two forms
+/// of a kernel disagree.
+pub fn main<B: Board>() -> ! {
     // SAFETY: no heap, and nothing else lives below the stack pointer.
     let painted = unsafe { stack::paint() };
-    defmt::info!("normcore-firmware bench on {=str}", board::NAME);
-    let (Some(mut core), Some(board)) = (cortex_m::Peripherals::take(), Board::take()) else {
+    defmt::info!("normcore-firmware bench on {=str}", B::NAME);
+    let Some(mut parts) = B::take() else {
         defmt::error!("peripherals already taken");
-        exit(false)
+        B::exit(false)
     };
-    let sw = Stopwatch::new(&mut core.DCB, core.DWT, board.timer);
+    let sw = Stopwatch::new(&mut parts.core.DCB, parts.core.DWT, parts.timer);
     sw.log_unit();
     let Some(b) = take_buffers() else {
         defmt::error!("buffers already taken");
-        exit(false)
+        B::exit(false)
     };
     fill(b);
     let mut bench = Bench {
@@ -1026,7 +1024,7 @@ fn main() -> ! {
     paper_mlp(&mut bench, b, 8);
     let Some(e) = take_engine_buffers() else {
         defmt::error!("engine buffers already taken");
-        exit(false)
+        B::exit(false)
     };
     engine_paper_mlp(&mut bench, b, e, &logits);
     defmt::info!(
@@ -1042,5 +1040,5 @@ fn main() -> ! {
         painted.high_water(),
         painted.size()
     );
-    exit(!bench.failed)
+    B::exit(!bench.failed)
 }

@@ -2,24 +2,19 @@
 //! (wrapping), until the terminator byte, which it does not echo; then exits
 //! with success.
 //!
-//! Run it with QEMU's `-serial stdio` (not `-nographic`, whose console
+//! On the console UART (the board's [`Serial`]). Run it with QEMU's `-serial stdio` (not `-nographic`, whose console
 //! multiplexer swallows 0x01, Ctrl-A): `NORMCORE_SERIAL=stdio ./qemu-run`.
 //! QEMU writes semihosting output (defmt) to the same stdout, so this binary
 //! logs only when it fails: on success its stdout is exactly the echo.
-#![no_std]
-#![no_main]
-
-use cortex_m_rt::entry;
 use embedded_io::{Read, Write};
-use normcore_firmware::board::active::Board;
-use normcore_firmware::cmsdk::uart::{Uart, UartError};
-use normcore_firmware::exit;
+
+use crate::board::Serial;
 
 /// Ends the session (not echoed).
 const TERMINATOR: u8 = 0x00;
 
 /// Echo until the terminator; the number of bytes echoed.
-fn echo(uart: &mut Uart) -> Result<usize, UartError> {
+fn echo<U: Read + Write>(uart: &mut U) -> Result<usize, U::Error> {
     let mut buf = [0u8; 16];
     let mut count = 0;
     loop {
@@ -39,17 +34,17 @@ fn echo(uart: &mut Uart) -> Result<usize, UartError> {
     }
 }
 
-#[entry]
-fn main() -> ! {
-    let Some(mut board) = Board::take() else {
+/// The `uart_echo` program on the console UART; ends through `B::exit`.
+pub fn main<B: Serial>() -> ! {
+    let Some((_, mut uart)) = B::take_serial() else {
         defmt::error!("board already taken");
-        exit(false)
+        B::exit(false)
     };
-    match echo(&mut board.uart) {
-        Ok(_) => exit(true),
+    match echo(&mut uart) {
+        Ok(_) => B::exit(true),
         Err(e) => {
-            defmt::error!("uart error: {}", e);
-            exit(false)
+            defmt::error!("uart error: {}", defmt::Debug2Format(&e));
+            B::exit(false)
         }
     }
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use normcore_firmware as _;
+use normcore_mps2_an386 as _;
 
 #[entry]
 fn main() -> ! {

@@ -1,29 +1,25 @@
-//! Boots, runs one BN layer ([`normcore_firmware::workload`]) on a fixed
+//! Boots, runs one BN layer ([`crate::workload`]) on a fixed
 //! input, prints the result (values and their bit patterns, which the host
 //! test compares with its own computation), what it cost and how much
 //! stack the program used, then exits with success.
-#![no_std]
-#![no_main]
-
 use core::hint::black_box;
 
-use cortex_m_rt::entry;
-use normcore_firmware::board::active::{self as board, Board};
-use normcore_firmware::cost::{Stopwatch, Unit};
-use normcore_firmware::workload::{Workload, BATCH, INPUTS, OUTPUTS, OUTPUT_LEN};
-use normcore_firmware::{exit, stack};
+use crate::board::Board;
+use crate::cost::{Stopwatch, Unit};
+use crate::stack;
+use crate::workload::{Workload, BATCH, INPUTS, OUTPUTS, OUTPUT_LEN};
 
-#[entry]
-fn main() -> ! {
+/// The `hello` program; ends through `B::exit`.
+pub fn main<B: Board>() -> ! {
     // SAFETY: no heap, and nothing else lives below the stack pointer.
     let painted = unsafe { stack::paint() };
-    defmt::info!("normcore-firmware hello on {=str}", board::NAME);
+    defmt::info!("normcore-firmware hello on {=str}", B::NAME);
 
-    let (Some(mut core), Some(board)) = (cortex_m::Peripherals::take(), Board::take()) else {
+    let Some(mut parts) = B::take() else {
         defmt::error!("peripherals already taken");
-        exit(false)
+        B::exit(false)
     };
-    let stopwatch = Stopwatch::new(&mut core.DCB, core.DWT, board.timer);
+    let stopwatch = Stopwatch::new(&mut parts.core.DCB, parts.core.DWT, parts.timer);
 
     let workload = Workload::new();
     let mut y = [0.0f32; OUTPUT_LEN];
@@ -38,7 +34,7 @@ fn main() -> ! {
     let (result, cost) = stopwatch.measure(|| black_box(&workload).run(&mut y));
     if let Err(e) = result {
         defmt::error!("workload failed: {}", e);
-        exit(false)
+        B::exit(false)
     }
     for (n, row) in y.chunks_exact(OUTPUTS).enumerate() {
         defmt::info!("y[{=usize}] = {=[?]}", n, row);
@@ -64,5 +60,5 @@ fn main() -> ! {
         painted.high_water(),
         painted.size()
     );
-    exit(true)
+    B::exit(true)
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use normcore_firmware as _;
+use normcore_mps2_an386 as _;
 
 /// In the vendor-specific system region; nothing answers there on the
 /// MPS2, so the load is a precise bus fault (escalated to HardFault).

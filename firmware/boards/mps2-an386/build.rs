@@ -1,0 +1,16 @@
+//! The firmware build step (`normcore-firmware-build`): memory.x and the
+//! linker scripts, and the assets checked against this board.
+use normcore_firmware_build::board::{build, Board, Budget};
+
+fn main() {
+    build(&Board {
+        name: "mps2-an386",
+        // Measured (`cargo xtask size --board mps2-an386`): `infer` with
+        // both kinds of model, 54 KiB of code and constants without the
+        // assets; a 3 KiB stack high-water mark. Budgets with margin.
+        budget: Budget {
+            code: 96 * 1024,
+            ram: 16 * 1024,
+        },
+    });
+}

@@ -1,0 +1,82 @@
+//! # normcore-firmware
+//!
+//! The board-agnostic side of normcore on Cortex-M: what every firmware
+//! binary runs, whatever the board. Nothing here knows a peripheral's
+//! address, a logging transport or how a program ends on a given board:
+//! a board crate (`firmware/boards/NAME`) implements [`board::Board`] and
+//! brings its `memory.x`, defmt transport and panic handler, and its bins
+//! are a few lines that call a program from [`programs`] with its parts.
+//!
+//! - [`board`]: the interface a board crate implements.
+//! - [`programs`]: `infer` (device = host parity and cost of the embedded
+//!   models), `serve` (inference over the serial protocol, `docs/SERIAL.md`),
+//!   `bench` (kernel and engine costs), `hello`, `uart_echo`.
+//! - [`assets`]: the embedded models and samples, as the board's build
+//!   script generates them (`normcore-firmware-build`).
+//! - [`cost`]: cycles (DWT CYCCNT) on hardware, timer ticks and
+//!   instruction counts (`-icount`) under QEMU.
+//! - [`stack`]: stack painting and the high-water mark.
+//! - [`digest`]: CRC-32 of results, for comparing a run with the host's.
+//! - [`cmsdk`]: drivers for ARM's CMSDK timer and UART (`embedded-hal`
+//!   delay, `embedded-io` serial), given their base address by a board.
+//! - [`workload`]: the computation `hello` runs, shared with the host test
+//!   that checks its result.
+#![no_std]
+
+pub mod assets;
+pub mod board;
+pub mod cmsdk;
+pub mod cost;
+pub mod digest;
+pub mod mmio;
+pub mod programs;
+pub mod stack;
+pub mod workload;
+
+/// A 16-aligned static buffer of `$bytes` bytes (an engine arena), handed
+/// out once: the first evaluation yields `Some(&'static mut [u8])`, every
+/// later one `None`. A macro because a static cannot depend on a generic
+/// parameter; each expansion has its own buffer.
+#[macro_export]
+macro_rules! take_arena {
+    ($bytes:expr) => {{
+        #[repr(C, align(16))]
+        struct Arena([u8; $bytes]);
+        static mut ARENA: Arena = Arena([0; $bytes]);
+        static TAKEN: ::core::sync::atomic::AtomicBool =
+            ::core::sync::atomic::AtomicBool::new(false);
+        if $crate::take_once(&TAKEN) {
+            // SAFETY: `TAKEN` makes this the only reference to `ARENA` ever
+            // made; the pointer is to a static, so never null.
+            unsafe { (&raw mut ARENA.0).as_mut() }.map(|a| a.as_mut_slice())
+        } else {
+            None
+        }
+    }};
+}
+
+/// Whether this is the first call for `flag` (which it then sets): how a
+/// static is handed out once. A load and a store inside a critical section,
+/// not `swap`: Cortex-M0 has no compare-and-swap.
+pub fn take_once(flag: &core::sync::atomic::AtomicBool) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    cortex_m::interrupt::free(|_| {
+        let taken = flag.load(Relaxed);
+        flag.store(true, Relaxed);
+        !taken
+    })
+}
+
+/// The assets the board's build script generated (`$OUT_DIR/assets.rs`,
+/// written by `normcore-firmware-build`): the statics behind
+/// `ASSETS: `[`assets::Assets`] and the constants `ARENA_BYTES`,
+/// `FEATURES`, `CLASSES`, `SAMPLES`. Expand it once, at the top of a bin.
+#[macro_export]
+macro_rules! include_assets {
+    () => {
+        #[allow(clippy::unreadable_literal, clippy::large_const_arrays, dead_code)]
+        mod assets {
+            include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+        }
+    };
+}

@@ -1,0 +1,18 @@
+//! The firmware's programs, each generic over the [`Board`](crate::board::Board)
+//! it runs on: a board crate's bin is its `#[entry]` calling one of these
+//! `main`s with the board's type (and, where the program embeds assets, the
+//! generated `ASSETS` and a static buffer).
+//!
+//! | program | what | needs |
+//! |---|---|---|
+//! | [`hello`] | one BN layer, checked bit for bit by the host | `Board` |
+//! | [`infer`] | every embedded model on every embedded sample: device = host parity, accuracy, cost per layer, stack | `Board`, assets |
+//! | [`serve`] | inference over the serial protocol (`docs/SERIAL.md`) | `Serial`, assets |
+//! | [`bench`] | cost of each kernel on fixed shapes (about 1.3 MiB of RAM: the MPS2 boards) | `Board` |
+//! | [`uart_echo`] | a serial round trip | `Serial` |
+
+pub mod bench;
+pub mod hello;
+pub mod infer;
+pub mod serve;
+pub mod uart_echo;
