@@ -370,7 +370,10 @@ impl Summary {
         kv("macs", self.macs.to_string());
         for (name, m) in [("f32", &self.f32), ("int8", &self.int8)] {
             if let Some(m) = m {
-                kv(&format!("{name}_test_accuracy"), m.test_accuracy.to_string());
+                kv(
+                    &format!("{name}_test_accuracy"),
+                    m.test_accuracy.to_string(),
+                );
                 kv(&format!("{name}_correct"), m.correct.to_string());
                 kv(&format!("{name}_digest"), format!("{:#010x}", m.digest));
                 kv(&format!("{name}_model_bytes"), m.model_bytes.to_string());
@@ -442,15 +445,14 @@ pub fn samples_for(
     ensure!(!test.is_empty(), "the test set is empty");
     let features = test.sample_len();
     let idx = pick(test.len(), n);
-    let labels: Vec<u16> = idx
-        .iter()
-        .map(|&i| u16::try_from(test.labels[i]).context("a label does not fit u16"))
-        .collect::<Result<_>>()?;
+    let labels: Vec<u16> = idx.iter().map(|&i| test.labels[i]).collect();
     let mut classes = None;
     let mut macs = 0;
     let mut check = |bytes: &[u8], name: &str| -> Result<usize> {
         let buf = ModelBytes::new(bytes);
-        let m = buf.parse().with_context(|| format!("{name}: not a valid model file"))?;
+        let m = buf
+            .parse()
+            .with_context(|| format!("{name}: not a valid model file"))?;
         let h = m.header();
         let (shape, data) = (h.input, test.shape());
         ensure!(
@@ -475,7 +477,10 @@ pub fn samples_for(
             );
         }
         if let Some(c) = classes {
-            ensure!(c == h.classes, "the model files have different class counts");
+            ensure!(
+                c == h.classes,
+                "the model files have different class counts"
+            );
         }
         classes = Some(h.classes);
         let max_label = labels.iter().copied().max().unwrap_or(0);
@@ -494,7 +499,7 @@ pub fn samples_for(
     let int8_arena = model_int8.map(|b| check(b, MODEL_INT8)).transpose()?;
     let classes = classes.unwrap_or(0);
     let n_test = test.len() as f64;
-    let all_labels: Vec<u16> = test.labels.iter().map(|&l| l as u16).collect();
+    let all_labels = &test.labels;
     let mut summary = Summary {
         training: None,
         data: test.name.clone(),
@@ -515,7 +520,7 @@ pub fn samples_for(
             "the host engine is not repeatable"
         );
         summary.f32 = Some(ModelSummary {
-            test_accuracy: correct(&all_labels, classes, &all) as f64 / n_test,
+            test_accuracy: correct(all_labels, classes, &all) as f64 / n_test,
             correct: correct(&labels, classes, &expected),
             digest: digest_f32(&expected),
             model_bytes: bytes.len(),
@@ -538,7 +543,7 @@ pub fn samples_for(
             "the host engine is not repeatable"
         );
         summary.int8 = Some(ModelSummary {
-            test_accuracy: correct(&all_labels, classes, &all) as f64 / n_test,
+            test_accuracy: correct(all_labels, classes, &all) as f64 / n_test,
             correct: correct(&labels, classes, &expected),
             digest: digest_i8(&expected),
             model_bytes: bytes.len(),
@@ -557,7 +562,9 @@ pub fn samples_for(
         f32: f32_part,
         int8: int8_part,
     };
-    samples.check().map_err(|e| anyhow::anyhow!("samples: {e}"))?;
+    samples
+        .check()
+        .map_err(|e| anyhow::anyhow!("samples: {e}"))?;
     Ok((samples, summary))
 }
 
@@ -687,7 +694,8 @@ pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> R
     let mut model_f32 = None;
     let mut model_int8 = None;
     for path in models {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let kind = ModelBytes::new(&bytes)
             .parse()
             .with_context(|| format!("{}: not a valid model file", path.display()))?
@@ -703,19 +711,16 @@ pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> R
         *slot = Some(bytes);
     }
     let loaded = data.load()?;
-    let (samples, summary) = samples_for(
-        model_f32.as_deref(),
-        model_int8.as_deref(),
-        &loaded.test,
-        n,
-    )
-    .with_context(|| {
-        models
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    })?;
+    let (samples, summary) =
+        samples_for(model_f32.as_deref(), model_int8.as_deref(), &loaded.test, n).with_context(
+            || {
+                models
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        )?;
     let summary = Summary {
         data: data.data.clone(),
         ..summary
@@ -737,9 +742,13 @@ pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> R
     })
 }
 
+/// An assets directory's contents: the f32 model file, the int8 model
+/// file (each if present), and the samples.
+pub type Loaded = (Option<Vec<u8>>, Option<Vec<u8>>, Samples);
+
 /// The assets in `dir` as the firmware's build reads them: the model files
 /// present and the samples, checked against each other.
-pub fn load(dir: &Path) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>, Samples)> {
+pub fn load(dir: &Path) -> Result<Loaded> {
     let hint = "run `cargo xtask assets` to generate the firmware assets";
     let read = |name: &str| -> Result<Option<Vec<u8>>> {
         let p = dir.join(name);
@@ -790,7 +799,11 @@ fn print_summary(s: &Summary, out_dir: &Path, written: &[PathBuf]) {
     let pct = |c: usize| 100.0 * c as f64 / s.embedded.max(1) as f64;
     let mut rows = Vec::new();
     if let Some(t) = &s.training {
-        rows.push(("float, BN (unfolded)", t.float_test_accuracy, t.float_correct));
+        rows.push((
+            "float, BN (unfolded)",
+            t.float_test_accuracy,
+            t.float_correct,
+        ));
     }
     for (name, m) in [
         ("folded f32 (host engine)", &s.f32),
@@ -939,7 +952,7 @@ mod tests {
         let own = tempfile::tempdir().unwrap();
         let model = dir.path().join(MODEL_INT8);
         let data = AssetConfig::default().data;
-        let e = embed(&[model.clone()], &data, 10, own.path()).unwrap();
+        let e = embed(std::slice::from_ref(&model), &data, 10, own.path()).unwrap();
         assert_eq!(e.samples.int8, s.int8, "same samples, same outputs");
         assert!(e.samples.f32.is_none() && e.summary.training.is_none());
         let (f, q, _) = load(own.path()).unwrap();

@@ -9,7 +9,6 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
-pub mod device_eval;
 pub mod export;
 pub mod fastgemm;
 pub mod network;

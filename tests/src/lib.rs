@@ -1,17 +1,17 @@
 //! Integration tests across normcore's crates live in `tests/tests/`; this
 //! library holds what they share.
 //!
-//! - [`qemu`]: build the firmware once and run its binaries under QEMU,
-//!   never hanging, with golden-file comparison of their decoded output.
-//! - [`device`]: the `infer` firmware's assets (generated with the
-//!   trainer's library) and its report, parsed.
+//! Building and running the firmware, and parsing what it prints, is
+//! `normcore-device-tools`' job (the one home of the host's device code);
+//! this crate adds:
+//! - [`golden`]: golden-file comparison of decoded firmware output;
 //! - [`workload`]: the computation the `hello` firmware runs, compiled here
-//!   from the firmware's own source file so that the host repeats exactly it.
+//!   from the firmware library's own source file (an independent build of
+//!   the same code), so that the host repeats exactly it.
 
-pub mod device;
-pub mod qemu;
+pub mod golden;
 
-#[path = "../../firmware/src/workload.rs"]
+#[path = "../../firmware/lib/src/workload.rs"]
 pub mod workload;
 
 #[cfg(test)]

@@ -1,27 +1,31 @@
-//! The device equals the host: the `infer` firmware, run under QEMU
-//! (`mps2-an386`, `-icount`), produces for every embedded test sample
+//! The device equals the host, on every QEMU board: the `infer` firmware,
+//! run under QEMU (`-icount`), produces for every embedded test sample
 //! exactly what core's engine produces on the host from the same model
-//! bytes: int8 logits bit for bit, f32 logits within 1e-5 with the same
-//! class, the same accuracy and the same digests.
+//! bytes: int8 logits bit for bit, f32 logits within the parity tolerance
+//! (`normcore::engine::f32_parity`) with the same class, the same accuracy
+//! and the same digests.
 //!
 //! Self-contained: the assets are (re)generated here with the trainer's
-//! library (digits-mlp on the built-in digits, seeded, 64 samples), the
-//! firmware is built, and `infer` runs once for all the tests below.
-//! Needs `qemu-system-arm`, `defmt-print` and the thumbv7em target (`cargo
-//! xtask setup`).
+//! library (digits-mlp on the built-in digits, seeded, 64 samples), each
+//! board's firmware is built, and `infer` runs once per board for all the
+//! tests below. Needs `qemu-system-arm`, `defmt-print` and the boards'
+//! thumb targets (`cargo xtask setup`).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use normcore_tests::device::{generate_assets, parse_infer, InferReport, Logits, ModelRun};
-use normcore_tests::qemu::{firmware_elf, run_qemu, RunOptions};
+use normcore::engine::f32_parity;
+use normcore_device_tools::boards::{Board, BOARDS};
+use normcore_device_tools::infer_log::{
+    assets_dir, generate_assets, parse_infer, InferReport, Logits, ModelRun,
+};
+use normcore_device_tools::qemu::{firmware_elf, run_qemu, RunOptions};
 use normcore_trainer::assets::{self, Samples};
 
-/// The tolerance on f32 logits (relative above magnitude 1).
-const F32_TOLERANCE: f32 = 1e-5;
-
-/// What the host computed and what the device printed.
+/// What the host computed and what one board's device printed.
 struct Run {
+    board: &'static Board,
     samples: Samples,
     host_f32: Vec<f32>,
     host_i8: Vec<i8>,
@@ -30,22 +34,31 @@ struct Run {
     model_layers: Vec<(&'static str, u64)>,
 }
 
-/// Generate the assets, compute the host's outputs with core's engine from
-/// the files on disk, build the firmware and run `infer`: once per process.
-fn run() -> &'static Run {
-    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
-    RUN.get_or_init(|| {
+/// The host's side, once per process: the assets generated, read back from
+/// disk (the test checks the files, not the generator's memory), and core's
+/// outputs for them.
+struct Host {
+    samples: Samples,
+    host_f32: Vec<f32>,
+    host_i8: Vec<i8>,
+    model_layers: Vec<(&'static str, u64)>,
+}
+
+fn host() -> &'static Host {
+    static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
+    HOST.get_or_init(|| {
         let generated = generate_assets()?;
-        // What the firmware embeds, read back from disk: the test checks
-        // the files, not the generator's memory.
-        let dir = normcore_tests::device::assets_dir();
-        let (model_f32, model_int8, samples) = assets::load(&dir).map_err(|e| format!("{e:#}"))?;
+        let (model_f32, model_int8, samples) =
+            assets::load(&assets_dir()).map_err(|e| format!("{e:#}"))?;
         assert_eq!(model_f32, generated.model_f32);
         assert_eq!(model_int8, generated.model_int8);
-        let host_f32 =
-            assets::engine_f32(&model_f32, &samples.input_f32).map_err(|e| format!("{e:#}"))?;
-        let host_i8 =
-            assets::engine_i8(&model_int8, &samples.input_i8).map_err(|e| format!("{e:#}"))?;
+        let (model_f32, model_int8) = (model_f32.unwrap(), model_int8.unwrap());
+        let (f, q) = (
+            samples.f32.as_ref().unwrap(),
+            samples.int8.as_ref().unwrap(),
+        );
+        let host_f32 = assets::engine_f32(&model_f32, &f.inputs).map_err(|e| format!("{e:#}"))?;
+        let host_i8 = assets::engine_i8(&model_int8, &q.inputs).map_err(|e| format!("{e:#}"))?;
         let aligned = normcore_trainer::export::ModelBytes::new(&model_f32);
         let model = aligned.parse().map_err(|e| format!("{e:#}"))?;
         let model_layers = model
@@ -53,24 +66,10 @@ fn run() -> &'static Run {
             .map(|l| l.map(|l| (l.op.name(), l.op.macs(l.output) as u64)))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{e}"))?;
-
-        let elf = firmware_elf("infer")?;
-        let opts = RunOptions {
-            timeout: Duration::from_secs(60),
-            ..RunOptions::default()
-        };
-        let out = run_qemu(&elf, &opts)?;
-        if !out.success() {
-            return Err(format!("infer failed:\n{}", out.describe()));
-        }
-        let text = out.stdout_text();
-        let report = parse_infer(&text)?;
-        Ok(Run {
+        Ok(Host {
             samples,
             host_f32,
             host_i8,
-            report,
-            text,
             model_layers,
         })
     })
@@ -78,8 +77,53 @@ fn run() -> &'static Run {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `infer` on `board`, once per process and board.
+fn run_on(board: &'static Board) -> &'static Run {
+    static RUNS: OnceLock<Mutex<HashMap<&'static str, &'static Run>>> = OnceLock::new();
+    let h = host();
+    let mut runs = RUNS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    runs.entry(board.name).or_insert_with(|| {
+        let elf = firmware_elf(board, "infer").unwrap_or_else(|e| panic!("{e}"));
+        let opts = RunOptions {
+            timeout: Duration::from_secs(120),
+            ..RunOptions::default()
+        };
+        let out = run_qemu(board, &elf, &opts).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.success(),
+            "infer failed on {}:\n{}",
+            board.name,
+            out.describe()
+        );
+        let text = out.stdout_text();
+        let report = parse_infer(&text).unwrap_or_else(|e| panic!("{}: {e}", board.name));
+        Box::leak(Box::new(Run {
+            board,
+            samples: h.samples.clone(),
+            host_f32: h.host_f32.clone(),
+            host_i8: h.host_i8.clone(),
+            report,
+            text,
+            model_layers: h.model_layers.clone(),
+        }))
+    })
+}
+
+/// `infer`'s run on every board QEMU models.
+fn runs() -> Vec<&'static Run> {
+    BOARDS
+        .iter()
+        .filter(|b| b.qemu.is_some())
+        .map(run_on)
+        .collect()
+}
+
 fn check_complete(name: &str, m: &ModelRun, r: &Run) {
     let n = r.samples.len();
+    let name = format!("{}: {name}", r.board.name);
     assert_eq!(
         m.samples.len(),
         n,
@@ -95,19 +139,24 @@ fn check_complete(name: &str, m: &ModelRun, r: &Run) {
 
 #[test]
 fn host_expectations_in_the_samples_file_are_the_host_engine_outputs() {
-    let r = run();
-    assert_eq!(r.host_i8, r.samples.expected_i8);
-    let same_bits = r
+    let h = host();
+    assert_eq!(h.host_i8, h.samples.int8.as_ref().unwrap().expected);
+    let same_bits = h
         .host_f32
         .iter()
-        .zip(&r.samples.expected_f32)
+        .zip(&h.samples.f32.as_ref().unwrap().expected)
         .all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same_bits, "samples.bin's f32 expectations are stale");
 }
 
 #[test]
-fn int8_outputs_are_bit_identical_to_the_host_engine() {
-    let r = run();
+fn int8_outputs_are_bit_identical_to_the_host_engine_on_every_board() {
+    for r in runs() {
+        int8_identical(r);
+    }
+}
+
+fn int8_identical(r: &Run) {
     let m = &r.report.int8;
     check_complete("int8", m, r);
     let c = r.samples.classes;
@@ -116,7 +165,8 @@ fn int8_outputs_are_bit_identical_to_the_host_engine() {
         assert_eq!(
             s.logits,
             Logits::I8(host.to_vec()),
-            "int8 sample {i}: device vs host engine"
+            "{}: int8 sample {i}: device vs host engine",
+            r.board.name
         );
         assert_eq!(s.class, assets::argmax(host), "int8 sample {i}: class");
     }
@@ -128,8 +178,13 @@ fn int8_outputs_are_bit_identical_to_the_host_engine() {
 }
 
 #[test]
-fn f32_outputs_match_the_host_engine_within_1e5_with_the_same_class() {
-    let r = run();
+fn f32_outputs_match_the_host_engine_within_tolerance_with_the_same_class_on_every_board() {
+    for r in runs() {
+        f32_within(r);
+    }
+}
+
+fn f32_within(r: &Run) {
     let m = &r.report.f32;
     check_complete("f32", m, r);
     let c = r.samples.classes;
@@ -142,8 +197,9 @@ fn f32_outputs_match_the_host_engine_within_1e5_with_the_same_class() {
         assert_eq!(dev.len(), c, "f32 sample {i}: logits");
         for (k, (&d, &h)) in dev.iter().zip(host).enumerate() {
             assert!(
-                (d - h).abs() <= F32_TOLERANCE * h.abs().max(1.0),
-                "f32 sample {i} logit {k}: device {d} ({:#010x}), host {h} ({:#010x})",
+                f32_parity(d, h),
+                "{}: f32 sample {i} logit {k}: device {d} ({:#010x}), host {h} ({:#010x})",
+                r.board.name,
                 d.to_bits(),
                 h.to_bits()
             );
@@ -167,11 +223,25 @@ fn f32_outputs_match_the_host_engine_within_1e5_with_the_same_class() {
 
 #[test]
 fn device_accuracy_equals_host_accuracy_on_the_same_samples() {
-    let r = run();
+    for r in runs() {
+        accuracy(r);
+    }
+}
+
+fn accuracy(r: &Run) {
     let n = r.samples.len();
+    let (labels, c) = (&r.samples.labels, r.samples.classes);
     for (name, m, host_correct) in [
-        ("f32", &r.report.f32, r.samples.correct(&r.host_f32)),
-        ("int8", &r.report.int8, r.samples.correct(&r.host_i8)),
+        (
+            "f32",
+            &r.report.f32,
+            assets::correct(labels, c, &r.host_f32),
+        ),
+        (
+            "int8",
+            &r.report.int8,
+            assets::correct(labels, c, &r.host_i8),
+        ),
     ] {
         assert_eq!(m.total, n, "{name}: samples run");
         assert_eq!(
@@ -190,7 +260,12 @@ fn device_accuracy_equals_host_accuracy_on_the_same_samples() {
 
 #[test]
 fn digests_equal_the_host_digests() {
-    let r = run();
+    for r in runs() {
+        digests(r);
+    }
+}
+
+fn digests(r: &Run) {
     assert_eq!(
         r.report.f32.digest,
         assets::digest_f32(&r.host_f32),
@@ -207,7 +282,12 @@ fn digests_equal_the_host_digests() {
 
 #[test]
 fn per_layer_costs_cover_every_layer() {
-    let r = run();
+    for r in runs() {
+        layer_costs(r);
+    }
+}
+
+fn layer_costs(r: &Run) {
     for (name, m) in [("f32", &r.report.f32), ("int8", &r.report.int8)] {
         let layers: Vec<(&str, u64)> = m.layers.iter().map(|l| (l.op.as_str(), l.macs)).collect();
         assert_eq!(
@@ -241,9 +321,9 @@ fn per_layer_costs_cover_every_layer() {
 
 #[test]
 fn costs_are_repeatable_under_icount() {
-    let r = run();
-    let elf = firmware_elf("infer").unwrap_or_else(|e| panic!("{e}"));
-    let out = run_qemu(&elf, &RunOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let r = run_on(normcore_device_tools::boards::default_board());
+    let elf = firmware_elf(r.board, "infer").unwrap_or_else(|e| panic!("{e}"));
+    let out = run_qemu(r.board, &elf, &RunOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(out.success(), "{}", out.describe());
     let again = parse_infer(&out.stdout_text()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, r.report, "a second run reported something else");

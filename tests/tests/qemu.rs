@@ -7,17 +7,20 @@
 
 use std::time::Duration;
 
-use normcore_tests::qemu::{
-    check_golden, firmware_elf, mask_measurements, run_qemu, Console, Output, RunOptions,
+use normcore_device_tools::boards::default_board;
+use normcore_device_tools::qemu::{
+    firmware_elf, mask_measurements, run_qemu, Console, Output, RunOptions,
 };
+use normcore_tests::golden::check_golden;
 use normcore_tests::workload::{Workload, BATCH, OUTPUTS, OUTPUT_LEN};
 
 /// Fields whose values depend on the compiler, not on the run.
 const MEASUREMENTS: &[&str] = &["ticks", "instructions", "cycles", "high_water", "size"];
 
 fn run(bin: &str, opts: &RunOptions) -> Output {
-    let elf = firmware_elf(bin).unwrap_or_else(|e| panic!("{e}"));
-    run_qemu(&elf, opts).unwrap_or_else(|e| panic!("{e}"))
+    let board = default_board();
+    let elf = firmware_elf(board, bin).unwrap_or_else(|e| panic!("{e}"));
+    run_qemu(board, &elf, opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `hello` under `-icount`, which must succeed.

@@ -16,32 +16,40 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use normcore::engine::f32_parity;
+use normcore::model::file_crc;
 use normcore::model::Kind;
-use normcore_tests::device::assets_dir;
-use normcore_tests::qemu::firmware_elf;
+use normcore_device_tools::boards::default_board;
+use normcore_device_tools::device_eval::{
+    self, encode_request, Command, DeviceLogits, Served, Session, Status,
+};
+use normcore_device_tools::infer_log::assets_dir;
+use normcore_device_tools::qemu::firmware_elf;
 use normcore_trainer::assets::{self, Samples};
 use normcore_trainer::cli::DataArgs;
-use normcore_trainer::device_eval::{
-    self, command, encode_request, DeviceLogits, Served, Session, Status,
-};
 use normcore_trainer::export::device::{Device, Logits, ModelBytes};
 
 /// Per-response deadline: generous, responses take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn elf(bin: &str) -> PathBuf {
-    firmware_elf(bin).unwrap_or_else(|e| panic!("{e}"))
+    firmware_elf(default_board(), bin).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn start() -> Session {
-    Session::start(&elf("serve"), TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
+    Session::start(default_board(), &elf("serve"), TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The model files and samples the firmware embeds (the build above used
 /// these very files).
 fn assets() -> (Vec<u8>, Vec<u8>, Samples) {
     let _ = elf("serve");
-    assets::load(&assets_dir()).unwrap_or_else(|e| panic!("{e:#}"))
+    let (f, q, s) = assets::load(&assets_dir()).unwrap_or_else(|e| panic!("{e:#}"));
+    (
+        f.expect("the default assets have an f32 model"),
+        q.expect("the default assets have an int8 model"),
+        s,
+    )
 }
 
 /// Sample `k`'s int8 input levels, f32 values and the host engine's
@@ -60,8 +68,8 @@ fn cases(f32_file: &[u8], int8_file: &[u8], s: &Samples, n: usize) -> Vec<Case> 
     let f = s.features;
     (0..n.min(s.len()))
         .map(|k| {
-            let levels = s.input_i8[k * f..(k + 1) * f].to_vec();
-            let values = s.input_f32[k * f..(k + 1) * f].to_vec();
+            let levels = s.int8.as_ref().unwrap().inputs[k * f..(k + 1) * f].to_vec();
+            let values = s.f32.as_ref().unwrap().inputs[k * f..(k + 1) * f].to_vec();
             Case {
                 host_i8: qd.run_levels(&levels).unwrap(),
                 host_f32: fd.run(&values).unwrap(),
@@ -87,21 +95,26 @@ fn check_i8(session: &mut Session, c: &Case) {
 #[test]
 fn serve_round_trip_matches_host_engine() {
     let (f32_file, int8_file, samples) = assets();
-    let header_crc = |b: &[u8]| u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
     let mut s = start();
     let info = s.info().unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(
-        (info.features, info.classes, info.max_payload),
+        (
+            usize::from(info.features),
+            usize::from(info.classes),
+            usize::from(info.max_payload)
+        ),
         (samples.features, samples.classes, 4 * samples.features)
     );
-    assert_eq!(info.f32_model_crc, header_crc(&f32_file));
-    assert_eq!(info.int8_model_crc, header_crc(&int8_file));
+    assert_eq!(info.f32_model_crc, file_crc(&f32_file));
+    assert_eq!(info.int8_model_crc, file_crc(&int8_file));
+    assert!(info.has_f32 && info.has_int8);
 
     let cases = cases(&f32_file, &int8_file, &samples, 4);
     for (k, c) in cases.iter().enumerate() {
         check_i8(&mut s, c);
         // What the assets recorded as the host engine's output, too.
-        let expected = &samples.expected_i8[k * samples.classes..(k + 1) * samples.classes];
+        let expected_i8 = &samples.int8.as_ref().unwrap().expected;
+        let expected = &expected_i8[k * samples.classes..(k + 1) * samples.classes];
         assert_eq!(c.host_i8.levels(), Some(expected));
 
         let p = s.infer_f32(&c.values).unwrap_or_else(|e| panic!("{e:#}"));
@@ -111,7 +124,7 @@ fn serve_round_trip_matches_host_engine() {
         };
         for (d, h) in device.iter().zip(host) {
             assert!(
-                (d - h).abs() <= device_eval::F32_TOLERANCE * h.abs().max(1.0),
+                f32_parity(*d, *h),
                 "sample {k}: device {device:?}, host {host:?}"
             );
         }
@@ -134,14 +147,14 @@ fn serve_answers_bad_frames_with_errors_and_keeps_working() {
     let mut s = start();
     let info = s.info().unwrap_or_else(|e| panic!("{e:#}"));
 
-    let good = encode_request(command::INFER_I8, 0x40, &payload);
+    let good = encode_request(Command::InferI8 as u8, 0x40, &payload);
     let mut flipped = good.clone();
     flipped[5 + payload.len() / 2] ^= 0x55;
     let mut bad_crc = good.clone();
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0x01;
-    let mut oversized = encode_request(command::INFER_F32, 0x43, &[]);
-    oversized[3..5].copy_from_slice(&((info.max_payload + 1) as u16).to_le_bytes());
+    let mut oversized = encode_request(Command::InferF32 as u8, 0x43, &[]);
+    oversized[3..5].copy_from_slice(&(info.max_payload + 1).to_le_bytes());
     let cases: [(&str, Vec<u8>, Status, u8); 7] = [
         ("payload byte flipped", flipped, Status::BadCrc, 0x40),
         ("CRC byte flipped", bad_crc, Status::BadCrc, 0x40),
@@ -166,7 +179,11 @@ fn serve_answers_bad_frames_with_errors_and_keeps_working() {
         ),
         (
             "INFER_I8 with the f32 length",
-            encode_request(command::INFER_I8, 0x45, &vec![0; 4 * info.features]),
+            encode_request(
+                Command::InferI8 as u8,
+                0x45,
+                &vec![0; 4 * usize::from(info.features)],
+            ),
             Status::BadLength,
             0x45,
         ),
@@ -226,7 +243,8 @@ fn device_eval_agrees_with_host_engine_on_digits_samples() {
 fn a_dying_firmware_is_reported_not_waited_for() {
     // `panic` logs (semihosting, on the same stdout) and exits with failure
     // at once: the first request finds a dead firmware and its log.
-    let mut s = Session::start(&elf("panic"), TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut s =
+        Session::start(default_board(), &elf("panic"), TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let e = format!("{:#}", s.info().unwrap_err());
     assert!(e.contains("the firmware died"), "{e}");
@@ -236,7 +254,7 @@ fn a_dying_firmware_is_reported_not_waited_for() {
 #[test]
 fn a_silent_firmware_times_out() {
     // `serve` waits for a request's first byte forever; the host does not.
-    let mut s = Session::start(&elf("serve"), Duration::from_millis(1500))
+    let mut s = Session::start(default_board(), &elf("serve"), Duration::from_millis(1500))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let started = Instant::now();
     let e = format!("{:#}", s.read_response().unwrap_err());

@@ -1,18 +1,22 @@
 //! `cargo xtask bench firmware|trainer`.
 //!
 //! - `firmware`: build the firmware's `bench` binary, run it in QEMU
-//!   (`mps2-an386`, Cortex-M4F) with `-icount shift=6`, and print its
+//!   (the default board, `mps2-an386`, Cortex-M4F) with `-icount shift=6`, and print its
 //!   per-kernel costs as a table. The binary makes its own deterministic
 //!   weights and inputs (no assets), times each of core's inference kernels
 //!   once on fixed shapes (the paper MLP's dense layers, a small CNN's
 //!   convolutions, depthwise, pooling, element-wise), checks that the two
 //!   int8 weight forms agree, and logs one `bench kernel=... per_mac=...`
-//!   line per run (see `firmware/src/bin/bench.rs`).
+//!   line per run (see `normcore_firmware::programs::bench`).
 //! - `trainer`: the host trainer's benchmark, `normcore bench` (release).
 
-use std::path::Path;
+use std::time::Duration;
 
-use super::{cargo, command_in, ensure_assets, firmware_dir, root, run_in, setup, Result};
+use normcore_device_tools::boards;
+use normcore_device_tools::build::{build, Build};
+use normcore_device_tools::qemu::{run_qemu, RunOptions};
+
+use super::{cargo, ensure_assets, root, run_in, setup, Result};
 
 /// Run `cargo xtask bench ARGS`.
 pub fn run(args: &[String]) -> Result {
@@ -30,7 +34,7 @@ fn trainer(extra: &[String]) -> Result {
         "--release".to_owned(),
         "--quiet".to_owned(),
         "-p".to_owned(),
-        "normcore-trainer".to_owned(),
+        "normcore-cli".to_owned(),
         "--".to_owned(),
         "bench".to_owned(),
     ];
@@ -38,58 +42,38 @@ fn trainer(extra: &[String]) -> Result {
     run_in(&root(), &cargo(), args, &[])
 }
 
-/// Build and run the firmware's `bench` under `-icount`; print the table.
+/// Build and run the default board's `bench` under `-icount`; print the
+/// table.
 fn firmware() -> Result {
     setup()?;
-    // The firmware's build script embeds the assets into every binary's
+    // The firmware's build step embeds the assets into every binary's
     // crate, so they must exist even though `bench` does not use them.
     ensure_assets()?;
-    run_in(
-        &firmware_dir(),
-        &cargo(),
-        ["build", "--release", "--quiet", "--bin", "bench"],
-        &[],
-    )?;
-    let elf = firmware_dir()
-        .join("target")
-        .join(super::THUMB_TARGETS[0])
-        .join("release")
-        .join("bench");
-    let log = run_bench(&elf)?;
+    let board = boards::default_board();
+    let dir = build(
+        board,
+        &Build {
+            bins: &["bench"],
+            quiet: true,
+            ..Build::default()
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let opts = RunOptions {
+        timeout: Duration::from_secs(300),
+        ..RunOptions::default()
+    };
+    let out = run_qemu(board, &dir.join("bench"), &opts)?;
+    if !out.success() {
+        return Err(format!("bench failed in QEMU:\n{}", out.describe()));
+    }
+    let log = out.stdout_text();
     let rows: Vec<Row> = log.lines().filter_map(Row::parse).collect();
     if rows.is_empty() {
         return Err(format!("no `bench` lines in the firmware's log:\n{log}"));
     }
     print_table(&rows);
     Ok(())
-}
-
-/// Run the bench ELF in QEMU (icount on); its decoded log, or the failure.
-fn run_bench(elf: &Path) -> Result<String> {
-    let args = [elf.as_os_str().to_owned()];
-    let out = command_in(
-        &firmware_dir(),
-        "./qemu-run",
-        &args,
-        &[
-            ("NORMCORE_ICOUNT", "1"),
-            ("NORMCORE_QEMU_TIMEOUT", "300"),
-            ("DEFMT_PRINT_FORMAT", "{L} {s}"),
-        ],
-    )
-    .env_remove("NORMCORE_SERIAL")
-    .env_remove("NORMCORE_RAW")
-    .output()
-    .map_err(|e| format!("cannot start firmware/qemu-run: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "bench failed in QEMU ({}):\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(text)
 }
 
 /// One `bench` line: `kernel=K shape=S form=F act=A macs|elements=N

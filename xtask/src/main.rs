@@ -9,8 +9,11 @@
 //! cargo xtask test            formatting, clippy, every test, the no_std and firmware builds
 //! cargo xtask demo            the main job, end to end, on the built-in data set
 //! cargo xtask assets [ARGS]   train + export the model and samples the firmware embeds
-//! cargo xtask firmware [BIN]  build the firmware and run one binary in QEMU (default hello)
-//! cargo xtask device-eval [ARGS]  stream the test set through `serve` in QEMU over UART0
+//! cargo xtask boards          the boards: crate, core, target, QEMU machine
+//! cargo xtask firmware [BIN] [--board B] [--model PATH.ncm ...]
+//!                             build a board's firmware (your model, or the demo's) and run BIN in QEMU
+//! cargo xtask device-eval [--model PATH.ncm ...] [ARGS]
+//!                             stream the test set through `serve` in QEMU over the UART
 //! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
 //! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
 //! cargo xtask size            flash and RAM of `infer`, by section and content; engine code per model kind
@@ -28,9 +31,14 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// The Cortex-M targets the core crate must build for: M4F/M7 and M0 (no
-/// FPU, no atomics).
-const THUMB_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
+use normcore_device_tools::boards::{self, Board, BOARDS};
+use normcore_device_tools::build::{self as fw_build, Build};
+use normcore_device_tools::infer_log::{log_field, log_num};
+use normcore_device_tools::qemu::{run_qemu, RunOptions};
+
+/// The Cortex-M targets the core crate must build for warning-free: M4F
+/// and M0 (no FPU, no atomics). The boards add theirs (`boards::targets`).
+const CORE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -41,6 +49,10 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
         Some("assets") => assets(&args[1..]),
+        Some("boards") => {
+            print_boards();
+            Ok(())
+        }
         Some("firmware") => firmware(&args[1..]),
         Some("device-eval") => device_eval(&args[1..]),
         Some("size") => size(),
@@ -122,12 +134,9 @@ tasks:
     );
 }
 
-/// The workspace root (xtask lives one level below it).
+/// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    normcore_device_tools::root()
 }
 
 /// `firmware/`: its own Cargo world (target, runner, linker scripts).
@@ -238,13 +247,17 @@ fn cargo() -> String {
 fn setup() -> Result {
     let installed = output("rustup", &["target", "list", "--installed"])
         .ok_or("rustup is needed to add the Cortex-M targets; install it from https://rustup.rs")?;
-    let missing: Vec<&str> = THUMB_TARGETS
+    let mut targets = boards::targets();
+    targets.extend(CORE_TARGETS);
+    targets.sort_unstable();
+    targets.dedup();
+    let missing: Vec<&str> = targets
         .iter()
         .copied()
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: Rust targets present: {}", THUMB_TARGETS.join(", "));
+        eprintln!("setup: Rust targets present: {}", targets.join(", "));
     } else {
         run("rustup", ["target", "add"].iter().chain(&missing), &[])?;
     }
@@ -285,7 +298,10 @@ fn setup_debian_packages() -> Result {
         eprintln!("setup: qemu-system-arm, nm, fontconfig and fonts present");
         return Ok(());
     }
-    let install = format!("apt-get install -y {}", packages.join(" "));
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
     let is_root = output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
     if !is_root {
         return Err(format!(
@@ -295,9 +311,13 @@ fn setup_debian_packages() -> Result {
     }
     let noninteractive = [("DEBIAN_FRONTEND", "noninteractive")];
     run("apt-get", ["update"], &noninteractive)?;
+    // Without recommends: qemu-system-arm alone, not the ~160 packages its
+    // recommendations pull (which also replaced a newer qemu-utils).
     run(
         "apt-get",
-        ["install", "-y"].iter().chain(&packages),
+        ["install", "-y", "--no-install-recommends"]
+            .iter()
+            .chain(&packages),
         &noninteractive,
     )
 }
@@ -332,44 +352,58 @@ fn test() -> Result {
         ],
         &[],
     )?;
-    // The firmware, its own Cargo world: formatted, clippy-clean and
-    // warning-free (link arguments live in its build.rs, so nothing here
-    // needs RUSTFLAGS, which would replace its config's). Building it now
-    // also lets the QEMU tests below reuse the ELFs.
+    // The firmware, its own Cargo world: formatted, and every board crate
+    // clippy-clean and warning-free (link arguments live in the build
+    // step, so nothing here needs RUSTFLAGS, which would replace a board's
+    // config). The QEMU tests below reuse the ELFs built here.
     let fw = firmware_dir();
-    run_in(&fw, &cargo, ["fmt", "--", "--check"], &[])?;
+    run_in(&fw, &cargo, ["fmt", "--all", "--", "--check"], &[])?;
     // The firmware embeds the assets: its build fails without them. (The
     // device parity tests regenerate the default ones themselves.)
     ensure_assets()?;
-    run_in(
-        &fw,
-        &cargo,
-        ["clippy", "--release", "--", "-D", "warnings"],
-        &[],
-    )?;
-    // The build for one kind of model (int8, the usual device choice):
-    // clippy-clean and warning-free too, `infer` linked. Before the default
-    // build below, so that the ELFs left in firmware/target are the default
-    // ones the QEMU tests run.
-    let int8_only = ["--no-default-features", "--features", "int8"];
-    run_in(
-        &fw,
-        &cargo,
-        ["clippy", "--release"]
-            .iter()
-            .chain(&int8_only)
-            .chain(&["--", "-D", "warnings"]),
-        &[],
-    )?;
-    let mut args = vec!["build", "--release", "--bin", "infer"];
-    args.extend(int8_only);
-    run_in_no_warnings(&fw, &cargo, &args)?;
-    run_in_no_warnings(&fw, &cargo, &["build", "--release", "--bins"])?;
-    // The real boards: built, never run here (there is no hardware).
-    build_boards(&cargo)?;
+    for board in BOARDS {
+        let started = std::time::Instant::now();
+        let dir = board.dir();
+        run_in(
+            &dir,
+            &cargo,
+            ["clippy", "--release", "--", "-D", "warnings"],
+            &[],
+        )?;
+        if board == boards::default_board() {
+            // The build for one kind of model (int8, the usual device
+            // choice): clippy-clean and warning-free too, `infer` linked.
+            // Before the default build below, so that the ELFs left in the
+            // target directory are the default ones the QEMU tests run.
+            let int8_only = ["--no-default-features", "--features", "int8"];
+            run_in(
+                &dir,
+                &cargo,
+                ["clippy", "--release"]
+                    .iter()
+                    .chain(&int8_only)
+                    .chain(&["--", "-D", "warnings"]),
+                &[],
+            )?;
+            let mut args = vec!["build", "--release", "--bin", "infer"];
+            args.extend(int8_only);
+            run_in_no_warnings(&dir, &cargo, &args)?;
+        }
+        run_in_no_warnings(&dir, &cargo, &["build", "--release", "--bins"])?;
+        eprintln!(
+            "xtask: board {} checked and built in {:.0} s{}",
+            board.name,
+            started.elapsed().as_secs_f64(),
+            if board.qemu.is_none() {
+                " (real hardware: built, not run)"
+            } else {
+                ""
+            }
+        );
+    }
     // The numerics are heavy: tests run optimised. This includes the QEMU
     // runs of the firmware (tests/tests/qemu.rs) and the device = host
-    // parity of `infer` (tests/tests/device_parity.rs).
+    // parity of `infer` on every QEMU board (tests/tests/device_parity.rs).
     run(&cargo, ["test", "--workspace", "--release"], &[])?;
     // Core's engine with one kind of model (`engine-int8` without
     // `engine-f32`) rejects the other kind (core/tests/engine_features.rs;
@@ -391,7 +425,7 @@ fn test() -> Result {
     )?;
     // The core crate must build for both Cortex-M targets with no warnings,
     // with both kinds of model, one or none (clippy: a check, quick).
-    for target in THUMB_TARGETS {
+    for target in CORE_TARGETS {
         for features in [
             &["--features", "defmt"][..],
             &["--no-default-features", "--features", "engine-int8,defmt"],
@@ -422,9 +456,6 @@ fn assets_dir() -> PathBuf {
     }
 }
 
-/// The files the firmware's build embeds.
-const ASSET_FILES: [&str; 3] = ["model-f32.ncm", "model-int8.ncm", "samples.bin"];
-
 /// `normcore assets ARGS`, the trainer built in release (training in a debug
 /// build would take minutes).
 fn assets(args: &[String]) -> Result {
@@ -433,7 +464,7 @@ fn assets(args: &[String]) -> Result {
         "--release".into(),
         "--quiet".into(),
         "-p".into(),
-        "normcore-trainer".into(),
+        "normcore-cli".into(),
         "--".into(),
         "assets".into(),
     ];
@@ -441,35 +472,35 @@ fn assets(args: &[String]) -> Result {
     run(&cargo(), all, &[])
 }
 
-/// Generate the default assets if any file the firmware embeds is missing.
+/// Generate the default assets unless valid ones are there (the model
+/// files present and `samples.bin` made for them).
 fn ensure_assets() -> Result {
     let dir = assets_dir();
-    if ASSET_FILES.iter().all(|f| dir.join(f).is_file()) {
+    if normcore_device_tools::infer_log::load_assets(&dir).is_ok() {
         return Ok(());
     }
     eprintln!(
-        "xtask: no firmware assets in {}: generating them",
+        "xtask: no valid firmware assets in {}: generating them",
         dir.display()
     );
     assets(&[])
 }
 
-/// The `infer` ELF, built (release) with the current assets.
-fn build_infer() -> Result<PathBuf> {
-    build_infer_with(&[])
-}
-
-/// The `infer` ELF built with the firmware's feature arguments `features`
-/// (none: the default build, both kinds of model).
-fn build_infer_with(features: &[&str]) -> Result<PathBuf> {
-    let mut args = vec!["build", "--release", "--quiet", "--bin", "infer"];
-    args.extend(features);
-    run_in(&firmware_dir(), &cargo(), args, &[])?;
-    Ok(firmware_dir()
-        .join("target")
-        .join(THUMB_TARGETS[0])
-        .join("release")
-        .join("infer"))
+/// `board`'s `infer` ELF, built (release) with the feature arguments
+/// `features` (none: the default build, both kinds of model) and the
+/// assets in `assets` (`None`: the default directory).
+fn build_infer_with(board: &Board, features: &[&str], assets: Option<&Path>) -> Result<PathBuf> {
+    let dir = fw_build::build(
+        board,
+        &Build {
+            bins: &["infer"],
+            features,
+            assets,
+            quiet: true,
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    Ok(dir.join("infer"))
 }
 
 /// The builds of `infer` that `cargo xtask size` compares: a label, the
@@ -495,52 +526,22 @@ const INFER_BUILDS: [(&str, &[&str], Option<&str>); 3] = [
 /// of model: 12 KiB.
 const ENGINE_CODE_BUDGET: u64 = 12 * 1024;
 
-/// Run `infer` in QEMU under `-icount` and return its decoded log (level
-/// and message per line); fail, with the log, if it fails.
-fn run_infer(elf: &Path) -> Result<String> {
-    let args = [elf.as_os_str().to_owned()];
-    let out = command_in(
-        &firmware_dir(),
-        "./qemu-run",
-        &args,
-        &[
-            ("NORMCORE_ICOUNT", "1"),
-            ("NORMCORE_QEMU_TIMEOUT", "120"),
-            ("DEFMT_PRINT_FORMAT", "{L} {s}"),
-        ],
-    )
-    .env_remove("NORMCORE_SERIAL")
-    .env_remove("NORMCORE_RAW")
-    .output()
-    .map_err(|e| format!("cannot start firmware/qemu-run: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
+/// Run `infer` on `board` in QEMU under `-icount` and return its decoded
+/// log (level and message per line); fail, with the log, if it fails.
+fn run_infer(board: &Board, elf: &Path) -> Result<String> {
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(300),
+        ..RunOptions::default()
+    };
+    let out = run_qemu(board, elf, &opts)?;
+    if !out.success() {
         return Err(format!(
-            "infer failed in QEMU ({}):\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "infer failed in QEMU on {}:\n{}",
+            board.name,
+            out.describe()
         ));
     }
-    Ok(text)
-}
-
-/// The value of `key=` on the first line of `text` whose message starts
-/// with `prefix`.
-fn log_field<'a>(text: &'a str, prefix: &str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .map(|l| l.split_once(' ').map_or(l, |(_, m)| m.trim_start()))
-        .filter(|m| m.starts_with(prefix))
-        .find_map(|m| {
-            m.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        })
-}
-
-/// A number from `infer`'s log (see [`log_field`]).
-fn log_num(text: &str, prefix: &str, key: &str) -> Result<u64> {
-    log_field(text, prefix, key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no `{key}=` on the `{prefix}` line of infer's log:\n{text}"))
+    Ok(out.stdout_text())
 }
 
 /// `key=value` lines of a file, comments skipped.
@@ -651,11 +652,12 @@ impl EngineCode {
 fn size() -> Result {
     setup()?;
     ensure_assets()?;
-    let target = firmware_dir().join("target");
+    let board = boards::default_board();
+    let target = board.dir().join("target");
     // (label, features, ELF, sizes, stack high-water)
     let mut builds = Vec::new();
     for (label, features, keep) in INFER_BUILDS {
-        let mut elf = build_infer_with(features)?;
+        let mut elf = build_infer_with(board, features, None)?;
         if let Some(keep) = keep {
             let kept = target.join(keep);
             if let Some(dir) = kept.parent() {
@@ -665,7 +667,7 @@ fn size() -> Result {
             elf = kept;
         }
         let sizes = Sizes::of(&elf)?;
-        let log = run_infer(&elf)?;
+        let log = run_infer(board, &elf)?;
         let stack = log_num(&log, "stack:", "high_water")?;
         let arena = log_num(&log, "samples:", "arena").unwrap_or(0);
         builds.push((label, features, elf, sizes, stack, arena));
@@ -681,9 +683,10 @@ fn size() -> Result {
             .to_string()
     };
     println!(
-        "`infer` ({}), {}, release, default features (f32 and int8)\n",
+        "`infer` ({}), {}, {}, release, default features (f32 and int8)\n",
         shown(elf),
-        THUMB_TARGETS[0]
+        board.name,
+        board.target
     );
     println!("| section        |     bytes | memory      | holds");
     println!(
@@ -734,7 +737,7 @@ fn size() -> Result {
     row("RAM total (statics + stack)", s.ram_static() + stack);
     println!(
         "\nSizes from the ELF's section headers and symbol table; the stack by painting \
-         (firmware/src/stack.rs) during a run of both models on every sample."
+         (firmware/lib/src/stack.rs) during a run of both models on every sample."
     );
 
     println!(
@@ -795,7 +798,10 @@ fn size() -> Result {
     Ok(())
 }
 
-/// `cargo xtask demo`: the issue's end-to-end run; see `print_help`.
+/// `cargo xtask demo`: the issue's end-to-end run; see `print_help`. Its
+/// built-in model goes through the same path as a user's
+/// (`cargo xtask firmware infer --model`): assets directory, board build,
+/// QEMU run, [`deploy_table`].
 fn demo(extra: &[String]) -> Result {
     let started = std::time::Instant::now();
     setup()?;
@@ -806,19 +812,39 @@ fn demo(extra: &[String]) -> Result {
         args.extend(["--samples".to_owned(), "all".to_owned()]);
     }
     args.extend(extra.iter().cloned());
+    let board = boards::default_board();
     eprintln!("\n== 1/3 train, fold, export f32 + int8, host engine outputs");
     assets(&args)?;
     eprintln!("\n== 2/3 build the firmware (embeds the models and samples)");
-    let elf = build_infer()?;
-    eprintln!("\n== 3/3 run it in QEMU mps2-an386 (Cortex-M4F, -icount shift=6)");
-    let log = run_infer(&elf)?;
-    let sizes = Sizes::of(&elf)?;
-    let summary = read_kv(&assets_dir().join("summary.txt"))?;
+    let elf = build_infer_with(board, &[], None)?;
+    eprintln!(
+        "\n== 3/3 run it in QEMU {} ({}, -icount shift=6)",
+        board.name, board.core
+    );
+    let log = run_infer(board, &elf)?;
+    let agree = deploy_table(board, &assets_dir(), &elf, &log)?;
+    println!("{:.0} s in all.", started.elapsed().as_secs_f64());
+    if agree {
+        Ok(())
+    } else {
+        Err("the device does not agree with the host".into())
+    }
+}
+
+/// Print the deployment table of an `infer` run on `board`: per model the
+/// host's and the device's accuracy on the embedded samples, how many
+/// outputs are bit-identical, instructions per inference, flash (model +
+/// code) and RAM (arena + stack); the host figures from the assets
+/// directory's `summary.txt`. Whether the device agreed with the host on
+/// every model.
+fn deploy_table(board: &Board, dir: &Path, elf: &Path, log: &str) -> Result<bool> {
+    let sizes = Sizes::of(elf)?;
+    let summary = read_kv(&dir.join("summary.txt"))?;
     let get = |k: &str| -> Result<String> {
         summary
             .get(k)
             .cloned()
-            .ok_or_else(|| format!("summary.txt has no `{k}`"))
+            .ok_or_else(|| format!("{}: summary.txt has no `{k}`", dir.display()))
     };
     let getn = |k: &str| -> Result<u64> {
         get(k)?
@@ -827,21 +853,29 @@ fn demo(extra: &[String]) -> Result {
     };
     let n = getn("embedded_samples")?;
     let pct = |c: u64| format!("{:.2}%", 100.0 * c as f64 / n.max(1) as f64);
-    let stack = log_num(&log, "stack:", "high_water")?;
-
+    let stack = log_num(log, "stack:", "high_water")?;
+    let data = match get("data")?.as_str() {
+        "digits" => "the built-in UCI digits".to_owned(),
+        other => format!("`{other}`"),
+    };
     println!();
-    println!(
-        "normcore demo: `{}` (with BN) trained {} steps on {} ({} train samples); {} test samples \
-         run on the host and on QEMU mps2-an386 (Cortex-M4F)",
-        get("network")?,
-        get("steps")?,
-        match get("data")?.as_str() {
-            "digits" => "the built-in UCI digits".to_owned(),
-            other => format!("`{other}`"),
-        },
-        get("train_samples")?,
-        n
-    );
+    match summary.get("network") {
+        Some(network) => println!(
+            "normcore: `{network}` (with BN) trained {} steps on {data} ({} train samples); {n} test \
+             samples run on the host and on QEMU {} ({})",
+            get("steps")?,
+            get("train_samples")?,
+            board.name,
+            board.core
+        ),
+        None => println!(
+            "normcore: {} on {data}: {n} of {} test samples run on the host and on QEMU {} ({})",
+            dir.display(),
+            get("test_samples")?,
+            board.name,
+            board.core
+        ),
+    }
     println!();
     println!(
         "| model                | host acc. | device acc. | device = host engine  | instructions / inference* | flash: model + code | RAM: arena + stack |"
@@ -849,35 +883,56 @@ fn demo(extra: &[String]) -> Result {
     println!(
         "|----------------------|-----------|-------------|-----------------------|---------------------------|---------------------|--------------------|"
     );
-    println!(
-        "| float, BN (unfolded) | {:>9} | {:>11} | {:<21} | {:>25} | {:>19} | {:>18} |",
-        pct(getn("float_correct")?),
-        "host only",
-        "",
-        "",
-        "",
-        ""
-    );
+    if summary.contains_key("float_correct") {
+        println!(
+            "| float, BN (unfolded) | {:>9} | {:>11} | {:<21} | {:>25} | {:>19} | {:>18} |",
+            pct(getn("float_correct")?),
+            "host only",
+            "",
+            "",
+            "",
+            ""
+        );
+    }
     let mut all_equal = true;
+    let mut rows = 0;
     for (label, name) in [("folded f32", "f32"), ("int8", "int8")] {
+        if !summary.contains_key(&format!("{name}_correct")) {
+            continue;
+        }
+        rows += 1;
         let host = getn(&format!("{name}_correct"))?;
-        let device = log_num(&log, &format!("{name} result:"), "correct")?;
-        let identical = log_num(&log, &format!("{name} host parity:"), "identical")?;
-        let within = log_num(&log, &format!("{name} host parity:"), "within_tolerance")?;
-        let digest_dev = log_field(&log, &format!("{name} result:"), "digest").unwrap_or("?");
+        let model = getn(&format!("{name}_model_bytes"))?;
+        let arena = getn(&format!("{name}_arena_bytes"))?;
+        if log_field(log, &format!("{name}: skipped"), "x").is_some()
+            || log.contains(&format!("{name}: skipped"))
+        {
+            println!(
+                "| {label:<20} | {:>9} | {:>11} | {:<21} | {:>25} | {:>19} | {:>18} |",
+                pct(host),
+                "not run",
+                "(engine without it)",
+                "",
+                format!("{} + {} B", thousands(model), thousands(sizes.code())),
+                ""
+            );
+            continue;
+        }
+        let device = log_num(log, &format!("{name} result:"), "correct")?;
+        let identical = log_num(log, &format!("{name} host parity:"), "identical")?;
+        let within = log_num(log, &format!("{name} host parity:"), "within_tolerance")?;
+        let digest_dev = log_field(log, &format!("{name} result:"), "digest").unwrap_or("?");
         let digest_host = get(&format!("{name}_digest"))?;
         let same = if identical == n && digest_dev == digest_host {
             format!("{identical}/{n} bit-identical")
         } else if within == n {
-            format!("{within}/{n} within 1e-5")
+            format!("{within}/{n} within tolerance")
         } else {
             all_equal = false;
             format!("MISMATCH {identical}/{n}")
         };
         all_equal &= host == device;
-        let instructions = log_num(&log, &format!("{name} inference:"), "instructions")?;
-        let model = getn(&format!("{name}_model_bytes"))?;
-        let arena = getn(&format!("{name}_arena_bytes"))?;
+        let instructions = log_num(log, &format!("{name} inference:"), "instructions")?;
         println!(
             "| {label:<20} | {:>9} | {:>11} | {same:<21} | {:>25} | {:>19} | {:>18} |",
             pct(host),
@@ -887,105 +942,268 @@ fn demo(extra: &[String]) -> Result {
             format!("{} + {} B", thousands(arena), thousands(stack)),
         );
     }
+    if rows == 0 {
+        return Err(format!("{}: summary.txt lists no model", dir.display()));
+    }
     println!();
     println!(
-        "* instructions executed under QEMU -icount shift=6 (timer ticks / 1.6), not Cortex-M4 cycles; \
-         code = the firmware's whole .text ({} B of it normcore's parser, engine, kernels and defmt impls), \
-         stack = high-water mark of the run; `cargo xtask firmware infer` prints per-layer costs, \
-         `cargo xtask size` the memory map. {:.0} s in all.",
+        "* instructions executed under QEMU -icount shift=6 (timer ticks converted), not cycles \
+         of a real core; code = the firmware's whole .text ({} B of it normcore's parser, engine, \
+         kernels and defmt impls), stack = high-water mark of the run; `cargo xtask firmware \
+         infer` prints per-layer costs, `cargo xtask size` the memory map.",
         thousands(sizes.engine.total()),
-        started.elapsed().as_secs_f64()
     );
-    if all_equal {
-        Ok(())
-    } else {
-        Err("the device does not agree with the host".into())
+    Ok(all_equal)
+}
+
+/// `cargo xtask boards`.
+fn print_boards() {
+    println!("| board | core | target | QEMU machine | bins |");
+    println!("|---|---|---|---|---|");
+    for b in BOARDS {
+        let machine = b.qemu.map_or("(real hardware)".to_owned(), |q| {
+            format!(
+                "{}{}",
+                q.machine,
+                q.cpu.map_or(String::new(), |c| format!(" -cpu {c}"))
+            )
+        });
+        println!(
+            "| {} | {} | {} | {machine} | {} |",
+            b.name,
+            b.core,
+            b.target,
+            b.bins.join(", ")
+        );
     }
 }
 
-/// Build the firmware and run one binary in QEMU through cargo's runner
-/// (`firmware/qemu-run`), which decodes its defmt log.
+/// The options `cargo xtask firmware` and `device-eval` share: which board,
+/// and the user's model file(s) with the data set their samples come from.
+#[derive(Debug, Default)]
+struct Deploy {
+    board: Option<String>,
+    models: Vec<String>,
+    /// `normcore samples` options: `--data`, `--data-dir`, `--test-csv`,
+    /// `--input-shape`, `--samples`.
+    samples_args: Vec<String>,
+    /// Everything else, in order.
+    rest: Vec<String>,
+}
+
+impl Deploy {
+    fn parse(args: &[String]) -> Result<Deploy> {
+        let mut d = Deploy::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                _ => (a.as_str(), None),
+            };
+            let mut value = || -> Result<String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| format!("{flag} needs a value"))
+            };
+            match flag {
+                "--board" => d.board = Some(value()?),
+                "--model" => d.models.push(value()?),
+                "--data" | "--data-dir" | "--test-csv" | "--input-shape" | "--samples" => {
+                    let v = value()?;
+                    d.samples_args.extend([flag.to_owned(), v]);
+                }
+                _ => d.rest.push(a.clone()),
+            }
+        }
+        Ok(d)
+    }
+
+    fn board(&self) -> Result<&'static Board> {
+        match &self.board {
+            Some(name) => boards::board(name).map_err(|e| e.to_string()),
+            None => Ok(boards::default_board()),
+        }
+    }
+
+    /// The assets directory to build with: for `--model`, one written by
+    /// `normcore samples` (release) under `target/deploy/BOARD`; else the
+    /// default assets (generated if missing). Data options without a model
+    /// are refused: they would be silently ignored.
+    fn assets(&self, board: &Board) -> Result<Option<PathBuf>> {
+        if self.models.is_empty() {
+            if !self.samples_args.is_empty() {
+                return Err(format!(
+                    "{} apply to --model PATH.ncm (your own model); the demo's assets come from \
+                     `cargo xtask assets` (which takes them)",
+                    self.samples_args
+                        .iter()
+                        .filter(|a| a.starts_with("--"))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            ensure_assets()?;
+            return Ok(None);
+        }
+        let dir = root().join("target").join("deploy").join(board.name);
+        let mut args: Vec<String> = [
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "normcore-cli",
+            "--",
+            "samples",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for m in &self.models {
+            args.extend(["--model".to_owned(), m.clone()]);
+        }
+        args.extend(self.samples_args.iter().cloned());
+        args.extend(["--out-dir".to_owned(), dir.display().to_string()]);
+        run(&cargo(), args, &[])?;
+        Ok(Some(dir))
+    }
+}
+
+/// `cargo xtask firmware [BIN] [--board B] [--model PATH.ncm ...] [--data
+/// ...] [--samples N|all]`: build a board's firmware (with the user's
+/// model, or the demo's assets) and run BIN in QEMU, printing its decoded
+/// log; for `infer`, also the deployment table.
 fn firmware(args: &[String]) -> Result {
     setup()?;
-    ensure_assets()?;
-    let bin = match args {
+    let d = Deploy::parse(args)?;
+    let bin = match &d.rest[..] {
         [] => "hello",
-        [bin] => bin.as_str(),
-        _ => return Err("usage: cargo xtask firmware [BIN]".to_owned()),
+        [bin] if !bin.starts_with('-') => bin.as_str(),
+        other => {
+            return Err(format!(
+                "usage: cargo xtask firmware [BIN] [--board NAME] [--model PATH.ncm]... \
+                 [--data digits|mnist|FILE.csv] [--data-dir DIR] [--samples N|all] \
+                 (not understood: {})",
+                other.join(" ")
+            ))
+        }
     };
-    let mut envs = Vec::new();
-    // Instruction counts are only meaningful under -icount.
-    if env::var_os("NORMCORE_ICOUNT").is_none() {
-        envs.push(("NORMCORE_ICOUNT", "1"));
+    let board = d.board()?;
+    if !board.has(bin) {
+        return Err(format!(
+            "{} has no binary `{bin}`; it has {}",
+            board.name,
+            board.bins.join(", ")
+        ));
     }
-    // uart_echo talks over UART0 on stdin/stdout, byte-exact.
-    if bin == "uart_echo" && env::var_os("NORMCORE_SERIAL").is_none() {
-        envs.push(("NORMCORE_SERIAL", "stdio"));
-    }
-    run_in(
-        &firmware_dir(),
-        &cargo(),
-        ["run", "--release", "--quiet", "--bin", bin],
-        &envs,
+    let assets = d.assets(board)?;
+    let dir = fw_build::build(
+        board,
+        &Build {
+            bins: &[bin],
+            assets: assets.as_deref(),
+            ..Build::default()
+        },
     )
-}
-
-/// The real boards' crates, `firmware/boards/NAME` (each its own Cargo
-/// world, with its HAL, memory.x and probe-rs runner).
-const BOARDS: [&str; 1] = ["nrf52840dk"];
-
-/// Each board crate formatted, clippy-clean and built without warnings
-/// (release). Nothing runs them here: that needs the board and a probe.
-fn build_boards(cargo: &str) -> Result {
-    for board in BOARDS {
-        let dir = firmware_dir().join("boards").join(board);
-        let started = std::time::Instant::now();
-        run_in(&dir, cargo, ["fmt", "--", "--check"], &[])?;
-        run_in(
-            &dir,
-            cargo,
-            ["clippy", "--release", "--", "-D", "warnings"],
-            &[],
-        )?;
-        run_in_no_warnings(&dir, cargo, &["build", "--release"])?;
-        eprintln!(
-            "xtask: board {board} checked and built in {:.0} s",
-            started.elapsed().as_secs_f64()
+    .map_err(|e| format!("{e:#}"))?;
+    let elf = dir.join(bin);
+    if board.qemu.is_none() {
+        println!(
+            "built {} for {} (real hardware). Flash and run it with the board connected:\n    \
+             cd firmware/boards/{} && {}cargo run --release --bin {bin}",
+            elf.display(),
+            board.name,
+            board.name,
+            assets.as_ref().map_or(String::new(), |a| format!(
+                "NORMCORE_ASSETS={} ",
+                a.display()
+            ))
         );
+        return Ok(());
+    }
+    let serial = bin == "uart_echo";
+    let opts = RunOptions {
+        timeout: std::time::Duration::from_secs(300),
+        // Instruction counts are only meaningful under -icount.
+        icount: env::var_os("NORMCORE_ICOUNT").is_none_or(|v| v == "1"),
+        // uart_echo talks over the UART: this process's stdin, to its end.
+        console: if serial {
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+                .map_err(|e| format!("stdin: {e}"))?;
+            normcore_device_tools::qemu::Console::Serial(input)
+        } else {
+            normcore_device_tools::qemu::Console::Defmt
+        },
+    };
+    let out = run_qemu(board, &elf, &opts)?;
+    let text = out.stdout_text();
+    if serial {
+        std::io::Write::write_all(&mut std::io::stdout(), &out.stdout)
+            .map_err(|e| format!("stdout: {e}"))?;
+    } else {
+        print!("{text}");
+    }
+    eprint!("{}", out.stderr);
+    if !out.success() {
+        return Err(format!("{bin} failed on {} ({})", board.name, out.status));
+    }
+    if bin == "infer" {
+        let dir = assets.unwrap_or_else(assets_dir);
+        if !deploy_table(board, &dir, &elf, &text)? {
+            return Err("the device does not agree with the host".into());
+        }
     }
     Ok(())
 }
 
-/// `cargo xtask device-eval [ARGS]`: build `serve`, then run `normcore
-/// device-eval --elf <serve> ARGS` (release).
+/// `cargo xtask device-eval [--board B] [--model PATH.ncm ...] [--data ...]
+/// [--samples N|all] [ARGS]`: build `serve` with the user's model (or the
+/// demo's assets), then run `normcore device-eval` on it (release).
 fn device_eval(args: &[String]) -> Result {
     setup()?;
-    ensure_assets()?;
-    run_in(
-        &firmware_dir(),
-        &cargo(),
-        ["build", "--release", "--quiet", "--bin", "serve"],
-        &[],
-    )?;
-    let elf = firmware_dir()
-        .join("target")
-        .join(THUMB_TARGETS[0])
-        .join("release")
-        .join("serve");
+    let d = Deploy::parse(args)?;
+    let board = d.board()?;
+    // device-eval streams its own choice of samples: --samples and the data
+    // options are its as well as `normcore samples`'.
+    let assets = if d.models.is_empty() {
+        ensure_assets()?;
+        assets_dir()
+    } else {
+        let only_models = Deploy {
+            board: d.board.clone(),
+            models: d.models.clone(),
+            samples_args: d
+                .samples_args
+                .chunks(2)
+                .filter(|kv| kv[0] != "--samples")
+                .flatten()
+                .cloned()
+                .collect(),
+            rest: Vec::new(),
+        };
+        only_models
+            .assets(board)?
+            .ok_or("no assets directory for --model")?
+    };
     let mut all: Vec<OsString> = [
         "run",
         "--release",
         "--quiet",
         "-p",
-        "normcore-trainer",
+        "normcore-cli",
         "--",
         "device-eval",
-        "--elf",
+        "--board",
+        board.name,
+        "--assets",
     ]
     .iter()
     .map(OsString::from)
     .collect();
-    all.push(elf.into_os_string());
-    all.extend(args.iter().map(OsString::from));
+    all.push(assets.into_os_string());
+    all.extend(d.samples_args.iter().map(OsString::from));
+    all.extend(d.rest.iter().map(OsString::from));
     run(&cargo(), all, &[])
 }

@@ -138,14 +138,7 @@ pub fn quant_check(args: &[String]) -> Result {
     let dir = "out/quant-check";
     std::fs::create_dir_all(root().join(dir)).map_err(|e| format!("{dir}: {e}"))?;
     let normcore = |args: &[&str]| -> Result<String> {
-        let mut all = vec![
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "normcore-trainer",
-            "--",
-        ];
+        let mut all = vec!["run", "--release", "--quiet", "-p", "normcore-cli", "--"];
         all.extend_from_slice(args);
         run_capture(&cargo, &all)
     };

@@ -123,9 +123,8 @@ impl Samples {
 
     /// The file's length for `n` samples with the given parts.
     fn file_len(n: usize, f: usize, c: usize, f32: bool, int8: bool) -> Option<usize> {
-        let per_sample = (if f32 { 4 } else { 0 } + if int8 { 1 } else { 0 })
-            * f.checked_add(c)?
-            + 2;
+        let per_sample =
+            (if f32 { 4 } else { 0 } + if int8 { 1 } else { 0 }) * f.checked_add(c)? + 2;
         n.checked_mul(per_sample)?.checked_add(HEADER)
     }
 
@@ -215,13 +214,17 @@ impl Samples {
         }
         let flags = r.u16()?;
         if flags & !(HAS_F32 | HAS_INT8) != 0 || flags == 0 {
-            return err(format!("samples file flags {flags:#06x}: unknown bits, or no part"));
+            return err(format!(
+                "samples file flags {flags:#06x}: unknown bits, or no part"
+            ));
         }
         let (f32_part, int8_part) = (flags & HAS_F32 != 0, flags & HAS_INT8 != 0);
         let (n, f, c) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
         let (f32_crc, int8_crc, crc) = (r.u32()?, r.u32()?, r.u32()?);
         let Some(expected_len) = Self::file_len(n, f, c, f32_part, int8_part) else {
-            return err(format!("{n} samples of {f} values and {c} classes overflow"));
+            return err(format!(
+                "{n} samples of {f} values and {c} classes overflow"
+            ));
         };
         if b.len() != expected_len {
             return err(format!(
@@ -296,7 +299,10 @@ mod tests {
         let b = both();
         for s in [
             b.clone(),
-            Samples { f32: None, ..b.clone() },
+            Samples {
+                f32: None,
+                ..b.clone()
+            },
             Samples { int8: None, ..b },
         ] {
             let bytes = s.to_bytes().unwrap();

@@ -1,35 +1,33 @@
-//! Building the firmware and running its binaries under QEMU, from host
-//! tests.
+//! Running firmware under QEMU from the host: the one runner of xtask, the
+//! tests and the device tools.
 //!
-//! - [`build_firmware`] runs `cargo build --release` in `firmware/` once
-//!   per test process (all binaries, into `firmware/target`), however many
-//!   tests ask for it and from however many threads; first it generates
-//!   the firmware's assets if there are none ([`crate::device::ensure_assets`]).
-//! - [`run_qemu`] boots one ELF through `firmware/qemu-run` (so the script
-//!   people use is the one tested) and returns its exit status and output.
-//!   It never hangs: the script stops QEMU at the timeout, and a watchdog
-//!   here kills the whole process group if even that fails.
-//! - [`check_golden`] diffs output against `tests/golden/*.out`, or rewrites
-//!   the file when `NORMCORE_BLESS=1`.
+//! - [`build_firmware`] builds a board's binaries (release) once per
+//!   process and board, however many callers ask and from however many
+//!   threads; first it generates the default assets if there are none
+//!   ([`crate::infer_log::ensure_assets`]).
+//! - [`run_qemu`] boots one ELF of a board through `firmware/qemu-run` (so
+//!   the script people use is the one run) and returns its exit status and
+//!   output. It never hangs: the script stops QEMU at the timeout, and a
+//!   watchdog here kills the whole process group if even that fails.
 //!
-//! When QEMU, the thumb target or `defmt-print` is missing, these return an
+//! When QEMU, a thumb target or `defmt-print` is missing, these return an
 //! error that says `cargo xtask setup` installs them: a QEMU test then
 //! fails, it does not skip.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Errors are messages for a test failure.
 pub type Result<T> = std::result::Result<T, String>;
 
-/// The target the firmware builds for (`firmware/.cargo/config.toml`).
-pub const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
+use crate::boards::Board;
 
 /// What every "missing tool" error ends with.
 const SETUP_HINT: &str = "run `cargo xtask setup` (as root) to install it";
@@ -37,27 +35,6 @@ const SETUP_HINT: &str = "run `cargo xtask setup` (as root) to install it";
 /// The `--log-format` for decoded defmt output in tests: level and message,
 /// no file/line locations (they change with every edit).
 pub const LOG_FORMAT: &str = "{L} {s}";
-
-/// The root of the workspace (the `tests` crate lives one level below).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// `firmware/`, its own Cargo world.
-pub fn firmware_dir() -> PathBuf {
-    workspace_root().join("firmware")
-}
-
-/// Where the release ELFs land.
-pub fn elf_dir() -> PathBuf {
-    firmware_dir()
-        .join("target")
-        .join(THUMB_TARGET)
-        .join("release")
-}
 
 /// `program args...` succeeds (the program exists and works).
 fn runs(program: &str, args: &[&str]) -> bool {
@@ -70,9 +47,10 @@ fn runs(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Check that QEMU, `defmt-print` and the thumb target's standard library
-/// are installed; the error names what is missing and how to get it.
-pub fn check_tools() -> Result<()> {
+/// Check that QEMU, `defmt-print` and `board`'s thumb target's standard
+/// library are installed; the error names what is missing and how to get
+/// it.
+pub fn check_tools(board: &Board) -> Result<()> {
     let mut missing = Vec::new();
     if !runs("qemu-system-arm", &["--version"]) {
         missing.push("`qemu-system-arm` (Debian package qemu-system-arm)".to_owned());
@@ -83,9 +61,10 @@ pub fn check_tools() -> Result<()> {
     if !runs("nm", &["--version"]) {
         missing.push("`nm` (Debian package binutils)".to_owned());
     }
-    if !thumb_target_installed() {
+    if !thumb_target_installed(board) {
         missing.push(format!(
-            "the Rust target {THUMB_TARGET} (rustup target add {THUMB_TARGET})"
+            "the Rust target {t} (rustup target add {t})",
+            t = board.target
         ));
     }
     if missing.is_empty() {
@@ -98,12 +77,14 @@ pub fn check_tools() -> Result<()> {
     }
 }
 
-/// The toolchain that builds the firmware has `core` for the thumb target.
-fn thumb_target_installed() -> bool {
-    // Ask from firmware/, so that its rust-toolchain.toml picks the rustc.
+/// The toolchain that builds the firmware has `core` for the board's
+/// target.
+fn thumb_target_installed(board: &Board) -> bool {
+    // Ask from the board's directory, so that rust-toolchain.toml picks
+    // the rustc.
     let out = Command::new("rustc")
-        .args(["--print", "target-libdir", "--target", THUMB_TARGET])
-        .current_dir(firmware_dir())
+        .args(["--print", "target-libdir", "--target", board.target])
+        .current_dir(board.dir())
         .output();
     let Ok(out) = out else { return false };
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -114,16 +95,24 @@ fn thumb_target_installed() -> bool {
         })
 }
 
-/// Build every firmware binary (`cargo build --release --bins` in
-/// `firmware/`), once per process; then check that each of `bins` exists.
-/// Returns the directory holding the ELFs.
-pub fn build_firmware(bins: &[&str]) -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
-    let dir = BUILT.get_or_init(build_once).clone()?;
+/// Build every binary of `board` (release, default assets), once per
+/// process and board; then check that each of `bins` exists. Returns the
+/// directory holding the ELFs.
+pub fn build_firmware(board: &'static Board, bins: &[&str]) -> Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<&'static str, Result<PathBuf>>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    // One build at a time: two boards building at once would only compete
+    // for the same cores.
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = built
+        .entry(board.name)
+        .or_insert_with(|| build_once(board))
+        .clone()?;
     for bin in bins {
         if !dir.join(bin).is_file() {
             return Err(format!(
-                "firmware binary `{bin}` not found in {} after the build",
+                "firmware binary `{bin}` of {} not found in {} after the build",
+                board.name,
                 dir.display()
             ));
         }
@@ -131,33 +120,23 @@ pub fn build_firmware(bins: &[&str]) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The ELF of one firmware binary, built if need be.
-pub fn firmware_elf(bin: &str) -> Result<PathBuf> {
-    Ok(build_firmware(&[bin])?.join(bin))
+/// The ELF of one of `board`'s binaries, built if need be.
+pub fn firmware_elf(board: &'static Board, bin: &str) -> Result<PathBuf> {
+    Ok(build_firmware(board, &[bin])?.join(bin))
 }
 
-fn build_once() -> Result<PathBuf> {
-    check_tools()?;
+fn build_once(board: &Board) -> Result<PathBuf> {
+    check_tools(board)?;
     // The firmware's build embeds the assets and fails without them.
-    crate::device::ensure_assets()?;
-    let fw = firmware_dir();
-    let manifest = fw.join("Cargo.toml");
-    let manifest = manifest.to_string_lossy();
-    let mut cmd = normcore_trainer::device_eval::firmware_cargo(
-        &fw,
-        &["build", "--release", "--bins", "--manifest-path", &manifest],
-    );
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo to build the firmware: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the firmware failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(elf_dir())
+    crate::infer_log::ensure_assets()?;
+    crate::build::build(
+        board,
+        &crate::build::Build {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("{e:#}"))
 }
 
 /// Where UART0 goes.
@@ -229,13 +208,27 @@ impl Output {
     }
 }
 
-/// Run `elf` under QEMU through `firmware/qemu-run`. Returns once QEMU has
-/// exited or been stopped; never hangs.
-pub fn run_qemu(elf: &Path, opts: &RunOptions) -> Result<Output> {
-    check_tools()?;
+/// The `qemu-run` arguments that select `board`'s machine and CPU.
+pub fn machine_args(board: &Board) -> Result<Vec<&'static str>> {
+    let q = board
+        .qemu
+        .ok_or_else(|| format!("{} is real hardware: QEMU cannot run it", board.name))?;
+    let mut args = vec!["--machine", q.machine];
+    if let Some(cpu) = q.cpu {
+        args.extend(["--cpu", cpu]);
+    }
+    Ok(args)
+}
+
+/// Run `elf`, a firmware of `board`, under QEMU through
+/// `firmware/qemu-run`. Returns once QEMU has exited or been stopped;
+/// never hangs.
+pub fn run_qemu(board: &Board, elf: &Path, opts: &RunOptions) -> Result<Output> {
+    check_tools(board)?;
     let secs = opts.timeout.as_secs() + u64::from(opts.timeout.subsec_nanos() > 0);
-    let mut cmd = Command::new(firmware_dir().join("qemu-run"));
-    cmd.arg(elf)
+    let mut cmd = Command::new(crate::root().join("firmware").join("qemu-run"));
+    cmd.args(machine_args(board)?)
+        .arg(elf)
         .env("NORMCORE_QEMU_TIMEOUT", secs.max(1).to_string())
         .env("NORMCORE_ICOUNT", if opts.icount { "1" } else { "0" })
         .env("DEFMT_PRINT_FORMAT", LOG_FORMAT)
@@ -334,65 +327,6 @@ pub fn mask_measurements(text: &str, keys: &[&str]) -> String {
     out
 }
 
-/// Compare `actual` with `tests/golden/<name>`; with `NORMCORE_BLESS=1`,
-/// write it there instead. The error shows a line diff.
-pub fn check_golden(name: &str, actual: &str) -> Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name);
-    if std::env::var_os("NORMCORE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, actual).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "{}: {e} (NORMCORE_BLESS=1 cargo test -p normcore-tests writes it)",
-            path.display()
-        )
-    })?;
-    if expected == actual {
-        return Ok(());
-    }
-    Err(format!(
-        "output differs from {} (- expected, + actual; \
-         NORMCORE_BLESS=1 accepts the new output):\n{}",
-        path.display(),
-        line_diff(&expected, actual)
-    ))
-}
-
-/// A minimal line diff (longest common subsequence), enough for log files.
-fn line_diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    // lcs[i][j]: LCS length of a[i..] and b[j..].
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            let _ = writeln!(out, "  {}", a[i]);
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            let _ = writeln!(out, "- {}", a[i]);
-            i += 1;
-        } else {
-            let _ = writeln!(out, "+ {}", b[j]);
-            j += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,11 +338,5 @@ mod tests {
             mask_measurements(text, &["ticks", "mode"]),
             "INFO  cost: ticks=* hz=25000000 mode=fast\nINFO  x ticks=abc\n"
         );
-    }
-
-    #[test]
-    fn diff_marks_changed_lines() {
-        let d = line_diff("a\nb\nc\n", "a\nx\nc\n");
-        assert_eq!(d, "  a\n- b\n+ x\n  c\n");
     }
 }

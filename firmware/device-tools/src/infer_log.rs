@@ -1,9 +1,10 @@
-//! The `infer` firmware from the host's side: the assets it embeds
-//! (generated here with the trainer's library, as `cargo xtask assets`
-//! does) and its decoded log, parsed.
+//! The firmware's logs from the host's side: `key=value` fields
+//! ([`log_field`], [`log_num`]), the `infer` program's report
+//! ([`parse_infer`]), and the default assets it embeds (generated here with
+//! the trainer's library, as `cargo xtask assets` does).
 //!
 //! `infer` prints one line per sample and model, then per model a result,
-//! a parity and a cost summary (see `firmware/src/bin/infer.rs`):
+//! a parity and a cost summary (see `normcore_firmware::programs::infer`):
 //!
 //! ```text
 //! INFO  sample 3 label=7 f32 class=7 bits=[0x4123abcd, ...]
@@ -19,12 +20,16 @@ use std::path::PathBuf;
 
 use normcore_trainer::assets::{self, AssetConfig, Assets};
 
-use crate::qemu::{workspace_root, Result};
+/// An assets directory, read and checked as the firmware's build reads it
+/// (`normcore_trainer::assets::load`).
+pub use normcore_trainer::assets::load as load_assets;
+
+use crate::qemu::Result;
 
 /// The assets directory the firmware build reads (`firmware/assets`, or
-/// `$NORMCORE_ASSETS` taken from the workspace root).
+/// `$NORMCORE_ASSETS` taken from the repository root).
 pub fn assets_dir() -> PathBuf {
-    assets::default_dir(&workspace_root())
+    assets::default_dir(&crate::root())
 }
 
 /// The default assets (digits-mlp on the built-in digits, 64 samples), as
@@ -38,14 +43,10 @@ pub fn generate_assets() -> Result<Assets> {
     assets::generate(&cfg).map_err(|e| format!("generating the firmware assets: {e:#}"))
 }
 
-/// Generate the default assets unless all three build inputs exist (any
-/// valid assets let the firmware build; the parity tests regenerate).
+/// Generate the default assets unless the directory holds valid ones
+/// (any valid assets let the firmware build; the parity tests regenerate).
 pub fn ensure_assets() -> Result<()> {
-    let dir = assets_dir();
-    let present = [assets::MODEL_F32, assets::MODEL_INT8, assets::SAMPLES]
-        .iter()
-        .all(|f| dir.join(f).is_file());
-    if present {
+    if assets::load(&assets_dir()).is_ok() {
         Ok(())
     } else {
         generate_assets().map(|_| ())
@@ -123,8 +124,24 @@ pub struct InferReport {
     pub stack_high_water: usize,
 }
 
+/// The value of `key=` on the first line of `text` whose message (after
+/// the level) starts with `prefix`.
+pub fn log_field<'a>(text: &'a str, prefix: &str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, m)| m.trim_start()))
+        .filter(|m| m.starts_with(prefix))
+        .find_map(|m| field(m, key))
+}
+
+/// A number from a firmware log (see [`log_field`]).
+pub fn log_num(text: &str, prefix: &str, key: &str) -> Result<u64> {
+    log_field(text, prefix, key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no `{key}=` on the `{prefix}` line of the log:\n{text}"))
+}
+
 /// The value of `key=` among the words of `line`.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
@@ -237,6 +254,14 @@ pub fn parse_infer(text: &str) -> Result<InferReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_come_from_the_first_line_with_the_prefix() {
+        let text = "INFO  f32 result: correct=63 total=64\nINFO  int8 result: correct=62\n";
+        assert_eq!(log_field(text, "int8 result:", "correct"), Some("62"));
+        assert_eq!(log_num(text, "f32 result:", "total"), Ok(64));
+        assert!(log_num(text, "f32 result:", "digest").is_err());
+    }
 
     #[test]
     fn parses_every_kind_of_line() {

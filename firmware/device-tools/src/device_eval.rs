@@ -25,14 +25,15 @@
 //! panic, a fault, QEMU refusing the ELF) is reported with QEMU's status and
 //! messages: nothing here can hang.
 
-use crate::assets;
-use crate::cli::DataArgs;
-use crate::data::Dataset;
-use crate::export::device::{input_levels, Device, Logits, ModelBytes};
+use crate::boards::{self, Board};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use normcore::engine::f32_parity;
 use normcore::model::{file_crc, Kind};
+use normcore_trainer::assets;
+use normcore_trainer::cli::DataArgs;
+use normcore_trainer::data::Dataset;
+use normcore_trainer::export::device::{input_levels, Device, Logits, ModelBytes};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -43,11 +44,8 @@ use std::time::{Duration, Instant};
 
 // The protocol's one definition (framing, codes, `INFO`'s layout), shared
 // with the firmware's `serve`.
-pub use normcore::serial::{Command, Info, Status};
 use normcore::serial::{frame_crc, HEADER, REQUEST_MAGIC, RESPONSE_MAGIC, TRAILER};
-
-/// The machine `serve` runs on.
-pub const QEMU_MACHINE: [&str; 4] = ["-machine", "mps2-an386", "-cpu", "cortex-m4"];
+pub use normcore::serial::{Command, Info, Status};
 
 /// One request frame: magic, command, sequence number, length, payload,
 /// CRC-32 of everything after the magic (docs/SERIAL.md).
@@ -190,37 +188,37 @@ pub struct Session {
 }
 
 impl Session {
-    /// Start `elf` in QEMU (`mps2-an386`, `-serial stdio`, semihosting on,
-    /// no `-icount`). Each response must arrive within `timeout`.
-    pub fn start(elf: &Path, timeout: Duration) -> Result<Session> {
+    /// Start `elf`, a `serve` firmware of `board`, in QEMU through
+    /// `firmware/qemu-run` (`-serial stdio`, semihosting on, no `-icount`:
+    /// the firmware's timeouts are in virtual time). Each response must
+    /// arrive within `timeout`.
+    pub fn start(board: &Board, elf: &Path, timeout: Duration) -> Result<Session> {
         ensure!(
             elf.is_file(),
-            "firmware ELF {} not found (build it: `cargo build --release --bin serve` in firmware/)",
-            elf.display()
+            "firmware ELF {} not found (build it: `cargo xtask device-eval`, or `cargo build \
+             --release --bin serve` in firmware/boards/{})",
+            elf.display(),
+            board.name
         );
-        let mut child = std::process::Command::new("qemu-system-arm")
-            .args(QEMU_MACHINE)
-            .args([
-                "-semihosting-config",
-                "enable=on,target=native",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-                "-display",
-                "none",
-                "-kernel",
-            ])
+        crate::qemu::check_tools(board).map_err(|e| anyhow!("{e}"))?;
+        let machine = crate::qemu::machine_args(board).map_err(|e| anyhow!("{e}"))?;
+        let mut child = std::process::Command::new(crate::root().join("firmware/qemu-run"))
+            .args(machine)
             .arg(elf)
+            // The session's own deadlines stop it; the script's is a backstop.
+            .env("NORMCORE_QEMU_TIMEOUT", "86400")
+            .env("NORMCORE_SERIAL", "stdio")
+            .env("NORMCORE_ICOUNT", "0")
+            .env_remove("NORMCORE_RAW")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
                 if e.kind() == ErrorKind::NotFound {
-                    anyhow!("`qemu-system-arm` not found: {QEMU_HINT}")
+                    anyhow!("firmware/qemu-run not found: {QEMU_HINT}")
                 } else {
-                    anyhow!("cannot start qemu-system-arm: {e}")
+                    anyhow!("cannot start firmware/qemu-run: {e}")
                 }
             })?;
         let stdin = child.stdin.take();
@@ -358,14 +356,22 @@ impl Session {
     pub fn infer_i8(&mut self, levels: &[i8]) -> Result<Prediction> {
         let classes = self.classes()?;
         let payload: Vec<u8> = levels.iter().map(|&q| q as u8).collect();
-        Prediction::parse(Kind::Int8, classes, &self.ok(Command::InferI8 as u8, &payload)?)
+        Prediction::parse(
+            Kind::Int8,
+            classes,
+            &self.ok(Command::InferI8 as u8, &payload)?,
+        )
     }
 
     /// Run the f32 model on `values`.
     pub fn infer_f32(&mut self, values: &[f32]) -> Result<Prediction> {
         let classes = self.classes()?;
         let payload: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Prediction::parse(Kind::F32, classes, &self.ok(Command::InferF32 as u8, &payload)?)
+        Prediction::parse(
+            Kind::F32,
+            classes,
+            &self.ok(Command::InferF32 as u8, &payload)?,
+        )
     }
 
     /// `SHUTDOWN`, then wait for QEMU to exit; it must exit with success.
@@ -503,7 +509,10 @@ impl ModelChoice {
     /// The model kinds, in order, of those `has` says are embedded.
     pub fn kinds(self, has: impl Fn(Kind) -> bool) -> Vec<Kind> {
         match self {
-            ModelChoice::Embedded => [Kind::Int8, Kind::F32].into_iter().filter(|&k| has(k)).collect(),
+            ModelChoice::Embedded => [Kind::Int8, Kind::F32]
+                .into_iter()
+                .filter(|&k| has(k))
+                .collect(),
             ModelChoice::Int8 => vec![Kind::Int8],
             ModelChoice::F32 => vec![Kind::F32],
             ModelChoice::Both => vec![Kind::Int8, Kind::F32],
@@ -524,8 +533,11 @@ pub struct DeviceEvalArgs {
     pub samples: usize,
     #[command(flatten)]
     pub data: DataArgs,
-    /// The `serve` ELF. Default: build it (`cargo build --release --bin
-    /// serve` in firmware/boards/mps2-an386) and use its target/.../release/serve.
+    /// The QEMU board to run `serve` on (see `cargo xtask boards`).
+    #[arg(long, default_value = "mps2-an386")]
+    pub board: String,
+    /// The `serve` ELF. Default: build it for the board with the assets
+    /// (`cargo build --release --bin serve` in firmware/boards/BOARD).
     #[arg(long)]
     pub elf: Option<PathBuf>,
     /// Seconds to wait for each response before giving up.
@@ -675,76 +687,23 @@ pub fn evaluate(
     Ok(r)
 }
 
-/// The repository root: the current directory if it has `firmware/`, else
-/// the one this tool was built from.
-pub fn repo_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if cwd.join("firmware").join("Cargo.toml").is_file() {
-        return cwd;
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if built.join("firmware").join("Cargo.toml").is_file() {
-        built
-    } else {
-        cwd
-    }
-}
-
-/// The Cortex-M target the firmware builds for.
-pub const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
-
-/// `cargo <args>` set up to build a board crate in `fw` (an absolute path to
-/// `firmware/boards/NAME`): its own target directory, run from `fw` so that
-/// Cargo reads its `.cargo/config.toml` (target, runner, DEFMT_LOG), and
-/// without the host build's settings, which would override that config.
-/// The trainer's `device-eval` and the QEMU tests build through it.
-pub fn firmware_cargo(fw: &Path, args: &[&str]) -> std::process::Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(args)
-        .arg("--target-dir")
-        .arg(fw.join("target"))
-        .current_dir(fw)
-        .stdin(Stdio::null());
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// Build `serve` in `root/firmware` (release) and return its ELF.
-pub fn build_serve(root: &Path) -> Result<PathBuf> {
-    // Absolute: cargo runs in firmware/, and `--target-dir` is taken from
-    // its working directory.
-    let fw = std::path::absolute(root.join("firmware/boards/mps2-an386"))?;
-    ensure!(
-        fw.join("Cargo.toml").is_file(),
-        "no firmware/boards/mps2-an386 in {}: run from the repository root or pass --elf",
-        root.display()
-    );
+/// Build `serve` for `board` (release) with the assets in `assets_dir`
+/// and return its ELF.
+pub fn build_serve(board: &Board, assets_dir: &Path) -> Result<PathBuf> {
     eprintln!(
-        "device-eval: building the firmware (cargo build --release --bin serve in \
-         firmware/boards/mps2-an386)"
+        "device-eval: building serve for {} (firmware/boards/{})",
+        board.name, board.name
     );
-    let status = firmware_cargo(&fw, &["build", "--release", "--quiet", "--bin", "serve"])
-        .status()
-        .context("cannot run cargo to build the firmware")?;
-    ensure!(
-        status.success(),
-        "building the firmware failed ({status}); `cargo xtask setup` installs the thumb target, \
-         `cargo xtask assets` writes the assets it embeds"
-    );
-    Ok(fw
-        .join("target")
-        .join(THUMB_TARGET)
-        .join("release")
-        .join("serve"))
+    let dir = crate::build::build(
+        board,
+        &crate::build::Build {
+            bins: &["serve"],
+            assets: Some(assets_dir),
+            quiet: true,
+            ..Default::default()
+        },
+    )?;
+    Ok(dir.join("serve"))
 }
 
 /// `1234567` as `1,234,567`.
@@ -766,7 +725,8 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
         a.timeout.is_finite() && a.timeout > 0.0,
         "--timeout must be a positive number of seconds"
     );
-    let root = repo_root();
+    let root = crate::root();
+    let board = boards::board(&a.board)?;
     let assets_dir = a
         .assets
         .clone()
@@ -777,10 +737,10 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
     let test = &data.test;
     let elf = match &a.elf {
         Some(p) => p.clone(),
-        None => build_serve(&root)?,
+        None => build_serve(board, &assets_dir)?,
     };
 
-    let mut session = Session::start(&elf, Duration::from_secs_f64(a.timeout))?;
+    let mut session = Session::start(board, &elf, Duration::from_secs_f64(a.timeout))?;
     let info = session.info().context("asking the firmware for INFO")?;
     let crc = |m: &Option<Vec<u8>>| m.as_deref().map_or(0, file_crc);
     ensure!(
@@ -812,9 +772,11 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
     }
     let indices = assets::pick(test.len(), a.samples);
     println!(
-        "device-eval: {} in QEMU mps2-an386 (Cortex-M4F), UART0 on -serial stdio; models {} \
+        "device-eval: {} in QEMU {} ({}), the console UART on -serial stdio; models {} \
          (f32 crc {:#010x}, int8 crc {:#010x}; 0 = none); {} of {} samples of the `{}` test set",
         elf.display(),
+        board.name,
+        board.core,
         assets_dir.display(),
         info.f32_model_crc,
         info.int8_model_crc,
@@ -968,8 +930,13 @@ mod tests {
 
     #[test]
     fn missing_elf_is_a_clear_error() {
-        let e =
-            Session::start(Path::new("/nonexistent/serve"), Duration::from_secs(1)).unwrap_err();
+        let board = boards::default_board();
+        let e = Session::start(
+            board,
+            Path::new("/nonexistent/serve"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
     }
 

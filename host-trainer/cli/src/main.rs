@@ -64,7 +64,7 @@ enum Command {
     /// Stream a test set through the `serve` firmware in QEMU (mps2-an386,
     /// UART0 on stdio; docs/SERIAL.md) and compare every prediction with
     /// the host engine's; prints device and host accuracy.
-    DeviceEval(normcore_trainer::device_eval::DeviceEvalArgs),
+    DeviceEval(normcore_device_tools::device_eval::DeviceEvalArgs),
 }
 
 #[derive(Args, Debug)]
@@ -345,7 +345,7 @@ fn main() -> ExitCode {
         Command::Assets(a) => assets::run(a),
         Command::Samples(a) => assets::run_samples(a),
         Command::Bench(a) => bench::run(a),
-        Command::DeviceEval(a) => normcore_trainer::device_eval::run(a),
+        Command::DeviceEval(a) => normcore_device_tools::device_eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,144 @@
+//! The boards, defined once for the host: where each board crate is, what
+//! it builds for, and how QEMU runs it (if it can). The board crates
+//! themselves (`firmware/boards/NAME`) hold the same facts as their
+//! `.cargo/config.toml` (target, runner) and `memory.x`; the test
+//! `boards_match_their_crates` checks the two agree.
+
+use std::path::PathBuf;
+
+use crate::root;
+
+/// How QEMU runs a board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qemu {
+    /// `-machine`.
+    pub machine: &'static str,
+    /// `-cpu`, for machines with a choice.
+    pub cpu: Option<&'static str>,
+}
+
+/// A board crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Board {
+    /// The crate's directory name, `firmware/boards/NAME`; what
+    /// `--board` takes.
+    pub name: &'static str,
+    /// The core, for tables.
+    pub core: &'static str,
+    /// The Rust target it builds for.
+    pub target: &'static str,
+    /// How QEMU runs it; `None` for real hardware only.
+    pub qemu: Option<Qemu>,
+    /// Its binaries.
+    pub bins: &'static [&'static str],
+}
+
+/// Every board, the default (`mps2-an386`) first.
+pub const BOARDS: &[Board] = &[Board {
+    name: "mps2-an386",
+    core: "Cortex-M4F",
+    target: "thumbv7em-none-eabihf",
+    qemu: Some(Qemu {
+        machine: "mps2-an386",
+        cpu: Some("cortex-m4"),
+    }),
+    bins: &[
+        "hello",
+        "infer",
+        "serve",
+        "bench",
+        "uart_echo",
+        "panic",
+        "fault",
+    ],
+}];
+
+/// The default board: QEMU's `mps2-an386`.
+pub fn default_board() -> &'static Board {
+    &BOARDS[0]
+}
+
+/// The board called `name`, or an error listing the boards.
+pub fn board(name: &str) -> anyhow::Result<&'static Board> {
+    BOARDS.iter().find(|b| b.name == name).ok_or_else(|| {
+        let names: Vec<&str> = BOARDS.iter().map(|b| b.name).collect();
+        anyhow::anyhow!("no board `{name}`; the boards are {}", names.join(", "))
+    })
+}
+
+/// Every Rust target a board builds for (what `cargo xtask setup` adds),
+/// each once.
+pub fn targets() -> Vec<&'static str> {
+    let mut t: Vec<&str> = BOARDS.iter().map(|b| b.target).collect();
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+impl Board {
+    /// `firmware/boards/NAME`, absolute.
+    pub fn dir(&self) -> PathBuf {
+        root().join("firmware").join("boards").join(self.name)
+    }
+
+    /// Where its release ELFs land (each board has its own target
+    /// directory: two boards may share a target triple).
+    pub fn elf_dir(&self) -> PathBuf {
+        self.dir().join("target").join(self.target).join("release")
+    }
+
+    /// The release ELF of `bin`.
+    pub fn elf(&self, bin: &str) -> PathBuf {
+        self.elf_dir().join(bin)
+    }
+
+    /// Whether it has the binary `bin`.
+    pub fn has(&self, bin: &str) -> bool {
+        self.bins.contains(&bin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list says what each board crate's own files say: its target and
+    /// runner in `.cargo/config.toml`, its bins in `Cargo.toml`.
+    #[test]
+    fn boards_match_their_crates() {
+        for b in BOARDS {
+            let config = std::fs::read_to_string(b.dir().join(".cargo/config.toml")).unwrap();
+            assert!(
+                config.contains(&format!("target = \"{}\"", b.target)),
+                "{}: target",
+                b.name
+            );
+            if let Some(q) = b.qemu {
+                assert!(
+                    config.contains(&format!("\"--machine\", \"{}\"", q.machine)),
+                    "{}: machine",
+                    b.name
+                );
+                if let Some(cpu) = q.cpu {
+                    assert!(
+                        config.contains(&format!("\"--cpu\", \"{cpu}\"")),
+                        "{}",
+                        b.name
+                    );
+                }
+            }
+            let manifest = std::fs::read_to_string(b.dir().join("Cargo.toml")).unwrap();
+            for bin in b.bins {
+                assert!(
+                    manifest.contains(&format!("name = \"{bin}\"")),
+                    "{}: bin {bin}",
+                    b.name
+                );
+            }
+            let declared = manifest.matches("[[bin]]").count();
+            assert_eq!(declared, b.bins.len(), "{}: the bins listed", b.name);
+        }
+        assert!(board("nope").is_err());
+        assert_eq!(board("mps2-an386").unwrap(), default_board());
+    }
+}
