@@ -245,24 +245,36 @@ fn cargo() -> String {
 /// rust-toolchain.toml on demand), QEMU and defmt-print: each only if it is
 /// missing, so a second run does nothing.
 fn setup() -> Result {
-    let installed = output("rustup", &["target", "list", "--installed"])
-        .ok_or("rustup is needed to add the Cortex-M targets; install it from https://rustup.rs")?;
     let mut targets = boards::targets();
     targets.extend(CORE_TARGETS);
     targets.sort_unstable();
     targets.dedup();
+    // Asked of rustc itself (the pinned toolchain may be a link to an
+    // installed one, which `rustup target list` cannot describe).
     let missing: Vec<&str> = targets
         .iter()
         .copied()
-        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .filter(|t| !target_installed(t))
         .collect();
     if missing.is_empty() {
         eprintln!("setup: Rust targets present: {}", targets.join(", "));
     } else {
-        run("rustup", ["target", "add"].iter().chain(&missing), &[])?;
+        run("rustup", ["target", "add"].iter().chain(&missing), &[]).map_err(|e| {
+            format!("{e}; for a linked toolchain, add them to the one it links (`.ci/toolchain`)")
+        })?;
     }
     setup_debian_packages()?;
     setup_defmt_print()
+}
+
+/// The toolchain has `core` for `target`.
+fn target_installed(target: &str) -> bool {
+    let Some(dir) = output("rustc", &["--print", "target-libdir", "--target", target]) else {
+        return false;
+    };
+    std::fs::read_dir(dir.trim()).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+    })
 }
 
 /// `program --version` works.

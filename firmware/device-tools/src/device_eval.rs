@@ -36,6 +36,7 @@ use normcore_trainer::data::Dataset;
 use normcore_trainer::export::device::{input_levels, Device, Logits, ModelBytes};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -210,6 +211,8 @@ impl Session {
             .env("NORMCORE_SERIAL", "stdio")
             .env("NORMCORE_ICOUNT", "0")
             .env_remove("NORMCORE_RAW")
+            // Its own process group, so that QEMU goes when it goes.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -408,7 +411,7 @@ impl Session {
     fn failure(&mut self, what: &str) -> anyhow::Error {
         let exited = self.wait_exit(Duration::from_millis(500));
         if exited.is_none() {
-            let _ = self.child.kill();
+            crate::qemu::kill_group(&mut self.child);
             let _ = self.child.wait();
         }
         while let Ok(chunk) = self.stdout.recv_timeout(Duration::from_millis(100)) {
@@ -485,8 +488,10 @@ fn decode_defmt(elf: &Path, bytes: &[u8]) -> Option<String> {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // The whole group: QEMU runs under the script's `timeout` (which
+        // exits only once QEMU has).
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
+            crate::qemu::kill_group(&mut self.child);
         }
         let _ = self.child.wait();
     }

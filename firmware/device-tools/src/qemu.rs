@@ -291,16 +291,25 @@ fn wait_or_kill(child: &mut Child, deadline: Instant) -> Result<(ExitStatus, boo
             return Ok((status, false));
         }
         if Instant::now() >= deadline {
-            // The group id is the child's pid (process_group(0)).
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.kill();
+            kill_group(child);
             let status = child.wait().map_err(|e| e.to_string())?;
             return Ok((status, true));
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Kill `child`, started as the leader of its own process group
+/// (`process_group(0)`), and everything in that group: `qemu-run` runs QEMU
+/// under `timeout`, and killing the script alone would leave QEMU running
+/// with the pipes open.
+pub(crate) fn kill_group(child: &mut Child) {
+    // The group id is the child's pid.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
 }
 
 /// Mask the values of measurement fields (`ticks=123` → `ticks=*`): under

@@ -3,7 +3,9 @@
 //!
 //! # Two sources, picked at run time
 //! - **DWT CYCCNT** (Cortex-M3 and up, real hardware): the core's cycle
-//!   counter. This is the number to quote for a board.
+//!   counter. This is the number to quote for a board. ARMv6-M cores
+//!   (Cortex-M0/M0+, `cfg(armv6m)`) have none: there [`Stopwatch::new`]
+//!   always uses the timer.
 //! - **A free-running timer** ([`TickCounter`], e.g. the CMSDK timer on
 //!   `mps2-an386`): QEMU does not model CYCCNT (it reads 0), so
 //!   [`Stopwatch::new`] enables CYCCNT, checks that it advances, and falls
@@ -12,11 +14,14 @@
 //! # Ticks to instructions under QEMU
 //! Run QEMU with `-icount shift=6,align=off,sleep=off` (`NORMCORE_ICOUNT=1`
 //! for `qemu-run`): virtual time then advances exactly 2^6 = 64 ns per
-//! instruction, and the 25 MHz timer ticks every 40 ns, so
+//! instruction, and a timer at `hz` ticks every 10^9 / `hz` ns, so
 //! ```text
-//! instructions = ticks · 40 / 64 = ticks / 1.6
+//! instructions = ticks · 10^9 / (hz · 64)
 //! ```
-//! repeatable run to run ([`Cost::icount_instructions`]). These are
+//! repeatable run to run ([`Cost::icount_instructions`]): ticks / 1.6 for
+//! the MPS2 boards' 25 MHz CMSDK timer, / 1.28 at 20 MHz (`mps2-an505`),
+//! / 1.024 at 16 MHz (the micro:bit's TIMER0), / 64 for a timer QEMU clocks
+//! at 1 GHz (the STM32 timers of `netduinoplus2`). These are
 //! instructions, not Cortex-M4 cycles: a `VDIV` (14 cycles) counts like an
 //! `ADD` (1). Without `-icount` the timer follows host time and the readings
 //! include QEMU's translation work: use them for nothing.
@@ -82,6 +87,16 @@ pub fn icount_instructions(ticks: u64, hz: u32) -> u64 {
     ((num + den / 2) / den.max(1)) as u64
 }
 
+/// Timer ticks per instruction under QEMU's `-icount
+/// shift=`[`ICOUNT_SHIFT`], `hz · 2^shift / 10^9`, as `(integer part,
+/// ten-thousandths)` rounded to nearest: `(1, 6000)` at 25 MHz, `(1, 2800)`
+/// at 20 MHz, `(1, 240)` at 16 MHz, `(64, 0)` at 1 GHz. What the log line
+/// of [`Stopwatch::log_unit`] divides by.
+pub fn ticks_per_instruction(hz: u32) -> (u32, u32) {
+    let scaled = ((u64::from(hz) << ICOUNT_SHIFT) * 10_000 + 500_000_000) / 1_000_000_000;
+    ((scaled / 10_000) as u32, (scaled % 10_000) as u32)
+}
+
 /// A raw reading of a [`Stopwatch`]'s counter, for spans that are not one
 /// closure: e.g. from an engine's "layer starts" callback to its "layer
 /// ended" callback ([`Stopwatch::stamp`], [`Stopwatch::between`]).
@@ -89,6 +104,8 @@ pub fn icount_instructions(ticks: u64, hz: u32) -> u64 {
 pub struct Stamp(u32);
 
 enum Source<T> {
+    /// DWT CYCCNT (none on ARMv6-M).
+    #[cfg(not(armv6m))]
     Cycles,
     Timer(T),
 }
@@ -105,6 +122,7 @@ pub struct Stopwatch<T> {
 impl<T> core::fmt::Debug for Stopwatch<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let source = match self.source {
+            #[cfg(not(armv6m))]
             Source::Cycles => "dwt-cyccnt",
             Source::Timer(_) => "timer",
         };
@@ -118,6 +136,7 @@ impl<T> core::fmt::Debug for Stopwatch<T> {
 impl<T: TickCounter> Stopwatch<T> {
     /// Use DWT CYCCNT if it counts on this machine (enabling it through
     /// `dcb` and `dwt`), `timer` otherwise.
+    #[cfg(not(armv6m))]
     pub fn new(dcb: &mut DCB, mut dwt: DWT, timer: T) -> Self {
         dcb.enable_trace();
         // Cortex-M7 locks the DWT behind a software lock; a no-op elsewhere.
@@ -130,6 +149,14 @@ impl<T: TickCounter> Stopwatch<T> {
         } else {
             Self::calibrated(Source::Timer(timer), None)
         }
+    }
+
+    /// `timer`: ARMv6-M (Cortex-M0/M0+) has no DWT cycle counter. The
+    /// same signature as on the other cores, so that the programs need no
+    /// `cfg` of their own; `dcb` and `dwt` are left alone.
+    #[cfg(armv6m)]
+    pub fn new(_dcb: &mut DCB, _dwt: DWT, timer: T) -> Self {
+        Self::calibrated(Source::Timer(timer), None)
     }
 
     /// Always use `timer` (e.g. to compare with QEMU runs on a board).
@@ -152,6 +179,7 @@ impl<T: TickCounter> Stopwatch<T> {
     /// What the costs count.
     pub fn unit(&self) -> Unit {
         match &self.source {
+            #[cfg(not(armv6m))]
             Source::Cycles => Unit::Cycles,
             Source::Timer(t) => Unit::Ticks { hz: t.hz() },
         }
@@ -162,16 +190,22 @@ impl<T: TickCounter> Stopwatch<T> {
     pub fn log_unit(&self) {
         match self.unit() {
             Unit::Cycles => defmt::info!("cost unit: cycles (DWT CYCCNT)"),
-            Unit::Ticks { hz } => defmt::info!(
-                "cost unit: instructions = timer ticks at {=u32} Hz / 1.6 (valid under QEMU -icount shift=6)",
-                hz
-            ),
+            Unit::Ticks { hz } => {
+                let (whole, frac) = ticks_per_instruction(hz);
+                defmt::info!(
+                    "cost unit: instructions = timer ticks at {=u32} Hz / {=u32}.{=u32:04} (ticks·10^9/(hz·64); valid under QEMU -icount shift=6)",
+                    hz,
+                    whole,
+                    frac
+                )
+            }
         }
     }
 
     #[inline(always)]
     fn now(&self) -> u32 {
         match &self.source {
+            #[cfg(not(armv6m))]
             Source::Cycles => DWT::cycle_count(),
             Source::Timer(t) => t.now(),
         }

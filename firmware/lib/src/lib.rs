@@ -19,6 +19,8 @@
 //! - [`digest`]: CRC-32 of results, for comparing a run with the host's.
 //! - [`cmsdk`]: drivers for ARM's CMSDK timer and UART (`embedded-hal`
 //!   delay, `embedded-io` serial), given their base address by a board.
+//! - [`nrf51`]: drivers for the nRF51's TIMER and UART (the micro:bit),
+//!   the same way.
 //! - [`workload`]: the computation `hello` runs, shared with the host test
 //!   that checks its result.
 #![no_std]
@@ -29,6 +31,7 @@ pub mod cmsdk;
 pub mod cost;
 pub mod digest;
 pub mod mmio;
+pub mod nrf51;
 pub mod programs;
 pub mod stack;
 pub mod workload;

@@ -50,6 +50,7 @@ pub unsafe fn paint() -> Painted {
     // SAFETY: the words in [bottom, SP) belong to no Rust object (the
     // caller guarantees no heap there); SP is 8-aligned and `bottom` is
     // 4-aligned (link.x asserts it), so the loop ends exactly at SP.
+    #[cfg(not(armv6m))]
     unsafe {
         core::arch::asm!(
             "mov {end}, sp",
@@ -57,6 +58,26 @@ pub unsafe fn paint() -> Painted {
             "cmp {p}, {end}",
             "bhs 1f",
             "str {pat}, [{p}], #4",
+            "b 0b",
+            "1:",
+            p = inout(reg) bottom => _,
+            end = out(reg) _,
+            pat = in(reg) PAINT,
+            options(nostack),
+        );
+    }
+    // ARMv6-M (Thumb-1) has no post-indexed STR: a one-register STM with
+    // write-back stores and advances by a word (`reg` is r0-r7 there, as
+    // STM needs).
+    // SAFETY: as above.
+    #[cfg(armv6m)]
+    unsafe {
+        core::arch::asm!(
+            "mov {end}, sp",
+            "0:",
+            "cmp {p}, {end}",
+            "bhs 1f",
+            "stm {p}!, {{{pat}}}",
             "b 0b",
             "1:",
             p = inout(reg) bottom => _,

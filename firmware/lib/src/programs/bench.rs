@@ -31,6 +31,9 @@
 use core::hint::black_box;
 use core::sync::atomic::AtomicBool;
 
+use crate::board::Board;
+use crate::cost::{Cost, Stopwatch, TickCounter, Unit};
+use crate::stack;
 use normcore::engine::{self, Engine, Output};
 use normcore::kernels::int8::{self, BlockedI8};
 use normcore::kernels::requant::OutputStage;
@@ -39,9 +42,6 @@ use normcore::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d, PoolK
 use normcore::model::write::{self, LayerDesc, ModelDesc};
 use normcore::model::{Data, Kind, Model, Op, QuantOut, WriteError};
 use normcore::{Error, Rng, Shape};
-use crate::board::Board;
-use crate::cost::{Cost, Stopwatch, TickCounter, Unit};
-use crate::stack;
 
 /// Weight elements of the largest layer: 784 → 100 in blocks of 8 rows
 /// (104 rows), and the whole paper MLP's 104·(784 + 100 + 100) + 16·100.

@@ -13,8 +13,8 @@
 //!    `Engine::run_observed`, reading the counter when each layer starts
 //!    and ends: the per-layer costs. Both runs must give the same outputs.
 //!
-//! Costs are in instructions under QEMU's `-icount shift=6` (timer ticks /
-//! 1.6; `NORMCORE_ICOUNT=1`), in cycles on hardware with DWT. Without
+//! Costs are in instructions under QEMU's `-icount shift=6` (timer ticks ·
+//! 10^9 / (hz · 64); `NORMCORE_ICOUNT=1`), in cycles on hardware with DWT. Without
 //! `-icount` the QEMU figures are meaningless.
 //!
 //! Output lines (decoded defmt; the host test parses them):
@@ -448,7 +448,11 @@ fn run_model<T: TickCounter>(
 
 /// Validate every embedded model, then run each that this build's engine
 /// supports; whether the device agreed with the host on all of them.
-fn run<T: TickCounter>(assets: &Assets, arena: &mut [u8], sw: &Stopwatch<T>) -> Result<bool, Failed> {
+fn run<T: TickCounter>(
+    assets: &Assets,
+    arena: &mut [u8],
+    sw: &Stopwatch<T>,
+) -> Result<bool, Failed> {
     // Validate every file before running anything (also one this build's
     // engine does not run: the parser is the same).
     for (name, kind, bytes) in assets.models() {

@@ -293,8 +293,7 @@ impl Server<'_> {
             let (status, seq, n, shutdown) = match link.receive(payload) {
                 Ok(req) => {
                     let (status, n) = self.handle(req, &payload[..req.len], out);
-                    let shutdown =
-                        req.command == Command::Shutdown as u8 && status == Status::Ok;
+                    let shutdown = req.command == Command::Shutdown as u8 && status == Status::Ok;
                     (status, req.seq, n, shutdown)
                 }
                 Err(refused) => {
@@ -337,7 +336,10 @@ fn parse(
         && h.classes == assets.samples.classes
         && m.arena_bytes() <= assets.arena_bytes;
     if !fits {
-        defmt::error!("serve: the {=str} model does not fit the build's sizes", name);
+        defmt::error!(
+            "serve: the {=str} model does not fit the build's sizes",
+            name
+        );
         return Err(());
     }
     Ok(Some(m))
