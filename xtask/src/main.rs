@@ -35,6 +35,7 @@ use normcore_device_tools::boards::{self, Board, BOARDS};
 use normcore_device_tools::build::{self as fw_build, Build};
 use normcore_device_tools::infer_log::{log_field, log_num};
 use normcore_device_tools::qemu::{run_qemu, RunOptions};
+use normcore_device_tools::thousands;
 
 /// The Cortex-M targets the core crate must build for warning-free: M4F
 /// and M0 (no FPU, no atomics). The boards add theirs (`boards::targets`).
@@ -565,19 +566,6 @@ fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect())
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Sizes of the `infer` image, from its ELF.

@@ -711,19 +711,6 @@ pub fn build_serve(board: &Board, assets_dir: &Path) -> Result<PathBuf> {
     Ok(dir.join("serve"))
 }
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Run `normcore device-eval` (module documentation).
 pub fn run(a: DeviceEvalArgs) -> Result<()> {
     ensure!(
@@ -785,8 +772,8 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
         assets_dir.display(),
         info.f32_model_crc,
         info.int8_model_crc,
-        thousands(indices.len()),
-        thousands(test.len()),
+        crate::thousands(indices.len() as u64),
+        crate::thousands(test.len() as u64),
         a.data.data
     );
     println!();
@@ -812,7 +799,7 @@ pub fn run(a: DeviceEvalArgs) -> Result<()> {
         };
         println!(
             "| {name:<5} | {:>7} | {:>15} | {:>20} | {:>15} | {:>16} | {:>12} | {:>8.1} |",
-            thousands(r.samples),
+            crate::thousands(r.samples as u64),
             pct(r.device_correct),
             pct(r.host_correct),
             format!("{}/{}", r.same_class, r.samples),

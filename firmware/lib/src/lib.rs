@@ -17,6 +17,7 @@
 //!   instruction counts (`-icount`) under QEMU.
 //! - [`stack`]: stack painting and the high-water mark.
 //! - [`digest`]: CRC-32 of results, for comparing a run with the host's.
+//! - [`fault`]: what a HardFault handler logs (registers, fault status).
 //! - [`cmsdk`]: drivers for ARM's CMSDK timer and UART (`embedded-hal`
 //!   delay, `embedded-io` serial), given their base address by a board.
 //! - [`nrf51`]: drivers for the nRF51's TIMER and UART (the micro:bit),
@@ -30,6 +31,7 @@ pub mod board;
 pub mod cmsdk;
 pub mod cost;
 pub mod digest;
+pub mod fault;
 pub mod mmio;
 pub mod nrf51;
 pub mod programs;

@@ -1,6 +1,7 @@
 //! Fault handling: every way a program can go wrong ends QEMU with a failure
-//! status and a log line, never a hang. (On ARMv6-M, without fault status
-//! registers, the stacked registers only.)
+//! status and a log line, never a hang. What is logged is
+//! `normcore_firmware::fault::log` (on ARMv6-M, without fault status
+//! registers, the stacked registers only).
 //!
 //! - A panic (panic-probe, `print-defmt`) logs the message, then executes
 //!   `UDF`, which escalates to HardFault.
@@ -10,62 +11,12 @@
 //!   failure. cortex-m-rt's default handler would loop forever instead.
 //! - Any other exception or interrupt nobody handles does the same.
 
-#[cfg(not(armv6m))]
-use cortex_m::peripheral::SCB;
 use cortex_m_rt::{exception, ExceptionFrame};
-
-/// HFSR.FORCED: a configurable fault escalated to HardFault.
-#[cfg(not(armv6m))]
-const HFSR_FORCED: u32 = 1 << 30;
-/// CFSR.UFSR.UNDEFINSTR: an undefined instruction (`UDF`, as panic-probe uses).
-#[cfg(not(armv6m))]
-const CFSR_UNDEFINSTR: u32 = 1 << 16;
-/// CFSR.BFSR.BFARVALID: BFAR holds the faulting data address.
-#[cfg(not(armv6m))]
-const CFSR_BFARVALID: u32 = 1 << 15;
-/// CFSR.MMFSR.MMARVALID: MMFAR holds the faulting data address.
-#[cfg(not(armv6m))]
-const CFSR_MMARVALID: u32 = 1 << 7;
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    defmt::error!(
-        "HardFault: pc={=u32:#010x} lr={=u32:#010x} xpsr={=u32:#010x} \
-         r0={=u32:#010x} r1={=u32:#010x} r2={=u32:#010x} r3={=u32:#010x} r12={=u32:#010x}",
-        frame.pc(),
-        frame.lr(),
-        frame.xpsr(),
-        frame.r0(),
-        frame.r1(),
-        frame.r2(),
-        frame.r3(),
-        frame.r12(),
-    );
-    #[cfg(not(armv6m))]
-    fault_status();
+    normcore_firmware::fault::log(frame);
     crate::exit(false)
-}
-
-/// Log the fault status registers (ARMv7-M and ARMv8-M; ARMv6-M has none).
-#[cfg(not(armv6m))]
-fn fault_status() {
-    // SAFETY: reading the fault status registers has no side effects, and
-    // nothing else runs while the HardFault handler does.
-    let scb = unsafe { &*SCB::PTR };
-    let (hfsr, cfsr) = (scb.hfsr.read(), scb.cfsr.read());
-    defmt::error!("hfsr={=u32:#010x} cfsr={=u32:#010x}", hfsr, cfsr);
-    if cfsr & CFSR_BFARVALID != 0 {
-        defmt::error!("bus fault at address {=u32:#010x}", scb.bfar.read());
-    }
-    if cfsr & CFSR_MMARVALID != 0 {
-        defmt::error!(
-            "memory-management fault at address {=u32:#010x}",
-            scb.mmfar.read()
-        );
-    }
-    if hfsr & HFSR_FORCED != 0 && cfsr & CFSR_UNDEFINSTR != 0 {
-        defmt::error!("undefined instruction (UDF): a panic ends this way");
-    }
 }
 
 #[exception]
