@@ -61,4 +61,3 @@ fn fault_status() {
         defmt::error!("undefined instruction (UDF): a panic ends this way");
     }
 }
-
