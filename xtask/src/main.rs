@@ -461,7 +461,7 @@ fn test() -> Result {
 }
 
 /// The assets directory: `$NORMCORE_ASSETS` (relative to the workspace
-/// root) or `firmware/assets`, as the trainer and `firmware/build.rs` take it.
+/// root) or `firmware/assets`, as the trainer and the boards' build step take it.
 fn assets_dir() -> PathBuf {
     match env::var_os("NORMCORE_ASSETS") {
         Some(d) if !d.is_empty() => root().join(d),

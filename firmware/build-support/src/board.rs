@@ -356,9 +356,13 @@ impl Assets {
         if problems.is_empty() {
             return Ok(());
         }
+        let hint = if models.len() > 1 {
+            "fewer samples: `--samples N`; one kind of model; or a board with more memory"
+        } else {
+            "fewer samples: `--samples N`; or a board with more memory"
+        };
         Err(format!(
-            "{} does not fit board {}:\n{}\n(fewer samples: `--samples N`; one kind of \
-             model; or a board with more memory)",
+            "{} does not fit board {}:\n{}\n({hint})",
             models.join(" and "),
             board.name,
             problems.join("\n")
