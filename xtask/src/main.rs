@@ -176,13 +176,7 @@ fn command_in(dir: &Path, program: &str, args: &[OsString], envs: &[(&str, &str)
     cmd.args(args).envs(envs.iter().copied()).current_dir(dir);
     // The firmware and the boards below it are their own Cargo worlds.
     if dir.starts_with(firmware_dir()) {
-        for var in [
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-        ] {
+        for var in fw_build::HOST_BUILD_VARS {
             cmd.env_remove(var);
         }
     }

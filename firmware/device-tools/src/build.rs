@@ -9,6 +9,16 @@ use anyhow::{ensure, Context, Result};
 
 use crate::boards::Board;
 
+/// The host build's settings that must not reach a firmware build: they
+/// would replace a board's target, target directory or rustflags.
+pub const HOST_BUILD_VARS: [&str; 5] = [
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+];
+
 /// `cargo <args>` set up to build the board crate in `dir` (absolute):
 /// run from `dir` so that Cargo reads its `.cargo/config.toml` (target,
 /// runner, target directory, DEFMT_LOG), and without the host build's
@@ -17,13 +27,7 @@ pub fn firmware_cargo(dir: &Path, args: &[&str]) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
+    for var in HOST_BUILD_VARS {
         cmd.env_remove(var);
     }
     cmd

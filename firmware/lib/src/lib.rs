@@ -85,3 +85,50 @@ macro_rules! include_assets {
         }
     };
 }
+
+/// A board crate's bin for one of the [`programs`]: its `#[entry]`, handing
+/// the board's type (and, for `infer` and `serve`, the generated assets and
+/// a static buffer of the right size) to the program's `main`. A bin is
+/// then
+///
+/// ```ignore
+/// #![no_std]
+/// #![no_main]
+/// normcore_firmware::bin!(infer, normcore_mps2_an385::Mps2An385);
+/// ```
+///
+/// (the crate using it depends on `cortex-m-rt`, whose `entry` it expands
+/// to). Programs: `infer`, `serve` (a [`board::Serial`] board), `bench`,
+/// `hello`, `uart_echo` (a [`board::Serial`] board).
+#[macro_export]
+macro_rules! bin {
+    (infer, $board:ty) => {
+        $crate::include_assets!();
+
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            let arena = $crate::take_arena!(assets::ARENA_BYTES);
+            $crate::programs::infer::main::<$board>(&assets::ASSETS, arena)
+        }
+    };
+    (serve, $board:ty) => {
+        $crate::include_assets!();
+
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            use assets::{ARENA_BYTES, CLASSES, FEATURES};
+            let buffer = $crate::take_arena!($crate::programs::serve::buffer_bytes(
+                ARENA_BYTES,
+                FEATURES,
+                CLASSES
+            ));
+            $crate::programs::serve::main::<$board>(&assets::ASSETS, buffer)
+        }
+    };
+    ($program:ident, $board:ty) => {
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            $crate::programs::$program::main::<$board>()
+        }
+    };
+}

@@ -1,10 +1,5 @@
-//! `hello` on this board: see `normcore_firmware::programs::hello`.
+//! `hello` on this board: one BN layer, checked bit for bit by the host (`normcore_firmware::programs::hello`).
 #![no_std]
 #![no_main]
 
-use normcore_microbit::Microbit;
-
-#[cortex_m_rt::entry]
-fn main() -> ! {
-    normcore_firmware::programs::hello::main::<Microbit>()
-}
+normcore_firmware::bin!(hello, normcore_microbit::Microbit);

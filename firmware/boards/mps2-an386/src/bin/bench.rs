@@ -1,10 +1,5 @@
-//! `bench` on this board: see `normcore_firmware::programs::bench`.
+//! `bench` on this board: the cost of each kernel on fixed shapes (`normcore_firmware::programs::bench`).
 #![no_std]
 #![no_main]
 
-use normcore_mps2_an386::Mps2An386;
-
-#[cortex_m_rt::entry]
-fn main() -> ! {
-    normcore_firmware::programs::bench::main::<Mps2An386>()
-}
+normcore_firmware::bin!(bench, normcore_mps2_an386::Mps2An386);

@@ -1,10 +1,5 @@
-//! `hello` on this board: see `normcore_firmware::programs::hello`.
+//! `hello` on this board: one BN layer, checked bit for bit by the host (`normcore_firmware::programs::hello`).
 #![no_std]
 #![no_main]
 
-use normcore_mps2_an505::Mps2An505;
-
-#[cortex_m_rt::entry]
-fn main() -> ! {
-    normcore_firmware::programs::hello::main::<Mps2An505>()
-}
+normcore_firmware::bin!(hello, normcore_mps2_an505::Mps2An505);

@@ -1,15 +1,5 @@
-//! `infer` on this board, with the assets its build embeds: see
-//! `normcore_firmware::programs::infer`.
+//! `infer` on this board: every embedded model on every embedded sample, parity with the host engine, costs (`normcore_firmware::programs::infer`).
 #![no_std]
 #![no_main]
 
-use normcore_firmware::{include_assets, programs, take_arena};
-use normcore_netduinoplus2::NetduinoPlus2;
-
-include_assets!();
-
-#[cortex_m_rt::entry]
-fn main() -> ! {
-    let arena = take_arena!(assets::ARENA_BYTES);
-    programs::infer::main::<NetduinoPlus2>(&assets::ASSETS, arena)
-}
+normcore_firmware::bin!(infer, normcore_netduinoplus2::NetduinoPlus2);
