@@ -14,6 +14,8 @@
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`math`]: a fast, vectorisable `exp` and sigmoid with stated error bounds.
 //! - [`rng`]: a seedable generator for dropout, initialisation and shuffling.
+//! - `adapt` (feature `adapt`, on by default): on-device adaptation; for now
+//!   the power-cut-safe A/B store of adapted parameters in NOR flash.
 //!
 //! Memory is always the caller's: every function writes into slices it is
 //! given. Bad input is an [`Error`], never a panic, and an `Err` leaves the
@@ -22,6 +24,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "adapt")]
+pub mod adapt;
 pub mod batchnorm;
 pub mod engine;
 pub mod error;
