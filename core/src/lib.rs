@@ -11,6 +11,8 @@
 //!   dropout and softmax cross-entropy, forward and backward.
 //! - [`batchnorm`]: BN training (Alg. 1), backward, population statistics and
 //!   inference (Alg. 2), folding into the preceding layer and refolding.
+//! - `adapt` (feature `adapt`, on by default): on-device adaptation of a
+//!   folded model; `adapt::stats` re-estimates BN population statistics.
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`math`]: a fast, vectorisable `exp` and sigmoid with stated error bounds.
 //! - [`rng`]: a seedable generator for dropout, initialisation and shuffling.
@@ -22,6 +24,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "adapt")]
+pub mod adapt;
 pub mod batchnorm;
 pub mod engine;
 pub mod error;
