@@ -163,6 +163,12 @@ pub enum Error {
         /// The channel.
         channel: usize,
     },
+    /// A value that must be finite is NaN or infinite (a sample fed to the
+    /// statistics re-estimation, or an estimate that overflowed f32).
+    NonFinite {
+        /// Which buffer.
+        operand: Operand,
+    },
 }
 
 impl fmt::Display for Operand {
@@ -261,6 +267,9 @@ impl fmt::Display for Error {
                 f,
                 "BN channel {channel} has zero scale and cannot be unfolded"
             ),
+            Error::NonFinite { operand } => {
+                write!(f, "{operand} holds a NaN or infinite value")
+            }
         }
     }
 }

@@ -11,11 +11,13 @@
 //!   dropout and softmax cross-entropy, forward and backward.
 //! - [`batchnorm`]: BN training (Alg. 1), backward, population statistics and
 //!   inference (Alg. 2), folding into the preceding layer and refolding.
+//! - `adapt` (feature `adapt`, on by default): on-device adaptation of a
+//!   folded model; so far `adapt::stats` (BN population statistics
+//!   re-estimated, streaming) and `adapt::store` (the power-cut-safe A/B
+//!   store of adapted parameters in NOR flash).
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`math`]: a fast, vectorisable `exp` and sigmoid with stated error bounds.
 //! - [`rng`]: a seedable generator for dropout, initialisation and shuffling.
-//! - `adapt` (feature `adapt`, on by default): on-device adaptation; for now
-//!   the power-cut-safe A/B store of adapted parameters in NOR flash.
 //!
 //! Memory is always the caller's: every function writes into slices it is
 //! given. Bad input is an [`Error`], never a panic, and an `Err` leaves the
