@@ -198,6 +198,14 @@ mod tests {
             let declared = manifest.matches("[[bin]]").count();
             assert_eq!(declared, b.bins.len(), "{}: the bins listed", b.name);
         }
+        // rustup reads the targets to install from rust-toolchain.toml.
+        let toolchain = std::fs::read_to_string(crate::root().join("rust-toolchain.toml")).unwrap();
+        for t in targets() {
+            assert!(
+                toolchain.contains(&format!("\"{t}\"")),
+                "rust-toolchain.toml does not list {t}"
+            );
+        }
         assert!(board("nope").is_err());
         assert_eq!(board("mps2-an386").unwrap(), default_board());
     }
