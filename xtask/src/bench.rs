@@ -21,9 +21,18 @@ use super::{cargo, ensure_assets, root, run_in, setup, Result};
 /// Run `cargo xtask bench ARGS`.
 pub fn run(args: &[String]) -> Result {
     match args.split_first() {
-        Some((what, rest)) if what == "firmware" && rest.is_empty() => firmware(),
+        Some((what, rest)) if what == "firmware" => match rest {
+            [] => firmware(boards::default_board()),
+            [flag, name] if flag == "--board" => {
+                firmware(boards::board(name).map_err(|e| e.to_string())?)
+            }
+            _ => Err("usage: cargo xtask bench firmware [--board NAME]".to_owned()),
+        },
         Some((what, rest)) if what == "trainer" => trainer(rest),
-        _ => Err("usage: cargo xtask bench firmware | cargo xtask bench trainer [ARGS]".to_owned()),
+        _ => Err(
+            "usage: cargo xtask bench firmware [--board NAME] | cargo xtask bench trainer [ARGS]"
+                .to_owned(),
+        ),
     }
 }
 
@@ -42,18 +51,28 @@ fn trainer(extra: &[String]) -> Result {
     run_in(&root(), &cargo(), args, &[])
 }
 
-/// Build and run the default board's `bench` under `-icount`; print the
+/// Build and run `board`'s `bench` (or, where its RAM cannot hold that,
+/// `mathbench`: the elementary-function rows) under `-icount`; print the
 /// table.
-fn firmware() -> Result {
+fn firmware(board: &boards::Board) -> Result {
     setup()?;
     // The firmware's build step embeds the assets into every binary's
     // crate, so they must exist even though `bench` does not use them.
     ensure_assets()?;
-    let board = boards::default_board();
+    let bin = if board.has("bench") {
+        "bench"
+    } else if board.has("mathbench") {
+        "mathbench"
+    } else {
+        return Err(format!(
+            "{} has neither `bench` nor `mathbench`",
+            board.name
+        ));
+    };
     let dir = build(
         board,
         &Build {
-            bins: &["bench"],
+            bins: &[bin],
             quiet: true,
             ..Build::default()
         },
@@ -63,9 +82,9 @@ fn firmware() -> Result {
         timeout: Duration::from_secs(300),
         ..RunOptions::default()
     };
-    let out = run_qemu(board, &dir.join("bench"), &opts)?;
+    let out = run_qemu(board, &dir.join(bin), &opts)?;
     if !out.success() {
-        return Err(format!("bench failed in QEMU:\n{}", out.describe()));
+        return Err(format!("{bin} failed in QEMU:\n{}", out.describe()));
     }
     let log = out.stdout_text();
     let rows: Vec<Row> = log.lines().filter_map(Row::parse).collect();

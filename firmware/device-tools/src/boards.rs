@@ -92,7 +92,7 @@ pub const BOARDS: &[Board] = &[
             machine: "microbit",
             cpu: None,
         }),
-        bins: &["hello", "infer", "serve"],
+        bins: &["hello", "infer", "serve", "mathbench"],
     },
     Board {
         name: "netduinoplus2",
@@ -109,7 +109,7 @@ pub const BOARDS: &[Board] = &[
         core: "Cortex-M4F (nRF52840)",
         target: "thumbv7em-none-eabihf",
         qemu: None,
-        bins: &["hello", "infer", "serve"],
+        bins: &["hello", "infer", "serve", "mathbench"],
     },
 ];
 

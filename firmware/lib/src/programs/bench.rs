@@ -150,15 +150,15 @@ fn fill(b: &mut Buffers) {
 
 /// What a row prints as its work: multiply-accumulates, or elements.
 #[derive(Clone, Copy)]
-enum Work {
+pub(crate) enum Work {
     Macs(u32),
     Elements(u32),
 }
 
 /// Runs and prints the rows.
-struct Bench<'s, T> {
-    sw: &'s Stopwatch<T>,
-    failed: bool,
+pub(crate) struct Bench<'s, T> {
+    pub(crate) sw: &'s Stopwatch<T>,
+    pub(crate) failed: bool,
 }
 
 /// `(integer part, hundredths)` of `a / b`, rounded.
@@ -951,15 +951,34 @@ fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
             &mut b.y_f32[..1024],
         )
     });
-    // Elementary functions one value at a time (through a function
-    // pointer, as the engine's activation loop calls them), on [-8, 8).
-    for (i, v) in b.y_f32[..1024].iter_mut().enumerate() {
-        *v = (i as f32 - 512.0) / 64.0;
+    // Elementary functions one value at a time.
+    let (x, y) = b.y_f32.split_at_mut(1024);
+    elementary(bench, &mut x[..1024], &mut y[..1024]);
+    // Requantization alone: one output channel per accumulator.
+    let st = stage(&b.p, 1, false);
+    bench.row("requant", "1024", "-", "none", e, || {
+        for (o, &a) in b.y_i8[..1024].iter_mut().zip(black_box(&b.p.acc[..])) {
+            *o = st.apply(0, a);
+        }
+        Ok(())
+    });
+}
+
+/// Elementary functions one value at a time (through a function pointer,
+/// as the engine's activation loop calls them) on `x.len()` points of
+/// `[-8, 8)`: core's, libm's and micromath's `exp`, sigmoid, `tanh`,
+/// `sqrt`, `1/sqrt` and `ln`, written to `y` (same length). The micromath
+/// rows are the candidates DESIGN.md asks to measure before use; positive
+/// arguments for sqrt, 1/sqrt and ln.
+pub(crate) fn elementary<T: TickCounter>(bench: &mut Bench<'_, T>, x: &mut [f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let half = n as f32 / 2.0;
+    let step = n as f32 / 16.0;
+    for (i, v) in x[..n].iter_mut().enumerate() {
+        *v = (i as f32 - half) / step;
     }
     type Func = (&'static str, &'static str, fn(f32) -> f32);
     use micromath::F32Ext;
-    // The micromath rows are the candidates DESIGN.md asks to measure before
-    // use; positive arguments for sqrt, 1/sqrt and ln.
     let funcs: [Func; 13] = [
         ("exp", "core", normcore::math::exp),
         ("exp", "libm", libm::expf),
@@ -978,24 +997,16 @@ fn pools<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers) {
         ("ln", "libm", |x| libm::logf(x.abs() + 1e-3)),
         ("ln", "micromath", |x| F32Ext::ln(x.abs() + 1e-3)),
     ];
+    let e = Work::Elements(n as u32);
     for (name, form, f) in funcs {
         let f = black_box(f);
-        let (x, y) = b.y_f32.split_at_mut(1024);
         bench.row(name, "1024", form, "-", e, || {
-            for (o, &v) in y[..1024].iter_mut().zip(black_box(&x[..1024])) {
+            for (o, &v) in y[..n].iter_mut().zip(black_box(&x[..n])) {
                 *o = f(v);
             }
             Ok(())
         });
     }
-    // Requantization alone: one output channel per accumulator.
-    let st = stage(&b.p, 1, false);
-    bench.row("requant", "1024", "-", "none", e, || {
-        for (o, &a) in b.y_i8[..1024].iter_mut().zip(black_box(&b.p.acc[..])) {
-            *o = st.apply(0, a);
-        }
-        Ok(())
-    });
 }
 
 /// The `bench` program; ends through `B::exit`, with failure if two forms

@@ -9,10 +9,12 @@
 //! | [`infer`] | every embedded model on every embedded sample: device = host parity, accuracy, cost per layer, stack | `Board`, assets |
 //! | [`serve`] | inference over the serial protocol (`docs/SERIAL.md`) | `Serial`, assets |
 //! | [`bench`] | cost of each kernel on fixed shapes (about 1.3 MiB of RAM: the MPS2 boards) | `Board` |
+//! | [`mathbench`] | `bench`'s elementary-function rows alone (8 KiB: every board) | `Board` |
 //! | [`uart_echo`] | a serial round trip | `Serial` |
 
 pub mod bench;
 pub mod hello;
 pub mod infer;
+pub mod mathbench;
 pub mod serve;
 pub mod uart_echo;

@@ -1,0 +1,5 @@
+//! `mathbench` on this board: the elementary functions' costs, core vs libm vs micromath (`normcore_firmware::programs::mathbench`).
+#![no_std]
+#![no_main]
+
+normcore_firmware::bin!(mathbench, normcore_microbit::Microbit);
