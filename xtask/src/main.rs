@@ -82,12 +82,14 @@ fn print_help() {
         "cargo xtask <task>
 
 tasks:
-  setup           install, idempotently, the Rust targets (rustup target add),
-                  QEMU (Debian's qemu-system-arm) and defmt-print (cargo install)
-  test            cargo fmt --check, clippy -D warnings, the firmware build (no
-                  warnings), the nRF52840-DK board build (firmware/boards/, not
-                  run: no hardware), all tests (release, QEMU runs included),
-                  no_std builds
+  setup           install, idempotently, the Rust targets of every board
+                  (rustup target add), QEMU (Debian's qemu-system-arm, without
+                  recommends) and defmt-print (cargo install)
+  test            cargo fmt --check, clippy -D warnings, every board crate
+                  built without warnings (firmware/boards/; the nRF52840-DK
+                  only built: no hardware), all tests (release; QEMU runs and
+                  device = host parity on every QEMU board), no_std builds
+  boards          the boards: crate, core, target, QEMU machine, binaries
   demo [ARGS]     the main job end to end on the built-in data set: train a BN
                   network, fold, export f32 and int8, build the firmware, run
                   it in QEMU and print host vs device accuracy, instructions
@@ -98,19 +100,30 @@ tasks:
                   outputs for them, into firmware/assets (or $NORMCORE_ASSETS).
                   ARGS: --preset digits-mlp, --data digits|mnist, --samples N|all,
                   --steps N, --seed N (see `normcore assets --help`)
-  firmware [BIN]  build the firmware and run BIN (default: hello) in QEMU,
-                  printing its decoded log; -icount on unless NORMCORE_ICOUNT
-                  is set. BIN: hello, infer, panic, fault, uart_echo (reads
-                  stdin). Generates the assets first if there are none
-  device-eval [ARGS]
-                  build the firmware's `serve` binary and run `normcore
-                  device-eval` on it: QEMU with UART0 on stdio, the test set
-                  streamed through it (docs/SERIAL.md), device vs host engine
-                  accuracy and agreement. ARGS: --model int8|f32|both,
-                  --samples N|all, --data digits|mnist, --timeout S
-  bench firmware  build the firmware's `bench` binary and run it in QEMU with
-                  -icount: a table of every inference kernel's instructions
-                  (and instructions per MAC) on fixed shapes, and the whole
+  firmware [BIN] [--board NAME] [--model PATH.ncm]... [--data digits|mnist|FILE.csv]
+           [--data-dir DIR] [--samples N|all]
+                  build a board's firmware (default mps2-an386) and run BIN
+                  (default: hello) in QEMU, printing its decoded log; -icount
+                  on unless NORMCORE_ICOUNT is set. With --model: your model
+                  file(s) (f32 and/or int8), test samples from the data set
+                  with the host engine's outputs (`normcore samples`, into
+                  target/deploy/BOARD), and for `infer` the table of host vs
+                  device accuracy, bit-identical outputs, instructions per
+                  inference, flash and RAM. Without: the demo's assets
+                  (generated if missing). On a board QEMU does not model:
+                  builds and prints the flash command
+  device-eval [--board NAME] [--model PATH.ncm]... [ARGS]
+                  build `serve` (with your model or the demo's) and run
+                  `normcore device-eval` on it: QEMU with the console UART on
+                  stdio, the test set streamed through it (docs/SERIAL.md),
+                  device vs host engine accuracy and agreement. ARGS:
+                  --kind embedded|int8|f32|both, --samples N|all,
+                  --data digits|mnist, --timeout S
+  bench firmware [--board NAME]
+                  build a board's `bench` (the MPS2 boards; elsewhere
+                  `mathbench`, the elementary functions) and run it in QEMU
+                  with -icount: a table of every inference kernel's
+                  instructions (and per MAC) on fixed shapes, and the whole
                   paper MLP (784-100-100-100-10), int8 in both weight forms
   bench trainer [ARGS]
                   the host trainer's benchmark (`normcore bench`, release)
