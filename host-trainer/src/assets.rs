@@ -165,7 +165,7 @@ pub struct AssetArgs {
 }
 
 /// `--samples`: a positive count, or `all` (`usize::MAX`).
-fn parse_samples(s: &str) -> Result<usize, String> {
+pub fn parse_samples(s: &str) -> Result<usize, String> {
     match s {
         "all" => Ok(usize::MAX),
         _ => match s.parse::<usize>() {
@@ -426,6 +426,52 @@ fn rows<T: Copy>(values: &[T], width: usize, idx: &[usize]) -> Vec<T> {
         .collect()
 }
 
+/// The test set's labels and the embedded rows, for [`Picked::embed`].
+struct Picked<'a> {
+    idx: &'a [usize],
+    labels: &'a [u16],
+    all_labels: &'a [u16],
+    features: usize,
+    classes: usize,
+}
+
+impl Picked<'_> {
+    /// One model file's part of `samples.bin` and its figures: the whole
+    /// test set (`inputs_all`, in the model's input form) through the host
+    /// engine (`run`), the embedded rows picked from it and run again one
+    /// by one, which must give the same outputs.
+    fn embed<T: Copy + PartialEq + PartialOrd>(
+        &self,
+        bytes: &[u8],
+        arena: usize,
+        inputs_all: &[T],
+        run: fn(&[u8], &[T]) -> Result<Vec<T>>,
+        digest: fn(&[T]) -> u32,
+    ) -> Result<(Part<T>, ModelSummary)> {
+        let all = run(bytes, inputs_all)?;
+        let expected = rows(&all, self.classes, self.idx);
+        let inputs = rows(inputs_all, self.features, self.idx);
+        ensure!(
+            run(bytes, &inputs)? == expected,
+            "the host engine is not repeatable"
+        );
+        let figures = ModelSummary {
+            test_accuracy: correct(self.all_labels, self.classes, &all) as f64
+                / self.all_labels.len().max(1) as f64,
+            correct: correct(self.labels, self.classes, &expected),
+            digest: digest(&expected),
+            model_bytes: bytes.len(),
+            arena_bytes: arena,
+        };
+        let part = Part {
+            inputs,
+            expected,
+            model_crc: file_crc(bytes),
+        };
+        Ok((part, figures))
+    }
+}
+
 /// Run the whole test set through the host engine for each model file,
 /// pick `n` samples evenly spaced over it, and put together what the
 /// firmware embeds: the samples with both input forms and the engine's
@@ -498,7 +544,6 @@ pub fn samples_for(
     let f32_arena = model_f32.map(|b| check(b, MODEL_F32)).transpose()?;
     let int8_arena = model_int8.map(|b| check(b, MODEL_INT8)).transpose()?;
     let classes = classes.unwrap_or(0);
-    let n_test = test.len() as f64;
     let all_labels = &test.labels;
     let mut summary = Summary {
         training: None,
@@ -509,51 +554,23 @@ pub fn samples_for(
         f32: None,
         int8: None,
     };
+    let picked = Picked {
+        idx: &idx,
+        labels: &labels,
+        all_labels,
+        features,
+        classes,
+    };
     let mut f32_part = None;
     if let (Some(bytes), Some(arena)) = (model_f32, f32_arena) {
-        let all = engine_f32(bytes, &test.images)?;
-        let expected = rows(&all, classes, &idx);
-        let inputs = rows(&test.images, features, &idx);
-        // Per-sample runs must give what the run over the test set gave.
-        ensure!(
-            engine_f32(bytes, &inputs)? == expected,
-            "the host engine is not repeatable"
-        );
-        summary.f32 = Some(ModelSummary {
-            test_accuracy: correct(all_labels, classes, &all) as f64 / n_test,
-            correct: correct(&labels, classes, &expected),
-            digest: digest_f32(&expected),
-            model_bytes: bytes.len(),
-            arena_bytes: arena,
-        });
-        f32_part = Some(Part {
-            inputs,
-            expected,
-            model_crc: file_crc(bytes),
-        });
+        let (part, figures) = picked.embed(bytes, arena, &test.images, engine_f32, digest_f32)?;
+        (f32_part, summary.f32) = (Some(part), Some(figures));
     }
     let mut int8_part = None;
     if let (Some(bytes), Some(arena)) = (model_int8, int8_arena) {
         let levels = quantize_inputs(bytes, &test.images)?;
-        let all = engine_i8(bytes, &levels)?;
-        let expected = rows(&all, classes, &idx);
-        let inputs = rows(&levels, features, &idx);
-        ensure!(
-            engine_i8(bytes, &inputs)? == expected,
-            "the host engine is not repeatable"
-        );
-        summary.int8 = Some(ModelSummary {
-            test_accuracy: correct(all_labels, classes, &all) as f64 / n_test,
-            correct: correct(&labels, classes, &expected),
-            digest: digest_i8(&expected),
-            model_bytes: bytes.len(),
-            arena_bytes: arena,
-        });
-        int8_part = Some(Part {
-            inputs,
-            expected,
-            model_crc: file_crc(bytes),
-        });
+        let (part, figures) = picked.embed(bytes, arena, &levels, engine_i8, digest_i8)?;
+        (int8_part, summary.int8) = (Some(part), Some(figures));
     }
     let samples = Samples {
         features,

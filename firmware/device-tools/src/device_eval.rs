@@ -534,7 +534,7 @@ pub struct DeviceEvalArgs {
     /// Test samples to stream, evenly spaced over the test set: a number or
     /// `all`. QEMU's UART moves about 16 KB/s: some 250 int8 or 75 f32
     /// samples per second for the 8x8 digits, 24 or 6 for MNIST.
-    #[arg(long, default_value = "all", value_parser = parse_samples)]
+    #[arg(long, default_value = "all", value_parser = assets::parse_samples)]
     pub samples: usize,
     #[command(flatten)]
     pub data: DataArgs,
@@ -552,17 +552,6 @@ pub struct DeviceEvalArgs {
     /// (default: $NORMCORE_ASSETS, else firmware/assets).
     #[arg(long)]
     pub assets: Option<PathBuf>,
-}
-
-/// `--samples`: a positive count, or `all` (`usize::MAX`).
-fn parse_samples(s: &str) -> Result<usize, String> {
-    match s {
-        "all" => Ok(usize::MAX),
-        _ => match s.parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(format!("`{s}` samples: give a positive number or `all`")),
-        },
-    }
 }
 
 /// One model's comparison over the streamed samples.
@@ -930,12 +919,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("not found"), "{e:#}");
-    }
-
-    #[test]
-    fn samples_argument_takes_a_count_or_all() {
-        assert_eq!(parse_samples("all"), Ok(usize::MAX));
-        assert_eq!(parse_samples("3"), Ok(3));
-        assert!(parse_samples("0").is_err());
     }
 }
