@@ -27,12 +27,15 @@
 //! kinds a build runs). [`Model::parse`] validates both kinds in every
 //! build: a device rejects a model it cannot run, it never misreads it.
 
-use crate::model::{plan, Kind, Model, ModelError};
+#[cfg(feature = "adapt")]
+use crate::adapt::{overlay::Overlay, AdaptError, LayerTap};
+use crate::kernels::{NoTap, Tap};
+use crate::model::{plan, Kind, Layer, Model, ModelError};
 #[cfg(any(feature = "engine-f32", feature = "engine-int8"))]
 use crate::{
     kernels,
     layers::{Conv2d, Padding, PoolKind, Window},
-    model::{Data, Layer, Op},
+    model::{Data, Op},
 };
 
 /// Whether this build's engine runs models of `kind` (the `engine-f32` and
@@ -228,17 +231,79 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
         };
         for i in 0..self.model.layer_count() {
             observe(i, Event::Start);
-            out = self.run_layer(i, out.zero_point)?;
+            let layer = self.model.layer(i)?;
+            out = self.run_layer(&layer, out.zero_point, &mut NoTap)?;
             observe(i, Event::End);
         }
         self.output(out)
     }
 
-    /// Run layer `i` on the arena (its input where the plan put it, its
-    /// output likewise), `zp_in` being its input's zero point (int8);
-    /// returns where its output is. Not generic and not inlined into the
+    /// Run layers `0..upto` (all of them when `upto` is past the last) with
+    /// `overlay`'s parameters in place of the file's where it has them
+    /// ([`Overlay::patch`]), letting `tap` see the layers it asks for
+    /// ([`LayerTap`]); returns the last layer run's output (`upto = 0`
+    /// returns the input, as written). The same dispatch and kernels as
+    /// [`run`](Self::run): with an empty overlay and a tap that asks for
+    /// nothing the output is bit-identical.
+    #[cfg(feature = "adapt")]
+    pub fn run_adapted(
+        &mut self,
+        overlay: Option<&Overlay<'_>>,
+        upto: usize,
+        tap: &mut impl LayerTap,
+    ) -> Result<Output<'_>, AdaptError> {
+        let header = self.model.header();
+        let mut out = Last {
+            zero_point: header.input_zero_point,
+            scale: header.input_scale,
+            offset: 0,
+            len: sample_bytes(self.model.kind(), header.input)?,
+        };
+        for i in 0..self.model.layer_count().min(upto) {
+            let mut layer = self.model.layer(i)?;
+            if let Some(o) = overlay {
+                o.patch(i, &mut layer)?;
+            }
+            if !tap.wants(i) {
+                out = self.run_layer(&layer, out.zero_point, &mut NoTap)?;
+                continue;
+            }
+            tap.begin(i, &layer);
+            if self.model.kind() == Kind::F32 {
+                // The kernel without its activation, the tap, then the
+                // activation: the tap sees the pre-activation.
+                let act = layer.activation.take();
+                let is_act = layer.op == Op::Activation;
+                if is_act {
+                    layer.activation = act;
+                }
+                out = self.run_layer(&layer, out.zero_point, &mut NoTap)?;
+                let y = self
+                    .arena
+                    .get_mut(out.offset..out.offset.saturating_add(out.len))
+                    .ok_or(ModelError::ArenaTooSmall {
+                        needed: out.offset.saturating_add(out.len),
+                        actual: 0,
+                    })?;
+                let y: &mut [f32] =
+                    bytemuck::try_cast_slice_mut(y).map_err(|_| ModelError::ArenaMisaligned)?;
+                if !is_act {
+                    tap.pre_f32(y);
+                    kernels::f32::activate(act, y);
+                }
+            } else {
+                out = self.run_layer(&layer, out.zero_point, tap)?;
+            }
+        }
+        Ok(self.output(out)?)
+    }
+
+    /// Run `layer` on the arena (its input where the plan put it, its
+    /// output likewise), `zp_in` being its input's zero point (int8), an
+    /// int8 weighted layer's accumulators shown to `tap`; returns where its
+    /// output is. Not generic over the observer and not inlined into the
     /// caller, so that the engine's code exists once, however many observers
-    /// call it. Only the kinds this build supports have a dispatch.
+    /// call it (inference has one tap type, [`NoTap`]). Only the kinds this build supports have a dispatch.
     #[inline(never)]
     #[cfg_attr(
         not(all(feature = "engine-f32", feature = "engine-int8")),
@@ -248,8 +313,12 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
         not(any(feature = "engine-f32", feature = "engine-int8")),
         allow(unreachable_code)
     )]
-    fn run_layer(&mut self, i: usize, zp_in: i32) -> Result<Last, ModelError> {
-        let layer = &self.model.layer(i)?;
+    fn run_layer(
+        &mut self,
+        layer: &Layer<'_>,
+        zp_in: i32,
+        tap: &mut impl Tap,
+    ) -> Result<Last, ModelError> {
         let kind = self.model.kind();
         let in_len = sample_bytes(kind, layer.input)?;
         let out_len = sample_bytes(kind, layer.output)?;
@@ -267,6 +336,7 @@ impl<'m, 'b, 'a> Engine<'m, 'b, 'a> {
                 bytemuck::cast_slice(x),
                 bytemuck::cast_slice_mut(y),
                 zp_in,
+                tap,
             )?,
             #[cfg(feature = "engine-f32")]
             Kind::F32 => run_f32(
@@ -356,7 +426,13 @@ fn whole(h: usize, w: usize) -> Window {
 /// panic whatever they are given.
 #[cfg(feature = "engine-int8")]
 #[inline(never)]
-fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), ModelError> {
+fn run_i8(
+    layer: &Layer<'_>,
+    x: &[i8],
+    y: &mut [i8],
+    zp_in: i32,
+    tap: &mut impl Tap,
+) -> Result<(), ModelError> {
     use crate::layers::Activation;
     use kernels::int8::{self, BlockedI8, ChannelOp};
     let wrong = ModelError::WrongKind;
@@ -368,11 +444,11 @@ fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), M
                 PoolKind::Max => ChannelOp::Max,
                 PoolKind::Average => ChannelOp::Mean,
             };
-            int8::channel_windows(op, &p.window, dims, (o.h, o.w), x, y);
+            int8::channel_windows(op, &p.window, dims, (o.h, o.w), x, y, tap);
             return Ok(());
         }
         Op::GlobalAvgPool => {
-            int8::channel_windows(ChannelOp::Mean, &whole(i.h, i.w), dims, (1, 1), x, y);
+            int8::channel_windows(ChannelOp::Mean, &whole(i.h, i.w), dims, (1, 1), x, y, tap);
             return Ok(());
         }
         Op::Activation => {
@@ -405,7 +481,7 @@ fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), M
                 zp: zp_in,
                 stage: &stage,
             };
-            int8::channel_windows(op, &d.window, dims, (o.h, o.w), x, y);
+            int8::channel_windows(op, &d.window, dims, (o.h, o.w), x, y, tap);
         }
         (op, w) => {
             let c = as_conv(op).ok_or(wrong)?;
@@ -423,6 +499,7 @@ fn run_i8(layer: &Layer<'_>, x: &[i8], y: &mut [i8], zp_in: i32) -> Result<(), M
                 zp,
                 &stage,
                 y,
+                tap,
             );
         }
     }

@@ -39,6 +39,7 @@ fn relu_model(kind: Kind) -> (File, usize) {
             requant_zero_point: -3,
             clamp_min: -3,
             clamp_max: 127,
+            requant_scale: 0.5,
         }
     } else {
         QuantOut::NONE

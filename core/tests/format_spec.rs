@@ -183,6 +183,7 @@ fn record_tables_match_the_layout() {
             field!("requant zero point", RawLayer, requant_zero_point),
             field!("clamp min", RawLayer, clamp_min),
             field!("clamp max", RawLayer, clamp_max),
+            field!("requant scale", RawLayer, requant_scale),
             field!("reserved", RawLayer, reserved1),
         ],
         layout::LAYER_LEN,

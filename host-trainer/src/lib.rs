@@ -4,6 +4,7 @@
 //! `normcore` binary is a thin command line over this library; the
 //! integration tests and the firmware's build use it directly.
 
+pub mod adapt;
 pub mod assets;
 pub mod bench;
 pub mod checkpoint;

@@ -272,6 +272,59 @@ impl<'a> ChannelStats<'a> {
         Ok(())
     }
 
+    /// Merge a batch given by its shifted sums (the streaming form, when
+    /// the values themselves are never stored: [`super::restat`] sees a
+    /// layer's accumulators one output pixel at a time): per channel `ch`,
+    /// `n_b` values `x_i` with `Σ d_i = sum[ch]`, `Σ d_i² = sum_sq[ch]`,
+    /// `d_i = x_i - shift[ch]`. The batch's mean is `shift + Σd/n_b` and its
+    /// `M2 = Σd² - (Σd)²/n_b` (one pass about the shift: exact when the
+    /// shift is the batch's mean, with a relative error of about
+    /// `((mean - shift)/σ)²·u` otherwise, which is why `restat` shifts by
+    /// the running mean), merged with Chan et al.'s formula as in
+    /// [`update`](Self::update). For `n_b = 1`, `M2` is exactly 0.
+    ///
+    /// Errors (nothing changed): lengths not the channel count, a
+    /// non-finite sum or shift, a count overflow.
+    pub fn merge_sums(
+        &mut self,
+        n_b: u64,
+        shift: &[f32],
+        sum: &[f32],
+        sum_sq: &[f32],
+    ) -> Result<(), Error> {
+        let c = self.channels();
+        check_len(Operand::Mean, c, shift.len())?;
+        check_len(Operand::Input, c, sum.len())?;
+        check_len(Operand::Variance, c, sum_sq.len())?;
+        if n_b == 0 {
+            return Ok(());
+        }
+        let all = shift.iter().chain(sum).chain(sum_sq);
+        if all.clone().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                operand: Operand::Input,
+            });
+        }
+        let n_a = self.count;
+        let n = n_a.checked_add(n_b).ok_or(Error::Overflow)?;
+        let nb = n_b as f32;
+        let frac_b = nb / n as f32;
+        let cross = n_a as f32 * frac_b;
+        for ch in 0..c {
+            let d_mean = sum[ch] / nb;
+            let m2_b = (sum_sq[ch] - sum[ch] * d_mean).max(0.0);
+            if n_a == 0 {
+                self.mean[ch] = shift[ch] + d_mean;
+                self.m2[ch] = m2_b;
+            } else {
+                let delta = (shift[ch] - self.mean[ch]) + d_mean;
+                self.mean[ch] += delta * frac_b;
+                self.m2[ch] += m2_b + delta * delta * cross;
+            }
+        }
+        self.count = n;
+        Ok(())
+    }
     /// The population estimate (Alg. 2 with pooled samples):
     /// `mean_out = E[x]`, `var_out = M2/(N-1)` (unbiased), per channel.
     ///

@@ -60,7 +60,7 @@
 
 use super::pack::{check_block_rows, packed_len, padded_rows};
 use super::requant::OutputStage;
-use super::{for_each_window, unroll_barrier};
+use super::{for_each_window, unroll_barrier, NoTap, Tap};
 use crate::error::{check_len, Error, Operand, Param};
 use crate::layers::conv::{mul, Padding};
 use crate::layers::{Conv2d, DepthwiseConv2d, Pool2d, Window};
@@ -413,7 +413,9 @@ pub fn conv2d_blocked_i8(
     stage.validate(geom.out_c)?;
     check_len(Operand::Output, out.len()?, y.len())?;
     let zp = if zp_folded { 0 } else { zp_in };
-    conv_blocks(geom, out.h, out.w, patch, x, w, r, bias, zp, stage, y);
+    conv_blocks(
+        geom, out.h, out.w, patch, x, w, r, bias, zp, stage, y, &mut NoTap,
+    );
     Ok(())
 }
 
@@ -436,6 +438,7 @@ pub(crate) fn conv_blocks(
     zp: i32,
     stage: &OutputStage<'_>,
     y: &mut [i8],
+    tap: &mut impl Tap,
 ) {
     let (cin, kw, cout) = (c.in_c, c.window.kernel_w, c.out_c);
     // Stored units per weight: 1 for bytes, 1/2 for pair words.
@@ -464,6 +467,7 @@ pub(crate) fn conv_blocks(
                 };
                 dot(&mut acc, xs, w, at + row * w_step, r, zp);
             }
+            tap.acc(i * 4, acc.get(..yh.len()).unwrap_or(&acc));
             stage.write(&acc, mh, sh, yh);
         }
     });
@@ -505,7 +509,7 @@ pub fn depthwise_i8(
         stage,
     };
     let dims = (geom.in_h, geom.in_w, geom.channels);
-    channel_windows(op, &geom.window, dims, (out.h, out.w), x, y);
+    channel_windows(op, &geom.window, dims, (out.h, out.w), x, y, &mut NoTap);
     Ok(())
 }
 
@@ -585,6 +589,7 @@ pub(crate) fn channel_windows(
     (out_h, out_w): (usize, usize),
     x: &[i8],
     y: &mut [i8],
+    tap: &mut impl Tap,
 ) {
     let mut acc = [0i32; CHANNEL_BLOCK];
     for_each_window(win, in_h, in_w, out_h, out_w, |o, th, tw| {
@@ -615,6 +620,7 @@ pub(crate) fn channel_windows(
             }
             match op {
                 ChannelOp::Taps { stage, .. } => {
+                    tap.acc(c0, a);
                     let m = stage.multipliers.get(c0..).unwrap_or(&[]);
                     let s = stage.shifts.get(c0..).unwrap_or(&[]);
                     stage.write(a, m, s, out);
@@ -677,7 +683,7 @@ pub(crate) fn check_pool_windows(g: &Pool2d, out_h: usize, out_w: usize) -> Resu
 pub fn max_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
     let out = check_pool(geom, x.len(), y.len(), false)?;
     let dims = (geom.in_h, geom.in_w, geom.channels);
-    channel_windows(ChannelOp::Max, &geom.window, dims, out, x, y);
+    channel_windows(ChannelOp::Max, &geom.window, dims, out, x, y, &mut NoTap);
     Ok(())
 }
 
@@ -704,7 +710,7 @@ fn rounded_mean(sum: i32, n: i32) -> i8 {
 pub fn avg_pool_i8(geom: &Pool2d, x: &[i8], y: &mut [i8]) -> Result<(), Error> {
     let out = check_pool(geom, x.len(), y.len(), true)?;
     let dims = (geom.in_h, geom.in_w, geom.channels);
-    channel_windows(ChannelOp::Mean, &geom.window, dims, out, x, y);
+    channel_windows(ChannelOp::Mean, &geom.window, dims, out, x, y, &mut NoTap);
     Ok(())
 }
 
@@ -747,7 +753,7 @@ pub fn global_avg_pool_i8(
         stride_w: 1,
         padding: Padding::NONE,
     };
-    channel_windows(ChannelOp::Mean, &win, (h, w, c), (1, 1), x, y);
+    channel_windows(ChannelOp::Mean, &win, (h, w, c), (1, 1), x, y, &mut NoTap);
     Ok(())
 }
 

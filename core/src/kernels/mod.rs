@@ -112,5 +112,25 @@ impl Windows<'_> {
     }
 }
 
+/// Sees a weighted int8 layer's i32 accumulators (bias included, before
+/// requantization): on-device adaptation recovers each channel's
+/// pre-normalization value from them (`adapt::restat`). The engine's
+/// inference passes [`NoTap`], whose empty method compiles to nothing, so
+/// the kernels' inference code is unchanged by the hook.
+pub trait Tap {
+    /// `acc[k]` is the accumulator of channel `first + k` at one output
+    /// pixel (pixels in NHWC order, every channel of a pixel once).
+    fn acc(&mut self, first: usize, acc: &[i32]);
+}
+
+/// The tap of plain inference: sees nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTap;
+
+impl Tap for NoTap {
+    #[inline(always)]
+    fn acc(&mut self, _first: usize, _acc: &[i32]) {}
+}
+
 pub use pack::{pack_pairs, pack_rows, packed_len, padded_rows, unpack_pairs, unpack_rows};
 pub use requant::{quantize_multiplier, requantize, OutputStage};

@@ -30,7 +30,7 @@ use crate::layers::{Activation, Padding, Window};
 /// The file's first four bytes.
 pub const MAGIC: [u8; 4] = *b"NCMF";
 /// The format version this crate reads and writes.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Header flag: int8 model (else f32).
 pub const FLAG_INT8: u16 = 1 << 0;
@@ -87,6 +87,18 @@ pub const CRC_FIELD: core::ops::Range<usize> =
 /// sum is then at most `P·255·127 ≤ 1,943,100,000` in magnitude, which
 /// leaves about `2·10^8` of the i32 range for the bias.
 pub const MAX_ACC_TAPS: usize = 60_000;
+/// The largest int8 bias magnitude for `taps` products per output such
+/// that no partial sum of `bias + Σ (x - zp)·w` (|x - zp| ≤ 255, |w| ≤ 127,
+/// with or without the zero point folded in) leaves i32, whichever order a
+/// kernel adds in: `2^31 - 1 - 2·128·127·taps`. `None` when even a zero
+/// bias cannot guarantee it. The exporter saturates biases to it, and an
+/// on-device refold refuses a bias beyond it.
+pub fn bias_limit(taps: usize) -> Option<i64> {
+    let worst = 2 * 128 * 127 * i64::try_from(taps).ok()?;
+    let limit = i64::from(i32::MAX) - worst;
+    (limit > 0).then_some(limit)
+}
+
 /// Entries of an int8 sigmoid/tanh lookup table (one per int8 level).
 pub const LUT_LEN: usize = 256;
 /// Rows per block of the pair form ([`DType::I8Pair`]).
@@ -211,8 +223,12 @@ pub struct RawLayer {
     pub clamp_min: i32,
     /// int8 upper clamp, ≤ 127.
     pub clamp_max: i32,
+    /// int8 weighted layers: the scale the accumulator is requantized to
+    /// (the output scale, or for sigmoid/tanh the pre-activation's); 0
+    /// otherwise.
+    pub requant_scale: f32,
     /// 0.
-    pub reserved1: [u32; 2],
+    pub reserved1: u32,
 }
 
 /// A tensor record (FORMAT.md, "Tensor table").

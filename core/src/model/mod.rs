@@ -307,6 +307,12 @@ pub struct QuantOut {
     pub clamp_min: i32,
     /// Upper clamp.
     pub clamp_max: i32,
+    /// Weighted layers: the scale the i32 accumulator is requantized to,
+    /// the output scale or, for sigmoid/tanh, the pre-activation's (the
+    /// table's input); an accumulator step of output channel `c` is worth
+    /// `M[c]·requant_scale` in real units (on-device adaptation needs it).
+    /// 0 for other layers.
+    pub requant_scale: f32,
 }
 
 impl QuantOut {
@@ -317,6 +323,7 @@ impl QuantOut {
         requant_zero_point: 0,
         clamp_min: 0,
         clamp_max: 0,
+        requant_scale: 0.0,
     };
 }
 

@@ -559,6 +559,7 @@ impl<'a> Model<'a> {
                 requant_zero_point: rec.requant_zero_point,
                 clamp_min: rec.clamp_min,
                 clamp_max: rec.clamp_max,
+                requant_scale: rec.requant_scale,
             },
             in_offset,
             out_offset,
@@ -588,7 +589,7 @@ impl<'a> Model<'a> {
         if output.is_empty() {
             return Err(LayerFault::OutputShape);
         }
-        if rec.reserved0 != 0 || rec.reserved1 != [0; 2] {
+        if rec.reserved0 != 0 || rec.reserved1 != 0 {
             return Err(LayerFault::Reserved);
         }
         // The window's output size (zero stride, zero kernel, kernel beyond
@@ -692,11 +693,22 @@ impl<'a> Model<'a> {
             rec.clamp_max,
         ];
         let scale = rec.output_scale;
+        // The requantization target: the output scale, or for a table
+        // (sigmoid/tanh) the pre-activation's; only weighted int8 layers.
+        let target = rec.requant_scale;
+        let target_ok = if weighted && int8 {
+            positive(target) && (saturating || target.to_bits() == scale.to_bits())
+        } else {
+            target.to_bits() == 0
+        };
         let q_ok = if int8 {
             positive(scale) && q.iter().all(|v| (-128..=127).contains(v)) && q[2] <= q[3]
         } else {
             scale.to_bits() == 0 && q == [0; 4]
         };
+        if !target_ok {
+            return Err(LayerFault::Quantization);
+        }
         if !q_ok {
             return Err(LayerFault::Quantization);
         }
@@ -775,6 +787,16 @@ impl<'a> Model<'a> {
     /// Model-wide facts.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The CRC-32 the header stores (checked by `parse`): the file's
+    /// identity, for example of the model a saved overlay belongs to.
+    pub fn header_crc(&self) -> u32 {
+        let at = layout::CRC_FIELD;
+        self.bytes
+            .get(at)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
     }
 
     /// f32 or int8.

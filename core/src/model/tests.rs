@@ -89,7 +89,7 @@ impl Builder {
             .max()
             .unwrap_or(0);
         put(&mut b, 0, b"NCMF");
-        put(&mut b, 4, &1u16.to_le_bytes());
+        put(&mut b, 4, &2u16.to_le_bytes());
         let flags = u16::from(self.int8) | if self.bn.is_empty() { 0 } else { 2 };
         put(&mut b, 6, &flags.to_le_bytes());
         put(&mut b, 8, &(size as u32).to_le_bytes());
@@ -127,6 +127,15 @@ impl Builder {
             put(&mut b, at + 44, &l.quant.2.to_le_bytes());
             put(&mut b, at + 48, &l.quant.3.to_le_bytes());
             put(&mut b, at + 52, &l.quant.4.to_le_bytes());
+            // Requant scale (version 2): int8 dense, conv, depthwise; the
+            // output scale, or for sigmoid/tanh some pre-activation scale.
+            let weighted = matches!(l.op, 1..=3);
+            let rs = match (self.int8 && weighted, l.act) {
+                (false, _) => 0.0f32,
+                (true, 3 | 4) => 0.05,
+                (true, _) => l.quant.0,
+            };
+            put(&mut b, at + 56, &rs.to_le_bytes());
         }
         for (i, t) in self.tensors.iter().enumerate() {
             let at = tt + 32 * i;
@@ -474,7 +483,9 @@ fn header_errors() {
     let mut bad = bytes.clone();
     bad[0] = b'X';
     assert_eq!(parse_bytes(&bad), Err(ModelError::BadMagic));
-    expect_raw(&b, |v| v[4] = 2, ModelError::UnsupportedVersion(2));
+    // Version 1 (no requant scale) and unknown versions are refused.
+    expect_raw(&b, |v| v[4] = 1, ModelError::UnsupportedVersion(1));
+    expect_raw(&b, |v| v[4] = 3, ModelError::UnsupportedVersion(3));
     expect_raw(&b, |v| v[6] |= 8, ModelError::UnknownFlags(10));
     let mut longer = bytes.clone();
     longer.push(0);
@@ -968,6 +979,22 @@ fn int8_rules_the_kernels_rely_on() {
     let l = |i: u16, fault| ModelError::Layer { index: i, fault };
     // A folded zero point needs a convolution without padding.
     expect(&b, |b| b.layers[0].flags = 1, l(0, LayerFault::BadFlags(1)));
+    // The requant scale (layer bytes 56..60) of a weighted int8 layer:
+    // positive and finite, the output scale unless a table follows; 0 for
+    // other layers.
+    let at = |i: usize| 64 + 64 * i + 56;
+    for bad in [0.0f32, -1.0, f32::NAN, 1.5] {
+        expect_raw(
+            &b,
+            |v| v[at(0)..at(0) + 4].copy_from_slice(&bad.to_le_bytes()),
+            l(0, LayerFault::Quantization),
+        );
+    }
+    expect_raw(
+        &b,
+        |v| v[at(1)..at(1) + 4].copy_from_slice(&1.0f32.to_le_bytes()),
+        l(1, LayerFault::Quantization),
+    );
     // No int8 pooling window may lie entirely in the padding: a 2×2 window
     // with stride 2 and padding 2 has one at the corner.
     expect(

@@ -457,7 +457,8 @@ pub fn write(d: &ModelDesc<'_>, out: &mut [u8]) -> Result<usize, WriteError> {
             requant_zero_point: q.requant_zero_point,
             clamp_min: q.clamp_min,
             clamp_max: q.clamp_max,
-            reserved1: [0; 2],
+            requant_scale: q.requant_scale,
+            reserved1: 0,
         };
         put(out, p.layer_table + i * LAYER_LEN, &rec)?;
     }

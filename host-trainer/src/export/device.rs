@@ -73,7 +73,7 @@ pub enum Logits {
 }
 
 impl Logits {
-    fn of(out: &Output<'_>) -> Self {
+    pub fn of(out: &Output<'_>) -> Self {
         match *out {
             Output::I8 {
                 values,

@@ -330,6 +330,7 @@ pub fn stored_int8(
                 requant_zero_point: l.requant_zp,
                 clamp_min: l.clamp_min,
                 clamp_max: l.clamp_max,
+                requant_scale: l.requant_scale,
             },
             bn: l.bn.clone(),
         });

@@ -263,6 +263,9 @@ pub struct QLayer {
     /// Added after requantization: the output zero point, or for
     /// sigmoid/tanh the pre-activation zero point that indexes the table.
     pub requant_zp: i32,
+    /// Weighted layers: the scale the accumulator is requantized to (the
+    /// output's, or for sigmoid/tanh the pre-activation's); 0 otherwise.
+    pub requant_scale: f32,
     /// Lower clamp, ≥ -128.
     pub clamp_min: i32,
     /// Upper clamp, ≤ 127.
@@ -334,6 +337,7 @@ pub fn quantize(
             input_q: in_q,
             output_q: in_q,
             requant_zp: in_q.zero_point,
+            requant_scale: 0.0,
             clamp_min: -128,
             clamp_max: 127,
             zp_folded: false,
@@ -367,6 +371,7 @@ pub fn quantize(
                         out
                     }
                 };
+                q.requant_scale = target.scale;
                 quantize_weights(&mut q, &l.weights, &l.bias, target, i, &mut notes)
                     .map_err(bad)?;
             }
@@ -411,15 +416,6 @@ fn relu_clamps(q: &mut QLayer, act: Option<Activation>, out: QParams) {
     }
 }
 
-/// The largest bias magnitude for `terms` products per output: no partial
-/// sum of `bias + Σ x·w` (with or without the zero point folded in) leaves
-/// i32. `None` when even a zero bias cannot guarantee that.
-fn bias_limit(terms: usize) -> Option<i64> {
-    let worst = 2 * 128 * 127 * i64::try_from(terms).ok()?;
-    let limit = i64::from(i32::MAX) - worst;
-    (limit > 0).then_some(limit)
-}
-
 /// Weights, bias and requantization of a weighted layer whose accumulator is
 /// requantized to scale `target` (its output, or its pre-activation).
 fn quantize_weights(
@@ -444,7 +440,7 @@ fn quantize_weights(
             c * terms + p
         }
     };
-    let limit = bias_limit(terms)
+    let limit = normcore::model::layout::bias_limit(terms)
         .ok_or_else(|| format!("{terms} products per output can overflow the i32 accumulator"))?;
     q.zp_folded = match q.op {
         LayerOp::Dense(_) => true,

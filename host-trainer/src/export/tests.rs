@@ -754,6 +754,7 @@ fn export_zero_point_folding_does_not_change_results() {
             zero_point: 3,
         },
         requant_zp: 3,
+        requant_scale: 0.1,
         clamp_min: -128,
         clamp_max: 127,
         zp_folded: false,

@@ -574,6 +574,7 @@ fn write_paper_mlp(
                     requant_zero_point: -3,
                     clamp_min: -128,
                     clamp_max: 127,
+                    requant_scale: scale,
                 }
             } else {
                 QuantOut::NONE

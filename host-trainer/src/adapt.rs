@@ -1,0 +1,198 @@
+//! Adaptation on the host with the device's code: core's
+//! [`normcore::adapt`] (re-estimation, refold, overlay) driven over a data
+//! set, so that a user can try adaptation before flashing, and the drift
+//! scenario (`normcore reproduce drift`) measures it. Nothing here computes
+//! an adapted parameter itself: every number comes from core, the code a
+//! device runs, so an int8 result here is the device's bit for bit.
+
+use anyhow::{bail, ensure, Context, Result};
+use normcore::adapt::overlay::{Overlay, Scope};
+use normcore::adapt::restat::{PassReport, Restat};
+use normcore::engine::Engine;
+use normcore::kernels::NoTap;
+use normcore::model::{Kind, Model};
+use rayon::prelude::*;
+
+use crate::data::Dataset;
+use crate::export::device::{input_levels, sample_len, Logits};
+
+/// A sensor drift applied to stored inputs (values in `[0, 1]` for the
+/// built-in data sets), clamped back to `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shift {
+    /// `x → gain·x + offset`.
+    GainOffset {
+        /// Gain.
+        gain: f32,
+        /// Offset.
+        offset: f32,
+    },
+    /// `x → 0.5 + factor·(x − 0.5)`: contrast about mid-grey.
+    Contrast(f32),
+    /// A fixed 3×3 box blur (per channel, edges clamped).
+    Blur,
+    /// `x → 1 − x`.
+    Invert,
+}
+
+impl Shift {
+    /// The shifts of the drift scenario.
+    pub const SCENARIO: [Shift; 4] = [
+        Shift::GainOffset {
+            gain: 0.6,
+            offset: 0.3,
+        },
+        Shift::Contrast(0.4),
+        Shift::Blur,
+        Shift::Invert,
+    ];
+
+    /// A short name for tables (`gain0.6+0.3`, `contrast0.4`, `blur3x3`, `invert`).
+    pub fn name(&self) -> String {
+        match self {
+            Shift::GainOffset { gain, offset } => format!("gain{gain}+{offset}"),
+            Shift::Contrast(f) => format!("contrast{f}"),
+            Shift::Blur => "blur3x3".into(),
+            Shift::Invert => "invert".into(),
+        }
+    }
+
+    /// The data set with every sample shifted.
+    pub fn apply(&self, d: &Dataset) -> Result<Dataset> {
+        let mut out = d.clone();
+        out.name = format!("{}-{}", d.name, self.name());
+        let per = d.sample_len();
+        match *self {
+            Shift::GainOffset { gain, offset } => {
+                for v in &mut out.images {
+                    *v = (gain * *v + offset).clamp(0.0, 1.0);
+                }
+            }
+            Shift::Contrast(f) => {
+                for v in &mut out.images {
+                    *v = (0.5 + f * (*v - 0.5)).clamp(0.0, 1.0);
+                }
+            }
+            Shift::Invert => {
+                for v in &mut out.images {
+                    *v = 1.0 - v.clamp(0.0, 1.0);
+                }
+            }
+            Shift::Blur => {
+                let (h, w, c) = (d.h, d.w, d.c);
+                for (src, dst) in d
+                    .images
+                    .chunks_exact(per)
+                    .zip(out.images.chunks_exact_mut(per))
+                {
+                    for y in 0..h {
+                        for x in 0..w {
+                            for ch in 0..c {
+                                let (mut s, mut n) = (0.0f32, 0.0f32);
+                                for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                                        s += src[(yy * w + xx) * c + ch];
+                                        n += 1.0;
+                                    }
+                                }
+                                dst[(y * w + x) * c + ch] = s / n;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An overlay's words for `model` and `scope`, empty (the original model).
+pub fn new_overlay(model: &Model<'_>, scope: Scope) -> Result<Vec<u32>> {
+    let n = Overlay::words_needed(model, scope).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut words = vec![0u32; n];
+    Overlay::new(model, scope, &mut words).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(words)
+}
+
+/// An aligned arena for `model`.
+fn arena(model: &Model<'_>) -> Vec<u128> {
+    vec![0u128; model.arena_bytes().div_ceil(16)]
+}
+
+/// Write one stored-value sample into `engine`'s input (quantized with
+/// the header's parameters for int8 models).
+fn write_input(engine: &mut Engine<'_, '_, '_>, model: &Model<'_>, x: &[f32]) -> Result<()> {
+    match model.kind() {
+        Kind::Int8 => engine.input_i8()?.copy_from_slice(&input_levels(model, x)),
+        Kind::F32 => engine.input_f32()?.copy_from_slice(x),
+    }
+    Ok(())
+}
+
+/// Statistics re-estimation (core's [`Restat`]) on the unlabeled samples
+/// `x` (`[n, h·w·c]` stored values), every pass over the same samples,
+/// refolding into `overlay`. Returns one report per BN layer.
+pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result<Vec<PassReport>> {
+    let per = sample_len(model);
+    ensure!(
+        per > 0 && x.len() % per == 0,
+        "samples do not match the model's input"
+    );
+    ensure!(x.len() / per >= 2, "re-estimation needs at least 2 samples");
+    let need = Restat::words_needed(model).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut work = vec![0f32; need];
+    let mut r = Restat::new(model, &mut work).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut mem = arena(model);
+    let n = model.arena_bytes();
+    let mut reports = Vec::new();
+    while !r.done() {
+        for s in x.chunks_exact(per) {
+            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
+            let mut e = Engine::new(model, buf)?;
+            write_input(&mut e, model, s)?;
+            r.observe(&mut e, Some(overlay))
+                .map_err(|e| anyhow::anyhow!("re-estimation: {e}"))?;
+        }
+        let rep = r
+            .finish_pass(model, overlay)
+            .map_err(|e| anyhow::anyhow!("re-estimation: {e}"))?;
+        reports.push(rep);
+    }
+    Ok(reports)
+}
+
+/// Logits of every sample of `x` through the engine with `overlay` (or the
+/// original model), samples spread over rayon's threads.
+pub fn run_all(model: &Model<'_>, overlay: Option<&Overlay<'_>>, x: &[f32]) -> Result<Vec<Logits>> {
+    let per = sample_len(model);
+    if per == 0 || x.len() % per != 0 {
+        bail!(
+            "samples of {} values do not match the model's input of {per}",
+            x.len()
+        );
+    }
+    x.par_chunks(per)
+        .map_init(
+            || arena(model),
+            |mem, s| -> Result<Logits> {
+                let n = model.arena_bytes();
+                let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(mem)[..n];
+                let mut e = Engine::new(model, buf)?;
+                write_input(&mut e, model, s)?;
+                let out = e
+                    .run_adapted(overlay, usize::MAX, &mut NoTap)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(Logits::of(&out))
+            },
+        )
+        .collect()
+}
+
+/// Top-1 accuracy of the engine with `overlay` on `data`.
+pub fn accuracy(model: &Model<'_>, overlay: Option<&Overlay<'_>>, data: &Dataset) -> Result<f64> {
+    let out = run_all(model, overlay, &data.images).context("running the test set")?;
+    Ok(crate::export::device::accuracy(&out, &data.labels))
+}
+
+#[cfg(test)]
+mod tests;

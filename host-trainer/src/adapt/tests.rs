@@ -1,0 +1,374 @@
+//! Adaptation through core, on trained and exported digits networks: the
+//! overlay, the refold identities, re-estimation against the stored
+//! statistics, recovery from a drift, and the error cases.
+
+use super::*;
+use crate::data::builtin_digits_split;
+use crate::export::device::ModelBytes;
+use crate::export::ncm::{write_int8_form, WeightForm};
+use crate::export::{calibrate, fold, input_params, quantize, write_f32};
+use crate::network::Init;
+use crate::spec::preset;
+use crate::train::{Schedule, TrainConfig, Trainer};
+use normcore::adapt::overlay::{self, Part};
+use normcore::adapt::AdaptError;
+use normcore::model::Data;
+use std::sync::OnceLock;
+
+/// A digits network trained briefly, exported as (f32, int8) files.
+struct Fixture {
+    f32: ModelBytes,
+    int8: ModelBytes,
+    train: Dataset,
+    test: Dataset,
+}
+
+fn build(name: &str, block_rows: usize, weights: WeightForm) -> Fixture {
+    let (train, test) = builtin_digits_split().unwrap();
+    let cfg = TrainConfig {
+        batch: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        schedule: Schedule::Step {
+            gamma: 0.3,
+            every: 500,
+        },
+        seed: 1,
+    };
+    let mut t = Trainer::new(preset(name).unwrap(), Init::He, cfg, 1).unwrap();
+    for _ in 0..1500 {
+        t.train_step(&train).unwrap();
+    }
+    let folded = fold(&t.net).unwrap();
+    let cal = calibrate(&folded, &train, 256).unwrap();
+    let (iq, _) = input_params(&train).unwrap();
+    let (qm, _) = quantize(&folded, &cal, iq, train.pixel_scale).unwrap();
+    Fixture {
+        f32: ModelBytes::new(&write_f32(&folded, block_rows, train.pixel_scale).unwrap()),
+        int8: ModelBytes::new(&write_int8_form(&qm, block_rows, weights).unwrap()),
+        train,
+        test,
+    }
+}
+
+fn mlp() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| build("digits-mlp", 4, WeightForm::Auto))
+}
+
+fn cnn() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| build("digits-cnn", 8, WeightForm::I8))
+}
+
+fn models(f: &Fixture) -> [(&'static str, &ModelBytes); 2] {
+    [("f32", &f.f32), ("int8", &f.int8)]
+}
+
+fn first(d: &Dataset, n: usize) -> Vec<f32> {
+    d.images[..n * d.sample_len()].to_vec()
+}
+
+#[test]
+fn adapt_empty_overlay_runs_the_file_bit_for_bit() {
+    for f in [mlp(), cnn()] {
+        for (kind, bytes) in models(f) {
+            let model = bytes.parse().unwrap();
+            let words = new_overlay(
+                &model,
+                Scope {
+                    restat: true,
+                    tail: true,
+                },
+            )
+            .unwrap();
+            let mut w = words.clone();
+            let o = Overlay::load(&model, bytemuck::cast_slice(&words), &mut w).unwrap();
+            assert!(!o.is_active());
+            let plain = crate::export::device::run_all(&model, &f.test.images).unwrap();
+            assert_eq!(
+                run_all(&model, Some(&o), &f.test.images).unwrap(),
+                plain,
+                "{kind}"
+            );
+            assert_eq!(
+                run_all(&model, None, &f.test.images).unwrap(),
+                plain,
+                "{kind}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adapt_refold_with_the_files_statistics_gives_the_file_back() {
+    for f in [mlp(), cnn()] {
+        for (kind, bytes) in models(f) {
+            let model = bytes.parse().unwrap();
+            let mut words = new_overlay(
+                &model,
+                Scope {
+                    restat: true,
+                    tail: false,
+                },
+            )
+            .unwrap();
+            let mut o =
+                Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words).unwrap();
+            for rec in model.bn_records() {
+                let rec = rec.unwrap();
+                normcore::adapt::refold::refold(&model, rec.layer, &rec.state(), &mut o).unwrap();
+                let e = o.entry_of(rec.layer).unwrap();
+                let l = model.layer(rec.layer).unwrap();
+                let bias = o.part(e, Part::Bias).unwrap();
+                match (l.bias, l.requant) {
+                    (Some(Data::I32(b)), Some((m, s))) => {
+                        assert_eq!(bytemuck::cast_slice::<u32, i32>(bias), b, "{kind} bias");
+                        let om = o.part(e, Part::Multiplier).unwrap();
+                        let os = o.part(e, Part::Shift).unwrap();
+                        assert_eq!(
+                            bytemuck::cast_slice::<u32, i32>(om),
+                            m,
+                            "{kind} multipliers"
+                        );
+                        assert_eq!(bytemuck::cast_slice::<u32, i32>(os), s, "{kind} shifts");
+                    }
+                    (Some(Data::F32(b)), _) => {
+                        assert_eq!(bytemuck::cast_slice::<u32, f32>(bias), b, "{kind} bias");
+                        let Some(Data::F32(w)) = l.weights else {
+                            panic!()
+                        };
+                        let ow = o.part(e, Part::Weights).unwrap();
+                        assert_eq!(bytemuck::cast_slice::<u32, f32>(ow), w, "{kind} weights");
+                    }
+                    _ => panic!("{kind}: unexpected tensors"),
+                }
+            }
+            assert!(o.is_active());
+            let plain = crate::export::device::run_all(&model, &f.test.images).unwrap();
+            assert_eq!(
+                run_all(&model, Some(&o), &f.test.images).unwrap(),
+                plain,
+                "{kind}"
+            );
+        }
+    }
+}
+
+/// Re-estimated on the training distribution, the statistics land near
+/// the stored ones (which the trainer's running averages estimated from
+/// the same distribution), and accuracy stays.
+#[test]
+fn adapt_restat_on_training_data_lands_near_the_stored_statistics() {
+    for f in [mlp(), cnn()] {
+        for (kind, bytes) in models(f) {
+            let model = bytes.parse().unwrap();
+            let mut words = new_overlay(
+                &model,
+                Scope {
+                    restat: true,
+                    tail: false,
+                },
+            )
+            .unwrap();
+            let mut o =
+                Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words).unwrap();
+            let reports = restat(&model, &mut o, &first(&f.train, 256)).unwrap();
+            assert_eq!(reports.len(), model.bn_records().count());
+            for (rec, rep) in model.bn_records().zip(&reports) {
+                let rec = rec.unwrap();
+                assert_eq!(rep.layer, rec.layer);
+                assert_eq!(rep.samples, 256);
+                let new = o.current_bn(&model, rec.layer).unwrap();
+                for c in 0..rec.mean.len() {
+                    let sd = rec.var[c].sqrt().max(1e-3);
+                    assert!(
+                        (new.mean[c] - rec.mean[c]).abs() <= 0.35 * sd,
+                        "{kind} layer {} channel {c}: mean {} vs stored {} (sd {sd})",
+                        rec.layer,
+                        new.mean[c],
+                        rec.mean[c]
+                    );
+                    let ratio = (new.var[c] + rec.eps) / (rec.var[c] + rec.eps);
+                    assert!(
+                        (0.5..=2.0).contains(&ratio),
+                        "{kind} layer {} channel {c}: var {} vs stored {}",
+                        rec.layer,
+                        new.var[c],
+                        rec.var[c]
+                    );
+                }
+            }
+            let before = accuracy(&model, None, &f.test).unwrap();
+            let after = accuracy(&model, Some(&o), &f.test).unwrap();
+            assert!(
+                (after - before).abs() <= 0.02,
+                "{kind}: {before} -> {after}"
+            );
+        }
+    }
+}
+
+/// The target of the drift scenario on the digits: re-estimation with 64
+/// unlabeled samples recovers at least 90 % of what a gain/offset shift
+/// cost.
+#[test]
+fn adapt_restat_recovers_a_gain_offset_shift() {
+    let shift = Shift::GainOffset {
+        gain: 0.6,
+        offset: 0.3,
+    };
+    for f in [mlp(), cnn()] {
+        let train = shift.apply(&f.train).unwrap();
+        let test = shift.apply(&f.test).unwrap();
+        for (kind, bytes) in models(f) {
+            let model = bytes.parse().unwrap();
+            let clean = accuracy(&model, None, &f.test).unwrap();
+            let shifted = accuracy(&model, None, &test).unwrap();
+            let mut words = new_overlay(
+                &model,
+                Scope {
+                    restat: true,
+                    tail: false,
+                },
+            )
+            .unwrap();
+            let mut o =
+                Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words).unwrap();
+            restat(&model, &mut o, &first(&train, 64)).unwrap();
+            let adapted = accuracy(&model, Some(&o), &test).unwrap();
+            let recovered = (adapted - shifted) / (clean - shifted);
+            eprintln!(
+                "{kind}: clean {:.2} %, shifted {:.2} %, restat(64) {:.2} %: {:.0} % recovered",
+                100.0 * clean,
+                100.0 * shifted,
+                100.0 * adapted,
+                100.0 * recovered
+            );
+            assert!(
+                clean - shifted >= 0.05,
+                "{kind}: the shift must cost accuracy"
+            );
+            assert!(recovered >= 0.9, "{kind}: recovered {recovered}");
+        }
+    }
+}
+
+#[test]
+fn adapt_overlay_round_trips_and_refuses_foreign_or_damaged_bytes() {
+    let f = mlp();
+    let model = f.int8.parse().unwrap();
+    let mut words = new_overlay(
+        &model,
+        Scope {
+            restat: true,
+            tail: false,
+        },
+    )
+    .unwrap();
+    let mut o = Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words).unwrap();
+    let shifted = Shift::Contrast(0.4).apply(&f.train).unwrap();
+    restat(&model, &mut o, &first(&shifted, 32)).unwrap();
+    let saved = o.as_bytes().to_vec();
+    let want = run_all(&model, Some(&o), &f.test.images).unwrap();
+    // Through the power-cut-safe store and back.
+    let mut flash = normcore::adapt::store::RamFlash::<{ 4 * 4096 }>::new();
+    let mut store = normcore::adapt::store::Store::new(&mut flash, 0, 4 * 4096).unwrap();
+    store.save(&saved).unwrap();
+    let mut buf = vec![0u8; store.capacity()];
+    let got = store.load(&mut buf).unwrap().unwrap();
+    let mut w2 = vec![0u32; saved.len() / 4];
+    let o2 = Overlay::load(&model, &buf[..got.len], &mut w2).unwrap();
+    assert_eq!(run_all(&model, Some(&o2), &f.test.images).unwrap(), want);
+    // Another model's overlay.
+    let other = f.f32.parse().unwrap();
+    let mut w3 = vec![0u32; saved.len()];
+    assert_eq!(
+        Overlay::load(&other, &saved, &mut w3).unwrap_err(),
+        AdaptError::WrongModel
+    );
+    // Damaged: a layer index, a length, a multiplier out of range.
+    let mut bad = saved.clone();
+    bad[4 * overlay::HEADER_WORDS] ^= 1;
+    assert_eq!(
+        Overlay::load(&model, &bad, &mut w3).unwrap_err(),
+        AdaptError::BadOverlay
+    );
+    assert_eq!(
+        Overlay::load(&model, &saved[..saved.len() - 4], &mut w3).unwrap_err(),
+        AdaptError::BadOverlay
+    );
+    let e = o.entry_of(model.bn_record(0).unwrap().layer).unwrap();
+    let off =
+        o.part(e, Part::Multiplier).unwrap().as_ptr() as usize - o.as_bytes().as_ptr() as usize;
+    let mut bad = saved.clone();
+    bad[off..off + 4].copy_from_slice(&5i32.to_le_bytes());
+    assert_eq!(
+        Overlay::load(&model, &bad, &mut w3).unwrap_err(),
+        AdaptError::BadOverlay
+    );
+    // Too small a buffer.
+    let mut tiny = vec![0u32; 8];
+    assert!(matches!(
+        Overlay::load(&model, &saved, &mut tiny).unwrap_err(),
+        AdaptError::BufferTooSmall { .. }
+    ));
+    // Dropping the overlay restores the file.
+    o.reset();
+    assert_eq!(
+        run_all(&model, Some(&o), &f.test.images).unwrap(),
+        crate::export::device::run_all(&model, &f.test.images).unwrap()
+    );
+}
+
+#[test]
+fn adapt_refuses_what_it_cannot_do() {
+    let f = mlp();
+    let model = f.int8.parse().unwrap();
+    // Too few samples for a pass: nothing changes.
+    let mut words = new_overlay(
+        &model,
+        Scope {
+            restat: true,
+            tail: false,
+        },
+    )
+    .unwrap();
+    let mut o = Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words).unwrap();
+    let need = Restat::words_needed(&model).unwrap();
+    let mut work = vec![0f32; need];
+    let mut r = Restat::new(&model, &mut work).unwrap();
+    assert!(r.finish_pass(&model, &mut o).is_err());
+    assert!(!o.is_active());
+    // A workspace too small.
+    let mut small = vec![0f32; need - 1];
+    assert!(matches!(
+        Restat::new(&model, &mut small).unwrap_err(),
+        AdaptError::BufferTooSmall { .. }
+    ));
+    // A sign change of the BN scale is refused, the overlay unchanged.
+    let rec = model.bn_record(0).unwrap();
+    let gamma: Vec<f32> = rec
+        .gamma
+        .iter()
+        .enumerate()
+        .map(|(c, &g)| if c == 3 { -g } else { g })
+        .collect();
+    let flipped = normcore::BnState {
+        gamma: &gamma,
+        ..rec.state()
+    };
+    assert_eq!(
+        normcore::adapt::refold::refold(&model, rec.layer, &flipped, &mut o).unwrap_err(),
+        AdaptError::SignChange {
+            layer: rec.layer,
+            channel: 3
+        }
+    );
+    assert!(!o.is_active());
+    // A layer without BN has nothing to refold.
+    let last = model.layer_count() - 1;
+    assert!(normcore::adapt::refold::refold(&model, last, &rec.state(), &mut o).is_err());
+}
