@@ -8,6 +8,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use normcore::adapt::overlay::{Overlay, Scope};
 use normcore::adapt::restat::{PassReport, Restat};
+use normcore::adapt::tail::{Tail, TailConfig};
 use normcore::engine::Engine;
 use normcore::kernels::NoTap;
 use normcore::model::{Kind, Model};
@@ -159,6 +160,72 @@ pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result
         reports.push(rep);
     }
     Ok(reports)
+}
+
+/// What [`tail`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TailReport {
+    /// SGD steps (samples × epochs).
+    pub steps: u32,
+    /// Mean loss over the first epoch.
+    pub first_loss: f32,
+    /// Mean loss over the last epoch.
+    pub last_loss: f32,
+}
+
+/// Tail training (core's [`Tail`]) on the labeled samples `x`, `labels`
+/// for `epochs` passes in the given order, then a commit into `overlay`
+/// (which must have the tail in its scope, and re-estimation too when
+/// `cfg.train_bn`).
+pub fn tail(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: &[f32],
+    labels: &[u16],
+    cfg: TailConfig,
+    epochs: usize,
+) -> Result<TailReport> {
+    let per = sample_len(model);
+    ensure!(
+        per > 0 && x.len() % per == 0,
+        "samples do not match the model's input"
+    );
+    ensure!(x.len() / per == labels.len(), "one label per sample");
+    ensure!(
+        !labels.is_empty() && epochs > 0,
+        "tail training needs samples and epochs"
+    );
+    let need =
+        Tail::words_needed(model, &cfg).map_err(|e| anyhow::anyhow!("tail training: {e}"))?;
+    let mut work = vec![0f32; need];
+    let mut t = Tail::new(model, Some(overlay), cfg, &mut work)
+        .map_err(|e| anyhow::anyhow!("tail training: {e}"))?;
+    let mut mem = arena(model);
+    let n = model.arena_bytes();
+    let (mut first, mut last) = (0.0f32, 0.0f32);
+    for epoch in 0..epochs {
+        let mut sum = 0.0f32;
+        for (s, &y) in x.chunks_exact(per).zip(labels) {
+            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
+            let mut e = Engine::new(model, buf)?;
+            write_input(&mut e, model, s)?;
+            sum += t
+                .step(&mut e, Some(overlay), usize::from(y))
+                .map_err(|e| anyhow::anyhow!("tail training: {e}"))?;
+        }
+        let mean = sum / labels.len() as f32;
+        if epoch == 0 {
+            first = mean;
+        }
+        last = mean;
+    }
+    t.commit(model, overlay)
+        .map_err(|e| anyhow::anyhow!("tail training: {e}"))?;
+    Ok(TailReport {
+        steps: t.steps(),
+        first_loss: first,
+        last_loss: last,
+    })
 }
 
 /// Logits of every sample of `x` through the engine with `overlay` (or the

@@ -18,6 +18,7 @@ pub mod refold;
 pub mod restat;
 pub mod stats;
 pub mod store;
+pub mod tail;
 
 use crate::kernels::Tap;
 use crate::model::{Layer, ModelError};

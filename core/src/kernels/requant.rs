@@ -129,6 +129,120 @@ pub fn multiplier_value(multiplier: I1F31, shift: i32) -> f64 {
     f64::from(multiplier.to_bits()) * libm::exp2(f64::from(shift - 31))
 }
 
+/// Asymmetric int8 parameters `(scale, zero_point)` of a value range
+/// (FORMAT.md, "int8 files"): `[lo, hi]` extended to contain 0 maps onto
+/// the 256 levels, `scale = (hi − lo)/255`, `zero_point = round(−128 −
+/// lo/scale)` clamped to `[−128, 127]`; a range of width 0 is taken as
+/// `[lo, lo + 1]`. The exporter's calibration and on-device tail training
+/// both choose activation quantization with it.
+pub fn range_params(lo: f32, hi: f32) -> (f32, i32) {
+    let lo = f64::from(lo.min(0.0));
+    let mut hi = f64::from(hi.max(0.0));
+    if hi - lo <= 0.0 {
+        hi = lo + 1.0;
+    }
+    let scale = ((hi - lo) / 255.0) as f32;
+    let zero_point = libm::round(-128.0 - lo / f64::from(scale)).clamp(-128.0, 127.0) as i32;
+    (scale, zero_point)
+}
+
+/// One output channel quantized by [`quantize_row`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowQuant {
+    /// The i32 bias as stored (the input zero point folded in when asked).
+    pub bias: i32,
+    /// Q1.31 multiplier bits.
+    pub multiplier: i32,
+    /// Shift.
+    pub shift: i32,
+    /// The row was below the output resolution and is stored as zeros.
+    pub zeroed: bool,
+    /// The bias was saturated to the accumulator-safe range.
+    pub saturated: bool,
+}
+
+/// Why a channel cannot be quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RowFault {
+    /// A weight or the bias is not finite.
+    NonFinite,
+    /// `s_in·s_w/s_out` is too large for the format's multiplier.
+    MultiplierTooLarge,
+    /// The bias does not fit i32 after folding the zero point.
+    BiasOverflow,
+}
+
+/// Quantize one output channel of a weighted layer (FORMAT.md "int8
+/// files"; the exporter's definition, also used by on-device tail
+/// training): `taps` real weights `w(p)` and the real bias `bias`, input
+/// scale `s_in` and zero point `zp_in`, the requantization target scale
+/// `s_out`, `limit` the bias bound ([`crate::model::layout::bias_limit`]).
+///
+/// - weights symmetric: `s_w = max|w|/127`, `q(p) = round(w(p)/s_w)` in
+///   `[−127, 127]`, handed to `put(p, q)`;
+/// - multiplier `M = s_in·s_w/s_out` ([`quantize_multiplier`]);
+/// - bias `round(bias/(s_in·s_w))` saturated to `±limit`, then, with
+///   `zp_folded`, `− zp_in·Σ_p q(p)`.
+///
+/// A row whose multiplier would be below `2^-32` (all zero, or worth less
+/// than half an output step in total) is stored as zeros with
+/// `s_w = s_out/s_in` (`M = 1`, the bias still counts): `zeroed`.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_row(
+    taps: usize,
+    w: impl Fn(usize) -> f32,
+    bias: f32,
+    (s_in, zp_in): (f64, i32),
+    s_out: f64,
+    zp_folded: bool,
+    limit: i64,
+    mut put: impl FnMut(usize, i8),
+) -> Result<RowQuant, RowFault> {
+    let max_abs = (0..taps).fold(0.0f32, |m, p| m.max(libm::fabsf(w(p))));
+    if !max_abs.is_finite() || !bias.is_finite() || (0..taps).any(|p| !w(p).is_finite()) {
+        return Err(RowFault::NonFinite);
+    }
+    let mut s_w = f64::from(max_abs) / 127.0;
+    let mut mult = if s_w > 0.0 {
+        quantize_multiplier(s_in * s_w / s_out)
+    } else {
+        None
+    };
+    if s_w > 0.0 && mult.is_none() && s_in * s_w / s_out > 1.0 {
+        return Err(RowFault::MultiplierTooLarge);
+    }
+    let zeroed = mult.is_none();
+    if zeroed {
+        s_w = s_out / s_in;
+        mult = quantize_multiplier(1.0);
+    }
+    let (m, shift) = mult.ok_or(RowFault::MultiplierTooLarge)?;
+    let mut row_sum = 0i64;
+    for p in 0..taps {
+        let v = if zeroed {
+            0
+        } else {
+            libm::round(f64::from(w(p)) / s_w).clamp(-127.0, 127.0) as i8
+        };
+        put(p, v);
+        row_sum += i64::from(v);
+    }
+    let real = libm::round(f64::from(bias) / (s_in * s_w));
+    let mut b = real.clamp(-(limit as f64), limit as f64) as i64;
+    let saturated = (b as f64) != real;
+    if zp_folded {
+        b -= i64::from(zp_in) * row_sum;
+    }
+    Ok(RowQuant {
+        bias: i32::try_from(b).map_err(|_| RowFault::BiasOverflow)?,
+        multiplier: m.to_bits(),
+        shift,
+        zeroed: zeroed && max_abs > 0.0,
+        saturated,
+    })
+}
+
 /// The per-layer output stage of an int8 kernel: per-channel requantization,
 /// zero point, clamp and optional lookup table (see the [module docs](self)).
 ///

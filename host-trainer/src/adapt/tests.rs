@@ -11,6 +11,7 @@ use crate::network::Init;
 use crate::spec::preset;
 use crate::train::{Schedule, TrainConfig, Trainer};
 use normcore::adapt::overlay::{self, Part};
+use normcore::adapt::tail::TailConfig;
 use normcore::adapt::AdaptError;
 use normcore::model::Data;
 use std::sync::OnceLock;
@@ -368,7 +369,217 @@ fn adapt_refuses_what_it_cannot_do() {
         }
     );
     assert!(!o.is_active());
+    // No BN layer right before the dense one (digits-cnn: a pooling).
+    let cnn_model = cnn().int8.parse().unwrap();
+    assert_eq!(
+        normcore::adapt::tail::Tail::words_needed(&cnn_model, &TailConfig::default()).unwrap_err(),
+        AdaptError::NoTail
+    );
+    assert!(normcore::adapt::tail::Tail::words_needed(
+        &cnn_model,
+        &TailConfig {
+            train_bn: false,
+            ..TailConfig::default()
+        }
+    )
+    .is_ok());
+    // A tail needs an overlay with room for it.
+    let mut work = vec![
+        0f32;
+        normcore::adapt::tail::Tail::words_needed(&model, &TailConfig::default())
+            .unwrap()
+    ];
+    let mut t =
+        normcore::adapt::tail::Tail::new(&model, Some(&o), TailConfig::default(), &mut work)
+            .unwrap();
+    assert_eq!(t.commit(&model, &mut o).unwrap_err(), AdaptError::Phase);
+    {
+        let mut mem = vec![0u128; model.arena_bytes().div_ceil(16)];
+        let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..model.arena_bytes()];
+        let mut e = Engine::new(&model, buf).unwrap();
+        e.input_i8().unwrap().fill(0);
+        assert_eq!(
+            t.step(&mut e, Some(&o), 10).unwrap_err(),
+            AdaptError::BadSample
+        );
+        t.step(&mut e, Some(&o), 3).unwrap();
+    }
+    assert_eq!(
+        t.commit(&model, &mut o).unwrap_err(),
+        AdaptError::NotInOverlay
+    );
+    assert!(!o.is_active());
     // A layer without BN has nothing to refold.
     let last = model.layer_count() - 1;
     assert!(normcore::adapt::refold::refold(&model, last, &rec.state(), &mut o).is_err());
+}
+
+/// Tail training after re-estimation recovers what re-estimation leaves of
+/// a shift it cannot fix (printed for every shift; asserted on the
+/// inversion).
+#[test]
+fn adapt_tail_recovers_what_restat_leaves() {
+    for (name, f) in [("mlp", mlp()), ("cnn", cnn())] {
+        for shift in Shift::SCENARIO {
+            let train = shift.apply(&f.train).unwrap();
+            let test = shift.apply(&f.test).unwrap();
+            for (kind, bytes) in models(f) {
+                let model = bytes.parse().unwrap();
+                let clean = accuracy(&model, None, &f.test).unwrap();
+                let shifted = accuracy(&model, None, &test).unwrap();
+                let train_bn = normcore::adapt::tail::Tail::words_needed(
+                    &model,
+                    &TailConfig {
+                        train_bn: true,
+                        ..TailConfig::default()
+                    },
+                )
+                .is_ok();
+                let cfg = TailConfig {
+                    train_bn,
+                    ..TailConfig::default()
+                };
+                let mut words = new_overlay(
+                    &model,
+                    Scope {
+                        restat: true,
+                        tail: true,
+                    },
+                )
+                .unwrap();
+                let mut o = Overlay::load(&model, bytemuck::cast_slice(&words.clone()), &mut words)
+                    .unwrap();
+                restat(&model, &mut o, &first(&train, 64)).unwrap();
+                let restat_acc = accuracy(&model, Some(&o), &test).unwrap();
+                let n = 200;
+                let rep = tail(
+                    &model,
+                    &mut o,
+                    &first(&train, n),
+                    &train.labels[..n],
+                    cfg,
+                    10,
+                )
+                .unwrap();
+                let both = accuracy(&model, Some(&o), &test).unwrap();
+                let frac = (both - restat_acc) / (clean - restat_acc);
+                eprintln!(
+                    "{name} {kind} {}: clean {:.2} shifted {:.2} restat {:.2} both {:.2} ({:.0} % of what restat left; loss {:.3} -> {:.3}, bn {train_bn})",
+                    shift.name(),
+                    100.0 * clean,
+                    100.0 * shifted,
+                    100.0 * restat_acc,
+                    100.0 * both,
+                    100.0 * frac,
+                    rep.first_loss,
+                    rep.last_loss
+                );
+                assert!(
+                    rep.last_loss < rep.first_loss,
+                    "{name} {kind} {}: training must lower the loss",
+                    shift.name()
+                );
+                if shift == Shift::Invert {
+                    // Re-estimation cannot fix an inversion (it makes it
+                    // worse or no better); the tail recovers most of it.
+                    assert!(restat_acc < shifted + 0.05);
+                    assert!(frac >= 0.6, "{name} {kind}: tail recovered {frac}");
+                }
+            }
+        }
+    }
+}
+
+/// The tail's gradients against central finite differences of its loss
+/// (f32 digits MLP: dense weights and bias, γ and β of the last hidden BN
+/// layer through its sigmoid). With momentum 0 and learning rate 1 a step
+/// moves each parameter by exactly −gradient.
+#[test]
+fn adapt_tail_gradients_match_finite_differences() {
+    use normcore::adapt::tail::Tail;
+    let f = mlp();
+    let model = f.f32.parse().unwrap();
+    let cfg = TailConfig {
+        lr: 1.0,
+        momentum: 0.0,
+        train_bn: true,
+    };
+    let shift = Shift::Contrast(0.4).apply(&f.test).unwrap();
+    let per = shift.sample_len();
+    let mut mem = vec![0u128; model.arena_bytes().div_ceil(16)];
+    let n = model.arena_bytes();
+    for s in [0usize, 5, 11] {
+        let x = &shift.images[s * per..(s + 1) * per];
+        let label = usize::from(shift.labels[s]);
+        let mut work = vec![0f32; Tail::words_needed(&model, &cfg).unwrap()];
+        let mut t = Tail::new(&model, None, cfg, &mut work).unwrap();
+        let mut loss_at = |t: &mut Tail<'_>| {
+            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
+            let mut e = Engine::new(&model, buf).unwrap();
+            e.input_f32().unwrap().copy_from_slice(x);
+            t.loss(&mut e, None, label).unwrap()
+        };
+        let before: Vec<Vec<f32>> = {
+            let p = t.params_mut();
+            vec![
+                p.w.to_vec(),
+                p.b.to_vec(),
+                p.gamma.to_vec(),
+                p.beta.to_vec(),
+            ]
+        };
+        {
+            let mut mem2 = vec![0u128; model.arena_bytes().div_ceil(16)];
+            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem2)[..n];
+            let mut e = Engine::new(&model, buf).unwrap();
+            e.input_f32().unwrap().copy_from_slice(x);
+            t.step(&mut e, None, label).unwrap();
+        }
+        let grads: Vec<Vec<f32>> = {
+            let p = t.params_mut();
+            let after = [&p.w[..], &p.b[..], &p.gamma[..], &p.beta[..]];
+            before
+                .iter()
+                .zip(after)
+                .map(|(b, a)| b.iter().zip(a).map(|(b, a)| b - a).collect())
+                .collect()
+        };
+        // Restore, then check the largest gradients of each tensor.
+        {
+            let p = t.params_mut();
+            p.w.copy_from_slice(&before[0]);
+            p.b.copy_from_slice(&before[1]);
+            p.gamma.copy_from_slice(&before[2]);
+            p.beta.copy_from_slice(&before[3]);
+        }
+        for (tensor, g) in grads.iter().enumerate() {
+            let mut idx: Vec<usize> = (0..g.len()).collect();
+            idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+            for &i in idx.iter().take(4) {
+                let h = 1e-2f32;
+                let at = |v: f32, t: &mut Tail<'_>| {
+                    let p = t.params_mut();
+                    let slot = match tensor {
+                        0 => &mut p.w[i],
+                        1 => &mut p.b[i],
+                        2 => &mut p.gamma[i],
+                        _ => &mut p.beta[i],
+                    };
+                    *slot = v;
+                };
+                let v0 = before[tensor][i];
+                at(v0 + h, &mut t);
+                let up = loss_at(&mut t);
+                at(v0 - h, &mut t);
+                let down = loss_at(&mut t);
+                at(v0, &mut t);
+                let fd = (up - down) / (2.0 * h);
+                assert!(
+                    (fd - g[i]).abs() <= 2e-3 + 0.03 * g[i].abs(),
+                    "sample {s} tensor {tensor} index {i}: gradient {} vs finite difference {fd}",
+                    g[i]
+                );
+            }
+        }
+    }
 }

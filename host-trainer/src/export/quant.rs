@@ -45,7 +45,7 @@ use super::fold::{BnParams, FoldedModel, LayerOp};
 use super::ExportError;
 use crate::data::Dataset;
 use crate::spec::Hwc;
-use normcore::kernels::quantize_multiplier;
+use normcore::kernels::requant::{quantize_row, range_params, RowFault};
 use normcore::layers::{Activation, Padding};
 
 /// Asymmetric int8 quantization of a tensor: `r = scale·(q - zero_point)`.
@@ -72,15 +72,7 @@ impl QParams {
     /// Parameters mapping `[lo, hi]`, extended to contain 0, onto the 256
     /// levels. A range of width 0 is taken as `[0, 1]`.
     pub fn from_range(lo: f32, hi: f32) -> QParams {
-        let lo = f64::from(lo.min(0.0));
-        let mut hi = f64::from(hi.max(0.0));
-        if hi - lo <= 0.0 {
-            hi = lo + 1.0;
-        }
-        let scale = ((hi - lo) / 255.0) as f32;
-        let zero_point = (-128.0 - lo / f64::from(scale))
-            .round()
-            .clamp(-128.0, 127.0) as i32;
+        let (scale, zero_point) = range_params(lo, hi);
         QParams { scale, zero_point }
     }
 
@@ -454,58 +446,43 @@ fn quantize_weights(
     q.multiplier = vec![0i32; channels];
     q.shift = vec![0i32; channels];
     for c in 0..channels {
-        let max_abs = (0..terms).fold(0.0f32, |m, p| m.max(w[at(c, p)].abs()));
-        if !max_abs.is_finite() || !b[c].is_finite() {
-            return Err(format!("channel {c} has non-finite weights or bias"));
-        }
-        let mut s_w = f64::from(max_abs) / 127.0;
-        let mut mult = (s_w > 0.0)
-            .then(|| quantize_multiplier(s_in * s_w / s_out))
-            .flatten();
-        if s_w > 0.0 && mult.is_none() && s_in * s_w / s_out > 1.0 {
-            return Err(format!(
+        let weights = &mut q.weights;
+        let row = quantize_row(
+            terms,
+            |p| w[at(c, p)],
+            b[c],
+            (s_in, q.input_q.zero_point),
+            s_out,
+            q.zp_folded,
+            limit,
+            |p, v| weights[at(c, p)] = v,
+        )
+        .map_err(|f| match f {
+            RowFault::NonFinite => format!("channel {c} has non-finite weights or bias"),
+            RowFault::MultiplierTooLarge => format!(
                 "channel {c}: requantization multiplier {} is too large for the format",
-                s_in * s_w / s_out
+                s_in * f64::from((0..terms).fold(0.0f32, |m, p| m.max(w[at(c, p)].abs())))
+                    / 127.0
+                    / s_out
+            ),
+            RowFault::BiasOverflow => format!("channel {c}: bias overflows i32"),
+        })?;
+        if row.zeroed {
+            notes.push(format!(
+                "layer {} channel {c}: weights below the output resolution stored as zeros",
+                index + 1
             ));
         }
-        let zeroed = mult.is_none();
-        if zeroed {
-            // Worth less than half an output step in total: keep the bias only.
-            s_w = s_out / s_in;
-            mult = quantize_multiplier(1.0);
-            if max_abs > 0.0 {
-                notes.push(format!(
-                    "layer {} channel {c}: weights below the output resolution stored as zeros",
-                    index + 1
-                ));
-            }
-        }
-        let (m, shift) = mult.ok_or("cannot represent the requantization multiplier")?;
-        q.multiplier[c] = m.to_bits();
-        q.shift[c] = shift;
-        let mut row_sum = 0i64;
-        for p in 0..terms {
-            let v = if zeroed {
-                0
-            } else {
-                (f64::from(w[at(c, p)]) / s_w).round().clamp(-127.0, 127.0) as i8
-            };
-            q.weights[at(c, p)] = v;
-            row_sum += i64::from(v);
-        }
-        let real = (f64::from(b[c]) / (s_in * s_w)).round();
-        let mut bias = real.clamp(-(limit as f64), limit as f64) as i64;
-        if (bias as f64) != real {
+        if row.saturated {
             notes.push(format!(
                 "layer {} channel {c}: bias {} saturated to the accumulator-safe range",
                 index + 1,
                 b[c]
             ));
         }
-        if q.zp_folded {
-            bias -= i64::from(q.input_q.zero_point) * row_sum;
-        }
-        q.bias[c] = i32::try_from(bias).map_err(|_| format!("channel {c}: bias overflows i32"))?;
+        q.multiplier[c] = row.multiplier;
+        q.shift[c] = row.shift;
+        q.bias[c] = row.bias;
     }
     Ok(())
 }
