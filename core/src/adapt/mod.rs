@@ -35,6 +35,53 @@ pub trait LayerTap: Tap {
     fn pre_f32(&mut self, _y: &[f32]) {}
 }
 
+/// The RAM adaptation of a model needs, stated before anything starts
+/// ([`plan`]), in bytes. Re-estimation and tail training run one after the
+/// other, so one workspace of `max(restat, tail)` serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Plan {
+    /// The overlay ([`overlay::Overlay::words_needed`]); kept while the
+    /// adapted model runs, and saved to flash.
+    pub overlay: usize,
+    /// Re-estimation's workspace ([`restat::Restat::words_needed`]), 0
+    /// without it.
+    pub restat: usize,
+    /// Tail training's workspace ([`tail::Tail::words_needed`]), 0 without
+    /// it.
+    pub tail: usize,
+}
+
+impl Plan {
+    /// Bytes beyond the inference arena: `overlay + max(restat, tail)`.
+    pub fn total(&self) -> usize {
+        self.overlay + self.restat.max(self.tail)
+    }
+}
+
+/// The RAM adaptation of `model` needs for `scope` (with tail training
+/// configured by `tail` when `scope.tail`). Errors as the parts' plan
+/// functions: no BN table, no tail.
+pub fn plan(
+    model: &crate::model::Model<'_>,
+    scope: overlay::Scope,
+    tail: &tail::TailConfig,
+) -> Result<Plan, AdaptError> {
+    Ok(Plan {
+        overlay: 4 * overlay::Overlay::words_needed(model, scope)?,
+        restat: if scope.restat {
+            4 * restat::Restat::words_needed(model)?
+        } else {
+            0
+        },
+        tail: if scope.tail {
+            4 * tail::Tail::words_needed(model, tail)?
+        } else {
+            0
+        },
+    })
+}
+
 /// Why adaptation cannot go on. Nothing was changed when one is returned
 /// (the overlay keeps its previous, consistent content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -583,3 +583,85 @@ fn adapt_tail_gradients_match_finite_differences() {
         }
     }
 }
+
+/// The RAM plan of adaptation for MNIST's `paper-mlp` and `cnn` as int8
+/// files (untrained weights: the plan depends only on the shapes). Printed
+/// for the closing note and the docs; the restat budget is asserted.
+#[test]
+fn adapt_ram_plan_of_the_mnist_networks() {
+    use crate::network::Network;
+    use normcore::adapt::{plan, tail::TailConfig};
+    for name in ["paper-mlp", "cnn"] {
+        let spec = preset(name).unwrap();
+        let mut rng = normcore::Rng::new(3);
+        let net = Network::new(spec.clone(), Init::He, &mut rng).unwrap();
+        let folded = fold(&net).unwrap();
+        let [h, w, c] = spec.input;
+        let n = 16;
+        let images: Vec<f32> = (0..n * h * w * c)
+            .map(|_| rng.below(256) as f32 / 255.0)
+            .collect();
+        let data = Dataset::new(
+            "r",
+            images,
+            vec![0; n],
+            [h, w, c],
+            spec.classes,
+            1.0 / 255.0,
+        )
+        .unwrap();
+        let cal = calibrate(&folded, &data, n).unwrap();
+        let (iq, _) = input_params(&data).unwrap();
+        let (qm, _) = quantize(&folded, &cal, iq, data.pixel_scale).unwrap();
+        let bytes = ModelBytes::new(&write_int8_form(&qm, 4, WeightForm::Auto).unwrap());
+        let model = bytes.parse().unwrap();
+        let bn = TailConfig::default();
+        let dense_only = TailConfig {
+            train_bn: false,
+            ..bn
+        };
+        let restat_only = plan(
+            &model,
+            Scope {
+                restat: true,
+                tail: false,
+            },
+            &bn,
+        )
+        .unwrap();
+        let tail_cfg = if normcore::adapt::tail::Tail::words_needed(&model, &bn).is_ok() {
+            bn
+        } else {
+            dense_only
+        };
+        let both = plan(
+            &model,
+            Scope {
+                restat: true,
+                tail: true,
+            },
+            &tail_cfg,
+        )
+        .unwrap();
+        let tail_dense = plan(
+            &model,
+            Scope {
+                restat: true,
+                tail: true,
+            },
+            &dense_only,
+        )
+        .unwrap();
+        eprintln!(
+            "{name} int8 (arena {} B): restat {restat_only:?} = {} B; both (train_bn {}) {both:?} = {} B; both, dense only {} B",
+            model.arena_bytes(),
+            restat_only.total(),
+            tail_cfg.train_bn,
+            both.total(),
+            tail_dense.total()
+        );
+        if name == "paper-mlp" {
+            assert!(restat_only.total() <= 16 * 1024);
+        }
+    }
+}
