@@ -134,6 +134,16 @@ fn write_input(engine: &mut Engine<'_, '_, '_>, model: &Model<'_>, x: &[f32]) ->
 /// `x` (`[n, h·w·c]` stored values), every pass over the same samples,
 /// refolding into `overlay`. Returns one report per BN layer.
 pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result<Vec<PassReport>> {
+    restat_layers(model, overlay, x, usize::MAX)
+}
+
+/// [`restat`] of the first `layers` BN layers only ([`Restat::first_layers`]).
+pub fn restat_layers(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: &[f32],
+    layers: usize,
+) -> Result<Vec<PassReport>> {
     let per = sample_len(model);
     ensure!(
         per > 0 && x.len() % per == 0,
@@ -142,7 +152,8 @@ pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result
     ensure!(x.len() / per >= 2, "re-estimation needs at least 2 samples");
     let need = Restat::words_needed(model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut work = vec![0f32; need];
-    let mut r = Restat::new(model, &mut work).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut r =
+        Restat::first_layers(model, &mut work, layers).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut mem = arena(model);
     let n = model.arena_bytes();
     let mut reports = Vec::new();

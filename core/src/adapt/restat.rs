@@ -125,8 +125,21 @@ impl<'w> Restat<'w> {
     }
 
     /// Start at the first BN-folded layer, with `work` (at least
-    /// [`words_needed`](Self::words_needed) f32 words).
+    /// [`words_needed`](Self::words_needed) f32 words); every BN layer gets
+    /// a pass.
     pub fn new(model: &Model<'_>, work: &'w mut [f32]) -> Result<Self, AdaptError> {
+        Self::first_layers(model, work, usize::MAX)
+    }
+
+    /// As [`new`](Self::new), re-estimating only the first `layers` BN
+    /// layers (at least 1) and leaving the later ones as they are: a drift
+    /// of the input (gain, offset, contrast) is absorbed by the first BN
+    /// layer, and one pass costs less than one inference per sample.
+    pub fn first_layers(
+        model: &Model<'_>,
+        work: &'w mut [f32],
+        layers: usize,
+    ) -> Result<Self, AdaptError> {
         let need = Self::words_needed(model)?;
         if work.len() < need {
             return Err(AdaptError::BufferTooSmall {
@@ -136,7 +149,7 @@ impl<'w> Restat<'w> {
         }
         let mut r = Restat {
             pass: 0,
-            passes: model.bn_records().count(),
+            passes: model.bn_records().count().min(layers.max(1)),
             layer: 0,
             channels: 0,
             kind: model.kind(),
@@ -150,13 +163,15 @@ impl<'w> Restat<'w> {
         Ok(r)
     }
 
-    /// The BN records in execution order are the table's order (the
-    /// exporter writes them so; `parse` checks one record per layer), so
-    /// pass `k` is record `k`.
+    /// Pass `k` is the `k`-th BN-folded layer in execution order.
     fn start_pass(&mut self, model: &Model<'_>) -> Result<(), AdaptError> {
         if self.pass < self.passes {
-            let rec = model.bn_record(self.pass)?;
-            self.layer = rec.layer;
+            let layer = (0..model.layer_count())
+                .filter(|&i| bn_index(model, i).is_some())
+                .nth(self.pass)
+                .ok_or(AdaptError::NoBn)?;
+            let rec = model.bn_record(bn_index(model, layer).ok_or(AdaptError::NoBn)?)?;
+            self.layer = layer;
             self.channels = rec.gamma.len();
         }
         self.samples = 0;

@@ -241,18 +241,27 @@ fn adapt_restat_recovers_a_gain_offset_shift() {
             restat(&model, &mut o, &first(&train, 64)).unwrap();
             let adapted = accuracy(&model, Some(&o), &test).unwrap();
             let recovered = (adapted - shifted) / (clean - shifted);
+            // Only the first BN layer (one pass).
+            o.reset();
+            restat_layers(&model, &mut o, &first(&train, 64), 1).unwrap();
+            let one = accuracy(&model, Some(&o), &test).unwrap();
             eprintln!(
-                "{kind}: clean {:.2} %, shifted {:.2} %, restat(64) {:.2} %: {:.0} % recovered",
+                "{kind}: clean {:.2} %, shifted {:.2} %, restat(64) {:.2} %: {:.0} % recovered; first BN layer only {:.2} %",
                 100.0 * clean,
                 100.0 * shifted,
                 100.0 * adapted,
-                100.0 * recovered
+                100.0 * recovered,
+                100.0 * one
             );
             assert!(
                 clean - shifted >= 0.05,
                 "{kind}: the shift must cost accuracy"
             );
             assert!(recovered >= 0.9, "{kind}: recovered {recovered}");
+            assert!(
+                (one - shifted) / (clean - shifted) >= 0.85,
+                "{kind}: first layer only {one}"
+            );
         }
     }
 }
