@@ -46,9 +46,7 @@
 //! # Streaming mean and variance
 //! For each sample and channel the values (one for a dense layer, `H·W`
 //! for a convolution) are summed as `d = x − K_c`, shifted by the running
-//! mean `K_c` (for the first sample, the value of a zero accumulator,
-//! `E[x]_c − β_c/s_c`, about `β_c/γ_c` standard deviations from the
-//! mean), and
+//! mean `K_c` (for the first sample, the layer's current `E[x]_c`), and
 //! merged into [`ChannelStats`] with Chan et al.'s pairwise formula
 //! ([`ChannelStats::merge_sums`]; [`super::stats`] says why this rather
 //! than Welford's per-value update). The population estimate uses the
@@ -234,7 +232,7 @@ impl<'w> Restat<'w> {
         let c = self.channels;
         bn.check(c)?;
         let kind = self.kind;
-        let [mean, m2, _, _, coef, base, _] = self.split();
+        let [mean, m2, _, _, coef, base, shift] = self.split();
         for ch in 0..c {
             let s = bn.scale(ch);
             if !(s != 0.0 && (1.0 / s).is_finite()) {
@@ -246,6 +244,7 @@ impl<'w> Restat<'w> {
             };
             coef[ch] = step / s;
             base[ch] = bn.mean[ch] - bn.beta[ch] / s;
+            shift[ch] = bn.mean[ch];
             mean[ch] = 0.0;
             m2[ch] = 0.0;
         }
@@ -273,9 +272,11 @@ impl<'w> Restat<'w> {
         let count = self.stats_count;
         {
             // Sums about K: the running mean, or before the first sample
-            // the value of an accumulator of 0 (`base`).
-            let [mean, _, sum, sq, _, base, shift] = self.split();
-            shift.copy_from_slice(if count > 0 { mean } else { base });
+            // the layer's current E[x] (`prepare`).
+            let [mean, _, sum, sq, _, _, shift] = self.split();
+            if count > 0 {
+                shift.copy_from_slice(mean);
+            }
             sum.fill(0.0);
             sq.fill(0.0);
         }

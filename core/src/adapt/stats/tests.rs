@@ -549,3 +549,63 @@ fn every_error_is_specific_and_changes_nothing() {
     );
     assert_eq!((om, ov), ([SENTINEL; 1], [SENTINEL; 1]));
 }
+
+/// `merge_sums`, the streaming form `restat` uses (one batch per sample,
+/// sums shifted by the running mean, the first batch by a guess that is
+/// several σ off), against the f64 two-pass reference, on data with large
+/// mean-to-spread ratios (κ up to 1e3) and batch sizes 1 (dense layers) to
+/// 64 (a convolution's pixels).
+#[test]
+fn merge_sums_matches_the_two_pass_reference() {
+    let (mu, sigma) = ([1e3f32, -5.0, 0.3], [1.0f32, 0.01, 2.0]);
+    for seed in 0..10 {
+        for n_b in [1usize, 9, 64] {
+            let x = normal_data(seed, 64 * n_b, &mu, &sigma);
+            let c = 3;
+            let (mut mean, mut m2) = (vec![0f32; c], vec![0f32; c]);
+            let mut st = ChannelStats::new(&mut mean, &mut m2).unwrap();
+            for batch in x.chunks_exact(n_b * c) {
+                let shift: Vec<f32> = if st.count() == 0 {
+                    (0..c).map(|ch| mu[ch] + 5.0 * sigma[ch]).collect()
+                } else {
+                    st.mean().to_vec()
+                };
+                let (mut sum, mut sq) = (vec![0f32; c], vec![0f32; c]);
+                for row in batch.chunks_exact(c) {
+                    for ch in 0..c {
+                        let d = row[ch] - shift[ch];
+                        sum[ch] += d;
+                        sq[ch] += d * d;
+                    }
+                }
+                st.merge_sums(n_b as u64, &shift, &sum, &sq).unwrap();
+            }
+            assert_eq!(st.count(), (64 * n_b) as u64);
+            for (ch, &(rm, rm2, _)) in reference(&x, c).iter().enumerate() {
+                let sd = (rm2 / (64 * n_b) as f64).sqrt();
+                let kappa = rm.abs() / sd;
+                assert!(
+                    (st.mean()[ch] as f64 - rm).abs() <= 1e-6 * rm.abs() + 1e-4 * sd,
+                    "seed {seed} n_b {n_b} channel {ch}: mean {} vs {rm}",
+                    st.mean()[ch]
+                );
+                let tol = (4.0 * kappa + 200.0) * U * rm2;
+                assert!(
+                    (st.m2()[ch] as f64 - rm2).abs() <= tol,
+                    "seed {seed} n_b {n_b} channel {ch}: M2 {} vs {rm2} (kappa {kappa})",
+                    st.m2()[ch]
+                );
+            }
+        }
+    }
+    // Errors: lengths, non-finite sums; nothing changes.
+    let (mut mean, mut m2) = (vec![0f32; 2], vec![0f32; 2]);
+    let mut st = ChannelStats::new(&mut mean, &mut m2).unwrap();
+    assert!(st.merge_sums(3, &[0.0], &[1.0, 1.0], &[1.0, 1.0]).is_err());
+    assert!(st
+        .merge_sums(3, &[0.0; 2], &[f32::NAN, 1.0], &[1.0, 1.0])
+        .is_err());
+    assert_eq!(st.count(), 0);
+    st.merge_sums(0, &[0.0; 2], &[0.0; 2], &[0.0; 2]).unwrap();
+    assert_eq!(st.count(), 0);
+}
