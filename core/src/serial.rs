@@ -17,7 +17,9 @@ pub const REQUEST_MAGIC: u8 = 0xA5;
 pub const RESPONSE_MAGIC: u8 = 0x5A;
 /// The protocol version `INFO` reports. Version 2: `INFO`'s byte 1 says
 /// which kinds of model the device embeds (a build may embed one).
-pub const VERSION: u8 = 2;
+/// Version 3: the adaptation commands (`ADAPT_BEGIN` … `RESET`), and
+/// `INFO`'s byte 1 bit 2 saying the device has them.
+pub const VERSION: u8 = 3;
 /// Frame header bytes: magic, command or status, sequence number, length.
 pub const HEADER: usize = 5;
 /// Frame trailer bytes: the CRC-32.
@@ -44,6 +46,23 @@ pub enum Command {
     InferF32 = 0x03,
     /// Answer `(answered, errors)` (two u32), then end the program.
     Shutdown = 0x04,
+    /// Start (or restart) an adaptation session ([`AdaptBegin`]); answers
+    /// the RAM plan ([`AdaptPlan`]).
+    AdaptBegin = 0x05,
+    /// An unlabeled int8 sample (`F` levels) for the current
+    /// re-estimation pass; answers [`PassState`].
+    Unlabeled = 0x06,
+    /// End the current re-estimation pass: refold its layer into the
+    /// overlay; answers [`PassDone`].
+    FinishPass = 0x07,
+    /// A labeled int8 sample (class u16 LE, then `F` levels): one tail
+    /// training step; answers the loss (f32) and the steps so far (u32).
+    Labeled = 0x08,
+    /// Commit: the tail's parameters into the overlay (if it stepped),
+    /// then the overlay into flash; answers [`Committed`].
+    Commit = 0x09,
+    /// Drop the overlay in RAM and in flash: the original model again.
+    Reset = 0x0A,
 }
 
 impl Command {
@@ -54,6 +73,12 @@ impl Command {
             0x02 => Some(Command::InferI8),
             0x03 => Some(Command::InferF32),
             0x04 => Some(Command::Shutdown),
+            0x05 => Some(Command::AdaptBegin),
+            0x06 => Some(Command::Unlabeled),
+            0x07 => Some(Command::FinishPass),
+            0x08 => Some(Command::Labeled),
+            0x09 => Some(Command::Commit),
+            0x0A => Some(Command::Reset),
             _ => None,
         }
     }
@@ -89,6 +114,9 @@ pub enum Status {
     /// The engine refused to run (no such model in this build, or an
     /// engine without that kind).
     EngineError = 0x07,
+    /// Adaptation refused the command; the payload is one byte, the
+    /// error's code (`normcore::adapt::AdaptError::code`). Nothing changed.
+    AdaptError = 0x08,
 }
 
 impl Status {
@@ -103,6 +131,7 @@ impl Status {
             0x05 => Status::Timeout,
             0x06 => Status::UartError,
             0x07 => Status::EngineError,
+            0x08 => Status::AdaptError,
             _ => return None,
         })
     }
@@ -156,6 +185,8 @@ pub struct Info {
     pub has_f32: bool,
     /// The device embeds an int8 model.
     pub has_int8: bool,
+    /// The device answers the adaptation commands (int8 model).
+    pub has_adapt: bool,
     /// Input values per sample (`F`).
     pub features: u16,
     /// Classes (`C`).
@@ -172,16 +203,20 @@ pub struct Info {
     pub input_zero_point: i32,
 }
 
-/// `INFO`'s byte 1: bit 0 an f32 model is embedded, bit 1 an int8 model.
+/// `INFO`'s byte 1: bit 0 an f32 model is embedded, bit 1 an int8 model,
+/// bit 2 the adaptation commands are there.
 const HAS_F32: u8 = 1;
 const HAS_INT8: u8 = 2;
+const HAS_ADAPT: u8 = 4;
 
 impl Info {
     /// The payload (docs/SERIAL.md, "INFO payload").
     pub fn encode(&self) -> [u8; INFO_LEN] {
         let mut p = [0u8; INFO_LEN];
         p[0] = self.version;
-        p[1] = if self.has_f32 { HAS_F32 } else { 0 } | if self.has_int8 { HAS_INT8 } else { 0 };
+        p[1] = if self.has_f32 { HAS_F32 } else { 0 }
+            | if self.has_int8 { HAS_INT8 } else { 0 }
+            | if self.has_adapt { HAS_ADAPT } else { 0 };
         p[2..4].copy_from_slice(&self.features.to_le_bytes());
         p[4..6].copy_from_slice(&self.classes.to_le_bytes());
         p[6..8].copy_from_slice(&self.max_payload.to_le_bytes());
@@ -201,6 +236,7 @@ impl Info {
             version: p[0],
             has_f32: p[1] & HAS_F32 != 0,
             has_int8: p[1] & HAS_INT8 != 0,
+            has_adapt: p[1] & HAS_ADAPT != 0,
             features: u16_at(2),
             classes: u16_at(4),
             max_payload: u16_at(6),
@@ -217,6 +253,214 @@ impl Info {
             Kind::F32 => self.has_f32,
             Kind::Int8 => self.has_int8,
         }
+    }
+}
+
+/// Little-endian fields of a fixed payload.
+fn u32_at(p: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    if let Some(s) = p.get(at..at + 4) {
+        b.copy_from_slice(s);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn u16_at(p: &[u8], at: usize) -> u16 {
+    let mut b = [0u8; 2];
+    if let Some(s) = p.get(at..at + 2) {
+        b.copy_from_slice(s);
+    }
+    u16::from_le_bytes(b)
+}
+
+/// `ADAPT_BEGIN`'s payload (12 bytes): what the session does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptBegin {
+    /// Re-estimate BN statistics (then send `UNLABELED` samples and
+    /// `FINISH_PASS` per pass).
+    pub restat: bool,
+    /// Train the tail (then send `LABELED` samples).
+    pub tail: bool,
+    /// Also train γ, β of the BN layer feeding the dense layer.
+    pub train_bn: bool,
+    /// Re-estimate only the first this many BN layers (0: all).
+    pub restat_layers: u8,
+    /// Tail learning rate.
+    pub lr: f32,
+    /// Tail momentum.
+    pub momentum: f32,
+}
+
+impl AdaptBegin {
+    /// Bytes of the payload.
+    pub const LEN: usize = 12;
+
+    /// The payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut p = [0u8; Self::LEN];
+        p[0] = u8::from(self.restat) | u8::from(self.tail) << 1 | u8::from(self.train_bn) << 2;
+        p[1] = self.restat_layers;
+        p[4..8].copy_from_slice(&self.lr.to_bits().to_le_bytes());
+        p[8..12].copy_from_slice(&self.momentum.to_bits().to_le_bytes());
+        p
+    }
+
+    /// Parse; `None` unless [`Self::LEN`] bytes with reserved bits 0.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        if p.len() != Self::LEN || p[0] & !7 != 0 || p[2] != 0 || p[3] != 0 {
+            return None;
+        }
+        Some(AdaptBegin {
+            restat: p[0] & 1 != 0,
+            tail: p[0] & 2 != 0,
+            train_bn: p[0] & 4 != 0,
+            restat_layers: p[1],
+            lr: f32::from_bits(u32_at(p, 4)),
+            momentum: f32::from_bits(u32_at(p, 8)),
+        })
+    }
+}
+
+/// `ADAPT_BEGIN`'s answer (12 bytes): the RAM the session uses and the
+/// re-estimation passes to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptPlan {
+    /// Bytes of the overlay.
+    pub overlay: u32,
+    /// Bytes of the workspace (re-estimation and tail share it).
+    pub workspace: u32,
+    /// Re-estimation passes (one per BN layer re-estimated; 0 without).
+    pub passes: u16,
+    /// Classes a `LABELED` class must be below.
+    pub classes: u16,
+}
+
+impl AdaptPlan {
+    /// Bytes of the payload.
+    pub const LEN: usize = 12;
+
+    /// The payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut p = [0u8; Self::LEN];
+        p[0..4].copy_from_slice(&self.overlay.to_le_bytes());
+        p[4..8].copy_from_slice(&self.workspace.to_le_bytes());
+        p[8..10].copy_from_slice(&self.passes.to_le_bytes());
+        p[10..12].copy_from_slice(&self.classes.to_le_bytes());
+        p
+    }
+
+    /// Parse; `None` unless [`Self::LEN`] bytes.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        (p.len() == Self::LEN).then(|| AdaptPlan {
+            overlay: u32_at(p, 0),
+            workspace: u32_at(p, 4),
+            passes: u16_at(p, 8),
+            classes: u16_at(p, 10),
+        })
+    }
+}
+
+/// `UNLABELED`'s answer (4 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassState {
+    /// The current pass (0-based).
+    pub pass: u8,
+    /// Passes in all.
+    pub passes: u8,
+    /// Samples observed in this pass.
+    pub samples: u16,
+}
+
+impl PassState {
+    /// Bytes of the payload.
+    pub const LEN: usize = 4;
+
+    /// The payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let s = self.samples.to_le_bytes();
+        [self.pass, self.passes, s[0], s[1]]
+    }
+
+    /// Parse; `None` unless [`Self::LEN`] bytes.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        (p.len() == Self::LEN).then(|| PassState {
+            pass: p[0],
+            passes: p[1],
+            samples: u16_at(p, 2),
+        })
+    }
+}
+
+/// `FINISH_PASS`'s answer (12 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassDone {
+    /// The layer refolded.
+    pub layer: u16,
+    /// Passes still to run (0: re-estimation is complete).
+    pub remaining: u16,
+    /// Values per channel the statistics came from.
+    pub values: u32,
+    /// Samples of the pass.
+    pub samples: u32,
+}
+
+impl PassDone {
+    /// Bytes of the payload.
+    pub const LEN: usize = 12;
+
+    /// The payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut p = [0u8; Self::LEN];
+        p[0..2].copy_from_slice(&self.layer.to_le_bytes());
+        p[2..4].copy_from_slice(&self.remaining.to_le_bytes());
+        p[4..8].copy_from_slice(&self.values.to_le_bytes());
+        p[8..12].copy_from_slice(&self.samples.to_le_bytes());
+        p
+    }
+
+    /// Parse; `None` unless [`Self::LEN`] bytes.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        (p.len() == Self::LEN).then(|| PassDone {
+            layer: u16_at(p, 0),
+            remaining: u16_at(p, 2),
+            values: u32_at(p, 4),
+            samples: u32_at(p, 8),
+        })
+    }
+}
+
+/// `COMMIT`'s answer (12 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The store's sequence number of the saved overlay.
+    pub seq: u32,
+    /// Bytes of the overlay saved.
+    pub bytes: u32,
+    /// CRC-32 of the overlay's bytes (equal to the host's for the same
+    /// adaptation: the parameters are bit-identical).
+    pub crc: u32,
+}
+
+impl Committed {
+    /// Bytes of the payload.
+    pub const LEN: usize = 12;
+
+    /// The payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut p = [0u8; Self::LEN];
+        p[0..4].copy_from_slice(&self.seq.to_le_bytes());
+        p[4..8].copy_from_slice(&self.bytes.to_le_bytes());
+        p[8..12].copy_from_slice(&self.crc.to_le_bytes());
+        p
+    }
+
+    /// Parse; `None` unless [`Self::LEN`] bytes.
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        (p.len() == Self::LEN).then(|| Committed {
+            seq: u32_at(p, 0),
+            bytes: u32_at(p, 4),
+            crc: u32_at(p, 8),
+        })
     }
 }
 
@@ -237,6 +481,7 @@ mod tests {
             int8_model_crc: 0xDEAD_BEEF,
             input_scale: 0.0625,
             input_zero_point: -128,
+            has_adapt: true,
         };
         assert_eq!(Info::decode(&info.encode()), Some(info));
         assert_eq!(Info::decode(&info.encode()[..23]), None);
@@ -252,8 +497,52 @@ mod tests {
                 assert_eq!(s as u8, b);
             }
         }
-        assert_eq!(Status::from_byte(0x08), None);
-        assert_eq!(Command::from_byte(0x05), None);
+        assert_eq!(Status::from_byte(0x09), None);
+        assert_eq!(Command::from_byte(0x0B), None);
+    }
+
+    #[test]
+    fn adaptation_payloads_round_trip_and_reject_wrong_lengths() {
+        let b = AdaptBegin {
+            restat: true,
+            tail: true,
+            train_bn: false,
+            restat_layers: 2,
+            lr: 0.01,
+            momentum: 0.9,
+        };
+        assert_eq!(AdaptBegin::decode(&b.encode()), Some(b));
+        assert_eq!(AdaptBegin::decode(&b.encode()[..11]), None);
+        let mut bad = b.encode();
+        bad[0] |= 8;
+        assert_eq!(AdaptBegin::decode(&bad), None);
+        let plan = AdaptPlan {
+            overlay: 8608,
+            workspace: 2800,
+            passes: 3,
+            classes: 10,
+        };
+        assert_eq!(AdaptPlan::decode(&plan.encode()), Some(plan));
+        let st = PassState {
+            pass: 1,
+            passes: 3,
+            samples: 64,
+        };
+        assert_eq!(PassState::decode(&st.encode()), Some(st));
+        let done = PassDone {
+            layer: 2,
+            remaining: 1,
+            values: 64,
+            samples: 64,
+        };
+        assert_eq!(PassDone::decode(&done.encode()), Some(done));
+        let c = Committed {
+            seq: 7,
+            bytes: 8608,
+            crc: 0x1234_5678,
+        };
+        assert_eq!(Committed::decode(&c.encode()), Some(c));
+        assert_eq!(Committed::decode(&[0; 11]), None);
     }
 
     #[test]

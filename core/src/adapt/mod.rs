@@ -142,6 +142,30 @@ pub enum AdaptError {
     BadSample,
 }
 
+impl AdaptError {
+    /// A one-byte code for the serial protocol's `ADAPT_ERROR` status
+    /// (docs/SERIAL.md, "Adaptation error codes").
+    pub fn code(&self) -> u8 {
+        match self {
+            AdaptError::Model(_) => 1,
+            AdaptError::Math(_) => 2,
+            AdaptError::BufferTooSmall { .. } => 3,
+            AdaptError::NoBn => 4,
+            AdaptError::NoTail => 5,
+            AdaptError::BadLayer { .. } => 6,
+            AdaptError::TooManyEntries => 7,
+            AdaptError::TooLarge => 8,
+            AdaptError::WrongModel => 9,
+            AdaptError::BadOverlay => 10,
+            AdaptError::NotInOverlay => 11,
+            AdaptError::SignChange { .. } => 12,
+            AdaptError::Unrepresentable { .. } => 13,
+            AdaptError::Phase => 14,
+            AdaptError::BadSample => 15,
+        }
+    }
+}
+
 impl From<ModelError> for AdaptError {
     fn from(e: ModelError) -> Self {
         AdaptError::Model(e)

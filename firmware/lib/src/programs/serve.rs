@@ -199,6 +199,7 @@ impl Server<'_> {
             version: serial::VERSION,
             has_f32: self.f32_model.is_some(),
             has_int8: self.int8_model.is_some(),
+            has_adapt: false,
             features: self.features as u16,
             classes: self.classes as u16,
             max_payload: self.max_payload as u16,
