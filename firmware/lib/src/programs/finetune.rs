@@ -282,11 +282,7 @@ impl<T: TickCounter> Ctx<'_, T> {
 /// `total / n`, rounded to nearest (0 for no `n`).
 fn per(total: u64, n: usize) -> u64 {
     let n = n as u64;
-    if n == 0 {
-        0
-    } else {
-        (total + n / 2) / n
-    }
+    (total + n / 2).checked_div(n).unwrap_or(0)
 }
 
 /// The int8 model, parsed and checked against the buffers; the overlay's
