@@ -38,20 +38,21 @@
 //! # Output lines (decoded defmt; the host test parses them)
 //! ```text
 //! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128
-//! finetune clean: correct=32 total=32 digest=0x1c2d3e4f instructions=4870
-//! finetune shifted: correct=21 total=32 digest=0x... instructions=4870
-//! finetune pass 0: layer=0 samples=32 values=1024 instructions=102400 per_sample=3200 refold=9000
-//! finetune restat: passes=2 samples=32 instructions=220000 per_sample=6875 refold=18000 inference=4870
-//! finetune adapted: correct=31 total=32 digest=0x... instructions=5400
-//! finetune overlay: bytes=1936 entries=2 crc=0x...
-//! finetune ram: overlay=1936 restat=896 adaptation=2832 scratch=1936 store=4096 arena=96 (bytes)
-//! finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=30000
-//! finetune reload: seq=1 bytes=1936 crc=0x... correct=31 total=32 digest=0x... identical=1
-//! stack: high_water=3000 size=12000 (bytes)
+//! finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=15055
+//! finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=15055
+//! finetune pass 0: layer=0 samples=32 values=32 instructions=421322 per_sample=13166 refold=95734
+//! finetune pass 1: layer=1 samples=32 values=32 instructions=600416 per_sample=18763 refold=96168
+//! finetune restat: passes=2 samples=32 instructions=1213639 per_sample=31929 refold=191902 inference=15055
+//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15436
+//! finetune overlay: bytes=1936 entries=2 crc=0x4b17e4e3
+//! finetune ram: overlay=1936 restat=1024 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes; ...)
+//! finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=43879
+//! finetune reload: seq=1 bytes=1936 crc=0x4b17e4e3 correct=29 total=32 digest=0x3f0ba66f identical=1
+//! stack: high_water=2808 size=4185920 (bytes)
 //! ```
-//! Costs are instructions under QEMU's `-icount shift=6`
-//! (`NORMCORE_ICOUNT=1`), cycles with DWT on hardware (the field is then
-//! `cycles`). `instructions` of a pass is the sum over its samples of
+//! (`mps2-an386`, the demo's model.) Costs are instructions under QEMU's
+//! `-icount shift=6` (`NORMCORE_ICOUNT=1`), cycles with DWT on hardware
+//! (the field is then `cycles`). `instructions` of a pass is the sum over its samples of
 //! `observe`; `per_sample` of `restat` is the cost of one adaptation sample
 //! over every pass, to compare with `inference`, one plain inference.
 //!
