@@ -12,9 +12,11 @@
 //! - [`batchnorm`]: BN training (Alg. 1), backward, population statistics and
 //!   inference (Alg. 2), folding into the preceding layer and refolding.
 //! - `adapt` (feature `adapt`, on by default): on-device adaptation of a
-//!   folded model; so far `adapt::stats` (BN population statistics
-//!   re-estimated, streaming) and `adapt::store` (the power-cut-safe A/B
-//!   store of adapted parameters in NOR flash).
+//!   folded model: the overlay of adapted parameters the engine reads,
+//!   refolding, statistics re-estimation (`adapt::restat`), streaming BN
+//!   statistics (`adapt::stats`), the power-cut-safe A/B store of adapted
+//!   parameters in NOR flash (`adapt::store`) and an integer input drift
+//!   to measure it on (`adapt::drift`).
 //! - [`optim`]: SGD with momentum and weight decay.
 //! - [`math`]: a fast, vectorisable `exp` and sigmoid with stated error bounds.
 //! - [`rng`]: a seedable generator for dropout, initialisation and shuffling.

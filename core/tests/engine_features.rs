@@ -31,7 +31,9 @@ struct Arena([u8; 128]);
 fn relu_model(kind: Kind) -> (File, usize) {
     let int8 = kind == Kind::Int8;
     let shape = Shape::nhwc(1, 1, 1, C);
-    // int8: scale 0.5, zero point -3 in and out; ReLU clamps at the zero point.
+    // int8: scale 0.5, zero point -3 in and out; ReLU clamps at the zero
+    // point. No requantization scale: only weighted layers have one
+    // (FORMAT.md version 2; the parser refuses it elsewhere).
     let quant = if int8 {
         QuantOut {
             scale: 0.5,
@@ -39,7 +41,7 @@ fn relu_model(kind: Kind) -> (File, usize) {
             requant_zero_point: -3,
             clamp_min: -3,
             clamp_max: 127,
-            requant_scale: 0.5,
+            requant_scale: 0.0,
         }
     } else {
         QuantOut::NONE

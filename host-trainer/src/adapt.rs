@@ -120,21 +120,59 @@ fn arena(model: &Model<'_>) -> Vec<u128> {
     vec![0u128; model.arena_bytes().div_ceil(16)]
 }
 
-/// Write one stored-value sample into `engine`'s input (quantized with
-/// the header's parameters for int8 models).
-fn write_input(engine: &mut Engine<'_, '_, '_>, model: &Model<'_>, x: &[f32]) -> Result<()> {
-    match model.kind() {
-        Kind::Int8 => engine.input_i8()?.copy_from_slice(&input_levels(model, x)),
-        Kind::F32 => engine.input_f32()?.copy_from_slice(x),
+/// Samples as the engine takes them: stored values (`[n, h·w·c]`,
+/// quantized with the header's parameters for an int8 model), or an int8
+/// model's input levels as a device holds them (the firmware's embedded
+/// samples, a drift of them: `normcore::adapt::drift`).
+#[derive(Debug, Clone, Copy)]
+enum Inputs<'a> {
+    Stored(&'a [f32]),
+    Levels(&'a [i8]),
+}
+
+impl Inputs<'_> {
+    /// Samples of `per` values each; an error if the values do not split
+    /// into whole samples, or are levels for an f32 model.
+    fn count(&self, model: &Model<'_>, per: usize) -> Result<usize> {
+        let len = match *self {
+            Inputs::Stored(x) => x.len(),
+            Inputs::Levels(q) => {
+                ensure!(
+                    model.kind() == Kind::Int8,
+                    "input levels are for int8 models"
+                );
+                q.len()
+            }
+        };
+        if per == 0 || len % per != 0 {
+            bail!("samples of {len} values do not match the model's input of {per}");
+        }
+        Ok(len / per)
     }
-    Ok(())
+
+    /// Write sample `s` into `engine`'s input.
+    fn write(&self, engine: &mut Engine<'_, '_, '_>, model: &Model<'_>, s: usize) -> Result<()> {
+        let per = sample_len(model);
+        match (*self, model.kind()) {
+            (Inputs::Stored(x), Kind::Int8) => engine
+                .input_i8()?
+                .copy_from_slice(&input_levels(model, &x[s * per..(s + 1) * per])),
+            (Inputs::Stored(x), Kind::F32) => engine
+                .input_f32()?
+                .copy_from_slice(&x[s * per..(s + 1) * per]),
+            (Inputs::Levels(q), _) => engine
+                .input_i8()?
+                .copy_from_slice(&q[s * per..(s + 1) * per]),
+        }
+        Ok(())
+    }
 }
 
 /// Statistics re-estimation (core's [`Restat`]) on the unlabeled samples
 /// `x` (`[n, h·w·c]` stored values), every pass over the same samples,
 /// refolding into `overlay`. Returns one report per BN layer.
 pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result<Vec<PassReport>> {
-    restat_layers(model, overlay, x, usize::MAX)
+    restat_inputs(model, overlay, Inputs::Stored(x), usize::MAX)
 }
 
 /// [`restat`] of the first `layers` BN layers only ([`Restat::first_layers`]).
@@ -144,24 +182,39 @@ pub fn restat_layers(
     x: &[f32],
     layers: usize,
 ) -> Result<Vec<PassReport>> {
-    let per = sample_len(model);
-    ensure!(
-        per > 0 && x.len() % per == 0,
-        "samples do not match the model's input"
-    );
-    ensure!(x.len() / per >= 2, "re-estimation needs at least 2 samples");
+    restat_inputs(model, overlay, Inputs::Stored(x), layers)
+}
+
+/// [`restat`] on an int8 model's input levels (`[n, h·w·c]`), as a device
+/// holds its samples: what the `finetune` firmware runs, step for step.
+pub fn restat_levels(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    levels: &[i8],
+) -> Result<Vec<PassReport>> {
+    restat_inputs(model, overlay, Inputs::Levels(levels), usize::MAX)
+}
+
+fn restat_inputs(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: Inputs<'_>,
+    layers: usize,
+) -> Result<Vec<PassReport>> {
+    let n = x.count(model, sample_len(model))?;
+    ensure!(n >= 2, "re-estimation needs at least 2 samples");
     let need = Restat::words_needed(model).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut work = vec![0f32; need];
     let mut r =
         Restat::first_layers(model, &mut work, layers).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut mem = arena(model);
-    let n = model.arena_bytes();
+    let bytes = model.arena_bytes();
     let mut reports = Vec::new();
     while !r.done() {
-        for s in x.chunks_exact(per) {
-            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
+        for s in 0..n {
+            let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..bytes];
             let mut e = Engine::new(model, buf)?;
-            write_input(&mut e, model, s)?;
+            x.write(&mut e, model, s)?;
             r.observe(&mut e, Some(overlay))
                 .map_err(|e| anyhow::anyhow!("re-estimation: {e}"))?;
         }
@@ -216,10 +269,10 @@ pub fn tail(
     let (mut first, mut last) = (0.0f32, 0.0f32);
     for epoch in 0..epochs {
         let mut sum = 0.0f32;
-        for (s, &y) in x.chunks_exact(per).zip(labels) {
+        for (s, &y) in labels.iter().enumerate() {
             let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
             let mut e = Engine::new(model, buf)?;
-            write_input(&mut e, model, s)?;
+            Inputs::Stored(x).write(&mut e, model, s)?;
             sum += t
                 .step(&mut e, Some(overlay), usize::from(y))
                 .map_err(|e| anyhow::anyhow!("tail training: {e}"))?;
@@ -242,21 +295,33 @@ pub fn tail(
 /// Logits of every sample of `x` through the engine with `overlay` (or the
 /// original model), samples spread over rayon's threads.
 pub fn run_all(model: &Model<'_>, overlay: Option<&Overlay<'_>>, x: &[f32]) -> Result<Vec<Logits>> {
-    let per = sample_len(model);
-    if per == 0 || x.len() % per != 0 {
-        bail!(
-            "samples of {} values do not match the model's input of {per}",
-            x.len()
-        );
-    }
-    x.par_chunks(per)
+    run_all_inputs(model, overlay, Inputs::Stored(x))
+}
+
+/// [`run_all`] on an int8 model's input levels (`[n, h·w·c]`).
+pub fn run_all_levels(
+    model: &Model<'_>,
+    overlay: Option<&Overlay<'_>>,
+    levels: &[i8],
+) -> Result<Vec<Logits>> {
+    run_all_inputs(model, overlay, Inputs::Levels(levels))
+}
+
+fn run_all_inputs(
+    model: &Model<'_>,
+    overlay: Option<&Overlay<'_>>,
+    x: Inputs<'_>,
+) -> Result<Vec<Logits>> {
+    let n = x.count(model, sample_len(model))?;
+    (0..n)
+        .into_par_iter()
         .map_init(
             || arena(model),
             |mem, s| -> Result<Logits> {
-                let n = model.arena_bytes();
-                let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(mem)[..n];
+                let bytes = model.arena_bytes();
+                let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(mem)[..bytes];
                 let mut e = Engine::new(model, buf)?;
-                write_input(&mut e, model, s)?;
+                x.write(&mut e, model, s)?;
                 let out = e
                     .run_adapted(overlay, usize::MAX, &mut NoTap)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;

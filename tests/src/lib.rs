@@ -7,12 +7,17 @@
 //! - [`golden`]: golden-file comparison of decoded firmware output;
 //! - [`workload`]: the computation the `hello` firmware runs, compiled here
 //!   from the firmware library's own source file (an independent build of
-//!   the same code), so that the host repeats exactly it.
+//!   the same code), so that the host repeats exactly it;
+//! - [`scenario`]: the split and the drift the `finetune` firmware runs,
+//!   compiled here from its source file in the same way.
 
 pub mod golden;
 
 #[path = "../../firmware/lib/src/workload.rs"]
 pub mod workload;
+
+#[path = "../../firmware/lib/src/scenario.rs"]
+pub mod scenario;
 
 #[cfg(test)]
 mod tests {

@@ -174,12 +174,15 @@ pub enum Part {
     Engine,
     /// Every other module: the kernels and the layer math they use.
     Kernels,
+    /// `normcore::adapt`: on-device adaptation (the overlay, refolds,
+    /// re-estimation, statistics, the flash store); only `finetune` has it.
+    Adapt,
     /// `defmt::Format` impls of normcore's types (its errors, for logs).
     Defmt,
 }
 
 /// Which part of normcore the function `mangled` is, if it is normcore's:
-/// a path in the crate by its module (`model`, `engine`, the rest), a
+/// a path in the crate by its module (`model`, `engine`, `adapt`, the rest), a
 /// trait impl on one of its types (`<normcore::model::ModelError as
 /// defmt::Format>::_format_data`, mangled `_$LT$normcore..model..` ...) as
 /// [`Part::Defmt`] for defmt's trait, else by the type's module.
@@ -198,6 +201,7 @@ pub fn normcore_part(mangled: &str) -> Option<Part> {
     Some(match module {
         "model" => Part::Parser,
         "engine" => Part::Engine,
+        "adapt" => Part::Adapt,
         _ => Part::Kernels,
     })
 }
@@ -237,6 +241,14 @@ mod tests {
         assert_eq!(
             part("_ZN68_$LT$normcore..engine..Event$u20$as$u20$core..fmt..Debug$GT$3fmt17h0123456789abcdefE"),
             Some(Part::Engine)
+        );
+        assert_eq!(
+            part("_ZN8normcore5adapt6restat6Restat7observe17h0123456789abcdefE"),
+            Some(Part::Adapt)
+        );
+        assert_eq!(
+            part("_ZN8normcore5adapt5store16Store$LT$F$GT$4save17h0123456789abcdefE"),
+            Some(Part::Adapt)
         );
         assert_eq!(
             part("_ZN17normcore_firmware4cost4ticks17h0123456789abcdefE"),

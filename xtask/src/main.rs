@@ -33,7 +33,7 @@ use std::process::{Command, ExitCode};
 
 use normcore_device_tools::boards::{self, Board, BOARDS};
 use normcore_device_tools::build::{self as fw_build, Build};
-use normcore_device_tools::infer_log::{log_field, log_num};
+use normcore_device_tools::infer_log::{log_field, log_num, parse_finetune, FinetuneEval};
 use normcore_device_tools::qemu::{run_qemu, RunOptions};
 use normcore_device_tools::thousands;
 
@@ -110,8 +110,13 @@ tasks:
                   target/deploy/BOARD), and for `infer` the table of host vs
                   device accuracy, bit-identical outputs, instructions per
                   inference, flash and RAM. Without: the demo's assets
-                  (generated if missing). On a board QEMU does not model:
-                  builds and prints the flash command
+                  (generated if missing). `finetune` (mps2-an386, microbit):
+                  statistics re-estimation of the int8 model on a drift of
+                  the samples, and a table of accuracy clean / shifted /
+                  adapted / reloaded, instructions per adapted sample (per
+                  pass and in all) against one inference, and RAM. On a
+                  board QEMU does not model: builds and prints the flash
+                  command
   device-eval [--board NAME] [--model PATH.ncm]... [ARGS]
                   build `serve` (with your model or the demo's) and run
                   `normcore device-eval` on it: QEMU with the console UART on
@@ -422,8 +427,11 @@ fn test() -> Result {
         );
     }
     // The numerics are heavy: tests run optimised. This includes the QEMU
-    // runs of the firmware (tests/tests/qemu.rs) and the device = host
-    // parity of `infer` on every QEMU board (tests/tests/device_parity.rs).
+    // runs of the firmware (tests/tests/qemu.rs), the device = host
+    // parity of `infer` on every QEMU board (tests/tests/device_parity.rs)
+    // and `finetune`'s re-estimation against the host's on mps2-an386 and
+    // the micro:bit (tests/tests/finetune.rs; the boards' default builds
+    // above include it, feature `adapt`).
     run(&cargo, ["test", "--workspace", "--release"], &[])?;
     // Core's engine with one kind of model (`engine-int8` without
     // `engine-f32`) rejects the other kind (core/tests/engine_features.rs;
@@ -634,6 +642,8 @@ struct EngineCode {
     engine: u64,
     kernels: u64,
     defmt: u64,
+    /// `normcore::adapt` (only `finetune` has it): not in [`total`](Self::total).
+    adapt: u64,
 }
 
 impl EngineCode {
@@ -645,6 +655,7 @@ impl EngineCode {
             engine: part(elf::Part::Engine),
             kernels: part(elf::Part::Kernels),
             defmt: part(elf::Part::Defmt),
+            adapt: part(elf::Part::Adapt),
         }
     }
 
@@ -1162,6 +1173,111 @@ fn firmware(args: &[String]) -> Result {
             return Err("the device does not agree with the host".into());
         }
     }
+    if bin == "finetune" {
+        finetune_table(board, &elf, &text)?;
+    }
+    Ok(())
+}
+
+/// Print the table of a `finetune` run on `board` (its log `log`, its ELF
+/// `elf`): accuracy on the evaluation half clean, shifted, adapted and
+/// after the reload; the cost of re-estimation per pass and per sample
+/// against one plain inference; the memory adaptation takes.
+fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
+    let r = parse_finetune(log)?;
+    let s = Sizes::of(elf)?;
+    let unit = &r.unit;
+    let pct =
+        |e: &FinetuneEval| format!("{:.2}%", 100.0 * e.correct as f64 / e.total.max(1) as f64);
+    let times = |v: u64| format!("{:.2}x", v as f64 / r.inference.max(1) as f64);
+    println!();
+    println!(
+        "finetune on QEMU {} ({}): statistics re-estimation of the int8 model on {} unlabeled \
+         samples drifted by gain {}/256 and {:+} levels about the zero point {}; accuracy on the \
+         other {} (the split and the drift: firmware/lib/src/scenario.rs)",
+        board.name, board.core, r.adapt, r.gain_q8, r.offset, r.zero_point, r.eval
+    );
+    println!();
+    println!(
+        "| evaluation half             | accuracy | correct | digest     | {unit} / inference |"
+    );
+    println!(
+        "|-----------------------------|----------|---------|------------|{}|",
+        "-".repeat(unit.len() + 14)
+    );
+    for (label, e, cost) in [
+        ("clean", &r.clean, Some(r.clean.cost)),
+        ("shifted (drift)", &r.shifted, Some(r.shifted.cost)),
+        ("after re-estimation", &r.adapted, Some(r.adapted.cost)),
+        ("after save, reset, reload", &r.reload, None),
+    ] {
+        println!(
+            "| {label:<27} | {:>8} | {:>7} | {:#010x} | {:>w$} |",
+            pct(e),
+            format!("{}/{}", e.correct, e.total),
+            e.digest,
+            cost.map_or("".into(), thousands),
+            w = unit.len() + 12
+        );
+    }
+    println!();
+    println!("| re-estimation           | {unit:>12} | per sample | per sample / one inference |");
+    println!(
+        "|-------------------------|--------------|------------|----------------------------|"
+    );
+    for (k, p) in r.passes.iter().enumerate() {
+        println!(
+            "| {:<23} | {:>12} | {:>10} | {:>26} |",
+            format!("pass {k} (layer {})", p.layer),
+            thousands(p.cost),
+            thousands(p.per_sample),
+            times(p.per_sample)
+        );
+    }
+    println!(
+        "| refolds (finish_pass)   | {:>12} | {:>10} | {:>26} |",
+        thousands(r.refold),
+        "",
+        ""
+    );
+    println!(
+        "| {:<23} | {:>12} | {:>10} | {:>26} |",
+        format!("all {} passes", r.passes.len()),
+        thousands(r.restat_cost),
+        thousands(r.per_sample),
+        times(r.per_sample)
+    );
+    println!();
+    println!(
+        "RAM for adaptation: overlay {} B + re-estimation workspace {} B = {} B (the workspace's \
+         buffer, {} B, then takes the saved overlay back); flash region {} B (two slots, \
+         RAM-backed under QEMU); arena {} B; stack high-water {} B.",
+        thousands(r.overlay_bytes as u64),
+        thousands(r.restat_bytes as u64),
+        thousands((r.overlay_bytes + r.restat_bytes) as u64),
+        thousands(r.scratch_bytes as u64),
+        thousands(r.store_bytes as u64),
+        thousands(r.arena_bytes as u64),
+        thousands(r.stack_high_water as u64),
+    );
+    println!(
+        "Code: .text {} B, of which normcore's inference {} B and its adaptation (normcore::adapt) \
+         {} B. Overlay CRC-32 {:#010x}, saved (seq {}) and reloaded {}.",
+        thousands(s.text),
+        thousands(s.engine.total()),
+        thousands(s.engine.adapt),
+        r.overlay_crc,
+        r.seq,
+        if r.identical {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    println!(
+        "{unit} under QEMU -icount shift=6; the host's figures for the same scenario: \
+         `cargo test --release -p normcore-tests --test finetune`."
+    );
     Ok(())
 }
 

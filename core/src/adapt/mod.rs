@@ -12,7 +12,10 @@
 //!   samples, layer after layer.
 //! - [`store`]: persistence of the overlay in NOR flash as two A/B slots,
 //!   safe against a power cut at any moment of a save.
+//! - [`drift`]: a gain/offset drift of int8 input levels in integer
+//!   arithmetic, the scenario host and device measure re-estimation on.
 
+pub mod drift;
 pub mod overlay;
 pub mod refold;
 pub mod restat;

@@ -53,10 +53,14 @@
 //! unbiased `N/(N−1)` variance; a pass needs at least 2 values per channel.
 //!
 //! # RAM
-//! `7·C_max` f32 words ([`Restat::words_needed`], `C_max` the widest BN
+//! `8·C_max` f32 words ([`Restat::words_needed`], `C_max` the widest BN
 //! layer): per channel the running mean and `M2`, the sample's two sums,
-//! the two coefficients of `x` and the sums' shift. Nothing else: the engine's arena and
-//! the overlay ([`super::overlay::Overlay::words_needed`]) are the caller's.
+//! the two coefficients of `x`, the sums' shift, and a word that with the
+//! shift holds the layer's γ and β while [`Restat::finish_pass`] refolds
+//! (they are read from the overlay, which the refold writes). Nothing
+//! else, and nothing proportional to the width on the stack: the engine's
+//! arena and the overlay ([`super::overlay::Overlay::words_needed`]) are
+//! the caller's.
 //!
 //! Between samples and between passes nothing is half-done: a pass
 //! interrupted (power, a new command) is simply restarted with
@@ -72,7 +76,7 @@ use crate::kernels::Tap;
 use crate::model::{Kind, Layer, Model};
 
 /// Per-channel f32 words of the workspace.
-const PER_CHANNEL: usize = 7;
+const PER_CHANNEL: usize = 8;
 
 /// What [`Restat::finish_pass`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +113,7 @@ pub struct Restat<'w> {
 }
 
 impl<'w> Restat<'w> {
-    /// f32 words of workspace re-estimation needs for `model`: `6·C_max`.
+    /// f32 words of workspace re-estimation needs for `model`: `8·C_max`.
     /// [`AdaptError::NoBn`] for a model without BN records.
     pub fn words_needed(model: &Model<'_>) -> Result<usize, AdaptError> {
         let mut widest = 0;
@@ -199,7 +203,8 @@ impl<'w> Restat<'w> {
     }
 
     /// The workspace split, `C` words each: the running mean and `M2`, the
-    /// sample's sums, the coefficient and base of `x`, the sums' shift.
+    /// sample's sums, the coefficient and base of `x`, the sums' shift, and
+    /// a spare (β while a pass finishes; the shift then holds γ).
     fn split(&mut self) -> [&mut [f32]; PER_CHANNEL] {
         let c = self.channels;
         let (mean, rest) = self.work.split_at_mut(c);
@@ -208,8 +213,9 @@ impl<'w> Restat<'w> {
         let (sq, rest) = rest.split_at_mut(c);
         let (coef, rest) = rest.split_at_mut(c);
         let (base, rest) = rest.split_at_mut(c);
-        let (shift, _) = rest.split_at_mut(c);
-        [mean, m2, sum, sq, coef, base, shift]
+        let (shift, rest) = rest.split_at_mut(c);
+        let (spare, _) = rest.split_at_mut(c);
+        [mean, m2, sum, sq, coef, base, shift, spare]
     }
 
     /// The coefficients of `x_c = v·coef_c + (E_c − β_c/s_c)` from the
@@ -232,7 +238,7 @@ impl<'w> Restat<'w> {
         let c = self.channels;
         bn.check(c)?;
         let kind = self.kind;
-        let [mean, m2, _, _, coef, base, shift] = self.split();
+        let [mean, m2, _, _, coef, base, shift, ..] = self.split();
         for ch in 0..c {
             let s = bn.scale(ch);
             if !(s != 0.0 && (1.0 / s).is_finite()) {
@@ -273,7 +279,7 @@ impl<'w> Restat<'w> {
         {
             // Sums about K: the running mean, or before the first sample
             // the layer's current E[x] (`prepare`).
-            let [mean, _, sum, sq, _, _, shift] = self.split();
+            let [mean, _, sum, sq, _, _, shift, _] = self.split();
             if count > 0 {
                 shift.copy_from_slice(mean);
             }
@@ -283,7 +289,7 @@ impl<'w> Restat<'w> {
         self.seen = 0;
         engine.run_adapted(overlay, self.layer + 1, self)?;
         let values = self.seen / self.channels.max(1) as u64;
-        let [mean, m2, sum, sq, _, _, shift] = self.split();
+        let [mean, m2, sum, sq, _, _, shift, _] = self.split();
         let mut stats = ChannelStats::resume(count, mean, m2)?;
         stats.merge_sums(values, shift, sum, sq)?;
         self.stats_count = stats.count();
@@ -307,29 +313,26 @@ impl<'w> Restat<'w> {
         let c = self.channels;
         let count = self.stats_count;
         let samples = self.samples;
-        let [mean, m2, sum, sq, ..] = self.split();
+        let [mean, m2, sum, sq, _, _, gamma, beta] = self.split();
         let stats = ChannelStats::resume(count, mean, m2)?;
         // The estimate into the (free) sample sums.
         stats.estimate(&mut sum[..c], &mut sq[..c])?;
+        // γ, β of the layer as it is now, copied into the free shift and
+        // spare words: the refold writes the overlay they are read from.
         let cur = overlay.current_bn(model, i).ok_or(AdaptError::NoBn)?;
-        // γ, β of the layer as it is now, copied: the refold borrows the
-        // overlay mutably.
-        let mut gb = [0f32; 2 * MAX_STACK_CHANNELS];
-        let refolded = if c <= MAX_STACK_CHANNELS {
-            gb[..c].copy_from_slice(cur.gamma);
-            gb[MAX_STACK_CHANNELS..MAX_STACK_CHANNELS + c].copy_from_slice(cur.beta);
-            let new = BnState {
-                gamma: &gb[..c],
-                beta: &gb[MAX_STACK_CHANNELS..MAX_STACK_CHANNELS + c],
-                mean: &sum[..c],
-                var: &sq[..c],
-                eps: cur.eps,
-            };
-            super::refold::refold(model, i, &new, overlay)
-        } else {
-            Err(AdaptError::BadLayer { layer: i })
+        if cur.gamma.len() != c || cur.beta.len() != c {
+            return Err(AdaptError::BadLayer { layer: i });
+        }
+        gamma[..c].copy_from_slice(cur.gamma);
+        beta[..c].copy_from_slice(cur.beta);
+        let new = BnState {
+            gamma: &gamma[..c],
+            beta: &beta[..c],
+            mean: &sum[..c],
+            var: &sq[..c],
+            eps: cur.eps,
         };
-        refolded?;
+        super::refold::refold(model, i, &new, overlay)?;
         let report = PassReport {
             layer: i,
             values: count,
@@ -340,10 +343,6 @@ impl<'w> Restat<'w> {
         Ok(report)
     }
 }
-
-/// Most channels of a BN layer [`Restat::finish_pass`] handles (γ and β are
-/// copied on the stack for the refold).
-pub const MAX_STACK_CHANNELS: usize = 512;
 
 /// The real value of one accumulator step of channel `ch` of an int8
 /// layer: `M_ch·t` (FORMAT.md "requant scale").
@@ -360,7 +359,7 @@ pub(crate) fn step_of(l: &Layer<'_>, ch: usize) -> Option<f32> {
 impl Tap for Restat<'_> {
     fn acc(&mut self, first: usize, acc: &[i32]) {
         let c = self.channels;
-        let [_, _, sum, sq, coef, base, shift] = self.split();
+        let [_, _, sum, sq, coef, base, shift, _] = self.split();
         for (k, &a) in acc.iter().enumerate() {
             let ch = first + k;
             if ch >= c {
@@ -381,7 +380,7 @@ impl LayerTap for Restat<'_> {
 
     fn pre_f32(&mut self, y: &[f32]) {
         let c = self.channels.max(1);
-        let [_, _, sum, sq, coef, base, shift] = self.split();
+        let [_, _, sum, sq, coef, base, shift, _] = self.split();
         for px in y.chunks_exact(c) {
             for (ch, &v) in px.iter().enumerate() {
                 let d = (v * coef[ch] + base[ch]) - shift[ch];

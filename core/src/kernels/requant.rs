@@ -124,9 +124,10 @@ pub fn quantize_multiplier(real: f64) -> Option<(I1F31, i32)> {
 }
 
 /// The real multiplier a `(multiplier bits, shift)` pair represents,
-/// `m · 2^-31 · 2^s` (host-side, exact in f64).
+/// `m · 2^-31 · 2^s`, exact in f64 (31 bits of mantissa scaled by a power
+/// of two: `ldexp`, which on a device also needs no `exp2` table).
 pub fn multiplier_value(multiplier: I1F31, shift: i32) -> f64 {
-    f64::from(multiplier.to_bits()) * libm::exp2(f64::from(shift - 31))
+    libm::ldexp(f64::from(multiplier.to_bits()), shift.saturating_sub(31))
 }
 
 /// Asymmetric int8 parameters `(scale, zero_point)` of a value range
@@ -496,6 +497,22 @@ mod tests {
         );
         assert!(quantize_multiplier(libm::exp2(30.0) * 0.99).is_some());
         assert_eq!(quantize_multiplier(libm::exp2(30.0)), None);
+    }
+
+    /// `m·2^(s-31)` exactly, for every shift and the mantissa's edges: the
+    /// value the previous `exp2` form gave (exact powers of two), bit for
+    /// bit.
+    #[test]
+    fn multiplier_value_is_exact() {
+        for s in SHIFT_MIN..=SHIFT_MAX {
+            for bits in [MULTIPLIER_MIN, MULTIPLIER_MIN + 1, 0x793D_D97F, i32::MAX, 0] {
+                let v = multiplier_value(I1F31::from_bits(bits), s);
+                let pow = libm::exp2(f64::from(s - 31));
+                assert_eq!(v.to_bits(), (f64::from(bits) * pow).to_bits(), "{bits} {s}");
+                // Exact: scaling back recovers the integer mantissa.
+                assert_eq!(v / pow, f64::from(bits), "{bits} {s}");
+            }
+        }
     }
 
     #[test]

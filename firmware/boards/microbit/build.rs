@@ -19,6 +19,15 @@ fn main() {
         // The demo's assets then take 98,656 of 262,144 bytes of flash
         // (both models, 25,664 B, and samples.bin, 23,840 B, + 48 KiB)
         // and 6,528 of 16,384 bytes of RAM (arena 384 B + 6 KiB).
+        // - `finetune` (feature `adapt`) is larger and not in these
+        //   budgets, which are for deploying a model through `infer`:
+        //   75,512 B of code and constants without the assets (the 4 KiB
+        //   flash region's erased image in .data included; 124,984 B of
+        //   flash in all with the demo's assets), and 8,384 B of statics
+        //   (arena, overlay 1,936 B, scratch 1,936 B, flash region
+        //   4,096 B: sized from the int8 model) + a 3,012 B stack high-water
+        //   mark = 11,396 of 16,384 bytes of RAM. A model too large for it
+        //   fails `finetune`'s link (the linker names the region).
         budget: Budget {
             code: 48 * 1024,
             ram: 6 * 1024,

@@ -22,12 +22,21 @@
 //!
 //! A failure is a `cargo::error` line naming the file, the board and the
 //! numbers: the build stops there, nothing is truncated.
+//!
+//! # What is generated
+//! `$OUT_DIR/assets.rs` ([`Assets::rust`]): the files as 16-aligned
+//! statics, the samples' arrays, `ASSETS`, and the sizes the programs'
+//! static buffers take: `ARENA_BYTES` (the largest `arena_bytes`), and for
+//! the int8 model's statistics re-estimation (`finetune`) `OVERLAY_WORDS`
+//! and `RESTAT_WORDS`, planned by core's own functions ([`Adaptation`]).
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use normcore::adapt::overlay::{Overlay, Scope};
+use normcore::adapt::restat::Restat;
 use normcore::model::{file_crc, Kind, Model};
 
 use crate::samples::Samples;
@@ -178,6 +187,39 @@ struct ModelFile {
     bytes: Vec<u8>,
     arena: u64,
     crc: u32,
+    adapt: Adaptation,
+}
+
+/// What statistics re-estimation of a model needs, in words (4 bytes), as
+/// core plans it: 0 and 0 for a model it cannot adapt (no BN records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Adaptation {
+    /// The overlay: `Overlay::words_needed` for every BN layer
+    /// (`Scope { restat: true, tail: false }`).
+    pub overlay_words: usize,
+    /// The workspace: `Restat::words_needed` (f32 words).
+    pub restat_words: usize,
+}
+
+impl Adaptation {
+    /// Core's plan for `model` (zeros if it cannot be adapted: the
+    /// `finetune` program then says why, with core's own error).
+    pub fn of(model: &Model<'_>) -> Adaptation {
+        let scope = Scope {
+            restat: true,
+            tail: false,
+        };
+        match (
+            Overlay::words_needed(model, scope),
+            Restat::words_needed(model),
+        ) {
+            (Ok(overlay_words), Ok(restat_words)) => Adaptation {
+                overlay_words,
+                restat_words,
+            },
+            _ => Adaptation::default(),
+        }
+    }
 }
 
 /// An assets directory, read and checked.
@@ -208,6 +250,7 @@ fn check_model(name: &'static str, kind: Kind, bytes: Vec<u8>) -> Result<ModelFi
         name,
         arena: m.arena_bytes() as u64,
         crc: file_crc(aligned),
+        adapt: Adaptation::of(&m),
         bytes,
     })
 }
@@ -316,6 +359,12 @@ impl Assets {
             .unwrap_or(0)
     }
 
+    /// What re-estimating the int8 model needs (zeros without an int8
+    /// model): the `finetune` program's buffers.
+    pub fn adaptation(&self) -> Adaptation {
+        self.int8.as_ref().map(|m| m.adapt).unwrap_or_default()
+    }
+
     /// Flash bytes of what the firmware embeds: the model files and the
     /// samples (their arrays are `samples.bin` less its header).
     pub fn flash_bytes(&self) -> u64 {
@@ -392,6 +441,18 @@ impl Assets {
                 "ARENA_BYTES",
                 self.arena_bytes() as usize,
                 "Arena bytes: the largest of the models' `arena_bytes`.",
+            ),
+            (
+                "OVERLAY_WORDS",
+                self.adaptation().overlay_words,
+                "Words of the int8 model's overlay for statistics re-estimation \
+                 (core's `Overlay::words_needed`); 0 without an int8 model with BN.",
+            ),
+            (
+                "RESTAT_WORDS",
+                self.adaptation().restat_words,
+                "f32 words of the int8 model's re-estimation workspace (core's \
+                 `Restat::words_needed`); 0 without an int8 model with BN.",
             ),
         ] {
             let _ = writeln!(src, "/// {doc}\npub const {name}: usize = {v};");

@@ -35,6 +35,9 @@ pub struct Board {
 
 /// Every board, the default (`mps2-an386`) first. `bench` needs 1.7 MiB of
 /// static buffers: only the MPS2 boards (4 MiB of RAM) have it.
+/// `finetune` (statistics re-estimation on the device, the board crate's
+/// `adapt` feature) is on the Cortex-M4F and on the micro:bit, the smallest
+/// board (16 KiB of RAM), which the QEMU test runs it on.
 pub const BOARDS: &[Board] = &[
     Board {
         name: "mps2-an386",
@@ -52,6 +55,7 @@ pub const BOARDS: &[Board] = &[
             "uart_echo",
             "panic",
             "fault",
+            "finetune",
         ],
     },
     Board {
@@ -92,7 +96,7 @@ pub const BOARDS: &[Board] = &[
             machine: "microbit",
             cpu: None,
         }),
-        bins: &["hello", "infer", "serve", "mathbench"],
+        bins: &["hello", "infer", "serve", "mathbench", "finetune"],
     },
     Board {
         name: "netduinoplus2",
@@ -197,6 +201,15 @@ mod tests {
             }
             let declared = manifest.matches("[[bin]]").count();
             assert_eq!(declared, b.bins.len(), "{}: the bins listed", b.name);
+            // `finetune` builds with the board's `adapt` feature, a default.
+            if b.has("finetune") {
+                assert!(
+                    manifest.contains("required-features = [\"adapt\"]")
+                        && manifest.contains("default = [\"f32\", \"int8\", \"adapt\"]"),
+                    "{}: finetune and the adapt feature",
+                    b.name
+                );
+            }
         }
         // rustup reads the targets to install from rust-toolchain.toml.
         let toolchain = std::fs::read_to_string(crate::root().join("rust-toolchain.toml")).unwrap();

@@ -1,7 +1,8 @@
 //! The firmware's logs from the host's side: `key=value` fields
 //! ([`log_field`], [`log_num`]), the `infer` program's report
-//! ([`parse_infer`]), and the default assets it embeds (generated here with
-//! the trainer's library, as `cargo xtask assets` does).
+//! ([`parse_infer`]), the `finetune` program's ([`parse_finetune`]), and
+//! the default assets they embed (generated here with the trainer's
+//! library, as `cargo xtask assets` does).
 //!
 //! `infer` prints one line per sample and model, then per model a result,
 //! a parity and a cost summary (see `normcore_firmware::programs::infer`):
@@ -251,6 +252,208 @@ pub fn parse_infer(text: &str) -> Result<InferReport> {
     Ok(r)
 }
 
+/// One run of `finetune` over the evaluation half.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinetuneEval {
+    /// Correct predictions.
+    pub correct: usize,
+    /// Samples run.
+    pub total: usize,
+    /// CRC-32 of all outputs.
+    pub digest: u32,
+    /// Instructions (or cycles) per inference.
+    pub cost: u64,
+}
+
+/// One re-estimation pass of `finetune` (one BN layer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinetunePass {
+    /// The layer refolded.
+    pub layer: usize,
+    /// Samples observed.
+    pub samples: usize,
+    /// Values per channel the statistics came from.
+    pub values: u64,
+    /// Instructions (or cycles) of the pass's `observe` calls, summed.
+    pub cost: u64,
+    /// The same per sample.
+    pub per_sample: u64,
+    /// Instructions (or cycles) of the refold (`finish_pass`).
+    pub refold: u64,
+}
+
+/// `finetune`'s whole report (see `normcore_firmware::programs::finetune`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinetuneReport {
+    /// What the costs count: `instructions` (QEMU) or `cycles`.
+    pub unit: String,
+    /// Adaptation samples.
+    pub adapt: usize,
+    /// Evaluation samples.
+    pub eval: usize,
+    /// The drift's gain (Q8), offset (levels) and the input zero point.
+    pub gain_q8: i32,
+    /// Offset in levels.
+    pub offset: i32,
+    /// The model's input zero point.
+    pub zero_point: i32,
+    /// Clean inputs, plain engine.
+    pub clean: FinetuneEval,
+    /// Shifted inputs, plain engine.
+    pub shifted: FinetuneEval,
+    /// Shifted inputs, after re-estimation.
+    pub adapted: FinetuneEval,
+    /// Shifted inputs, with the overlay reloaded from the store.
+    pub reload: FinetuneEval,
+    /// The passes, in order.
+    pub passes: Vec<FinetunePass>,
+    /// Instructions of the whole re-estimation (observe and refolds).
+    pub restat_cost: u64,
+    /// Instructions of one adaptation sample over every pass.
+    pub per_sample: u64,
+    /// Instructions of every refold.
+    pub refold: u64,
+    /// Instructions of one plain inference.
+    pub inference: u64,
+    /// Overlay bytes.
+    pub overlay_bytes: usize,
+    /// CRC-32 of the overlay after re-estimation.
+    pub overlay_crc: u32,
+    /// CRC-32 of the overlay reloaded from the store.
+    pub reload_crc: u32,
+    /// The re-estimation workspace, bytes.
+    pub restat_bytes: usize,
+    /// The shared scratch buffer, bytes.
+    pub scratch_bytes: usize,
+    /// The flash region, bytes.
+    pub store_bytes: usize,
+    /// The static arena, bytes.
+    pub arena_bytes: usize,
+    /// The save's sequence number.
+    pub seq: u32,
+    /// Instructions of the save.
+    pub save_cost: u64,
+    /// The device found the reloaded overlay and outputs identical.
+    pub identical: bool,
+    /// Stack high-water mark, bytes.
+    pub stack_high_water: usize,
+}
+
+/// Parse `finetune`'s decoded log (level and message per line). Every
+/// line must be there: a missing one is an error naming it.
+pub fn parse_finetune(text: &str) -> Result<FinetuneReport> {
+    let mut r = FinetuneReport::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let msg = line.split_once(' ').map_or(line, |(_, m)| m.trim_start());
+        let Some(rest) = msg.strip_prefix("finetune ") else {
+            if msg.starts_with("stack:") {
+                r.stack_high_water = num(msg, "high_water")?;
+                seen.push("stack");
+            }
+            continue;
+        };
+        let Some((what, _)) = rest.split_once(':') else {
+            continue;
+        };
+        // The cost field: `instructions=` under QEMU, `cycles=` with DWT.
+        let cost = |msg: &str| -> Result<u64> {
+            for key in ["instructions", "cycles"] {
+                if field(msg, key).is_some() {
+                    return num(msg, key);
+                }
+            }
+            Err(format!("no `instructions=` or `cycles=` in: {line}"))
+        };
+        let eval = |msg: &str| -> Result<FinetuneEval> {
+            Ok(FinetuneEval {
+                correct: num(msg, "correct")?,
+                total: num(msg, "total")?,
+                digest: hex(field(msg, "digest").ok_or(format!("no digest in: {line}"))?)?,
+                cost: cost(msg).unwrap_or(0),
+            })
+        };
+        let crc = |msg: &str| hex(field(msg, "crc").ok_or(format!("no crc in: {line}"))?);
+        match what {
+            "scenario" => {
+                r.adapt = num(msg, "adapt")?;
+                r.eval = num(msg, "eval")?;
+                r.gain_q8 = num(msg, "gain_q8")?;
+                r.offset = num(msg, "offset")?;
+                r.zero_point = num(msg, "zero_point")?;
+            }
+            "clean" => r.clean = eval(msg)?,
+            "shifted" => r.shifted = eval(msg)?,
+            "adapted" => r.adapted = eval(msg)?,
+            "reload" => {
+                r.reload = eval(msg)?;
+                r.reload_crc = crc(msg)?;
+                r.identical = num::<u8>(msg, "identical")? == 1;
+            }
+            "restat" => {
+                r.unit = ["instructions", "cycles"]
+                    .into_iter()
+                    .find(|k| field(msg, k).is_some())
+                    .unwrap_or("?")
+                    .to_owned();
+                r.restat_cost = cost(msg)?;
+                r.per_sample = num(msg, "per_sample")?;
+                r.refold = num(msg, "refold")?;
+                r.inference = num(msg, "inference")?;
+                let passes: usize = num(msg, "passes")?;
+                if passes != r.passes.len() {
+                    return Err(format!(
+                        "{passes} passes announced, {} pass lines before: {line}",
+                        r.passes.len()
+                    ));
+                }
+            }
+            "overlay" => {
+                r.overlay_bytes = num(msg, "bytes")?;
+                r.overlay_crc = crc(msg)?;
+            }
+            "ram" => {
+                r.restat_bytes = num(msg, "restat")?;
+                r.scratch_bytes = num(msg, "scratch")?;
+                r.store_bytes = num(msg, "store")?;
+                r.arena_bytes = num(msg, "arena")?;
+            }
+            "store" => {
+                r.seq = num(msg, "seq")?;
+                r.save_cost = cost(msg)?;
+            }
+            pass if pass.starts_with("pass ") => {
+                let index: usize = pass[5..]
+                    .parse()
+                    .map_err(|_| format!("bad pass number in: {line}"))?;
+                if index != r.passes.len() {
+                    return Err(format!("pass lines out of order at: {line}"));
+                }
+                r.passes.push(FinetunePass {
+                    layer: num(msg, "layer")?,
+                    samples: num(msg, "samples")?,
+                    values: num(msg, "values")?,
+                    cost: cost(msg)?,
+                    per_sample: num(msg, "per_sample")?,
+                    refold: num(msg, "refold")?,
+                });
+                continue;
+            }
+            _ => continue,
+        }
+        seen.push(what);
+    }
+    for want in [
+        "scenario", "clean", "shifted", "restat", "adapted", "overlay", "ram", "store", "reload",
+        "stack",
+    ] {
+        if !seen.contains(&want) {
+            return Err(format!("no `finetune {want}:` line in the log:\n{text}"));
+        }
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +494,84 @@ INFO  stack: high_water=30808 size=4193892 (bytes)
             (2048, 7000, 6876)
         );
         assert_eq!(r.stack_high_water, 30808);
+    }
+
+    #[test]
+    fn parses_finetunes_report() {
+        let text = "\
+INFO  normcore-firmware finetune on microbit (QEMU, nRF51822, Cortex-M0)
+INFO  model int8: bytes=9776 layers=3 bn_layers=2 input=8x8x1 classes=10 arena=96
+INFO  finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128
+INFO  finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=112997
+INFO  finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=112997
+INFO  finetune pass 0: layer=0 samples=32 values=32 instructions=4205339 per_sample=131417 refold=516258
+INFO  finetune pass 1: layer=1 samples=32 values=32 instructions=5348724 per_sample=167148 refold=516188
+INFO  finetune restat: passes=2 samples=32 instructions=10586508 per_sample=298564 refold=1032445 inference=112997
+INFO  finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=113535
+INFO  finetune overlay: bytes=1936 entries=2 crc=0x4b17e4e3
+INFO  finetune ram: overlay=1936 restat=1024 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes)
+INFO  finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=55999
+INFO  finetune reload: seq=1 bytes=1936 crc=0x4b17e4e3 correct=29 total=32 digest=0x3f0ba66f identical=1
+INFO  stack: high_water=3012 size=8000 (bytes)
+";
+        let r = parse_finetune(text).unwrap();
+        assert_eq!(
+            (r.adapt, r.eval, r.gain_q8, r.offset, r.zero_point),
+            (32, 32, 154, 5, -128)
+        );
+        assert_eq!(
+            r.clean,
+            FinetuneEval {
+                correct: 31,
+                total: 32,
+                digest: 0x0357_ba37,
+                cost: 112_997
+            }
+        );
+        assert_eq!(
+            (r.shifted.correct, r.adapted.correct, r.reload.correct),
+            (23, 29, 29)
+        );
+        assert_eq!(r.passes.len(), 2);
+        assert_eq!(r.passes[1].layer, 1);
+        assert_eq!(r.passes[1].per_sample, 167_148);
+        assert_eq!(r.unit, "instructions");
+        assert_eq!(
+            (r.restat_cost, r.per_sample, r.refold, r.inference),
+            (10_586_508, 298_564, 1_032_445, 112_997)
+        );
+        assert_eq!(
+            (r.overlay_bytes, r.overlay_crc, r.reload_crc),
+            (1936, 0x4b17_e4e3, 0x4b17_e4e3)
+        );
+        assert_eq!(
+            (
+                r.restat_bytes,
+                r.scratch_bytes,
+                r.store_bytes,
+                r.arena_bytes
+            ),
+            (1024, 1936, 4096, 384)
+        );
+        assert_eq!((r.seq, r.save_cost), (1, 55_999));
+        assert!(r.identical);
+        assert_eq!(r.stack_high_water, 3012);
+        // A missing line is an error naming it; passes must be complete.
+        let cut: String = text
+            .lines()
+            .filter(|l| !l.contains("finetune reload:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_finetune(&cut)
+            .unwrap_err()
+            .contains("finetune reload:"));
+        let no_pass: String = text
+            .lines()
+            .filter(|l| !l.contains("finetune pass 1:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_finetune(&no_pass)
+            .unwrap_err()
+            .contains("2 passes announced"));
     }
 }

@@ -55,6 +55,26 @@ pub enum Unit {
     },
 }
 
+impl Unit {
+    /// The log field name of what [`report`](Self::report) gives:
+    /// `cycles`, or `instructions` for timer ticks.
+    pub fn key(self) -> &'static str {
+        match self {
+            Unit::Cycles => "cycles",
+            Unit::Ticks { .. } => "instructions",
+        }
+    }
+
+    /// `units` (a sum of [`Cost::count`]s) as the figure to report: cycles
+    /// as they are, timer ticks as instructions ([`icount_instructions`]).
+    pub fn report(self, units: u64) -> u64 {
+        match self {
+            Unit::Cycles => units,
+            Unit::Ticks { hz } => icount_instructions(units, hz),
+        }
+    }
+}
+
 /// A measured cost, with the stopwatch's own overhead removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
 pub struct Cost {

@@ -24,6 +24,8 @@
 //!   the same way.
 //! - [`workload`]: the computation `hello` runs, shared with the host test
 //!   that checks its result.
+//! - `scenario` (feature `adapt`): the split and the drift `finetune`
+//!   runs, shared with the host test that repeats it.
 #![no_std]
 
 pub mod assets;
@@ -35,6 +37,8 @@ pub mod fault;
 pub mod mmio;
 pub mod nrf51;
 pub mod programs;
+#[cfg(feature = "adapt")]
+pub mod scenario;
 pub mod stack;
 pub mod workload;
 
@@ -60,6 +64,27 @@ macro_rules! take_arena {
     }};
 }
 
+/// A static of type `$ty` initialised to `$init` (a constant expression),
+/// handed out once as `take_arena!` hands out an arena: the first
+/// evaluation yields `Some(&'static mut $ty)`, every later one `None`. For
+/// a static whose type is not a byte buffer (the flash region `finetune`
+/// saves into).
+#[macro_export]
+macro_rules! take_static {
+    ($ty:ty, $init:expr) => {{
+        static mut VALUE: $ty = $init;
+        static TAKEN: ::core::sync::atomic::AtomicBool =
+            ::core::sync::atomic::AtomicBool::new(false);
+        if $crate::take_once(&TAKEN) {
+            // SAFETY: `TAKEN` makes this the only reference to `VALUE` ever
+            // made; the pointer is to a static, so never null.
+            unsafe { (&raw mut VALUE).as_mut() }
+        } else {
+            None
+        }
+    }};
+}
+
 /// Whether this is the first call for `flag` (which it then sets): how a
 /// static is handed out once. A load and a store inside a critical section,
 /// not `swap`: Cortex-M0 has no compare-and-swap.
@@ -75,7 +100,8 @@ pub fn take_once(flag: &core::sync::atomic::AtomicBool) -> bool {
 /// The assets the board's build script generated (`$OUT_DIR/assets.rs`,
 /// written by `normcore-firmware-build`): the statics behind
 /// `ASSETS: `[`assets::Assets`] and the constants `ARENA_BYTES`,
-/// `FEATURES`, `CLASSES`, `SAMPLES`. Expand it once, at the top of a bin.
+/// `FEATURES`, `CLASSES`, `SAMPLES`, `OVERLAY_WORDS`, `RESTAT_WORDS`.
+/// Expand it once, at the top of a bin.
 #[macro_export]
 macro_rules! include_assets {
     () => {
@@ -99,7 +125,8 @@ macro_rules! include_assets {
 ///
 /// (the crate using it depends on `cortex-m-rt`, whose `entry` it expands
 /// to). Programs: `infer`, `serve` (a [`board::Serial`] board), `bench`,
-/// `hello`, `uart_echo` (a [`board::Serial`] board).
+/// `hello`, `uart_echo` (a [`board::Serial`] board), `finetune` (feature
+/// `adapt`).
 #[macro_export]
 macro_rules! bin {
     (infer, $board:ty) => {
@@ -123,6 +150,22 @@ macro_rules! bin {
                 CLASSES
             ));
             $crate::programs::serve::main::<$board>(&assets::ASSETS, buffer)
+        }
+    };
+    (finetune, $board:ty) => {
+        $crate::include_assets!();
+
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            use assets::{ARENA_BYTES, OVERLAY_WORDS, RESTAT_WORDS};
+            use $crate::programs::finetune::{self, scratch_bytes, store_bytes, Buffers, Flash};
+            let buffers = Buffers {
+                arena: $crate::take_arena!(ARENA_BYTES),
+                overlay: $crate::take_arena!(4 * OVERLAY_WORDS),
+                scratch: $crate::take_arena!(scratch_bytes(OVERLAY_WORDS, RESTAT_WORDS)),
+            };
+            let flash = $crate::take_static!(Flash<{ store_bytes(OVERLAY_WORDS) }>, Flash::new());
+            finetune::main::<$board, _>(&assets::ASSETS, buffers, flash)
         }
     };
     ($program:ident, $board:ty) => {

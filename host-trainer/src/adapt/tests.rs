@@ -674,3 +674,46 @@ fn adapt_ram_plan_of_the_mnist_networks() {
         }
     }
 }
+
+/// Re-estimation and inference on an int8 model's input levels (as a
+/// device holds its samples) are the stored-value path after the input
+/// quantization, bit for bit; levels for an f32 model, or a partial
+/// sample, are refused.
+#[test]
+fn adapt_on_input_levels_equals_adapt_on_stored_values() {
+    let f = cnn();
+    let model = f.int8.parse().unwrap();
+    let scope = Scope {
+        restat: true,
+        tail: false,
+    };
+    let shifted = Shift::Contrast(0.4).apply(&f.train).unwrap();
+    let x = first(&shifted, 24);
+    let levels = input_levels(&model, &x);
+    let mut a = new_overlay(&model, scope).unwrap();
+    let mut b = a.clone();
+    let (ra, rb);
+    {
+        let mut oa = Overlay::load(&model, bytemuck::cast_slice(&a.clone()), &mut a).unwrap();
+        ra = restat(&model, &mut oa, &x).unwrap();
+    }
+    {
+        let mut ob = Overlay::load(&model, bytemuck::cast_slice(&b.clone()), &mut b).unwrap();
+        rb = restat_levels(&model, &mut ob, &levels).unwrap();
+    }
+    assert_eq!(ra, rb);
+    assert_eq!(a, b, "the overlays");
+    let o = Overlay::load(&model, bytemuck::cast_slice(&a.clone()), &mut a).unwrap();
+    assert!(o.is_active());
+    let test = first(&f.test, 40);
+    assert_eq!(
+        run_all_levels(&model, Some(&o), &input_levels(&model, &test)).unwrap(),
+        run_all(&model, Some(&o), &test).unwrap()
+    );
+    let mut w = new_overlay(&model, scope).unwrap();
+    let mut o = Overlay::load(&model, bytemuck::cast_slice(&w.clone()), &mut w).unwrap();
+    assert!(restat_levels(&model, &mut o, &levels[..levels.len() - 1]).is_err());
+    assert!(restat_levels(&model, &mut o, &levels[..sample_len(&model)]).is_err());
+    let f32_model = f.f32.parse().unwrap();
+    assert!(run_all_levels(&f32_model, None, &levels).is_err());
+}

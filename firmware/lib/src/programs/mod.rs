@@ -11,8 +11,11 @@
 //! | [`bench`] | cost of each kernel on fixed shapes (about 1.3 MiB of RAM: the MPS2 boards) | `Board` |
 //! | [`mathbench`] | `bench`'s elementary-function rows alone (8 KiB: every board) | `Board` |
 //! | [`uart_echo`] | a serial round trip | `Serial` |
+//! | `finetune` (feature `adapt`) | statistics re-estimation of the int8 model on a drift of the samples, the overlay saved and reloaded | `Board`, assets |
 
 pub mod bench;
+#[cfg(feature = "adapt")]
+pub mod finetune;
 pub mod hello;
 pub mod infer;
 pub mod mathbench;

@@ -1,0 +1,5 @@
+//! `finetune` on this board: statistics re-estimation of the embedded int8 model on a drift of the samples, its costs, the overlay saved and reloaded (`normcore_firmware::programs::finetune`).
+#![no_std]
+#![no_main]
+
+normcore_firmware::bin!(finetune, normcore_microbit::Microbit);

@@ -1,0 +1,307 @@
+//! Statistics re-estimation on the device equals the host's, on the
+//! Cortex-M4F (`mps2-an386`) and the Cortex-M0 with 16 KiB of RAM
+//! (`microbit`): the `finetune` firmware, run under QEMU (`-icount`),
+//! re-estimates the embedded int8 model's BN statistics on a drift of the
+//! embedded samples, and the host computes the same scenario through core
+//! (the split and drift of `normcore_tests::scenario`, compiled from the
+//! firmware's own source; the re-estimation and inference through the
+//! trainer's `adapt` module, core's code): the adapted parameters are bit
+//! for bit the host's (the overlay's CRC-32), the accuracies and digests
+//! are the host's, the overlay reloaded from the store after a simulated
+//! reset gives the same outputs, and re-estimation recovers accuracy.
+//!
+//! Self-contained as `device_parity.rs`: the default assets are
+//! (re)generated, each board's firmware built, `finetune` run once per
+//! board for all the tests below. Needs `qemu-system-arm`, `defmt-print`
+//! and the boards' thumb targets (`cargo xtask setup`).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use normcore::adapt::overlay::{Overlay, Scope};
+use normcore::adapt::restat::Restat;
+use normcore::model::crc32;
+use normcore_device_tools::boards::{self, Board};
+use normcore_device_tools::infer_log::{
+    assets_dir, generate_assets, parse_finetune, FinetuneEval, FinetuneReport,
+};
+use normcore_device_tools::qemu::{firmware_elf, run_qemu, RunOptions};
+use normcore_tests::scenario;
+use normcore_trainer::adapt::{restat_levels, run_all_levels};
+use normcore_trainer::assets::{self, digest_i8};
+use normcore_trainer::export::device::Logits;
+use normcore_trainer::export::ModelBytes;
+
+/// The boards `finetune` is tested on.
+const BOARDS: [&str; 2] = ["mps2-an386", "microbit"];
+
+/// The scope `finetune` re-estimates in.
+const SCOPE: Scope = Scope {
+    restat: true,
+    tail: false,
+};
+
+/// What the host computed for the scenario.
+#[derive(Debug)]
+struct Host {
+    /// Adaptation and evaluation samples.
+    adapt: usize,
+    eval: usize,
+    /// The drift's offset in levels and the input zero point.
+    offset: i32,
+    zero_point: i32,
+    clean: FinetuneEval,
+    shifted: FinetuneEval,
+    adapted: FinetuneEval,
+    /// The overlay after re-estimation: its bytes' CRC-32 and length.
+    overlay_crc: u32,
+    overlay_bytes: usize,
+    /// The layer of each pass, and the samples each observed.
+    pass_layers: Vec<usize>,
+    pass_samples: Vec<u32>,
+    /// Core's plans, in bytes.
+    restat_bytes: usize,
+}
+
+/// Correct predictions and digest of `out` (int8 logits) against `labels`.
+fn eval_of(out: &[Logits], labels: &[u16]) -> FinetuneEval {
+    let mut values = Vec::new();
+    let mut correct = 0;
+    for (l, &label) in out.iter().zip(labels) {
+        let Logits::I8 { values: v, .. } = l else {
+            panic!("an int8 model gave f32 logits")
+        };
+        correct += usize::from(assets::argmax(v) == usize::from(label));
+        values.extend_from_slice(v);
+    }
+    FinetuneEval {
+        correct,
+        total: out.len(),
+        digest: digest_i8(&values),
+        cost: 0,
+    }
+}
+
+fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let generated = generate_assets().unwrap_or_else(|e| panic!("{e}"));
+        let (_, model_int8, samples) =
+            assets::load(&assets_dir()).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(model_int8, generated.model_int8);
+        let bytes = ModelBytes::new(&model_int8.expect("the demo has an int8 model"));
+        let model = bytes.parse().unwrap();
+        let part = samples.int8.as_ref().unwrap();
+        let (n, f) = (samples.len(), samples.features);
+        let h = *model.header();
+        // The scenario's samples, as the device builds them.
+        let rows = |idx: &[usize], shift: bool| -> Vec<i8> {
+            let mut out = Vec::new();
+            for &s in idx {
+                let mut x = part.inputs[s * f..(s + 1) * f].to_vec();
+                if shift {
+                    scenario::shift(&mut x, h.input_zero_point, h.input_scale);
+                }
+                out.extend(x);
+            }
+            out
+        };
+        let adapt: Vec<usize> = scenario::adaptation(n).collect();
+        let eval: Vec<usize> = scenario::evaluation(n).collect();
+        let labels: Vec<u16> = eval.iter().map(|&s| samples.labels[s]).collect();
+        let run = |o: Option<&Overlay<'_>>, x: &[i8]| {
+            eval_of(&run_all_levels(&model, o, x).unwrap(), &labels)
+        };
+        let shifted_eval = rows(&eval, true);
+        let clean = run(None, &rows(&eval, false));
+        let shifted = run(None, &shifted_eval);
+        let mut words = vec![0u32; Overlay::words_needed(&model, SCOPE).unwrap()];
+        let mut o = Overlay::new(&model, SCOPE, &mut words).unwrap();
+        let reports = restat_levels(&model, &mut o, &rows(&adapt, true)).unwrap();
+        let adapted = run(Some(&o), &shifted_eval);
+        Host {
+            adapt: adapt.len(),
+            eval: eval.len(),
+            offset: scenario::offset_levels(h.input_scale),
+            zero_point: h.input_zero_point,
+            clean,
+            shifted,
+            adapted,
+            overlay_crc: crc32(o.as_bytes()),
+            overlay_bytes: o.len_bytes(),
+            pass_layers: reports.iter().map(|r| r.layer).collect(),
+            pass_samples: reports.iter().map(|r| r.samples).collect(),
+            restat_bytes: 4 * Restat::words_needed(&model).unwrap(),
+        }
+    })
+}
+
+/// `finetune` on `board`, once per process and board: its parsed report
+/// and log.
+fn run_on(name: &str) -> &'static (FinetuneReport, String) {
+    static RUNS: OnceLock<Mutex<HashMap<String, &'static (FinetuneReport, String)>>> =
+        OnceLock::new();
+    host();
+    let board: &'static Board = boards::board(name).unwrap();
+    let mut runs = RUNS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    runs.entry(name.to_owned()).or_insert_with(|| {
+        let elf = firmware_elf(board, "finetune").unwrap_or_else(|e| panic!("{e}"));
+        let opts = RunOptions {
+            timeout: Duration::from_secs(120),
+            ..RunOptions::default()
+        };
+        let out = run_qemu(board, &elf, &opts).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.success(),
+            "finetune failed on {name}:\n{}",
+            out.describe()
+        );
+        let text = out.stdout_text();
+        let report = parse_finetune(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Box::leak(Box::new((report, text)))
+    })
+}
+
+#[test]
+fn finetune_adapted_parameters_are_bit_identical_to_the_hosts() {
+    let h = host();
+    for name in BOARDS {
+        let (r, text) = run_on(name);
+        assert_eq!(
+            (r.overlay_bytes, r.overlay_crc),
+            (h.overlay_bytes, h.overlay_crc),
+            "{name}: overlay (bytes, CRC-32) device vs host in:\n{text}"
+        );
+        let layers: Vec<usize> = r.passes.iter().map(|p| p.layer).collect();
+        assert_eq!(layers, h.pass_layers, "{name}: one pass per BN layer");
+        for (p, &samples) in r.passes.iter().zip(&h.pass_samples) {
+            assert_eq!(p.samples as u32, samples, "{name}: samples per pass");
+        }
+    }
+}
+
+#[test]
+fn finetune_runs_the_hosts_scenario_with_the_hosts_accuracies() {
+    let h = host();
+    for name in BOARDS {
+        let (r, text) = run_on(name);
+        assert_eq!(
+            (r.adapt, r.eval, r.gain_q8, r.offset, r.zero_point),
+            (h.adapt, h.eval, scenario::GAIN_Q8, h.offset, h.zero_point),
+            "{name}: scenario"
+        );
+        for (what, dev, host) in [
+            ("clean", &r.clean, &h.clean),
+            ("shifted", &r.shifted, &h.shifted),
+            ("adapted", &r.adapted, &h.adapted),
+        ] {
+            assert_eq!(
+                (dev.correct, dev.total, dev.digest),
+                (host.correct, host.total, host.digest),
+                "{name}: {what} (correct, total, digest) device vs host in:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn finetune_reloaded_overlay_gives_the_adapted_outputs() {
+    let h = host();
+    for name in BOARDS {
+        let (r, text) = run_on(name);
+        assert!(r.identical, "{name}: the device's own check in:\n{text}");
+        assert_eq!(r.reload_crc, h.overlay_crc, "{name}: reloaded overlay");
+        assert_eq!(
+            (r.reload.correct, r.reload.total, r.reload.digest),
+            (h.adapted.correct, h.adapted.total, h.adapted.digest),
+            "{name}: outputs after the reload"
+        );
+        assert_eq!(r.seq, 1, "{name}: the first save to a blank region");
+    }
+}
+
+#[test]
+fn finetune_reestimation_recovers_accuracy() {
+    let h = host();
+    assert!(
+        h.shifted.correct < h.clean.correct,
+        "the drift must cost accuracy: {h:?}"
+    );
+    assert!(
+        h.adapted.correct > h.shifted.correct,
+        "re-estimation must recover some: {h:?}"
+    );
+    for name in BOARDS {
+        let (r, _) = run_on(name);
+        assert!(
+            r.adapted.correct > r.shifted.correct,
+            "{name}: adapted {} vs shifted {}",
+            r.adapted.correct,
+            r.shifted.correct
+        );
+    }
+}
+
+#[test]
+fn finetune_reports_costs_and_memory() {
+    let h = host();
+    for name in BOARDS {
+        let (r, text) = run_on(name);
+        assert_eq!(r.unit, "instructions", "{name}: QEMU runs under -icount");
+        assert!(r.inference > 0 && r.clean.cost == r.inference, "{name}");
+        let mut observe = 0;
+        for p in &r.passes {
+            assert!(p.cost > 0 && p.refold > 0, "{name}: {p:?}");
+            assert!(
+                p.values > 0 && p.values % p.samples as u64 == 0,
+                "{name}: values per channel, a whole number per sample: {p:?}"
+            );
+            // Rounded per pass: the sum within one per pass.
+            assert!(
+                p.per_sample.abs_diff(p.cost / p.samples as u64) <= 1,
+                "{name}: {p:?}"
+            );
+            observe += p.cost;
+        }
+        // Each figure is converted from timer ticks and rounded on its
+        // own: the sum within one instruction per conversion.
+        let conversions = 2 * r.passes.len() as u64 + 1;
+        assert!(
+            r.restat_cost.abs_diff(observe + r.refold) <= conversions,
+            "{name}: the total {} is the passes' observe {observe} plus the refolds {}",
+            r.restat_cost,
+            r.refold
+        );
+        let summed: u64 = r.passes.iter().map(|p| p.per_sample).sum();
+        assert!(
+            r.per_sample.abs_diff(summed) <= r.passes.len() as u64,
+            "{name}: per sample over every pass {} vs the passes' {summed}",
+            r.per_sample
+        );
+        // The last pass runs every BN layer, so costs more than the first.
+        assert!(
+            r.passes.last().unwrap().per_sample > r.passes[0].per_sample,
+            "{name}: {:?}",
+            r.passes
+        );
+        assert_eq!(r.overlay_bytes, h.overlay_bytes, "{name}: overlay");
+        assert_eq!(r.restat_bytes, h.restat_bytes, "{name}: workspace");
+        assert_eq!(
+            r.scratch_bytes,
+            h.overlay_bytes.max(h.restat_bytes),
+            "{name}: scratch = workspace, then the reload buffer"
+        );
+        // Two slots of whole 1 KiB pages, each the 24-byte header and the
+        // overlay.
+        assert_eq!(
+            r.store_bytes,
+            2 * (24 + h.overlay_bytes).div_ceil(1024) * 1024,
+            "{name}: flash region"
+        );
+        assert!(r.stack_high_water > 0, "{name}: stack in:\n{text}");
+    }
+}
