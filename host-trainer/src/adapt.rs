@@ -388,5 +388,7 @@ pub fn accuracy(model: &Model<'_>, overlay: Option<&Overlay<'_>>, data: &Dataset
     Ok(crate::export::device::accuracy(&out, &data.labels))
 }
 
+pub mod command;
+
 #[cfg(test)]
 mod tests;
