@@ -39,7 +39,8 @@ fn relu_model(kind: Kind) -> (File, usize) {
             requant_zero_point: -3,
             clamp_min: -3,
             clamp_max: 127,
-            requant_scale: 0.5,
+            // Only weighted layers requantize an accumulator (FORMAT v2).
+            requant_scale: 0.0,
         }
     } else {
         QuantOut::NONE
