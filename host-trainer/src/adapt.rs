@@ -107,6 +107,206 @@ impl Shift {
     }
 }
 
+/// The forms `--shift` accepts, for messages.
+pub const SHIFT_FORMS: &str =
+    "gainG+O (e.g. gain0.6+0.3, gain1.2-0.1), contrastF (e.g. contrast0.4), blur3x3, invert";
+
+/// A shift by the name [`Shift::name`] gives it, with its parameters:
+/// `gain0.6+0.3` (an offset's sign is its own: `gain1.2-0.1` and
+/// `gain1.2+-0.1` are the same), `contrast0.4`, `blur3x3` (or `blur`),
+/// `invert`. Parameters must be finite numbers.
+impl std::str::FromStr for Shift {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown shift `{s}`: use {SHIFT_FORMS}");
+        let num = |t: &str| t.parse::<f32>().ok().filter(|v| v.is_finite());
+        match s {
+            "invert" => return Ok(Shift::Invert),
+            "blur3x3" | "blur" => return Ok(Shift::Blur),
+            _ => {}
+        }
+        if let Some(rest) = s.strip_prefix("gain") {
+            // The offset starts at the first sign after the gain's first
+            // character (which may be the gain's own sign).
+            let at = rest
+                .char_indices()
+                .skip(1)
+                .find(|&(i, c)| {
+                    (c == '+' || c == '-') && !matches!(rest.as_bytes()[i - 1], b'e' | b'E')
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(bad)?;
+            let (g, o) = rest.split_at(at);
+            let o = o.strip_prefix('+').unwrap_or(o);
+            return match (num(g), num(o)) {
+                (Some(gain), Some(offset)) => Ok(Shift::GainOffset { gain, offset }),
+                _ => Err(bad()),
+            };
+        }
+        if let Some(f) = s.strip_prefix("contrast") {
+            return num(f).map(Shift::Contrast).ok_or_else(bad);
+        }
+        Err(bad())
+    }
+}
+
+/// How `normcore adapt` and the drift scenario adapt a model.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Statistics re-estimation on unlabeled samples (forward only).
+    Restat,
+    /// Tail training: the last dense layer on labeled samples.
+    Tail,
+    /// Re-estimation, then tail training.
+    Both,
+}
+
+impl Method {
+    /// The name on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Restat => "restat",
+            Method::Tail => "tail",
+            Method::Both => "both",
+        }
+    }
+
+    /// The overlay's scope this method writes into.
+    pub fn scope(self) -> Scope {
+        Scope {
+            restat: self != Method::Tail,
+            tail: self != Method::Restat,
+        }
+    }
+}
+
+/// `n` distinct indices of `0..len` picked with `seed` (the first `n` of
+/// a seeded Fisher–Yates permutation, so that a smaller `n` with the same
+/// seed picks a prefix of a larger one); all of them when `n >= len`.
+pub fn pick_seeded(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    normcore::Rng::new(seed).shuffle(&mut idx);
+    idx.truncate(n);
+    idx
+}
+
+/// Tail training (the last dense layer, on labeled samples `x`, `labels`)
+/// into `overlay`, which must have the tail in its scope: the one place
+/// `normcore adapt` and `normcore reproduce drift` call it.
+pub(crate) fn tail_step(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: &[f32],
+    labels: &[u16],
+) -> Result<()> {
+    // γ, β of the BN layer before the dense one too, when the network has
+    // one there and the overlay has room to refold it.
+    let with_bn = TailConfig::default();
+    let train_bn = Tail::words_needed(model, &with_bn).is_ok()
+        && overlay
+            .entry_of(model.layer_count().saturating_sub(2))
+            .is_some();
+    let cfg = TailConfig {
+        train_bn,
+        ..with_bn
+    };
+    tail(model, overlay, x, labels, cfg, TAIL_EPOCHS)?;
+    Ok(())
+}
+
+/// Epochs of tail training over the labeled samples (`normcore adapt`,
+/// `reproduce drift`): with 100–200 samples, enough for the loss to settle
+/// (docs/ADAPT.md).
+pub const TAIL_EPOCHS: usize = 10;
+
+/// Adapt `overlay` (planned with `method.scope()`) by `method`:
+/// re-estimation on the unlabeled samples `unlabeled`, tail training on
+/// `labeled` (samples and labels), or both in this order.
+pub fn adapt_with(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    method: Method,
+    unlabeled: &[f32],
+    labeled: (&[f32], &[u16]),
+) -> Result<()> {
+    if method != Method::Tail {
+        restat(model, overlay, unlabeled)?;
+    }
+    if method != Method::Restat {
+        tail_step(model, overlay, labeled.0, labeled.1)?;
+    }
+    Ok(())
+}
+
+/// The model file `file` with the adaptation of `overlay` (made for this
+/// file) written into it: every active entry's bias, int8 multipliers and
+/// shifts, weights (when written), BN record (when written) and output
+/// quantization (when written), with core's in-place updates
+/// ([`update_tensor`](normcore::model::write::update_tensor),
+/// [`update_bn`](normcore::model::write::update_bn),
+/// [`update_quant`](normcore::model::write::update_quant)), each of which
+/// re-validates the file. The values are those the engine reads through
+/// the overlay ([`Overlay::patch`]), so the new file runs as the model with
+/// the overlay does: bit for bit (int8) and identically (f32). Its BN
+/// records are the statistics it is folded with, so it can be adapted
+/// again.
+pub fn bake(file: &[u8], overlay: &Overlay<'_>) -> Result<Vec<u8>> {
+    use normcore::adapt::overlay::{bn_index, ACTIVE, HAS_BN, HAS_QUANT, HAS_WEIGHTS};
+    use normcore::model::write::{update_bn, update_quant, update_tensor};
+    use normcore::model::{Data, Slot};
+    let src = crate::export::device::ModelBytes::new(file);
+    let model = src.parse().context("not a valid model file")?;
+    let crc = overlay
+        .as_bytes()
+        .get(8..12)
+        .map(|b| [b[0], b[1], b[2], b[3]]);
+    ensure!(
+        crc.map(u32::from_le_bytes) == Some(model.header_crc()),
+        "the overlay was made for another model file"
+    );
+    let mut out = vec![0u128; file.len().div_ceil(16)];
+    let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut out)[..file.len()];
+    buf.copy_from_slice(file);
+    for e in 0..overlay.entries() {
+        let flags = overlay.flags(e);
+        if flags & ACTIVE == 0 {
+            continue;
+        }
+        let i = overlay.entry_layer(e);
+        let mut l = model.layer(i)?;
+        let ids = l.tensor_ids;
+        overlay
+            .patch(i, &mut l)
+            .map_err(|e| anyhow::anyhow!("layer {i}: {e}"))?;
+        let mut put = |slot: Slot, data: Option<Data<'_>>| -> Result<()> {
+            let data = data.with_context(|| format!("layer {i} has no {slot:?} tensor"))?;
+            update_tensor(buf, usize::from(ids[slot as usize]), data)
+                .with_context(|| format!("layer {i}: writing its {slot:?}"))
+        };
+        put(Slot::Bias, l.bias)?;
+        if let Some((m, s)) = l.requant {
+            put(Slot::Multiplier, Some(Data::I32(m)))?;
+            put(Slot::Shift, Some(Data::I32(s)))?;
+        }
+        if flags & HAS_WEIGHTS != 0 {
+            put(Slot::Weight, l.weights)?;
+        }
+        if flags & HAS_BN != 0 {
+            let j = bn_index(&model, i).with_context(|| format!("layer {i} has no BN record"))?;
+            let bn = overlay
+                .current_bn(&model, i)
+                .with_context(|| format!("layer {i}: no BN state"))?;
+            update_bn(buf, j, bn).with_context(|| format!("layer {i}: writing its BN record"))?;
+        }
+        if flags & HAS_QUANT != 0 {
+            update_quant(buf, i, l.quant)
+                .with_context(|| format!("layer {i}: writing its output quantization"))?;
+        }
+    }
+    Ok(buf.to_vec())
+}
+
 /// An overlay's words for `model` and `scope`, empty (the original model).
 pub fn new_overlay(model: &Model<'_>, scope: Scope) -> Result<Vec<u32>> {
     let n = Overlay::words_needed(model, scope).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -336,6 +536,8 @@ pub fn accuracy(model: &Model<'_>, overlay: Option<&Overlay<'_>>, data: &Dataset
     let out = run_all(model, overlay, &data.images).context("running the test set")?;
     Ok(crate::export::device::accuracy(&out, &data.labels))
 }
+
+pub mod command;
 
 #[cfg(test)]
 mod tests;

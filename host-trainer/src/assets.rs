@@ -50,7 +50,7 @@ use crate::spec;
 use crate::train::{Schedule, TrainConfig, Trainer};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use normcore::model::{crc32, file_crc, Kind};
+use normcore::model::{crc32, file_crc, Kind, Model};
 pub use normcore_firmware_build::samples::{Part, Samples};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -472,6 +472,48 @@ impl Picked<'_> {
     }
 }
 
+/// Whether the model file `name` takes the samples of `data`: the same
+/// input shape, for an f32 file the same pixel scale (an int8 file
+/// quantizes with its own input parameters), and every one of `labels`
+/// below its classes. Clear errors naming both sides otherwise.
+pub fn check_model_data(
+    model: &Model<'_>,
+    data: &crate::data::Dataset,
+    labels: &[u16],
+    name: &str,
+) -> Result<()> {
+    let h = model.header();
+    let (shape, d) = (h.input, data.shape());
+    ensure!(
+        (shape.h, shape.w, shape.c) == (d.h, d.w, d.c),
+        "{name} takes {}x{}x{} inputs; the data set `{}` has {}x{}x{} samples",
+        shape.h,
+        shape.w,
+        shape.c,
+        data.name,
+        d.h,
+        d.w,
+        d.c
+    );
+    if model.kind() == Kind::F32 {
+        ensure!(
+            h.pixel_scale == data.pixel_scale,
+            "{name} was exported for inputs scaled by {} per raw unit; the data set `{}` \
+             is scaled by {}: use the data it was trained on",
+            h.pixel_scale,
+            data.name,
+            data.pixel_scale
+        );
+    }
+    let max_label = labels.iter().copied().max().unwrap_or(0);
+    ensure!(
+        usize::from(max_label) < h.classes,
+        "{name} has {} classes; the data set has label {max_label}",
+        h.classes
+    );
+    Ok(())
+}
+
 /// Run the whole test set through the host engine for each model file,
 /// pick `n` samples evenly spaced over it, and put together what the
 /// firmware embeds: the samples with both input forms and the engine's
@@ -499,29 +541,8 @@ pub fn samples_for(
         let m = buf
             .parse()
             .with_context(|| format!("{name}: not a valid model file"))?;
+        check_model_data(&m, test, &labels, name)?;
         let h = m.header();
-        let (shape, data) = (h.input, test.shape());
-        ensure!(
-            (shape.h, shape.w, shape.c) == (data.h, data.w, data.c),
-            "{name} takes {}x{}x{} inputs; the data set `{}` has {}x{}x{} samples",
-            shape.h,
-            shape.w,
-            shape.c,
-            test.name,
-            data.h,
-            data.w,
-            data.c
-        );
-        if m.kind() == Kind::F32 {
-            ensure!(
-                h.pixel_scale == test.pixel_scale,
-                "{name} was exported for inputs scaled by {} per raw unit; the data set `{}` \
-                 is scaled by {}: use the data it was trained on",
-                h.pixel_scale,
-                test.name,
-                test.pixel_scale
-            );
-        }
         if let Some(c) = classes {
             ensure!(
                 c == h.classes,
@@ -529,12 +550,6 @@ pub fn samples_for(
             );
         }
         classes = Some(h.classes);
-        let max_label = labels.iter().copied().max().unwrap_or(0);
-        ensure!(
-            usize::from(max_label) < h.classes,
-            "{name} has {} classes; the data set has label {max_label}",
-            h.classes
-        );
         macs = m
             .layers()
             .map(|l| l.map(|l| l.op.macs(l.output)))
@@ -635,6 +650,73 @@ pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     ensure!(cfg.samples >= 1, "embed at least one sample (--samples)");
     let data = cfg.data.load()?;
     let spec = spec::preset(&cfg.preset)?;
+    let Exported {
+        trainer: mut t,
+        float,
+        train_seconds,
+        model_f32,
+        model_int8,
+    } = train_export(cfg, spec, &data)?;
+
+    let test = &data.test;
+    let (samples, mut summary) =
+        samples_for(Some(&model_f32), Some(&model_int8), test, cfg.samples)?;
+    let idx = pick(test.len(), cfg.samples);
+    let chosen = test.select(&idx, format!("{}-embedded", test.name))?;
+    let float_correct =
+        (t.evaluate(&chosen, None)?.accuracy * chosen.len() as f64).round() as usize;
+    summary.data = cfg.data.data.clone();
+    summary.training = Some(Training {
+        network: t.net.spec.name.clone(),
+        steps: t.step,
+        train_samples: data.train.len(),
+        float_test_accuracy: float.accuracy,
+        float_correct,
+        train_seconds,
+    });
+    let written = write_dir(
+        &cfg.out_dir,
+        Some(&model_f32),
+        Some(&model_int8),
+        &samples,
+        &summary,
+        &[(CHECKPOINT, checkpoint::to_bytes(&mut t))],
+    )?;
+    Ok(Assets {
+        model_f32: Some(model_f32),
+        model_int8: Some(model_int8),
+        samples,
+        summary,
+        written,
+    })
+}
+
+/// A network trained and exported by [`train_export`].
+#[derive(Debug)]
+pub struct Exported {
+    /// The trainer after the last step.
+    pub trainer: Trainer,
+    /// The float network (BN in eval mode, unfolded) on the test set.
+    pub float: crate::train::Evaluation,
+    /// Seconds spent training.
+    pub train_seconds: f64,
+    /// The folded f32 model file.
+    pub model_f32: Vec<u8>,
+    /// The int8 model file.
+    pub model_int8: Vec<u8>,
+}
+
+/// Train `spec` on `data` as [`generate`] does (`cfg`'s steps, seed and
+/// threads; batch 32, SGD with momentum 0.9 and weight decay 1e-4, learning
+/// rate 0.1 decayed ×0.3 at each third, He initialisation), then fold,
+/// calibrate on `cfg.calibration` training samples and write both model
+/// files (`cfg.block_rows`, `cfg.weights`). Deterministic for a given
+/// configuration and machine.
+pub fn train_export(
+    cfg: &AssetConfig,
+    spec: crate::spec::NetworkSpec,
+    data: &crate::cli::Data,
+) -> Result<Exported> {
     let train_cfg = TrainConfig {
         batch: 32,
         lr: 0.1,
@@ -669,37 +751,12 @@ pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     let (qm, _notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
     let model_f32 = write_f32(&folded, cfg.block_rows, data.train.pixel_scale)?;
     let model_int8 = write_int8_form(&qm, cfg.block_rows, cfg.weights)?;
-
-    let test = &data.test;
-    let (samples, mut summary) =
-        samples_for(Some(&model_f32), Some(&model_int8), test, cfg.samples)?;
-    let idx = pick(test.len(), cfg.samples);
-    let chosen = test.select(&idx, format!("{}-embedded", test.name))?;
-    let float_correct =
-        (t.evaluate(&chosen, None)?.accuracy * chosen.len() as f64).round() as usize;
-    summary.data = cfg.data.data.clone();
-    summary.training = Some(Training {
-        network: t.net.spec.name.clone(),
-        steps: t.step,
-        train_samples: data.train.len(),
-        float_test_accuracy: float.accuracy,
-        float_correct,
+    Ok(Exported {
+        trainer: t,
+        float,
         train_seconds,
-    });
-    let written = write_dir(
-        &cfg.out_dir,
-        Some(&model_f32),
-        Some(&model_int8),
-        &samples,
-        &summary,
-        &[(CHECKPOINT, checkpoint::to_bytes(&mut t))],
-    )?;
-    Ok(Assets {
-        model_f32: Some(model_f32),
-        model_int8: Some(model_int8),
-        samples,
-        summary,
-        written,
+        model_f32,
+        model_int8,
     })
 }
 

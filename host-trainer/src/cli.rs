@@ -145,3 +145,133 @@ impl From<WeightsArg> for crate::export::ncm::WeightForm {
         }
     }
 }
+
+/// Check, before any work is done, that the output file `out` can be
+/// written and would not replace one of `inputs`: it is not a directory,
+/// not the same file as an input (compared by canonical paths, so that
+/// `./m.ncm`, `dir/../m.ncm` and a symbolic link are recognised), not a
+/// read-only file, and its directory (or, when that does not exist yet,
+/// the nearest existing ancestor, under which the atomic write creates it)
+/// is a directory this process can create files in. The write itself is
+/// [`crate::checkpoint::write_atomic`] (a temporary file, then a rename).
+pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    use std::fs;
+    let shown = out.display();
+    if out.as_os_str().is_empty() {
+        bail!("the output path is empty");
+    }
+    if out.is_dir() {
+        bail!("{shown} is a directory: give the output file's name, e.g. {shown}/adapted.ncm");
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .with_context(|| format!("{shown} does not name a file"))?;
+    // The file `out` would be: itself if it exists (links resolved), else
+    // the name in its canonical directory.
+    let target = match out.canonicalize() {
+        Ok(p) => Some(p),
+        Err(_) => parent.canonicalize().ok().map(|d| d.join(name)),
+    };
+    for input in inputs {
+        if let (Some(t), Ok(i)) = (&target, input.canonicalize()) {
+            if *t == i {
+                bail!(
+                    "the output {shown} is the input file {}: write to another file \
+                     (the input is left as it is)",
+                    input.display()
+                );
+            }
+        }
+    }
+    if let Ok(meta) = fs::metadata(out) {
+        if meta.permissions().readonly() {
+            bail!("{shown} is read-only: it cannot be replaced");
+        }
+    }
+    let mut dir = parent;
+    while !dir.exists() {
+        dir = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+    }
+    if !dir.is_dir() {
+        bail!("cannot write {shown}: {} is not a directory", dir.display());
+    }
+    let probe = dir.join(format!(
+        ".{}.probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bail!("cannot write {shown}: {}: {e}", dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_output_refuses_inputs_directories_and_unwritable_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("m.ncm");
+        std::fs::write(&input, b"model").unwrap();
+        let inputs = [input.as_path()];
+        // New files, also in a directory that does not exist yet.
+        check_output(&d.join("out.ncm"), &inputs).unwrap();
+        check_output(&d.join("new/sub/out.ncm"), &inputs).unwrap();
+        // The input itself, by another spelling, through a link.
+        for same in [
+            input.clone(),
+            d.join(".").join("m.ncm"),
+            d.join("new/../m.ncm"),
+        ] {
+            std::fs::create_dir_all(d.join("new")).unwrap();
+            let e = check_output(&same, &inputs).unwrap_err().to_string();
+            assert!(e.contains("is the input file"), "{same:?}: {e}");
+        }
+        #[cfg(unix)]
+        {
+            let link = d.join("link.ncm");
+            std::os::unix::fs::symlink(&input, &link).unwrap();
+            let e = check_output(&link, &inputs).unwrap_err().to_string();
+            assert!(e.contains("is the input file"), "{e}");
+        }
+        // A directory; a path under a file.
+        let e = check_output(d, &inputs).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = check_output(&input.join("x.ncm"), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        // A read-only file.
+        let ro = d.join("ro.ncm");
+        std::fs::write(&ro, b"keep").unwrap();
+        let mut p = std::fs::metadata(&ro).unwrap().permissions();
+        p.set_readonly(true);
+        std::fs::set_permissions(&ro, p).unwrap();
+        let e = check_output(&ro, &inputs).unwrap_err().to_string();
+        assert!(e.contains("read-only"), "{e}");
+        // Nothing left behind by the probes.
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert!(names.iter().all(|n| !n.contains("probe")), "{names:?}");
+    }
+}

@@ -8,6 +8,11 @@
 //! - `lr-sweep` (the analogue of Sec. 4.2.1): steps to reach a target test
 //!   accuracy for base learning rate ×1, ×5 and ×30, without BN, with BN, and
 //!   with BN and sigmoid instead of ReLU.
+//! - `drift` ([`drift`]): on-device adaptation under simulated sensor
+//!   drifts: accuracy as exported, shifted, and adapted with 2 to 256
+//!   samples.
+
+pub mod drift;
 
 use crate::cli::{progress, Data, DataArgs};
 use crate::network::Init;
@@ -26,6 +31,10 @@ pub enum Experiment {
     Figure1(Figure1Args),
     /// Sec. 4.2.1 analogue: steps to a target accuracy at learning rate x1, x5, x30.
     LrSweep(LrSweepArgs),
+    /// Adaptation under drift: accuracy before, under each simulated shift,
+    /// and after BN statistics re-estimation (and tail training) with 2 to
+    /// 256 samples; writes drift.csv, drift.md and drift.png.
+    Drift(drift::DriftArgs),
 }
 
 /// Options of `reproduce figure1`.
@@ -546,6 +555,7 @@ pub fn run(e: Experiment) -> Result<()> {
             );
             Ok(())
         }
+        Experiment::Drift(a) => drift::run(a),
         Experiment::LrSweep(a) => {
             let data = a.data.load()?;
             let rows = lr_sweep(&a, &data)?;

@@ -326,6 +326,11 @@ pub enum WriteError {
     WrongData(usize),
     /// New values of tensor `index` break a value rule of its role.
     BadValues(usize),
+    /// No layer with this index.
+    NoLayer(usize),
+    /// A new output quantization of layer `index` breaks the format's
+    /// rules for the layer.
+    BadQuant(usize),
 }
 
 impl fmt::Display for WriteError {
@@ -369,6 +374,11 @@ impl fmt::Display for WriteError {
             WriteError::BadValues(i) => write!(
                 f,
                 "tensor {i}: new values break the format's rules for its role"
+            ),
+            WriteError::NoLayer(i) => write!(f, "no layer {i} in the model"),
+            WriteError::BadQuant(i) => write!(
+                f,
+                "layer {i}: the new output quantization breaks the format's rules"
             ),
         }
     }

@@ -1273,6 +1273,123 @@ fn in_place_updates_keep_the_file_valid_or_leave_it_unchanged() {
     ));
 }
 
+#[test]
+fn update_quant_changes_the_output_stage_or_leaves_the_file_unchanged() {
+    use super::QuantOut;
+    // int8: the last layer's output scale, zero point and clamps.
+    let (mut store, len) = owned(&int8_cnn().build());
+    let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+    let before = levels(file);
+    let old = Model::parse(file).unwrap().layer(3).unwrap().quant;
+    let new = QuantOut {
+        scale: 0.25,
+        zero_point: 7,
+        requant_zero_point: 7,
+        clamp_min: -100,
+        clamp_max: 100,
+        requant_scale: 0.25,
+    };
+    write::update_quant(file, 3, new).unwrap();
+    let m = Model::parse(file).unwrap();
+    assert_eq!(m.layer(3).unwrap().quant, new);
+    assert_eq!(
+        m.layer(2).unwrap().quant.scale,
+        1.0 / 256.0,
+        "another layer"
+    );
+    assert_ne!(levels(file), before);
+    // Back to the old values: the original file, byte for byte.
+    write::update_quant(file, 3, old).unwrap();
+    assert_eq!(file, &int8_cnn().build()[..]);
+    // Rejected: every byte stays (the record and the CRC).
+    let snapshot = file.to_vec();
+    let bad = [
+        QuantOut { scale: 0.0, ..old },
+        QuantOut {
+            scale: f32::NAN,
+            ..old
+        },
+        QuantOut {
+            scale: f32::INFINITY,
+            ..old
+        },
+        QuantOut {
+            zero_point: 128,
+            ..old
+        },
+        QuantOut {
+            requant_zero_point: -129,
+            ..old
+        },
+        QuantOut {
+            clamp_min: 10,
+            clamp_max: 9,
+            ..old
+        },
+        // A layer without sigmoid/tanh requantizes to its output scale.
+        QuantOut {
+            requant_scale: 2.0 * old.scale,
+            ..old
+        },
+        QuantOut {
+            requant_scale: 0.0,
+            ..old
+        },
+    ];
+    for q in bad {
+        assert_eq!(
+            write::update_quant(file, 3, q),
+            Err(WriteError::BadQuant(3)),
+            "{q:?}"
+        );
+        assert_eq!(file, &snapshot[..], "{q:?}");
+    }
+    // A pooling layer has no requantization scale.
+    let pool = Model::parse(file).unwrap().layer(1).unwrap().quant;
+    assert_eq!(
+        write::update_quant(
+            file,
+            1,
+            QuantOut {
+                requant_scale: 0.05,
+                ..pool
+            }
+        ),
+        Err(WriteError::BadQuant(1))
+    );
+    assert_eq!(
+        write::update_quant(file, 4, old),
+        Err(WriteError::NoLayer(4))
+    );
+    assert_eq!(file, &snapshot[..]);
+    // f32: only the all-zero quantization.
+    let (mut store, len) = owned(&f32_mlp().build());
+    let file = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut store)[..len];
+    let snapshot = file.to_vec();
+    write::update_quant(file, 0, QuantOut::NONE).unwrap();
+    assert_eq!(file, &snapshot[..]);
+    assert_eq!(
+        write::update_quant(
+            file,
+            0,
+            QuantOut {
+                scale: 1.0,
+                ..QuantOut::NONE
+            }
+        ),
+        Err(WriteError::BadQuant(0))
+    );
+    assert_eq!(file, &snapshot[..]);
+    // A damaged file is refused, not repaired.
+    file[100] ^= 1;
+    let damaged = file.to_vec();
+    assert!(matches!(
+        write::update_quant(file, 0, QuantOut::NONE),
+        Err(WriteError::Invalid(ModelError::CrcMismatch { .. }))
+    ));
+    assert_eq!(file, &damaged[..]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 

@@ -21,10 +21,11 @@
 //! their bias padded to whole blocks; the writer derives every tensor's
 //! logical dims from the op ([`Op::tensor_dims`]).
 //!
-//! [`update_tensor`] and [`update_bn`] change values of a valid file in
-//! place, with the CRC refreshed: what adapting a model on a device needs.
-//! They check the new values against the same rules the parser applies, so
-//! the file stays valid; on any `Err` the file is unchanged.
+//! [`update_tensor`], [`update_bn`] and [`update_quant`] change values of a
+//! valid file in place, with the CRC refreshed: what adapting a model on a
+//! device needs, and what baking an adaptation into a new file on the host
+//! is made of. They check the new values against the same rules the parser
+//! applies, so the file stays valid; on any `Err` the file is unchanged.
 
 use super::layout::{
     round_up, window_bytes, ActCode, LayoutCode, RawBn, RawHeader, RawLayer, RawTensor, Slot,
@@ -579,5 +580,40 @@ pub fn update_bn(file: &mut [u8], j: usize, state: BnState<'_>) -> Result<(), Wr
     }
     put(file, at, &raw)?;
     refresh_crc(file);
+    Ok(())
+}
+
+/// Overwrite the output quantization of layer `layer` of the valid file
+/// `file` (the record's output scale, zero points, clamps and
+/// requantization scale, [`QuantOut`]) and refresh the CRC. The new record
+/// must pass the parser's checks for the layer (int8: a finite positive
+/// scale, zero points and clamps in `[-128, 127]` with `clamp_min ≤
+/// clamp_max`, a weighted layer's requantization scale; f32: all zero),
+/// which the file is re-parsed with, else [`WriteError::BadQuant`]. On
+/// `Err` the file is unchanged.
+pub fn update_quant(file: &mut [u8], layer: usize, q: QuantOut) -> Result<(), WriteError> {
+    let model = Model::parse(file).map_err(WriteError::Invalid)?;
+    let rec = model.layers.get(layer).ok_or(WriteError::NoLayer(layer))?;
+    let (old, at) = (*rec, model.offset_of(rec));
+    let new = RawLayer {
+        output_scale: q.scale,
+        output_zero_point: q.zero_point,
+        requant_zero_point: q.requant_zero_point,
+        clamp_min: q.clamp_min,
+        clamp_max: q.clamp_max,
+        requant_scale: q.requant_scale,
+        ..old
+    };
+    let crc = file.get(CRC_FIELD).map(|c| [c[0], c[1], c[2], c[3]]);
+    put(file, at, &new)?;
+    refresh_crc(file);
+    if Model::parse(file).is_err() {
+        // Put the record and the CRC back: the file as it was.
+        put(file, at, &old)?;
+        if let (Some(field), Some(crc)) = (file.get_mut(CRC_FIELD), crc) {
+            field.copy_from_slice(&crc);
+        }
+        return Err(WriteError::BadQuant(layer));
+    }
     Ok(())
 }

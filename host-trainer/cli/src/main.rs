@@ -2,7 +2,7 @@
 //! the paper's experiments, and prepare models for microcontrollers.
 
 use normcore_trainer::cli::{progress, Data, DataArgs};
-use normcore_trainer::{assets, bench, checkpoint, export, reproduce, spec, train};
+use normcore_trainer::{adapt, assets, bench, checkpoint, export, reproduce, spec, train};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         toml: bool,
     },
+    /// Adapt a model file to a data set (optionally under a simulated
+    /// drift) with the device's code, print the accuracy before and after,
+    /// and write the adapted model file: BN statistics re-estimation on
+    /// unlabeled samples (restat), tail training on labeled ones (tail), or
+    /// both.
+    Adapt(adapt::command::AdaptArgs),
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Reproduce(reproduce::Experiment),
@@ -341,6 +347,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd_eval(a),
         Command::Export(a) => export::run(a),
         Command::Inspect { file, toml } => cmd_inspect(&file, toml),
+        Command::Adapt(a) => adapt::command::run(a),
         Command::Reproduce(e) => reproduce::run(e),
         Command::Assets(a) => assets::run(a),
         Command::Samples(a) => assets::run_samples(a),

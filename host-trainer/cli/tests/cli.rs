@@ -341,3 +341,72 @@ fn reproduce_figure1_writes_the_csv_and_three_pngs() {
         assert!(bytes.len() > 1000, "{png}: {} bytes", bytes.len());
     }
 }
+
+#[test]
+fn reproduce_drift_writes_the_csv_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ok(
+        &[
+            "reproduce",
+            "drift",
+            "--steps",
+            "300",
+            "--kind",
+            "f32",
+            "--out-dir",
+            "drift",
+        ],
+        d,
+    );
+    for want in [
+        "| shift | before | shifted | restat@64 |",
+        "| gain0.6+0.3 |",
+        "| contrast0.4 |",
+        "| blur3x3 |",
+        "| invert |",
+        "exported f32",
+    ] {
+        assert!(out.contains(want), "`{want}` not in:\n{out}");
+    }
+    let drift = d.join("drift");
+    assert_eq!(listing(&drift), ["drift.csv", "drift.md", "drift.png"]);
+    let csv = std::fs::read_to_string(drift.join("drift.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("shift,method,samples,accuracy"));
+    // Per shift: before, shifted, restat at 8 sample counts, tail and
+    // both at 4 each.
+    assert_eq!(csv.lines().count(), 1 + 4 * 18, "{csv}");
+    assert!(
+        csv.contains(",tail,200,") && csv.contains(",both,200,"),
+        "{csv}"
+    );
+    // An exported model given with a network to train: refused.
+    let err = fails(
+        &[
+            "reproduce",
+            "drift",
+            "--model",
+            "m.ncm",
+            "--network",
+            "digits-cnn",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("--network") && err.contains("--model"),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            "reproduce",
+            "drift",
+            "--model",
+            "missing.ncm",
+            "--out-dir",
+            "x",
+        ],
+        d,
+    );
+    assert!(err.contains("cannot read missing.ncm"), "{err}");
+    assert_eq!(listing(d), ["drift"]);
+}

@@ -717,3 +717,203 @@ fn adapt_on_input_levels_equals_adapt_on_stored_values() {
     let f32_model = f.f32.parse().unwrap();
     assert!(run_all_levels(&f32_model, None, &levels).is_err());
 }
+
+#[test]
+fn adapt_shift_names_parse_back() {
+    for s in Shift::SCENARIO {
+        assert_eq!(s.name().parse::<Shift>(), Ok(s), "{}", s.name());
+    }
+    let g = |gain, offset| Shift::GainOffset { gain, offset };
+    assert_eq!("gain1.2-0.1".parse::<Shift>(), Ok(g(1.2, -0.1)));
+    assert_eq!("gain1.2+-0.1".parse::<Shift>(), Ok(g(1.2, -0.1)));
+    assert_eq!("gain-1+1".parse::<Shift>(), Ok(g(-1.0, 1.0)));
+    assert_eq!("gain2e-1+0".parse::<Shift>(), Ok(g(0.2, 0.0)));
+    assert_eq!(g(1.2, -0.1).name().parse::<Shift>(), Ok(g(1.2, -0.1)));
+    assert_eq!("blur".parse::<Shift>(), Ok(Shift::Blur));
+    for bad in [
+        "",
+        "gain",
+        "gain0.6",
+        "gain0.6+",
+        "gain+0.3",
+        "gainx+1",
+        "gain1+inf",
+        "contrast",
+        "contrastNaN",
+        "blur5x5",
+        "inverted",
+        "noise0.1",
+    ] {
+        let e = bad.parse::<Shift>().unwrap_err();
+        assert!(
+            e.contains(&format!("`{bad}`")) && e.contains(SHIFT_FORMS),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn adapt_pick_seeded_is_deterministic_distinct_and_nested() {
+    let a = pick_seeded(100, 10, 7);
+    assert_eq!(a, pick_seeded(100, 10, 7));
+    assert_ne!(a, pick_seeded(100, 10, 8));
+    assert_eq!(&pick_seeded(100, 20, 7)[..10], &a[..]);
+    let mut s = a.clone();
+    s.sort_unstable();
+    s.dedup();
+    assert_eq!(s.len(), 10);
+    assert!(a.iter().all(|&i| i < 100));
+    assert_eq!(pick_seeded(5, 64, 1).len(), 5);
+    assert_eq!(
+        Method::Both.scope(),
+        Scope {
+            restat: true,
+            tail: true
+        }
+    );
+    assert_eq!(
+        Method::Tail.scope(),
+        Scope {
+            restat: false,
+            tail: true
+        }
+    );
+    assert_eq!(
+        Method::Restat.scope(),
+        Scope {
+            restat: true,
+            tail: false
+        }
+    );
+}
+
+/// Written by hand into the tail entry (the last, dense layer): the file's
+/// bias, multipliers and shifts with changes, its weights changed where
+/// the stored form allows, and (int8) another output zero point: what tail
+/// training writes, without the training.
+fn fake_tail(model: &Model<'_>, o: &mut Overlay<'_>) {
+    use bytemuck::cast_slice_mut;
+    let last = model.layer_count() - 1;
+    let e = o.entry_of(last).unwrap();
+    let l = model.layer(last).unwrap();
+    match l.bias.unwrap() {
+        Data::I32(b) => {
+            let ob: &mut [i32] = cast_slice_mut(o.part_mut(e, Part::Bias).unwrap());
+            ob.copy_from_slice(b);
+            ob[0] += 300;
+        }
+        Data::F32(b) => {
+            let ob: &mut [f32] = cast_slice_mut(o.part_mut(e, Part::Bias).unwrap());
+            ob.copy_from_slice(b);
+            ob[0] += 0.5;
+        }
+        _ => panic!(),
+    }
+    if let Some((m, s)) = l.requant {
+        cast_slice_mut::<u32, i32>(o.part_mut(e, Part::Multiplier).unwrap()).copy_from_slice(m);
+        let os: &mut [i32] = cast_slice_mut(o.part_mut(e, Part::Shift).unwrap());
+        os.copy_from_slice(s);
+        os[1] += 1;
+        let q = l.quant;
+        o.set_quant(
+            e,
+            normcore::model::QuantOut {
+                zero_point: (q.zero_point + 3).min(127),
+                requant_zero_point: (q.requant_zero_point + 3).min(127),
+                ..q
+            },
+        );
+    }
+    match l.weights.unwrap() {
+        Data::I8(w) => {
+            let ow: &mut [i8] = cast_slice_mut(o.part_mut(e, Part::Weights).unwrap());
+            ow[..w.len()].copy_from_slice(w);
+            for v in ow.iter_mut().step_by(5) {
+                *v = v.saturating_neg().max(-127);
+            }
+        }
+        Data::I8Pairs(w) => {
+            let ow: &mut [i32] = cast_slice_mut(o.part_mut(e, Part::Weights).unwrap());
+            ow.copy_from_slice(w);
+            ow.swap(0, 1);
+        }
+        Data::F32(w) => {
+            let ow: &mut [f32] = cast_slice_mut(o.part_mut(e, Part::Weights).unwrap());
+            ow.copy_from_slice(w);
+            for v in ow.iter_mut().step_by(3) {
+                *v *= -1.5;
+            }
+        }
+        Data::I32(_) => panic!(),
+    }
+    o.set_flags(e, overlay::ACTIVE | overlay::HAS_WEIGHTS, true);
+}
+
+/// The baked file runs as the model with the overlay: bit for bit (int8),
+/// identically (f32), on the whole test set; for re-estimation, for a
+/// written tail (weights, output quantization) and for both; and it
+/// carries the adapted statistics as its BN records.
+#[test]
+fn adapt_bake_runs_as_the_model_with_the_overlay() {
+    let shift = Shift::GainOffset {
+        gain: 0.6,
+        offset: 0.3,
+    };
+    for f in [mlp(), cnn()] {
+        let train = shift.apply(&f.train).unwrap();
+        let test = shift.apply(&f.test).unwrap();
+        for (kind, bytes) in models(f) {
+            let model = bytes.parse().unwrap();
+            let plain = run_all(&model, None, &test.images).unwrap();
+            for method in [Method::Restat, Method::Tail, Method::Both] {
+                let what = format!("{kind} {}", method.name());
+                let mut words = new_overlay(&model, method.scope()).unwrap();
+                let mut o = Overlay::new(&model, method.scope(), &mut words).unwrap();
+                if method != Method::Tail {
+                    restat(&model, &mut o, &first(&train, 64)).unwrap();
+                }
+                if method != Method::Restat {
+                    fake_tail(&model, &mut o);
+                }
+                let want = run_all(&model, Some(&o), &test.images).unwrap();
+                assert_ne!(want, plain, "{what}: the overlay changes nothing");
+                let baked = bake(bytes.bytes(), &o).unwrap();
+                assert_eq!(baked.len(), bytes.bytes().len(), "{what}");
+                let baked = ModelBytes::new(&baked);
+                let bm = baked.parse().unwrap();
+                assert_eq!(run_all(&bm, None, &test.images).unwrap(), want, "{what}");
+                assert_eq!(
+                    crate::export::device::run_all(&bm, &test.images).unwrap(),
+                    want,
+                    "{what}"
+                );
+                for (j, rec) in bm.bn_records().enumerate() {
+                    let rec = rec.unwrap();
+                    let now = o.current_bn(&model, rec.layer).unwrap();
+                    assert_eq!((rec.mean, rec.var), (now.mean, now.var), "{what} BN {j}");
+                }
+                // Through the file's own reader: a round trip of the writer.
+                assert_eq!(
+                    crate::export::rewrite(&bm).unwrap(),
+                    baked.bytes(),
+                    "{what}"
+                );
+            }
+            // An empty overlay bakes the file itself.
+            let mut words = new_overlay(&model, Method::Both.scope()).unwrap();
+            let o = Overlay::new(&model, Method::Both.scope(), &mut words).unwrap();
+            assert_eq!(bake(bytes.bytes(), &o).unwrap(), bytes.bytes(), "{kind}");
+        }
+    }
+    // Another model's overlay, a damaged file: refused.
+    let f = mlp();
+    let a = f.int8.parse().unwrap();
+    let mut words = new_overlay(&a, Method::Restat.scope()).unwrap();
+    let o = Overlay::new(&a, Method::Restat.scope(), &mut words).unwrap();
+    let e = bake(f.f32.bytes(), &o).unwrap_err();
+    assert!(format!("{e:#}").contains("another model"), "{e:#}");
+    let mut damaged = f.int8.bytes().to_vec();
+    damaged[200] ^= 1;
+    let e = bake(&damaged, &o).unwrap_err();
+    assert!(format!("{e:#}").contains("not a valid model file"), "{e:#}");
+}
