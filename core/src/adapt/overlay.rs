@@ -212,6 +212,24 @@ fn layout(model: &Model<'_>, scope: Scope, out: &mut [u32]) -> Result<usize, Ada
     Ok(at)
 }
 
+/// The first `need` of `words`, zeroed, with the header and entry table
+/// `layout` writes for `model` and `scope`.
+fn laid_out<'w>(
+    model: &Model<'_>,
+    scope: Scope,
+    words: &'w mut [u32],
+    need: usize,
+) -> Result<&'w mut [u32], AdaptError> {
+    let actual = words.len();
+    let words = words.get_mut(..need).ok_or(AdaptError::BufferTooSmall {
+        needed: need * 4,
+        actual: actual * 4,
+    })?;
+    words.fill(0);
+    layout(model, scope, words)?;
+    Ok(words)
+}
+
 fn word_u32(v: usize) -> Result<u32, AdaptError> {
     u32::try_from(v).map_err(|_| AdaptError::TooLarge)
 }
@@ -238,13 +256,7 @@ impl<'o> Overlay<'o> {
     /// and the entries is zeroed.
     pub fn new(model: &Model<'_>, scope: Scope, words: &'o mut [u32]) -> Result<Self, AdaptError> {
         let need = Self::words_needed(model, scope)?;
-        let actual = words.len();
-        let words = words.get_mut(..need).ok_or(AdaptError::BufferTooSmall {
-            needed: need * 4,
-            actual: actual * 4,
-        })?;
-        words.fill(0);
-        layout(model, scope, words)?;
+        let words = laid_out(model, scope, words, need)?;
         Ok(Overlay {
             words,
             kind: model.kind(),
@@ -276,15 +288,9 @@ impl<'o> Overlay<'o> {
         if bytes.len() != need * 4 || head(3) as usize != need {
             return Err(AdaptError::BadOverlay);
         }
-        let actual = words.len();
-        let words = words.get_mut(..need).ok_or(AdaptError::BufferTooSmall {
-            needed: need * 4,
-            actual: actual * 4,
-        })?;
         // The layout the model calls for, then the saved words over it; the
         // entry table must be the same except flags and quantization.
-        words.fill(0);
-        layout(model, scope, words)?;
+        let words = laid_out(model, scope, words, need)?;
         let n = (head(1) >> 24) as usize;
         let mut expected = [0u32; ENTRY_WORDS];
         for e in 0..n {

@@ -240,16 +240,7 @@ impl<'w> Restat<'w> {
         let kind = self.kind;
         let [mean, m2, _, _, coef, base, shift, ..] = self.split();
         for ch in 0..c {
-            let s = bn.scale(ch);
-            if !(s != 0.0 && (1.0 / s).is_finite()) {
-                return Err(crate::Error::NotInvertible { channel: ch }.into());
-            }
-            let step = match kind {
-                Kind::F32 => 1.0,
-                Kind::Int8 => step_of(&layer, ch).ok_or(AdaptError::BadLayer { layer: i })?,
-            };
-            coef[ch] = step / s;
-            base[ch] = bn.mean[ch] - bn.beta[ch] / s;
+            (coef[ch], base[ch]) = pre_norm(kind, &layer, i, &bn, ch)?;
             shift[ch] = bn.mean[ch];
             mean[ch] = 0.0;
             m2[ch] = 0.0;
@@ -342,6 +333,29 @@ impl<'w> Restat<'w> {
         self.start_pass(model)?;
         Ok(report)
     }
+}
+
+/// The coefficients `(coef, base)` of channel `ch`'s pre-normalization
+/// value `x = v·coef + base` of layer `i` (`layer` as the engine runs it,
+/// folded with `bn`): `v` the int8 accumulator or the f32 pre-activation,
+/// `coef = a/s`, `base = E[x] − β/s` (module docs, "The pre-normalization
+/// value"). Shared by re-estimation and tail training.
+pub(crate) fn pre_norm(
+    kind: Kind,
+    layer: &Layer<'_>,
+    i: usize,
+    bn: &BnState<'_>,
+    ch: usize,
+) -> Result<(f32, f32), AdaptError> {
+    let s = bn.scale(ch);
+    if !(s != 0.0 && (1.0 / s).is_finite()) {
+        return Err(crate::Error::NotInvertible { channel: ch }.into());
+    }
+    let step = match kind {
+        Kind::F32 => 1.0,
+        Kind::Int8 => step_of(layer, ch).ok_or(AdaptError::BadLayer { layer: i })?,
+    };
+    Ok((step / s, bn.mean[ch] - bn.beta[ch] / s))
 }
 
 /// The real value of one accumulator step of channel `ch` of an int8

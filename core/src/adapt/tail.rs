@@ -61,7 +61,7 @@ use bytemuck::cast_slice_mut;
 use fixed::types::I1F31;
 
 use super::overlay::{bn_index, Overlay, Part, ACTIVE, HAS_WEIGHTS};
-use super::restat::step_of;
+use super::restat::pre_norm;
 use super::{AdaptError, LayerTap};
 use crate::batchnorm::BnState;
 use crate::engine::{Engine, Output};
@@ -317,17 +317,8 @@ impl<'w> Tail<'w> {
             p.beta.copy_from_slice(cur.beta);
             p.g0.copy_from_slice(cur.gamma);
             for ch in 0..c {
-                let s = cur.scale(ch);
-                if !(s != 0.0 && (1.0 / s).is_finite()) {
-                    return Err(crate::Error::NotInvertible { channel: ch }.into());
-                }
-                let step = match kind {
-                    Kind::F32 => 1.0,
-                    Kind::Int8 => step_of(&fl, ch).ok_or(AdaptError::BadLayer { layer: f })?,
-                };
                 // x = v·coef + base: the pre-normalization value.
-                p.coef[ch] = step / s;
-                p.base[ch] = cur.mean[ch] - cur.beta[ch] / s;
+                (p.coef[ch], p.base[ch]) = pre_norm(kind, &fl, f, &cur, ch)?;
                 p.mean[ch] = cur.mean[ch];
                 p.istd[ch] = 1.0 / libm::sqrtf(cur.var[ch] + cur.eps);
             }
