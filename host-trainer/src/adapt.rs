@@ -221,17 +221,18 @@ pub(crate) fn tail_step(
 pub const TAIL_EPOCHS: usize = 10;
 
 /// Adapt `overlay` (planned with `method.scope()`) by `method`:
-/// re-estimation on the unlabeled samples `unlabeled`, tail training on
+/// re-estimation on the unlabeled samples `unlabeled` (fed as `feed` says), tail training on
 /// `labeled` (samples and labels), or both in this order.
 pub fn adapt_with(
     model: &Model<'_>,
     overlay: &mut Overlay<'_>,
     method: Method,
     unlabeled: &[f32],
+    feed: Feed,
     labeled: (&[f32], &[u16]),
 ) -> Result<()> {
     if method != Method::Tail {
-        restat(model, overlay, unlabeled)?;
+        restat_fed(model, overlay, unlabeled, feed)?;
     }
     if method != Method::Restat {
         tail_step(model, overlay, labeled.0, labeled.1)?;
@@ -368,11 +369,47 @@ impl Inputs<'_> {
     }
 }
 
+/// How re-estimation's passes (one per BN layer, core's [`Restat`]) are fed
+/// the `n` unlabeled samples.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Feed {
+    /// Every pass sees all `n` samples: each layer's statistics from `n`
+    /// samples; a sample costs `Σ_k cost(layers 0..=L_k)`, a few
+    /// inferences.
+    #[default]
+    Every,
+    /// The samples split into consecutive parts, one per pass (pass `k`
+    /// gets samples `k·n/P .. (k+1)·n/P`): each sample is observed once, at
+    /// the cost of at most one inference, as a device adapting on a stream
+    /// of sensor data would; each layer's statistics from `n/P` samples.
+    Split,
+}
+
+impl Feed {
+    /// The samples of pass `k` of `passes`, of `n`.
+    pub fn part(self, n: usize, k: usize, passes: usize) -> std::ops::Range<usize> {
+        match self {
+            Feed::Every => 0..n,
+            Feed::Split => k * n / passes.max(1)..(k + 1) * n / passes.max(1),
+        }
+    }
+}
+
 /// Statistics re-estimation (core's [`Restat`]) on the unlabeled samples
 /// `x` (`[n, h·w·c]` stored values), every pass over the same samples,
 /// refolding into `overlay`. Returns one report per BN layer.
 pub fn restat(model: &Model<'_>, overlay: &mut Overlay<'_>, x: &[f32]) -> Result<Vec<PassReport>> {
-    restat_inputs(model, overlay, Inputs::Stored(x), usize::MAX)
+    restat_inputs(model, overlay, Inputs::Stored(x), usize::MAX, Feed::Every)
+}
+
+/// [`restat`] with the samples fed to the passes as `feed` says.
+pub fn restat_fed(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: &[f32],
+    feed: Feed,
+) -> Result<Vec<PassReport>> {
+    restat_inputs(model, overlay, Inputs::Stored(x), usize::MAX, feed)
 }
 
 /// [`restat`] of the first `layers` BN layers only ([`Restat::first_layers`]).
@@ -382,7 +419,7 @@ pub fn restat_layers(
     x: &[f32],
     layers: usize,
 ) -> Result<Vec<PassReport>> {
-    restat_inputs(model, overlay, Inputs::Stored(x), layers)
+    restat_inputs(model, overlay, Inputs::Stored(x), layers, Feed::Every)
 }
 
 /// [`restat`] on an int8 model's input levels (`[n, h·w·c]`), as a device
@@ -392,7 +429,13 @@ pub fn restat_levels(
     overlay: &mut Overlay<'_>,
     levels: &[i8],
 ) -> Result<Vec<PassReport>> {
-    restat_inputs(model, overlay, Inputs::Levels(levels), usize::MAX)
+    restat_inputs(
+        model,
+        overlay,
+        Inputs::Levels(levels),
+        usize::MAX,
+        Feed::Every,
+    )
 }
 
 fn restat_inputs(
@@ -400,6 +443,7 @@ fn restat_inputs(
     overlay: &mut Overlay<'_>,
     x: Inputs<'_>,
     layers: usize,
+    feed: Feed,
 ) -> Result<Vec<PassReport>> {
     let n = x.count(model, sample_len(model))?;
     ensure!(n >= 2, "re-estimation needs at least 2 samples");
@@ -407,11 +451,18 @@ fn restat_inputs(
     let mut work = vec![0f32; need];
     let mut r =
         Restat::first_layers(model, &mut work, layers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let passes = r.pass().1;
+    ensure!(
+        feed.part(n, 0, passes).len() >= 2,
+        "re-estimation fed by splitting {n} samples among {passes} passes (one per BN layer) \
+         needs at least {} samples (2 per pass)",
+        2 * passes
+    );
     let mut mem = arena(model);
     let bytes = model.arena_bytes();
     let mut reports = Vec::new();
     while !r.done() {
-        for s in 0..n {
+        for s in feed.part(n, r.pass().0, passes) {
             let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..bytes];
             let mut e = Engine::new(model, buf)?;
             x.write(&mut e, model, s)?;

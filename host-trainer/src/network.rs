@@ -158,12 +158,13 @@ pub enum NetworkError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// A core kernel rejected its inputs (a bug in this module if it happens).
-    #[error("layer {layer}: {source}")]
+    #[error("layer {layer}: {error}")]
     Kernel {
         /// 1-based layer index.
         layer: usize,
-        /// The kernel's error.
-        source: CoreError,
+        /// The kernel's error (in the message, not a `source`: an error
+        /// chain would print it twice).
+        error: CoreError,
     },
     /// A batch larger than the workspace or of the wrong sample size.
     #[error("batch of {n} samples of {len} values does not fit a workspace for {capacity} samples of {expected}")]
@@ -183,9 +184,9 @@ pub enum NetworkError {
 }
 
 fn kernel(layer: usize) -> impl Fn(CoreError) -> NetworkError {
-    move |source| NetworkError::Kernel {
+    move |error| NetworkError::Kernel {
         layer: layer + 1,
-        source,
+        error,
     }
 }
 
@@ -393,7 +394,7 @@ impl Network {
                     } else {
                         let state = layer.bn_state().ok_or(NetworkError::Kernel {
                             layer: i + 1,
-                            source: CoreError::InvalidParam(normcore::Param::Dimension),
+                            error: CoreError::InvalidParam(normcore::Param::Dimension),
                         })?;
                         bn.forward_eval(
                             View::new(xs, xin).map_err(&err)?,

@@ -32,6 +32,20 @@
 //! network.) The cost is `Σ_k cost(0..=L_k)` per sample instead of one
 //! inference; for networks whose first layer dominates, a few inferences.
 //!
+//! # Feeding the passes
+//! Nothing here requires a pass to see the samples an earlier pass saw: a
+//! pass estimates its layer from whatever samples it observes. Two ways to
+//! feed it, with the same code:
+//! - **every pass the same `n` samples** (the example above): each layer
+//!   from `n` samples; a sample costs `Σ_k cost(0..=L_k)`;
+//! - **a stream split among the passes** (pass `k` gets its own `n/P`
+//!   samples, as a device adapting on its sensor's data receives them):
+//!   each sample is observed once, at the cost of one run through layers
+//!   `0..=L_k` plus the tap, at most about one inference; each layer from
+//!   `n/P` samples. For a gain/offset shift, 64 samples split this way
+//!   recover as much as 64 samples per pass (docs/ADAPT.md has the
+//!   figures).
+//!
 //! # The pre-normalization value
 //! A folded layer's output before its activation is `y_c = s_c·(x_c −
 //! E[x]_c) + β_c`, so `x_c = y_c/s_c + (E[x]_c − β_c/s_c)`, with the layer's

@@ -215,7 +215,11 @@ impl fmt::Display for ModelError {
             }
             ModelError::BadMagic => f.write_str("not a normcore model (magic is not \"NCMF\")"),
             ModelError::UnsupportedVersion(v) => {
-                write!(f, "format version {v} is not supported (this reader implements 1)")
+                write!(
+                    f,
+                    "format version {v} is not supported (this reader implements {})",
+                    super::layout::VERSION
+                )
             }
             ModelError::UnknownFlags(b) => write!(f, "unknown header flags {b:#06x}"),
             ModelError::SizeMismatch { header, actual } => write!(

@@ -109,7 +109,8 @@ fn adapt_restat_recovers_a_drift_and_writes_a_model_that_runs() {
         assert!(clean - shifted >= 5.0, "{out}");
         assert!(adapted - shifted >= 0.8 * (clean - shifted), "{out}");
         assert!(
-            out.contains("64 unlabeled training samples (seed 1)"),
+            out.contains("64 unlabeled training samples (seed 1)")
+                && out.contains("re-estimation: every pass"),
             "{out}"
         );
         assert!(out.contains("overlay: ") && out.contains(" bytes"), "{out}");
@@ -315,6 +316,27 @@ fn adapt_refuses_bad_requests_without_writing() {
                 "x.ncm",
             ],
             &["at least 2 samples"],
+        ),
+        (
+            &[
+                "--model",
+                model,
+                "--method",
+                "restat",
+                "--feed",
+                "split",
+                "--unlabeled",
+                "3",
+                "-o",
+                "x.ncm",
+            ],
+            &["splitting 3 samples among 2 passes", "at least 4 samples"],
+        ),
+        (
+            &[
+                "--model", model, "--method", "restat", "--feed", "half", "-o", "x.ncm",
+            ],
+            &["'half'", "every", "split"],
         ),
         (
             &[

@@ -184,6 +184,30 @@ fn missing_mnist_names_the_file_and_suggests_data_dir() {
     assert!(listing(dir.path()).is_empty());
 }
 
+/// An error whose message already contains its cause prints the cause
+/// once, not again as the next link of the chain.
+#[test]
+fn errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["eval", "--model", "/nonexistent.ckpt"][..],
+        &["inspect", "/nonexistent.ncm"][..],
+    ] {
+        let err = fails(args, dir.path());
+        let cause = "No such file or directory";
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+    }
+    // A model file of another format version: the reason once.
+    let old = dir.path().join("old.ncm");
+    let mut bytes = vec![0u8; 64];
+    bytes[..4].copy_from_slice(b"NCMF");
+    bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
+    std::fs::write(&old, &bytes).unwrap();
+    let err = fails(&["inspect", old.to_str().unwrap()], dir.path());
+    assert_eq!(err.matches("format version 1").count(), 1, "{err}");
+    assert!(err.contains("this reader implements 2"), "{err}");
+}
+
 /// A network file in `dir` with `layers` (TOML `[[layers]]` tables).
 fn network(dir: &Path, name: &str, layers: &str) -> String {
     let file = format!("{name}.toml");

@@ -21,7 +21,7 @@ use clap::Args;
 use normcore::adapt::overlay::Overlay;
 use std::path::{Path, PathBuf};
 
-use super::{accuracy, adapt_with, bake, new_overlay, pick_seeded, run_all, Method, Shift};
+use super::{accuracy, adapt_with, bake, new_overlay, pick_seeded, run_all, Feed, Method, Shift};
 use crate::assets::check_model_data;
 use crate::cli::{check_output, DataArgs};
 use crate::data::Dataset;
@@ -49,6 +49,12 @@ pub struct AdaptArgs {
     /// Unlabeled training samples for re-estimation (at least 2).
     #[arg(long, default_value_t = DEFAULT_UNLABELED)]
     pub unlabeled: usize,
+    /// How re-estimation's passes (one per BN layer) use the unlabeled
+    /// samples: every (each pass sees all of them; a sample costs a few
+    /// inferences) or split (each pass its own part; a sample costs at most
+    /// one inference, as on a device adapting on a stream).
+    #[arg(long, value_enum, default_value_t = Feed::Every)]
+    pub feed: Feed,
     /// Labeled training samples for tail training.
     #[arg(long, default_value_t = DEFAULT_LABELED)]
     pub labeled: usize,
@@ -170,6 +176,7 @@ pub fn adapt_file(
         &mut o,
         a.method,
         &picked.images[..unlabeled * per],
+        a.feed,
         (&picked.images[..labeled * per], &picked.labels[..labeled]),
     )
     .with_context(|| format!("{name}: adaptation by {} failed", a.method.name()))?;
@@ -259,6 +266,18 @@ fn print_report(
         used.join(" + "),
         a.seed
     );
+    if r.unlabeled > 0 {
+        println!(
+            "re-estimation: {}",
+            match a.feed {
+                Feed::Every => "every pass (one per BN layer) over all the unlabeled samples",
+                Feed::Split => {
+                    "the unlabeled samples split among the passes (one per BN layer), \
+                     each sample seen once"
+                }
+            }
+        );
+    }
     println!(
         "overlay: {} bytes (what a device keeps for this adaptation, normcore::adapt::overlay)",
         r.overlay_bytes

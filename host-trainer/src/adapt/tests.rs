@@ -245,13 +245,25 @@ fn adapt_restat_recovers_a_gain_offset_shift() {
             o.reset();
             restat_layers(&model, &mut o, &first(&train, 64), 1).unwrap();
             let one = accuracy(&model, Some(&o), &test).unwrap();
+            // The 64 samples split among the passes: each observed once.
+            o.reset();
+            let reports = restat_fed(&model, &mut o, &first(&train, 64), Feed::Split).unwrap();
+            let split = accuracy(&model, Some(&o), &test).unwrap();
+            let parts: Vec<u32> = reports.iter().map(|r| r.samples).collect();
+            assert_eq!(parts.iter().sum::<u32>(), 64, "{kind}: {parts:?}");
+            assert!(parts.len() >= 2, "{kind}: {parts:?}");
             eprintln!(
-                "{kind}: clean {:.2} %, shifted {:.2} %, restat(64) {:.2} %: {:.0} % recovered; first BN layer only {:.2} %",
+                "{kind}: clean {:.2} %, shifted {:.2} %, restat(64) {:.2} %: {:.0} % recovered; first BN layer only {:.2} %; split {parts:?} {:.2} %",
                 100.0 * clean,
                 100.0 * shifted,
                 100.0 * adapted,
                 100.0 * recovered,
-                100.0 * one
+                100.0 * one,
+                100.0 * split
+            );
+            assert!(
+                (split - shifted) / (clean - shifted) >= 0.9,
+                "{kind}: split feed {split}"
             );
             assert!(
                 clean - shifted >= 0.05,

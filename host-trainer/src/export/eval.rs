@@ -54,9 +54,9 @@ impl FoldedModel {
         let mut cur = x.to_vec();
         let mut pre = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let kernel = |source| ExportError::Kernel {
+            let kernel = |error| ExportError::Kernel {
                 layer: i + 1,
-                source,
+                error,
             };
             let xs = l.input.batch(n);
             let ys = l.output.batch(n);

@@ -64,12 +64,13 @@ pub enum ExportError {
         reason: String,
     },
     /// A core kernel rejected the folded model (a bug if it happens).
-    #[error("folded layer {layer}: {source}")]
+    #[error("folded layer {layer}: {error}")]
     Kernel {
         /// 1-based index in the folded model.
         layer: usize,
-        /// The kernel's error.
-        source: normcore::Error,
+        /// The kernel's error (in the message, not a `source`: an error
+        /// chain would print it twice).
+        error: normcore::Error,
     },
     /// A batch of the wrong size.
     #[error("{len} input values for {n} samples of {expected}")]
@@ -90,13 +91,27 @@ pub enum ExportError {
     /// Reading samples failed.
     #[error("data: {0}")]
     Data(String),
-    /// Core's parser or engine rejected a model file.
+    /// Core's parser or engine rejected a model file. (The core error is
+    /// in the message, not a `source`, here and in `Write`: an error chain
+    /// would print it twice.)
     #[error("model file: {0}")]
-    Model(#[from] normcore::model::ModelError),
+    Model(normcore::model::ModelError),
     /// Core's writer refused the model (a field too wide for the format,
     /// too many layers, or a rule of FORMAT.md the model would break).
     #[error("model file: {0}")]
-    Write(#[from] normcore::model::WriteError),
+    Write(normcore::model::WriteError),
+}
+
+impl From<normcore::model::ModelError> for ExportError {
+    fn from(e: normcore::model::ModelError) -> Self {
+        ExportError::Model(e)
+    }
+}
+
+impl From<normcore::model::WriteError> for ExportError {
+    fn from(e: normcore::model::WriteError) -> Self {
+        ExportError::Write(e)
+    }
 }
 
 /// Number format of the exported file.
