@@ -129,7 +129,9 @@ macro_rules! include_assets {
 /// `hello`, `uart_echo` (a [`board::Serial`] board), `finetune` (feature
 /// `adapt`; re-estimation then tail training, over a RAM-backed flash
 /// region: `bin!(finetune, Board)`, or re-estimation alone:
-/// `bin!(finetune, Board, Restat)`).
+/// `bin!(finetune, Board, Restat)`; over a chip's flash:
+/// `bin!(finetune, Board, RestatTail, EXPR)`, `EXPR` an
+/// `Option<impl NorFlash>`).
 #[macro_export]
 macro_rules! bin {
     (infer, $board:ty) => {
@@ -159,6 +161,12 @@ macro_rules! bin {
         $crate::bin!(finetune, $board, RestatTail);
     };
     (finetune, $board:ty, $method:ident) => {
+        $crate::bin!(finetune, $board, $method, {
+            use $crate::programs::finetune::{store_bytes, Flash, PAGE, WRITE};
+            $crate::take_static!(Flash<{ store_bytes(WORDS.0, WRITE, PAGE) }>, Flash::new())
+        });
+    };
+    (finetune, $board:ty, $method:ident, $flash:expr) => {
         $crate::include_assets!();
 
         #[cortex_m_rt::entry]
@@ -166,10 +174,9 @@ macro_rules! bin {
             use assets::{
                 ARENA_BYTES, OVERLAY_WORDS, RESTAT_WORDS, TAIL_OVERLAY_WORDS, TAIL_WORDS,
             };
-            use $crate::programs::finetune::{
-                self, scratch_bytes, store_bytes, Buffers, Flash, Method, PAGE, WRITE,
-            };
+            use $crate::programs::finetune::{self, scratch_bytes, Buffers, Method};
             const METHOD: Method = Method::$method;
+            // (overlay, workspace) words.
             const WORDS: (usize, usize) =
                 METHOD.words(OVERLAY_WORDS, RESTAT_WORDS, TAIL_OVERLAY_WORDS, TAIL_WORDS);
             let buffers = Buffers {
@@ -177,8 +184,7 @@ macro_rules! bin {
                 overlay: $crate::take_arena!(4 * WORDS.0),
                 scratch: $crate::take_arena!(scratch_bytes(WORDS.0, WORDS.1)),
             };
-            let flash =
-                $crate::take_static!(Flash<{ store_bytes(WORDS.0, WRITE, PAGE) }>, Flash::new());
+            let flash = $flash;
             finetune::main::<$board, _>(&assets::ASSETS, buffers, METHOD, flash)
         }
     };
