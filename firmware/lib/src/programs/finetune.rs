@@ -1,64 +1,91 @@
-//! Statistics re-estimation on the device (normcore's `adapt::restat`,
-//! paper Alg. 2 on the device's own unlabeled data) for the embedded int8
-//! model, measured against a drift of its inputs, and the adapted
-//! parameters persisted and reloaded.
+//! Adaptation on the device for the embedded int8 model, measured against
+//! a drift of its inputs: statistics re-estimation (normcore's
+//! `adapt::restat`, paper Alg. 2 on the device's own unlabeled data), then
+//! tail training (`adapt::tail`: the last dense layer and γ, β of the BN
+//! layer feeding it, SGD on the same samples with their labels), and the
+//! adapted parameters persisted and reloaded.
 //!
 //! The scenario is [`crate::scenario`]'s (the host test repeats it): the
 //! embedded samples split by index parity into an adaptation half (even,
-//! at most 64, labels unused) and an evaluation half (odd), both shifted
-//! by the integer drift `gain_offset` (gain 154/256, +0.3 in input units).
-//! In order:
+//! at most 64) and an evaluation half (odd), both shifted by the integer
+//! drift `gain_offset` (gain 154/256, +0.3 in input units); the tail's
+//! settings `scenario::TAIL` and `scenario::TAIL_EPOCHS`. [`Method`] says
+//! whether the tail runs ([`Method::RestatTail`], the default) or not
+//! ([`Method::Restat`]: the micro:bit, whose 16 KiB of RAM cannot hold the
+//! tail; its bin says why). In order:
+//! 0. the flash region is searched for an overlay a previous run saved
+//!    (`Store::load`); if there is one for this model, the shifted
+//!    evaluation half runs with it (a RAM-backed region is always blank;
+//!    a chip's flash keeps it across resets and reflashing);
 //! 1. the evaluation half, clean and shifted, through the plain engine
 //!    (`Engine::run`, the inference-only path): accuracy, digest,
 //!    instructions per inference;
 //! 2. re-estimation on the shifted adaptation half: one pass per BN layer
 //!    (`Restat::observe` per sample, `Restat::finish_pass` refolds into the
-//!    overlay), each sample's cost measured;
+//!    overlay), each sample's cost measured; the overlay's CRC-32;
 //! 3. the shifted evaluation half through the adapted engine
 //!    (`Engine::run_adapted` with the overlay);
-//! 4. the overlay's CRC-32 (the host computes the same overlay, bit for
-//!    bit), the RAM adaptation uses;
-//! 5. the overlay saved with `adapt::store::Store` into a flash region,
+//! 4. (`RestatTail`) tail training: `TAIL_EPOCHS` epochs over the shifted
+//!    adaptation half with its labels, one `Tail::step` per sample (each
+//!    step's cost measured), then `Tail::commit` into the overlay; the mean
+//!    loss of the first and last epoch, the overlay's CRC-32; the shifted
+//!    evaluation half again (`tuned`);
+//! 5. the final overlay's CRC-32 (the host computes the same overlay after
+//!    each step, bit for bit), the RAM adaptation uses (core's
+//!    `adapt::plan`);
+//! 6. the overlay saved with `adapt::store::Store` into the flash region,
 //!    then a simulated reset: the overlay's words are zeroed and rebuilt
 //!    only from what `Store::load` returns (`Overlay::load`), and the
-//!    shifted evaluation half runs again: its digest must be the adapted
-//!    one.
+//!    shifted evaluation half runs again: its digest must be the last
+//!    step's.
 //!
 //! # Memory
 //! Every buffer is static, sized by the board's build script from the
-//! embedded int8 model (`ARENA_BYTES`, `OVERLAY_WORDS`, `RESTAT_WORDS`,
-//! core's `Overlay::words_needed` and `Restat::words_needed`), or on the
-//! stack: the engine's arena; the overlay; one scratch buffer that is the
-//! re-estimation workspace, then (re-estimation done) the buffer `load`
-//! copies the saved overlay into; and the flash region, here a
-//! `RamFlash` with the nRF51's 1 KiB pages ([`PAGE`]), two slots of
-//! [`store_bytes`] in all. On hardware the region would be the chip's
-//! flash (its `NorFlash` driver, passed to [`main`]), costing no RAM.
+//! embedded int8 model (`ARENA_BYTES`; `OVERLAY_WORDS` and `RESTAT_WORDS`
+//! for re-estimation, `TAIL_OVERLAY_WORDS` and `TAIL_WORDS` with the tail:
+//! core's `Overlay::words_needed`, `Restat::words_needed`,
+//! `Tail::words_needed`), or on the stack: the engine's arena; the
+//! overlay; one scratch buffer that is the re-estimation workspace, then
+//! the tail's, then the buffer `load` copies the saved overlay into; and
+//! the flash region. On QEMU the region is a `RamFlash` with the nRF51's
+//! 1 KiB pages ([`PAGE`]), [`store_bytes`] in all; on the nRF52840-DK it is
+//! the chip's flash through its NVMC driver (any `NorFlash` passed to
+//! [`main`]; the slots follow its `WRITE_SIZE` and `ERASE_SIZE`), costing
+//! no RAM.
 //!
 //! # Output lines (decoded defmt; the host test parses them)
 //! ```text
-//! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128
+//! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128 method=restat+tail
+//! finetune saved: found=0
 //! finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=15055
 //! finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=15055
-//! finetune pass 0: layer=0 samples=32 values=32 instructions=421322 per_sample=13166 refold=95734
-//! finetune pass 1: layer=1 samples=32 values=32 instructions=600416 per_sample=18763 refold=96168
-//! finetune restat: passes=2 samples=32 instructions=1213639 per_sample=31929 refold=191902 inference=15055
-//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15436
-//! finetune overlay: bytes=1936 entries=2 crc=0x4b17e4e3
-//! finetune ram: overlay=1936 restat=1024 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes; ...)
-//! finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=43879
-//! finetune reload: seq=1 bytes=1936 crc=0x4b17e4e3 correct=29 total=32 digest=0x3f0ba66f identical=1
-//! stack: high_water=2808 size=4185920 (bytes)
+//! finetune pass 0: layer=0 samples=32 values=32 instructions=423521 per_sample=13235 refold=97287
+//! finetune pass 1: layer=1 samples=32 values=32 instructions=602647 per_sample=18833 refold=96194
+//! finetune restat: passes=2 samples=32 instructions=1219649 per_sample=32068 refold=193481 inference=15055 crc=0x70754b54
+//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15460
+//! finetune tail: epochs=10 samples=32 steps=320 lr=0.01 momentum=0.9 train_bn=1 loss_first=0.018913656 loss_last=0.0010990442 instructions=10284874 per_step=32140 commit=693234 inference=15055 crc=0x6afbd4fe
+//! finetune tuned: correct=30 total=32 digest=0x0a142f0f instructions=15532
+//! finetune overlay: bytes=2896 entries=3 crc=0x6afbd4fe
+//! finetune ram: overlay=2896 restat=1024 tail=4344 adaptation=7240 scratch=4344 store=6144 arena=384 (bytes; ...)
+//! finetune store: seq=1 region=6144 slot=3072 capacity=3048 saved=2896 instructions=64963
+//! finetune reload: seq=1 bytes=2896 crc=0x6afbd4fe correct=30 total=32 digest=0x0a142f0f identical=1
+//! stack: high_water=7440 size=4180496 (bytes)
 //! ```
-//! (`mps2-an386`, the demo's model.) Costs are instructions under QEMU's
-//! `-icount shift=6` (`NORMCORE_ICOUNT=1`), cycles with DWT on hardware
-//! (the field is then `cycles`). `instructions` of a pass is the sum over its samples of
-//! `observe`; `per_sample` of `restat` is the cost of one adaptation sample
-//! over every pass, to compare with `inference`, one plain inference.
+//! (`mps2-an386`, the demo's model. With `method=restat` the `tail` and
+//! `tuned` lines are absent and `tail=0`; with a saved overlay of this
+//! model, `saved` reads `found=1 seq= bytes= crc= correct= total=
+//! digest=`, and the save's `seq` follows it.) Costs are instructions
+//! under QEMU's `-icount shift=6` (`NORMCORE_ICOUNT=1`), cycles with DWT on
+//! hardware (the field is then `cycles`). `instructions` of a pass is the
+//! sum over its samples of `observe`; `per_sample` of `restat` is the cost
+//! of one adaptation sample over every pass, `per_step` of `tail` that of
+//! one SGD step (forward through the backbone, the tail forward and
+//! backward), both to compare with `inference`, one plain inference. The
+//! losses print in the shortest form that reads back to the same f32.
 //!
 //! It exits with failure if the model is missing or does not fit the
-//! buffers, if any step errs, or if the reloaded overlay is not the saved
-//! one or gives other outputs.
+//! buffers or the flash region, if any step errs, or if the reloaded
+//! overlay is not the saved one or gives other outputs.
 
 use embedded_storage::nor_flash::NorFlash;
 use normcore::adapt::overlay::{Overlay, Scope};
