@@ -500,12 +500,35 @@ pub fn tail(
     cfg: TailConfig,
     epochs: usize,
 ) -> Result<TailReport> {
+    tail_inputs(model, overlay, Inputs::Stored(x), labels, cfg, epochs)
+}
+
+/// [`tail`] on an int8 model's input levels (`[n, h·w·c]`), as the
+/// `finetune` firmware feeds them.
+pub fn tail_levels(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    levels: &[i8],
+    labels: &[u16],
+    cfg: TailConfig,
+    epochs: usize,
+) -> Result<TailReport> {
+    tail_inputs(model, overlay, Inputs::Levels(levels), labels, cfg, epochs)
+}
+
+fn tail_inputs(
+    model: &Model<'_>,
+    overlay: &mut Overlay<'_>,
+    x: Inputs<'_>,
+    labels: &[u16],
+    cfg: TailConfig,
+    epochs: usize,
+) -> Result<TailReport> {
     let per = sample_len(model);
     ensure!(
-        per > 0 && x.len() % per == 0,
-        "samples do not match the model's input"
+        per > 0 && x.count(model, per)? == labels.len(),
+        "one label per sample"
     );
-    ensure!(x.len() / per == labels.len(), "one label per sample");
     ensure!(
         !labels.is_empty() && epochs > 0,
         "tail training needs samples and epochs"
@@ -523,7 +546,7 @@ pub fn tail(
         for (s, &y) in labels.iter().enumerate() {
             let buf = &mut bytemuck::cast_slice_mut::<u128, u8>(&mut mem)[..n];
             let mut e = Engine::new(model, buf)?;
-            Inputs::Stored(x).write(&mut e, model, s)?;
+            x.write(&mut e, model, s)?;
             sum += t
                 .step(&mut e, Some(overlay), usize::from(y))
                 .map_err(|e| anyhow::anyhow!("tail training: {e}"))?;

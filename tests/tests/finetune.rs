@@ -1,14 +1,22 @@
-//! Statistics re-estimation on the device equals the host's, on the
-//! Cortex-M4F (`mps2-an386`) and the Cortex-M0 with 16 KiB of RAM
-//! (`microbit`): the `finetune` firmware, run under QEMU (`-icount`),
-//! re-estimates the embedded int8 model's BN statistics on a drift of the
-//! embedded samples, and the host computes the same scenario through core
-//! (the split and drift of `normcore_tests::scenario`, compiled from the
-//! firmware's own source; the re-estimation and inference through the
-//! trainer's `adapt` module, core's code): the adapted parameters are bit
-//! for bit the host's (the overlay's CRC-32), the accuracies and digests
-//! are the host's, the overlay reloaded from the store after a simulated
-//! reset gives the same outputs, and re-estimation recovers accuracy.
+//! Statistics re-estimation and tail training on the device equal the
+//! host's, on the Cortex-M4F (`mps2-an386`) and the Cortex-M0 with 16 KiB
+//! of RAM (`microbit`): the `finetune` firmware, run under QEMU
+//! (`-icount`), re-estimates the embedded int8 model's BN statistics on a
+//! drift of the embedded samples, then (on `mps2-an386`) trains the tail
+//! on the same samples with their labels, and the host computes the same
+//! scenario through core (the split, drift and tail settings of
+//! `normcore_tests::scenario`, compiled from the firmware's own source; the
+//! re-estimation, tail training and inference through the trainer's
+//! `adapt` module, core's code): the adapted parameters after each step are
+//! bit for bit the host's (the overlay's CRC-32), the accuracies, digests
+//! and losses are the host's, the overlay reloaded from the store after a
+//! simulated reset gives the same outputs, and adaptation recovers
+//! accuracy.
+//!
+//! The micro:bit runs re-estimation alone: with the tail, its statics
+//! (overlay 2,896 B, workspace 4,344 B, two 3 KiB flash slots in RAM, the
+//! arena) and `Tail::commit`'s stack exceed its 16 KiB of RAM (the
+//! micro:bit's `finetune` bin says how much; docs/ADAPT.md).
 //!
 //! Self-contained as `device_parity.rs`: the default assets are
 //! (re)generated, each board's firmware built, `finetune` run once per
@@ -19,8 +27,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use normcore::adapt::overlay::{Overlay, Scope};
+use normcore::adapt::overlay::Overlay;
+use normcore::adapt::plan;
 use normcore::adapt::restat::Restat;
+use normcore::adapt::tail::Tail;
 use normcore::model::crc32;
 use normcore_device_tools::boards::{self, Board};
 use normcore_device_tools::infer_log::{
@@ -28,7 +38,7 @@ use normcore_device_tools::infer_log::{
 };
 use normcore_device_tools::qemu::{firmware_elf, run_qemu, RunOptions};
 use normcore_tests::scenario;
-use normcore_trainer::adapt::{restat_levels, run_all_levels};
+use normcore_trainer::adapt::{restat_levels, run_all_levels, tail_levels, TailReport};
 use normcore_trainer::assets::{self, digest_i8};
 use normcore_trainer::export::device::Logits;
 use normcore_trainer::export::ModelBytes;
@@ -36,11 +46,29 @@ use normcore_trainer::export::ModelBytes;
 /// The boards `finetune` is tested on.
 const BOARDS: [&str; 2] = ["mps2-an386", "microbit"];
 
-/// The scope `finetune` re-estimates in.
-const SCOPE: Scope = Scope {
-    restat: true,
-    tail: false,
-};
+/// Whether `finetune` on `board` trains the tail after re-estimation: not
+/// on the micro:bit, whose RAM cannot hold it (module docs).
+fn tail_on(board: &str) -> bool {
+    board != "microbit"
+}
+
+/// What the host computed for one method: re-estimation in the overlay of
+/// its scope, then (`tail`) tail training.
+#[derive(Debug)]
+struct Adapted {
+    /// The shifted evaluation half after re-estimation.
+    adapted: FinetuneEval,
+    /// The overlay after re-estimation: CRC-32.
+    restat_crc: u32,
+    /// After tail training: the evaluation, the losses, the overlay's CRC.
+    tail: Option<(FinetuneEval, TailReport, u32)>,
+    /// The overlay as saved: its bytes' CRC-32 and length.
+    overlay_crc: u32,
+    overlay_bytes: usize,
+    /// Core's plan for the method: the tail's workspace and the total.
+    tail_bytes: usize,
+    adaptation_bytes: usize,
+}
 
 /// What the host computed for the scenario.
 #[derive(Debug)]
@@ -53,10 +81,10 @@ struct Host {
     zero_point: i32,
     clean: FinetuneEval,
     shifted: FinetuneEval,
-    adapted: FinetuneEval,
-    /// The overlay after re-estimation: its bytes' CRC-32 and length.
-    overlay_crc: u32,
-    overlay_bytes: usize,
+    /// Re-estimation alone (the micro:bit's method).
+    restat: Adapted,
+    /// Re-estimation then tail training (the other boards').
+    tail: Adapted,
     /// The layer of each pass, and the samples each observed.
     pass_layers: Vec<usize>,
     pass_samples: Vec<u32>,
@@ -116,10 +144,49 @@ fn host() -> &'static Host {
         let shifted_eval = rows(&eval, true);
         let clean = run(None, &rows(&eval, false));
         let shifted = run(None, &shifted_eval);
-        let mut words = vec![0u32; Overlay::words_needed(&model, SCOPE).unwrap()];
-        let mut o = Overlay::new(&model, SCOPE, &mut words).unwrap();
-        let reports = restat_levels(&model, &mut o, &rows(&adapt, true)).unwrap();
-        let adapted = run(Some(&o), &shifted_eval);
+        let adapt_rows = rows(&adapt, true);
+        let adapt_labels: Vec<u16> = adapt.iter().map(|&s| samples.labels[s]).collect();
+        let mut reports = Vec::new();
+        let mut method = |with_tail: bool| -> Adapted {
+            let scope = if with_tail {
+                scenario::SCOPE
+            } else {
+                scenario::SCOPE_RESTAT
+            };
+            let mut words = vec![0u32; Overlay::words_needed(&model, scope).unwrap()];
+            let mut o = Overlay::new(&model, scope, &mut words).unwrap();
+            reports = restat_levels(&model, &mut o, &adapt_rows).unwrap();
+            let adapted = run(Some(&o), &shifted_eval);
+            let restat_crc = crc32(o.as_bytes());
+            let tail = with_tail.then(|| {
+                let report = tail_levels(
+                    &model,
+                    &mut o,
+                    &adapt_rows,
+                    &adapt_labels,
+                    scenario::TAIL,
+                    scenario::TAIL_EPOCHS,
+                )
+                .unwrap();
+                (run(Some(&o), &shifted_eval), report, crc32(o.as_bytes()))
+            });
+            let p = plan(&model, scope, &scenario::TAIL).unwrap();
+            Adapted {
+                adapted,
+                restat_crc,
+                tail,
+                overlay_crc: crc32(o.as_bytes()),
+                overlay_bytes: o.len_bytes(),
+                tail_bytes: p.tail,
+                adaptation_bytes: p.total(),
+            }
+        };
+        let restat = method(false);
+        let tail = method(true);
+        assert_eq!(
+            tail.tail_bytes,
+            4 * Tail::words_needed(&model, &scenario::TAIL).unwrap()
+        );
         Host {
             adapt: adapt.len(),
             eval: eval.len(),
@@ -127,14 +194,24 @@ fn host() -> &'static Host {
             zero_point: h.input_zero_point,
             clean,
             shifted,
-            adapted,
-            overlay_crc: crc32(o.as_bytes()),
-            overlay_bytes: o.len_bytes(),
+            restat,
+            tail,
             pass_layers: reports.iter().map(|r| r.layer).collect(),
             pass_samples: reports.iter().map(|r| r.samples).collect(),
             restat_bytes: 4 * Restat::words_needed(&model).unwrap(),
         }
     })
+}
+
+impl Host {
+    /// What `board`'s method gives on the host.
+    fn on(&self, board: &str) -> &Adapted {
+        if tail_on(board) {
+            &self.tail
+        } else {
+            &self.restat
+        }
+    }
 }
 
 /// `finetune` on `board`, once per process and board: its parsed report
@@ -171,10 +248,23 @@ fn finetune_adapted_parameters_are_bit_identical_to_the_hosts() {
     let h = host();
     for name in BOARDS {
         let (r, text) = run_on(name);
+        let a = h.on(name);
+        assert_eq!(
+            r.restat_crc, a.restat_crc,
+            "{name}: overlay after re-estimation, device vs host in:\n{text}"
+        );
+        match (&r.tail, &a.tail) {
+            (Some(t), Some((_, _, crc))) => assert_eq!(
+                t.crc, *crc,
+                "{name}: overlay after tail training, device vs host in:\n{text}"
+            ),
+            (None, None) => {}
+            (dev, host) => panic!("{name}: tail on the device {dev:?}, on the host {host:?}"),
+        }
         assert_eq!(
             (r.overlay_bytes, r.overlay_crc),
-            (h.overlay_bytes, h.overlay_crc),
-            "{name}: overlay (bytes, CRC-32) device vs host in:\n{text}"
+            (a.overlay_bytes, a.overlay_crc),
+            "{name}: overlay saved (bytes, CRC-32) device vs host in:\n{text}"
         );
         let layers: Vec<usize> = r.passes.iter().map(|p| p.layer).collect();
         assert_eq!(layers, h.pass_layers, "{name}: one pass per BN layer");
@@ -189,21 +279,62 @@ fn finetune_runs_the_hosts_scenario_with_the_hosts_accuracies() {
     let h = host();
     for name in BOARDS {
         let (r, text) = run_on(name);
+        let a = h.on(name);
         assert_eq!(
             (r.adapt, r.eval, r.gain_q8, r.offset, r.zero_point),
             (h.adapt, h.eval, scenario::GAIN_Q8, h.offset, h.zero_point),
             "{name}: scenario"
         );
+        let method = if tail_on(name) {
+            "restat+tail"
+        } else {
+            "restat"
+        };
+        assert_eq!(r.method, method, "{name}: method");
+        // A RAM-backed flash region is blank at boot.
+        assert!(!r.saved_found, "{name}: nothing saved before in:\n{text}");
         for (what, dev, host) in [
             ("clean", &r.clean, &h.clean),
             ("shifted", &r.shifted, &h.shifted),
-            ("adapted", &r.adapted, &h.adapted),
+            ("adapted", &r.adapted, &a.adapted),
         ] {
             assert_eq!(
                 (dev.correct, dev.total, dev.digest),
                 (host.correct, host.total, host.digest),
                 "{name}: {what} (correct, total, digest) device vs host in:\n{text}"
             );
+        }
+        if let Some((tuned, report, _)) = &a.tail {
+            let dev = r.tuned.as_ref().expect("a tuned line");
+            assert_eq!(
+                (dev.correct, dev.total, dev.digest),
+                (tuned.correct, tuned.total, tuned.digest),
+                "{name}: after tail training (correct, total, digest) device vs host in:\n{text}"
+            );
+            let t = r.tail.as_ref().expect("a tail line");
+            assert_eq!(
+                (t.epochs, t.samples, t.steps),
+                (scenario::TAIL_EPOCHS, h.adapt, report.steps),
+                "{name}: tail steps"
+            );
+            assert_eq!(
+                (t.lr, t.momentum, t.train_bn),
+                (
+                    scenario::TAIL.lr,
+                    scenario::TAIL.momentum,
+                    scenario::TAIL.train_bn
+                ),
+                "{name}: tail settings"
+            );
+            // Printed in the shortest form that reads back to the same
+            // f32: the losses are the host's bit for bit.
+            assert_eq!(
+                (t.loss_first.to_bits(), t.loss_last.to_bits()),
+                (report.first_loss.to_bits(), report.last_loss.to_bits()),
+                "{name}: mean loss of the first and last epoch, device {t:?} vs host {report:?}"
+            );
+        } else {
+            assert_eq!((&r.tail, &r.tuned), (&None, &None), "{name}: no tail");
         }
     }
 }
@@ -213,11 +344,13 @@ fn finetune_reloaded_overlay_gives_the_adapted_outputs() {
     let h = host();
     for name in BOARDS {
         let (r, text) = run_on(name);
+        let a = h.on(name);
+        let last = a.tail.as_ref().map_or(&a.adapted, |(t, _, _)| t);
         assert!(r.identical, "{name}: the device's own check in:\n{text}");
-        assert_eq!(r.reload_crc, h.overlay_crc, "{name}: reloaded overlay");
+        assert_eq!(r.reload_crc, a.overlay_crc, "{name}: reloaded overlay");
         assert_eq!(
             (r.reload.correct, r.reload.total, r.reload.digest),
-            (h.adapted.correct, h.adapted.total, h.adapted.digest),
+            (last.correct, last.total, last.digest),
             "{name}: outputs after the reload"
         );
         assert_eq!(r.seq, 1, "{name}: the first save to a blank region");
@@ -231,10 +364,12 @@ fn finetune_reestimation_recovers_accuracy() {
         h.shifted.correct < h.clean.correct,
         "the drift must cost accuracy: {h:?}"
     );
-    assert!(
-        h.adapted.correct > h.shifted.correct,
-        "re-estimation must recover some: {h:?}"
-    );
+    for a in [&h.restat, &h.tail] {
+        assert!(
+            a.adapted.correct > h.shifted.correct,
+            "re-estimation must recover some: {h:?}"
+        );
+    }
     for name in BOARDS {
         let (r, _) = run_on(name);
         assert!(
@@ -243,6 +378,31 @@ fn finetune_reestimation_recovers_accuracy() {
             r.adapted.correct,
             r.shifted.correct
         );
+    }
+}
+
+#[test]
+fn finetune_tail_training_helps_after_reestimation() {
+    let h = host();
+    let (tuned, report, _) = h.tail.tail.as_ref().unwrap();
+    // The scenario's settings (scenario::TAIL, TAIL_EPOCHS) are chosen so
+    // that the tail lowers the loss and loses nothing re-estimation gained.
+    assert!(
+        report.last_loss < report.first_loss,
+        "the loss must fall: {report:?}"
+    );
+    assert!(
+        tuned.correct >= h.tail.adapted.correct,
+        "tail training must not lose accuracy: {h:?}"
+    );
+    assert_ne!(
+        tuned.digest, h.tail.adapted.digest,
+        "tail training must change the outputs: {h:?}"
+    );
+    for name in BOARDS.into_iter().filter(|b| tail_on(b)) {
+        let (r, _) = run_on(name);
+        let dev = r.tuned.as_ref().unwrap();
+        assert!(dev.correct >= r.adapted.correct, "{name}: {r:?}");
     }
 }
 
@@ -288,20 +448,37 @@ fn finetune_reports_costs_and_memory() {
             "{name}: {:?}",
             r.passes
         );
-        assert_eq!(r.overlay_bytes, h.overlay_bytes, "{name}: overlay");
+        let a = h.on(name);
+        assert_eq!(r.overlay_bytes, a.overlay_bytes, "{name}: overlay");
         assert_eq!(r.restat_bytes, h.restat_bytes, "{name}: workspace");
         assert_eq!(
+            (r.tail_bytes, r.adaptation_bytes),
+            (a.tail_bytes, a.adaptation_bytes),
+            "{name}: the tail's workspace and core's plan"
+        );
+        assert_eq!(
             r.scratch_bytes,
-            h.overlay_bytes.max(h.restat_bytes),
+            a.overlay_bytes.max(h.restat_bytes).max(a.tail_bytes),
             "{name}: scratch = workspace, then the reload buffer"
         );
         // Two slots of whole 1 KiB pages, each the 24-byte header and the
         // overlay.
         assert_eq!(
             r.store_bytes,
-            2 * (24 + h.overlay_bytes).div_ceil(1024) * 1024,
+            2 * (24 + a.overlay_bytes).div_ceil(1024) * 1024,
             "{name}: flash region"
         );
+        if let Some(t) = &r.tail {
+            assert!(t.cost > 0 && t.commit > 0, "{name}: {t:?}");
+            assert!(
+                t.per_step.abs_diff(t.cost / u64::from(t.steps)) <= 1,
+                "{name}: {t:?}"
+            );
+            // A step runs the backbone (one inference less the dense
+            // layer) and the tail forward and backward in f32: more than
+            // the backbone alone.
+            assert!(t.per_step > r.inference / 2, "{name}: {t:?}");
+        }
         assert!(r.stack_high_water > 0, "{name}: stack in:\n{text}");
     }
 }

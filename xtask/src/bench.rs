@@ -91,7 +91,7 @@ fn firmware(board: &boards::Board) -> Result {
     if rows.is_empty() {
         return Err(format!("no `bench` lines in the firmware's log:\n{log}"));
     }
-    print_table(&rows);
+    print_table(board, &rows);
     Ok(())
 }
 
@@ -152,10 +152,11 @@ impl Row {
     }
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(board: &boards::Board, rows: &[Row]) {
     let counter = rows.first().map_or("instructions", |r| r.counter.as_str());
     println!(
-        "\nnormcore kernels on QEMU mps2-an386 (Cortex-M4F), {counter} counted with -icount shift=6\n"
+        "\nnormcore kernels on QEMU {} ({}), {counter} counted with -icount shift=6\n",
+        board.name, board.core
     );
     let w = |f: fn(&Row) -> &str, title: &str| {
         rows.iter()

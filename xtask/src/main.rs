@@ -1193,9 +1193,20 @@ fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
     println!();
     println!(
         "finetune on QEMU {} ({}): statistics re-estimation of the int8 model on {} unlabeled \
-         samples drifted by gain {}/256 and {:+} levels about the zero point {}; accuracy on the \
-         other {} (the split and the drift: firmware/lib/src/scenario.rs)",
-        board.name, board.core, r.adapt, r.gain_q8, r.offset, r.zero_point, r.eval
+         samples drifted by gain {}/256 and {:+} levels about the zero point {}{}; accuracy on the \
+         other {} (the split, the drift and the tail's settings: firmware/lib/src/scenario.rs)",
+        board.name,
+        board.core,
+        r.adapt,
+        r.gain_q8,
+        r.offset,
+        r.zero_point,
+        if r.tail.is_some() {
+            ", then tail training on the same samples with their labels"
+        } else {
+            ""
+        },
+        r.eval
     );
     println!();
     println!(
@@ -1205,12 +1216,20 @@ fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
         "|-----------------------------|----------|---------|------------|{}|",
         "-".repeat(unit.len() + 14)
     );
+    let tuned = r
+        .tuned
+        .as_ref()
+        .map(|e| ("after tail training", e, Some(e.cost)));
     for (label, e, cost) in [
-        ("clean", &r.clean, Some(r.clean.cost)),
-        ("shifted (drift)", &r.shifted, Some(r.shifted.cost)),
-        ("after re-estimation", &r.adapted, Some(r.adapted.cost)),
-        ("after save, reset, reload", &r.reload, None),
-    ] {
+        Some(("clean", &r.clean, Some(r.clean.cost))),
+        Some(("shifted (drift)", &r.shifted, Some(r.shifted.cost))),
+        Some(("after re-estimation", &r.adapted, Some(r.adapted.cost))),
+        tuned,
+        Some(("after save, reset, reload", &r.reload, None)),
+    ]
+    .into_iter()
+    .flatten()
+    {
         println!(
             "| {label:<27} | {:>8} | {:>7} | {:#010x} | {:>w$} |",
             pct(e),
@@ -1247,14 +1266,48 @@ fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
         thousands(r.per_sample),
         times(r.per_sample)
     );
+    if let Some(t) = &r.tail {
+        println!();
+        println!(
+            "| tail training           | {unit:>12} | per step   | per step / one inference   |"
+        );
+        println!(
+            "|-------------------------|--------------|------------|----------------------------|"
+        );
+        println!(
+            "| {:<23} | {:>12} | {:>10} | {:>26} |",
+            format!("{} steps ({} epochs)", t.steps, t.epochs),
+            thousands(t.cost),
+            thousands(t.per_step),
+            times(t.per_step)
+        );
+        println!(
+            "| commit                  | {:>12} | {:>10} | {:>26} |",
+            thousands(t.commit),
+            "",
+            ""
+        );
+        println!();
+        println!(
+            "Tail: lr {}, momentum {}, γ/β trained: {}; mean loss {} in the first epoch, {} in the \
+             last (scenario::TAIL, TAIL_EPOCHS).",
+            t.lr,
+            t.momentum,
+            if t.train_bn { "yes" } else { "no" },
+            t.loss_first,
+            t.loss_last
+        );
+    }
     println!();
     println!(
-        "RAM for adaptation: overlay {} B + re-estimation workspace {} B = {} B (the workspace's \
-         buffer, {} B, then takes the saved overlay back); flash region {} B (two slots, \
-         RAM-backed under QEMU); arena {} B; stack high-water {} B.",
+        "RAM for adaptation (core's adapt::plan): overlay {} B + max(re-estimation workspace {} B, \
+         tail workspace {} B) = {} B (the workspace's buffer, {} B, then takes the saved overlay \
+         back); flash region {} B (two slots, RAM-backed under QEMU); arena {} B; stack \
+         high-water {} B.",
         thousands(r.overlay_bytes as u64),
         thousands(r.restat_bytes as u64),
-        thousands((r.overlay_bytes + r.restat_bytes) as u64),
+        thousands(r.tail_bytes as u64),
+        thousands(r.adaptation_bytes as u64),
         thousands(r.scratch_bytes as u64),
         thousands(r.store_bytes as u64),
         thousands(r.arena_bytes as u64),

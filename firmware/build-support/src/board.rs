@@ -27,19 +27,29 @@
 //! `$OUT_DIR/assets.rs` ([`Assets::rust`]): the files as 16-aligned
 //! statics, the samples' arrays, `ASSETS`, and the sizes the programs'
 //! static buffers take: `ARENA_BYTES` (the largest `arena_bytes`), and for
-//! the int8 model's statistics re-estimation (`finetune`) `OVERLAY_WORDS`
-//! and `RESTAT_WORDS`, planned by core's own functions ([`Adaptation`]).
+//! the int8 model's adaptation (`finetune`) `OVERLAY_WORDS` and
+//! `RESTAT_WORDS` (re-estimation), `TAIL_OVERLAY_WORDS` and `TAIL_WORDS`
+//! (re-estimation then tail training), planned by core's own functions
+//! with the scenario's settings ([`Adaptation`]).
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use normcore::adapt::overlay::{Overlay, Scope};
+use normcore::adapt::overlay::Overlay;
 use normcore::adapt::restat::Restat;
+use normcore::adapt::tail::Tail;
 use normcore::model::{file_crc, Kind, Model};
 
 use crate::samples::Samples;
+
+/// The `finetune` scenario's settings (tail training's configuration, the
+/// overlay's scopes), from the firmware's own source: one definition for
+/// the build, the device and the host test.
+#[path = "../../lib/src/scenario.rs"]
+#[allow(dead_code)]
+mod scenario;
 
 /// The environment variable naming the assets directory.
 pub const ASSETS_ENV: &str = "NORMCORE_ASSETS";
@@ -190,34 +200,46 @@ struct ModelFile {
     adapt: Adaptation,
 }
 
-/// What statistics re-estimation of a model needs, in words (4 bytes), as
-/// core plans it: 0 and 0 for a model it cannot adapt (no BN records).
+/// What adaptation of a model needs, in words (4 bytes), as core plans it
+/// for the `finetune` scenario (`normcore_firmware::scenario`, compiled
+/// here too): zeros for a model it cannot adapt (no BN records), and tail
+/// figures of 0 for a model without a tail to train.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Adaptation {
-    /// The overlay: `Overlay::words_needed` for every BN layer
-    /// (`Scope { restat: true, tail: false }`).
+    /// The overlay for re-estimation alone: `Overlay::words_needed` for
+    /// every BN layer (`scenario::SCOPE_RESTAT`).
     pub overlay_words: usize,
-    /// The workspace: `Restat::words_needed` (f32 words).
+    /// Re-estimation's workspace: `Restat::words_needed` (f32 words).
     pub restat_words: usize,
+    /// The overlay for re-estimation and tail training (`scenario::SCOPE`).
+    pub tail_overlay_words: usize,
+    /// Tail training's workspace: `Tail::words_needed` with
+    /// `scenario::TAIL` (f32 words).
+    pub tail_words: usize,
 }
 
 impl Adaptation {
     /// Core's plan for `model` (zeros if it cannot be adapted: the
     /// `finetune` program then says why, with core's own error).
     pub fn of(model: &Model<'_>) -> Adaptation {
-        let scope = Scope {
-            restat: true,
-            tail: false,
-        };
-        match (
-            Overlay::words_needed(model, scope),
+        let (Ok(overlay_words), Ok(restat_words)) = (
+            Overlay::words_needed(model, scenario::SCOPE_RESTAT),
             Restat::words_needed(model),
+        ) else {
+            return Adaptation::default();
+        };
+        let (tail_overlay_words, tail_words) = match (
+            Overlay::words_needed(model, scenario::SCOPE),
+            Tail::words_needed(model, &scenario::TAIL),
         ) {
-            (Ok(overlay_words), Ok(restat_words)) => Adaptation {
-                overlay_words,
-                restat_words,
-            },
-            _ => Adaptation::default(),
+            (Ok(o), Ok(t)) => (o, t),
+            _ => (0, 0),
+        };
+        Adaptation {
+            overlay_words,
+            restat_words,
+            tail_overlay_words,
+            tail_words,
         }
     }
 }
@@ -453,6 +475,20 @@ impl Assets {
                 self.adaptation().restat_words,
                 "f32 words of the int8 model's re-estimation workspace (core's \
                  `Restat::words_needed`); 0 without an int8 model with BN.",
+            ),
+            (
+                "TAIL_OVERLAY_WORDS",
+                self.adaptation().tail_overlay_words,
+                "Words of the int8 model's overlay for re-estimation and tail \
+                 training (core's `Overlay::words_needed`, the scenario's `SCOPE`); \
+                 0 without an int8 model with BN and a tail.",
+            ),
+            (
+                "TAIL_WORDS",
+                self.adaptation().tail_words,
+                "f32 words of the int8 model's tail training workspace (core's \
+                 `Tail::words_needed` with the scenario's `TAIL`); 0 without an int8 \
+                 model with BN and a tail.",
             ),
         ] {
             let _ = writeln!(src, "/// {doc}\npub const {name}: usize = {v};");

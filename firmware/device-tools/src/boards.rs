@@ -35,9 +35,10 @@ pub struct Board {
 
 /// Every board, the default (`mps2-an386`) first. `bench` needs 1.7 MiB of
 /// static buffers: only the MPS2 boards (4 MiB of RAM) have it.
-/// `finetune` (statistics re-estimation on the device, the board crate's
-/// `adapt` feature) is on the Cortex-M4F and on the micro:bit, the smallest
-/// board (16 KiB of RAM), which the QEMU test runs it on.
+/// `finetune` (adaptation on the device, the board crate's `adapt`
+/// feature) is on the Cortex-M4F and on the micro:bit, the smallest board
+/// (16 KiB of RAM: re-estimation alone), which the QEMU test runs it on,
+/// and on the nRF52840-DK, saving into the chip's flash (real hardware).
 pub const BOARDS: &[Board] = &[
     Board {
         name: "mps2-an386",
@@ -113,7 +114,7 @@ pub const BOARDS: &[Board] = &[
         core: "Cortex-M4F (nRF52840)",
         target: "thumbv7em-none-eabihf",
         qemu: None,
-        bins: &["hello", "infer", "serve", "mathbench"],
+        bins: &["hello", "infer", "serve", "mathbench", "finetune"],
     },
 ];
 

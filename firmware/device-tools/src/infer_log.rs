@@ -282,11 +282,44 @@ pub struct FinetunePass {
     pub refold: u64,
 }
 
+/// Tail training in `finetune` (its `finetune tail:` line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinetuneTail {
+    /// Epochs over the adaptation half.
+    pub epochs: usize,
+    /// Labeled samples per epoch.
+    pub samples: usize,
+    /// SGD steps taken.
+    pub steps: u32,
+    /// Learning rate and momentum.
+    pub lr: f32,
+    /// Momentum.
+    pub momentum: f32,
+    /// γ, β of the BN layer feeding the dense one trained too.
+    pub train_bn: bool,
+    /// Mean loss of the first and of the last epoch.
+    pub loss_first: f32,
+    /// Mean loss of the last epoch.
+    pub loss_last: f32,
+    /// Instructions (or cycles) of every step, summed.
+    pub cost: u64,
+    /// The same per step.
+    pub per_step: u64,
+    /// Instructions (or cycles) of `Tail::commit`.
+    pub commit: u64,
+    /// CRC-32 of the overlay after the commit.
+    pub crc: u32,
+}
+
 /// `finetune`'s whole report (see `normcore_firmware::programs::finetune`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FinetuneReport {
     /// What the costs count: `instructions` (QEMU) or `cycles`.
     pub unit: String,
+    /// What was adapted: `restat` or `restat+tail`.
+    pub method: String,
+    /// A saved overlay was found at boot (`finetune saved:`).
+    pub saved_found: bool,
     /// Adaptation samples.
     pub adapt: usize,
     /// Evaluation samples.
@@ -303,6 +336,10 @@ pub struct FinetuneReport {
     pub shifted: FinetuneEval,
     /// Shifted inputs, after re-estimation.
     pub adapted: FinetuneEval,
+    /// Shifted inputs, after tail training (`restat+tail` only).
+    pub tuned: Option<FinetuneEval>,
+    /// Tail training (`restat+tail` only).
+    pub tail: Option<FinetuneTail>,
     /// Shifted inputs, with the overlay reloaded from the store.
     pub reload: FinetuneEval,
     /// The passes, in order.
@@ -315,14 +352,20 @@ pub struct FinetuneReport {
     pub refold: u64,
     /// Instructions of one plain inference.
     pub inference: u64,
+    /// CRC-32 of the overlay after re-estimation.
+    pub restat_crc: u32,
     /// Overlay bytes.
     pub overlay_bytes: usize,
-    /// CRC-32 of the overlay after re-estimation.
+    /// CRC-32 of the overlay saved (after every step).
     pub overlay_crc: u32,
     /// CRC-32 of the overlay reloaded from the store.
     pub reload_crc: u32,
     /// The re-estimation workspace, bytes.
     pub restat_bytes: usize,
+    /// The tail's workspace, bytes (0 without it).
+    pub tail_bytes: usize,
+    /// RAM adaptation needs beyond the arena (core's `adapt::plan`).
+    pub adaptation_bytes: usize,
     /// The shared scratch buffer, bytes.
     pub scratch_bytes: usize,
     /// The flash region, bytes.
@@ -381,10 +424,31 @@ pub fn parse_finetune(text: &str) -> Result<FinetuneReport> {
                 r.gain_q8 = num(msg, "gain_q8")?;
                 r.offset = num(msg, "offset")?;
                 r.zero_point = num(msg, "zero_point")?;
+                r.method = field(msg, "method")
+                    .ok_or(format!("no method in: {line}"))?
+                    .to_owned();
             }
+            "saved" => r.saved_found = num::<u8>(msg, "found")? == 1,
             "clean" => r.clean = eval(msg)?,
             "shifted" => r.shifted = eval(msg)?,
             "adapted" => r.adapted = eval(msg)?,
+            "tuned" => r.tuned = Some(eval(msg)?),
+            "tail" => {
+                r.tail = Some(FinetuneTail {
+                    epochs: num(msg, "epochs")?,
+                    samples: num(msg, "samples")?,
+                    steps: num(msg, "steps")?,
+                    lr: num(msg, "lr")?,
+                    momentum: num(msg, "momentum")?,
+                    train_bn: num::<u8>(msg, "train_bn")? == 1,
+                    loss_first: num(msg, "loss_first")?,
+                    loss_last: num(msg, "loss_last")?,
+                    cost: cost(msg)?,
+                    per_step: num(msg, "per_step")?,
+                    commit: num(msg, "commit")?,
+                    crc: crc(msg)?,
+                })
+            }
             "reload" => {
                 r.reload = eval(msg)?;
                 r.reload_crc = crc(msg)?;
@@ -400,6 +464,7 @@ pub fn parse_finetune(text: &str) -> Result<FinetuneReport> {
                 r.per_sample = num(msg, "per_sample")?;
                 r.refold = num(msg, "refold")?;
                 r.inference = num(msg, "inference")?;
+                r.restat_crc = crc(msg)?;
                 let passes: usize = num(msg, "passes")?;
                 if passes != r.passes.len() {
                     return Err(format!(
@@ -414,6 +479,8 @@ pub fn parse_finetune(text: &str) -> Result<FinetuneReport> {
             }
             "ram" => {
                 r.restat_bytes = num(msg, "restat")?;
+                r.tail_bytes = num(msg, "tail")?;
+                r.adaptation_bytes = num(msg, "adaptation")?;
                 r.scratch_bytes = num(msg, "scratch")?;
                 r.store_bytes = num(msg, "store")?;
                 r.arena_bytes = num(msg, "arena")?;
@@ -443,10 +510,18 @@ pub fn parse_finetune(text: &str) -> Result<FinetuneReport> {
         }
         seen.push(what);
     }
-    for want in [
-        "scenario", "clean", "shifted", "restat", "adapted", "overlay", "ram", "store", "reload",
-        "stack",
-    ] {
+    let tail: &[&str] = match r.method.as_str() {
+        "restat+tail" => &["tail", "tuned"],
+        "restat" => &[],
+        m => return Err(format!("unknown method `{m}` in:\n{text}")),
+    };
+    for &want in [
+        "scenario", "saved", "clean", "shifted", "restat", "adapted", "overlay", "ram", "store",
+        "reload", "stack",
+    ]
+    .iter()
+    .chain(tail)
+    {
         if !seen.contains(&want) {
             return Err(format!("no `finetune {want}:` line in the log:\n{text}"));
         }
@@ -501,15 +576,16 @@ INFO  stack: high_water=30808 size=4193892 (bytes)
         let text = "\
 INFO  normcore-firmware finetune on microbit (QEMU, nRF51822, Cortex-M0)
 INFO  model int8: bytes=9776 layers=3 bn_layers=2 input=8x8x1 classes=10 arena=96
-INFO  finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128
+INFO  finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128 method=restat
+INFO  finetune saved: found=0
 INFO  finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=112997
 INFO  finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=112997
 INFO  finetune pass 0: layer=0 samples=32 values=32 instructions=4205339 per_sample=131417 refold=516258
 INFO  finetune pass 1: layer=1 samples=32 values=32 instructions=5348724 per_sample=167148 refold=516188
-INFO  finetune restat: passes=2 samples=32 instructions=10586508 per_sample=298564 refold=1032445 inference=112997
+INFO  finetune restat: passes=2 samples=32 instructions=10586508 per_sample=298564 refold=1032445 inference=112997 crc=0x4b17e4e3
 INFO  finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=113535
 INFO  finetune overlay: bytes=1936 entries=2 crc=0x4b17e4e3
-INFO  finetune ram: overlay=1936 restat=1024 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes)
+INFO  finetune ram: overlay=1936 restat=1024 tail=0 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes)
 INFO  finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=55999
 INFO  finetune reload: seq=1 bytes=1936 crc=0x4b17e4e3 correct=29 total=32 digest=0x3f0ba66f identical=1
 INFO  stack: high_water=3012 size=8000 (bytes)
@@ -573,5 +649,52 @@ INFO  stack: high_water=3012 size=8000 (bytes)
         assert!(parse_finetune(&no_pass)
             .unwrap_err()
             .contains("2 passes announced"));
+        assert_eq!((r.method.as_str(), r.saved_found), ("restat", false));
+        assert_eq!((r.tail.as_ref(), r.tuned.as_ref()), (None, None));
+        assert_eq!((r.tail_bytes, r.adaptation_bytes), (0, 2960));
+        assert_eq!(r.restat_crc, 0x4b17_e4e3);
+    }
+
+    #[test]
+    fn parses_finetunes_tail_lines() {
+        let text = "\
+INFO  finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128 method=restat+tail
+INFO  finetune saved: found=1 seq=3 bytes=2896 crc=0x6afbd4fe correct=30 total=32 digest=0x0a142f0f
+INFO  finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=15055
+INFO  finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=15055
+INFO  finetune pass 0: layer=0 samples=32 values=32 instructions=423521 per_sample=13235 refold=97287
+INFO  finetune pass 1: layer=1 samples=32 values=32 instructions=602647 per_sample=18833 refold=96194
+INFO  finetune restat: passes=2 samples=32 instructions=1219649 per_sample=32068 refold=193481 inference=15055 crc=0x70754b54
+INFO  finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15460
+INFO  finetune tail: epochs=10 samples=32 steps=320 lr=0.01 momentum=0.9 train_bn=1 loss_first=0.018913656 loss_last=0.0010990442 instructions=10284874 per_step=32140 commit=693234 inference=15055 crc=0x6afbd4fe
+INFO  finetune tuned: correct=30 total=32 digest=0x0a142f0f instructions=15532
+INFO  finetune overlay: bytes=2896 entries=3 crc=0x6afbd4fe
+INFO  finetune ram: overlay=2896 restat=1024 tail=4344 adaptation=7240 scratch=4344 store=6144 arena=384 (bytes)
+INFO  finetune store: seq=4 region=6144 slot=3072 capacity=3048 saved=2896 instructions=64963
+INFO  finetune reload: seq=4 bytes=2896 crc=0x6afbd4fe correct=30 total=32 digest=0x0a142f0f identical=1
+INFO  stack: high_water=7440 size=4180496 (bytes)
+";
+        let r = parse_finetune(text).unwrap();
+        assert_eq!((r.method.as_str(), r.saved_found), ("restat+tail", true));
+        let t = r.tail.as_ref().unwrap();
+        assert_eq!((t.epochs, t.samples, t.steps), (10, 32, 320));
+        assert_eq!((t.lr, t.momentum, t.train_bn), (0.01, 0.9, true));
+        assert_eq!(t.loss_first.to_bits(), 0.018_913_656f32.to_bits());
+        assert_eq!(
+            (t.cost, t.per_step, t.commit),
+            (10_284_874, 32_140, 693_234)
+        );
+        assert_eq!((t.crc, r.restat_crc), (0x6afb_d4fe, 0x7075_4b54));
+        assert_eq!(r.tuned.as_ref().map(|e| e.correct), Some(30));
+        assert_eq!((r.tail_bytes, r.adaptation_bytes), (4344, 7240));
+        // With the tail announced, its lines must be there.
+        let cut: String = text
+            .lines()
+            .filter(|l| !l.contains("finetune tuned:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_finetune(&cut)
+            .unwrap_err()
+            .contains("finetune tuned:"));
     }
 }

@@ -100,7 +100,8 @@ pub fn take_once(flag: &core::sync::atomic::AtomicBool) -> bool {
 /// The assets the board's build script generated (`$OUT_DIR/assets.rs`,
 /// written by `normcore-firmware-build`): the statics behind
 /// `ASSETS: `[`assets::Assets`] and the constants `ARENA_BYTES`,
-/// `FEATURES`, `CLASSES`, `SAMPLES`, `OVERLAY_WORDS`, `RESTAT_WORDS`.
+/// `FEATURES`, `CLASSES`, `SAMPLES`, `OVERLAY_WORDS`, `RESTAT_WORDS`,
+/// `TAIL_OVERLAY_WORDS`, `TAIL_WORDS`.
 /// Expand it once, at the top of a bin.
 #[macro_export]
 macro_rules! include_assets {
@@ -126,7 +127,11 @@ macro_rules! include_assets {
 /// (the crate using it depends on `cortex-m-rt`, whose `entry` it expands
 /// to). Programs: `infer`, `serve` (a [`board::Serial`] board), `bench`,
 /// `hello`, `uart_echo` (a [`board::Serial`] board), `finetune` (feature
-/// `adapt`).
+/// `adapt`; re-estimation then tail training, over a RAM-backed flash
+/// region: `bin!(finetune, Board)`, or re-estimation alone:
+/// `bin!(finetune, Board, Restat)`; over a chip's flash:
+/// `bin!(finetune, Board, RestatTail, EXPR)`, `EXPR` an
+/// `Option<impl NorFlash>`).
 #[macro_export]
 macro_rules! bin {
     (infer, $board:ty) => {
@@ -153,19 +158,34 @@ macro_rules! bin {
         }
     };
     (finetune, $board:ty) => {
+        $crate::bin!(finetune, $board, RestatTail);
+    };
+    (finetune, $board:ty, $method:ident) => {
+        $crate::bin!(finetune, $board, $method, {
+            use $crate::programs::finetune::{store_bytes, Flash, PAGE, WRITE};
+            $crate::take_static!(Flash<{ store_bytes(WORDS.0, WRITE, PAGE) }>, Flash::new())
+        });
+    };
+    (finetune, $board:ty, $method:ident, $flash:expr) => {
         $crate::include_assets!();
 
         #[cortex_m_rt::entry]
         fn main() -> ! {
-            use assets::{ARENA_BYTES, OVERLAY_WORDS, RESTAT_WORDS};
-            use $crate::programs::finetune::{self, scratch_bytes, store_bytes, Buffers, Flash};
+            use assets::{
+                ARENA_BYTES, OVERLAY_WORDS, RESTAT_WORDS, TAIL_OVERLAY_WORDS, TAIL_WORDS,
+            };
+            use $crate::programs::finetune::{self, scratch_bytes, Buffers, Method};
+            const METHOD: Method = Method::$method;
+            // (overlay, workspace) words.
+            const WORDS: (usize, usize) =
+                METHOD.words(OVERLAY_WORDS, RESTAT_WORDS, TAIL_OVERLAY_WORDS, TAIL_WORDS);
             let buffers = Buffers {
                 arena: $crate::take_arena!(ARENA_BYTES),
-                overlay: $crate::take_arena!(4 * OVERLAY_WORDS),
-                scratch: $crate::take_arena!(scratch_bytes(OVERLAY_WORDS, RESTAT_WORDS)),
+                overlay: $crate::take_arena!(4 * WORDS.0),
+                scratch: $crate::take_arena!(scratch_bytes(WORDS.0, WORDS.1)),
             };
-            let flash = $crate::take_static!(Flash<{ store_bytes(OVERLAY_WORDS) }>, Flash::new());
-            finetune::main::<$board, _>(&assets::ASSETS, buffers, flash)
+            let flash = $flash;
+            finetune::main::<$board, _>(&assets::ASSETS, buffers, METHOD, flash)
         }
     };
     ($program:ident, $board:ty) => {

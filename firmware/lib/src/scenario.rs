@@ -19,9 +19,20 @@
 //! the demo's digits at `s` = 1/16). On values in `[0, 1]` this is the
 //! host's drift scenario `x → 0.6·x + 0.3` (`normcore reproduce drift`),
 //! in integers: the device and the host shift to identical levels.
+//!
+//! # Tail training
+//! After re-estimation, tail training (`normcore::adapt::tail`) runs on the
+//! same shifted adaptation half, now with its labels: [`TAIL_EPOCHS`]
+//! epochs, each the adaptation samples in index order, one SGD step per
+//! sample with [`TAIL`]; then `Tail::commit` into the overlay, whose scope
+//! is [`SCOPE`] (re-estimation and the tail). Boards that run
+//! re-estimation alone use [`SCOPE_RESTAT`].
 
 use core::iter::{StepBy, Take};
 use core::ops::Range;
+
+use normcore::adapt::overlay::Scope;
+use normcore::adapt::tail::TailConfig;
 
 /// The gain in Q8 (154/256 = 0.6015625, the nearest to 0.6).
 pub const GAIN_Q8: i32 = 154;
@@ -29,6 +40,31 @@ pub const GAIN_Q8: i32 = 154;
 pub const OFFSET: f32 = 0.3;
 /// Most adaptation samples re-estimation uses.
 pub const MAX_ADAPT: usize = 64;
+
+/// Tail training's settings: core's defaults (momentum 0.9, γ and β of
+/// the BN layer feeding the dense one trained too) at the learning rate
+/// that helps most on 32 samples (docs/ADAPT.md, "On the device").
+pub const TAIL: TailConfig = TailConfig {
+    lr: 0.01,
+    momentum: 0.9,
+    train_bn: true,
+};
+
+/// Epochs of tail training over the adaptation half.
+pub const TAIL_EPOCHS: usize = 10;
+
+/// The overlay's scope with tail training: every BN layer re-estimated,
+/// the tail (and the BN layer feeding it) trained.
+pub const SCOPE: Scope = Scope {
+    restat: true,
+    tail: true,
+};
+
+/// The overlay's scope of re-estimation alone.
+pub const SCOPE_RESTAT: Scope = Scope {
+    restat: true,
+    tail: false,
+};
 
 /// The offset in levels for an input scale `s`: `OFFSET / s` rounded to
 /// nearest (ties away from zero), saturated to the `i32` range (0 for a

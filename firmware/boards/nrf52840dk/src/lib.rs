@@ -16,6 +16,7 @@
 //! | console   | UARTE0, 115200 8N1, P0.06 TXD / P0.08 RXD (the J-Link VCOM)  |
 //! | LEDs      | LED1 (P0.13) lit at exit on success, LED2 (P0.14) on failure |
 //! | exit      | defmt flush, LED, `BKPT`: `probe-rs run` stops there          |
+//! | store     | the last 32 KiB of flash (`memory.x`'s STORE) through the NVMC: [`store_flash`] |
 #![no_std]
 
 use core::sync::atomic::AtomicBool;
@@ -27,6 +28,7 @@ use normcore_firmware::board::{Board, Parts, Serial};
 use normcore_firmware::cost::TickCounter;
 use nrf52840_hal::clocks::Clocks;
 use nrf52840_hal::gpio::{p0, Level};
+use nrf52840_hal::nvmc::Nvmc;
 use nrf52840_hal::pac::{self, UARTE0};
 use nrf52840_hal::uarte::{self, Baudrate, Parity, Uarte, UarteRx, UarteTx};
 use panic_probe as _;
@@ -55,6 +57,36 @@ impl TickCounter for Cycles {
     fn hz(&self) -> u32 {
         CPU_HZ
     }
+}
+
+/// The flash region `memory.x` reserves as STORE (the last 32 KiB of the
+/// chip's flash, whole 4 KiB pages), as `nrf52840-hal`'s NVMC driver: an
+/// `embedded_storage` `NorFlash` (4-byte writes, 4 KiB erases) of the
+/// region's bytes, offsets from its start. What the `finetune` program
+/// saves its overlay into. `None` after the first call.
+pub fn store_flash() -> Option<Nvmc<pac::NVMC>> {
+    extern "C" {
+        // memory.x: the first byte of STORE, and one past its last.
+        static mut _normcore_store_start: u8;
+        static mut _normcore_store_end: u8;
+    }
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if !normcore_firmware::take_once(&TAKEN) {
+        return None;
+    }
+    let start = &raw mut _normcore_store_start;
+    let len = (&raw mut _normcore_store_end as usize).checked_sub(start as usize)?;
+    // SAFETY: `start..start + len` is memory.x's STORE region, flash that no
+    // section is linked into (FLASH ends where it starts): nothing else
+    // refers to it, and `TAKEN` makes this the only slice of it ever made.
+    // Flash reads like memory; the NVMC driver writes it only through its
+    // registers' protocol.
+    let storage = unsafe { core::slice::from_raw_parts_mut(start, len) };
+    // SAFETY: the board's `setup` takes the other peripherals and never
+    // uses NVMC; `TAKEN` makes this the only NVMC handle.
+    let nvmc = unsafe { pac::Peripherals::steal() }.NVMC;
+    // memory.x asserts page alignment, which `Nvmc::new` checks again.
+    Some(Nvmc::new(nvmc, storage))
 }
 
 /// The nRF52840-DK, for the programs.

@@ -1,70 +1,98 @@
-//! Statistics re-estimation on the device (normcore's `adapt::restat`,
-//! paper Alg. 2 on the device's own unlabeled data) for the embedded int8
-//! model, measured against a drift of its inputs, and the adapted
-//! parameters persisted and reloaded.
+//! Adaptation on the device for the embedded int8 model, measured against
+//! a drift of its inputs: statistics re-estimation (normcore's
+//! `adapt::restat`, paper Alg. 2 on the device's own unlabeled data), then
+//! tail training (`adapt::tail`: the last dense layer and γ, β of the BN
+//! layer feeding it, SGD on the same samples with their labels), and the
+//! adapted parameters persisted and reloaded.
 //!
 //! The scenario is [`crate::scenario`]'s (the host test repeats it): the
 //! embedded samples split by index parity into an adaptation half (even,
-//! at most 64, labels unused) and an evaluation half (odd), both shifted
-//! by the integer drift `gain_offset` (gain 154/256, +0.3 in input units).
-//! In order:
+//! at most 64) and an evaluation half (odd), both shifted by the integer
+//! drift `gain_offset` (gain 154/256, +0.3 in input units); the tail's
+//! settings `scenario::TAIL` and `scenario::TAIL_EPOCHS`. [`Method`] says
+//! whether the tail runs ([`Method::RestatTail`], the default) or not
+//! ([`Method::Restat`]: the micro:bit, whose 16 KiB of RAM cannot hold the
+//! tail; its bin says why). In order:
+//! 0. the flash region is searched for an overlay a previous run saved
+//!    (`Store::load`); if there is one for this model, the shifted
+//!    evaluation half runs with it (a RAM-backed region is always blank;
+//!    a chip's flash keeps it across resets and reflashing);
 //! 1. the evaluation half, clean and shifted, through the plain engine
 //!    (`Engine::run`, the inference-only path): accuracy, digest,
 //!    instructions per inference;
 //! 2. re-estimation on the shifted adaptation half: one pass per BN layer
 //!    (`Restat::observe` per sample, `Restat::finish_pass` refolds into the
-//!    overlay), each sample's cost measured;
+//!    overlay), each sample's cost measured; the overlay's CRC-32;
 //! 3. the shifted evaluation half through the adapted engine
 //!    (`Engine::run_adapted` with the overlay);
-//! 4. the overlay's CRC-32 (the host computes the same overlay, bit for
-//!    bit), the RAM adaptation uses;
-//! 5. the overlay saved with `adapt::store::Store` into a flash region,
+//! 4. (`RestatTail`) tail training: `TAIL_EPOCHS` epochs over the shifted
+//!    adaptation half with its labels, one `Tail::step` per sample (each
+//!    step's cost measured), then `Tail::commit` into the overlay; the mean
+//!    loss of the first and last epoch, the overlay's CRC-32; the shifted
+//!    evaluation half again (`tuned`);
+//! 5. the final overlay's CRC-32 (the host computes the same overlay after
+//!    each step, bit for bit), the RAM adaptation uses (core's
+//!    `adapt::plan`);
+//! 6. the overlay saved with `adapt::store::Store` into the flash region,
 //!    then a simulated reset: the overlay's words are zeroed and rebuilt
 //!    only from what `Store::load` returns (`Overlay::load`), and the
-//!    shifted evaluation half runs again: its digest must be the adapted
-//!    one.
+//!    shifted evaluation half runs again: its digest must be the last
+//!    step's.
 //!
 //! # Memory
 //! Every buffer is static, sized by the board's build script from the
-//! embedded int8 model (`ARENA_BYTES`, `OVERLAY_WORDS`, `RESTAT_WORDS`,
-//! core's `Overlay::words_needed` and `Restat::words_needed`), or on the
-//! stack: the engine's arena; the overlay; one scratch buffer that is the
-//! re-estimation workspace, then (re-estimation done) the buffer `load`
-//! copies the saved overlay into; and the flash region, here a
-//! `RamFlash` with the nRF51's 1 KiB pages ([`PAGE`]), two slots of
-//! [`store_bytes`] in all. On hardware the region would be the chip's
-//! flash (its `NorFlash` driver, passed to [`main`]), costing no RAM.
+//! embedded int8 model (`ARENA_BYTES`; `OVERLAY_WORDS` and `RESTAT_WORDS`
+//! for re-estimation, `TAIL_OVERLAY_WORDS` and `TAIL_WORDS` with the tail:
+//! core's `Overlay::words_needed`, `Restat::words_needed`,
+//! `Tail::words_needed`), or on the stack: the engine's arena; the
+//! overlay; one scratch buffer that is the re-estimation workspace, then
+//! the tail's, then the buffer `load` copies the saved overlay into; and
+//! the flash region. On QEMU the region is a `RamFlash` with the nRF51's
+//! 1 KiB pages ([`PAGE`]), [`store_bytes`] in all; on the nRF52840-DK it is
+//! the chip's flash through its NVMC driver (any `NorFlash` passed to
+//! [`main`]; the slots follow its `WRITE_SIZE` and `ERASE_SIZE`), costing
+//! no RAM.
 //!
 //! # Output lines (decoded defmt; the host test parses them)
 //! ```text
-//! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128
+//! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128 method=restat+tail
+//! finetune saved: found=0
 //! finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=15055
 //! finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=15055
-//! finetune pass 0: layer=0 samples=32 values=32 instructions=421322 per_sample=13166 refold=95734
-//! finetune pass 1: layer=1 samples=32 values=32 instructions=600416 per_sample=18763 refold=96168
-//! finetune restat: passes=2 samples=32 instructions=1213639 per_sample=31929 refold=191902 inference=15055
-//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15436
-//! finetune overlay: bytes=1936 entries=2 crc=0x4b17e4e3
-//! finetune ram: overlay=1936 restat=1024 adaptation=2960 scratch=1936 store=4096 arena=384 (bytes; ...)
-//! finetune store: seq=1 region=4096 slot=2048 capacity=2024 saved=1936 instructions=43879
-//! finetune reload: seq=1 bytes=1936 crc=0x4b17e4e3 correct=29 total=32 digest=0x3f0ba66f identical=1
-//! stack: high_water=2808 size=4185920 (bytes)
+//! finetune pass 0: layer=0 samples=32 values=32 instructions=423521 per_sample=13235 refold=97287
+//! finetune pass 1: layer=1 samples=32 values=32 instructions=602647 per_sample=18833 refold=96194
+//! finetune restat: passes=2 samples=32 instructions=1219649 per_sample=32068 refold=193481 inference=15055 crc=0x70754b54
+//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15460
+//! finetune tail: epochs=10 samples=32 steps=320 lr=0.01 momentum=0.9 train_bn=1 loss_first=0.018913656 loss_last=0.0010990442 instructions=10284874 per_step=32140 commit=693234 inference=15055 crc=0x6afbd4fe
+//! finetune tuned: correct=30 total=32 digest=0x0a142f0f instructions=15532
+//! finetune overlay: bytes=2896 entries=3 crc=0x6afbd4fe
+//! finetune ram: overlay=2896 restat=1024 tail=4344 adaptation=7240 scratch=4344 store=6144 arena=384 (bytes; ...)
+//! finetune store: seq=1 region=6144 slot=3072 capacity=3048 saved=2896 instructions=64963
+//! finetune reload: seq=1 bytes=2896 crc=0x6afbd4fe correct=30 total=32 digest=0x0a142f0f identical=1
+//! stack: high_water=7440 size=4180496 (bytes)
 //! ```
-//! (`mps2-an386`, the demo's model.) Costs are instructions under QEMU's
-//! `-icount shift=6` (`NORMCORE_ICOUNT=1`), cycles with DWT on hardware
-//! (the field is then `cycles`). `instructions` of a pass is the sum over its samples of
-//! `observe`; `per_sample` of `restat` is the cost of one adaptation sample
-//! over every pass, to compare with `inference`, one plain inference.
+//! (`mps2-an386`, the demo's model. With `method=restat` the `tail` and
+//! `tuned` lines are absent and `tail=0`; with a saved overlay of this
+//! model, `saved` reads `found=1 seq= bytes= crc= correct= total=
+//! digest=`, and the save's `seq` follows it.) Costs are instructions
+//! under QEMU's `-icount shift=6` (`NORMCORE_ICOUNT=1`), cycles with DWT on
+//! hardware (the field is then `cycles`). `instructions` of a pass is the
+//! sum over its samples of `observe`; `per_sample` of `restat` is the cost
+//! of one adaptation sample over every pass, `per_step` of `tail` that of
+//! one SGD step (forward through the backbone, the tail forward and
+//! backward), both to compare with `inference`, one plain inference. The
+//! losses print in the shortest form that reads back to the same f32.
 //!
 //! It exits with failure if the model is missing or does not fit the
-//! buffers, if any step errs, or if the reloaded overlay is not the saved
-//! one or gives other outputs.
+//! buffers or the flash region, if any step errs, or if the reloaded
+//! overlay is not the saved one or gives other outputs.
 
 use embedded_storage::nor_flash::NorFlash;
 use normcore::adapt::overlay::{Overlay, Scope};
 use normcore::adapt::restat::Restat;
 use normcore::adapt::store::{self, RamFlash, Store};
-use normcore::adapt::AdaptError;
+use normcore::adapt::tail::Tail;
+use normcore::adapt::{plan, AdaptError};
 use normcore::engine::{Engine, Output};
 use normcore::kernels::NoTap;
 use normcore::model::{crc32, Kind, Model};
@@ -76,41 +104,83 @@ use crate::digest::Crc32;
 use crate::scenario;
 use crate::stack;
 
-/// What the overlay makes room for: re-estimation of every BN layer.
-pub const SCOPE: Scope = Scope {
-    restat: true,
-    tail: false,
-};
+/// What the program adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Re-estimation of every BN layer, then tail training
+    /// ([`scenario::TAIL`], [`scenario::TAIL_EPOCHS`]); the overlay's
+    /// scope is [`scenario::SCOPE`].
+    RestatTail,
+    /// Re-estimation alone ([`scenario::SCOPE_RESTAT`]): for boards whose
+    /// RAM cannot hold the tail's workspace (the micro:bit, see its bin).
+    Restat,
+}
 
-/// Erase page of the flash region: the nRF51's (the micro:bit) 1 KiB.
+impl Method {
+    /// The overlay's scope.
+    pub const fn scope(self) -> Scope {
+        match self {
+            Method::RestatTail => scenario::SCOPE,
+            Method::Restat => scenario::SCOPE_RESTAT,
+        }
+    }
+
+    /// Words of the overlay and of the workspace for the build's planned
+    /// words (`OVERLAY_WORDS`, `RESTAT_WORDS`, `TAIL_OVERLAY_WORDS`,
+    /// `TAIL_WORDS`): `(overlay, workspace)`, the workspace serving
+    /// re-estimation, then the tail.
+    pub const fn words(
+        self,
+        overlay: usize,
+        restat: usize,
+        tail_overlay: usize,
+        tail: usize,
+    ) -> (usize, usize) {
+        match self {
+            Method::RestatTail => (tail_overlay, max(restat, tail)),
+            Method::Restat => (overlay, restat),
+        }
+    }
+}
+
+/// The larger of `a` and `b` (`const`).
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Erase page of the RAM-backed flash region: the nRF51's (the micro:bit)
+/// 1 KiB.
 pub const PAGE: usize = 1024;
-/// Write unit of the flash region: a word, as the nRF51's NVMC writes.
+/// Write unit of the RAM-backed flash region: a word, as the nRF51's NVMC
+/// writes.
 pub const WRITE: usize = 4;
 
-/// The RAM-backed flash region of `N` bytes the program saves into.
+/// The RAM-backed flash region of `N` bytes the program saves into on
+/// boards without a flash driver (QEMU).
 pub type Flash<const N: usize> = RamFlash<N, WRITE, PAGE>;
 
 /// Bytes of a flash region holding two slots for an overlay of
-/// `overlay_words` words: each slot the store's header (its span at
-/// [`WRITE`]-byte units) and the overlay, in whole [`PAGE`]s. 0 without an
-/// overlay.
-pub const fn store_bytes(overlay_words: usize) -> usize {
-    if overlay_words == 0 {
+/// `overlay_words` words, on a flash writing `write`-byte units and erasing
+/// `page`-byte pages (a `NorFlash`'s `WRITE_SIZE` and `ERASE_SIZE`): each
+/// slot the store's header (its span at `write`-byte units) and the
+/// overlay, in whole pages. 0 without an overlay.
+pub const fn store_bytes(overlay_words: usize, write: usize, page: usize) -> usize {
+    if overlay_words == 0 || write == 0 || page == 0 {
         return 0;
     }
-    let span = store::HEADER_LEN.div_ceil(WRITE) * WRITE;
-    2 * (span + 4 * overlay_words).div_ceil(PAGE) * PAGE
+    let span = store::HEADER_LEN.div_ceil(write) * write;
+    2 * (span + 4 * overlay_words).div_ceil(page) * page
 }
 
-/// Bytes of the scratch buffer: the re-estimation workspace
-/// (`restat_words` f32), later the buffer the saved overlay
-/// (`overlay_words`) is loaded into.
-pub const fn scratch_bytes(overlay_words: usize, restat_words: usize) -> usize {
-    4 * if overlay_words > restat_words {
-        overlay_words
-    } else {
-        restat_words
-    }
+/// Bytes of the scratch buffer: the adaptation workspace (`work_words`
+/// f32: re-estimation's, then the tail's), later the buffer the saved
+/// overlay (`overlay_words`) is loaded into.
+pub const fn scratch_bytes(overlay_words: usize, work_words: usize) -> usize {
+    4 * max(overlay_words, work_words)
 }
 
 /// The run failed; what went wrong is already logged.
@@ -267,14 +337,76 @@ impl<T: TickCounter> Ctx<'_, T> {
         }
         let (passes, _) = r.pass();
         defmt::info!(
-            "finetune restat: passes={=usize} samples={=u32} {=str}={=u64} per_sample={=u64} refold={=u64} inference={=u64}",
+            "finetune restat: passes={=usize} samples={=u32} {=str}={=u64} per_sample={=u64} refold={=u64} inference={=u64} crc={=u32:#010x}",
             passes,
             samples,
             unit.key(),
             unit.report(observe + refold),
             per(unit.report(observe), samples as usize),
             unit.report(refold),
-            inference
+            inference,
+            crc32(overlay.as_bytes())
+        );
+        Ok(())
+    }
+
+    /// Tail training on the shifted adaptation half with its labels
+    /// ([`scenario::TAIL`], [`scenario::TAIL_EPOCHS`] epochs, the samples
+    /// in index order), starting from `overlay` and committed into it, with
+    /// `work` as the workspace; logs the losses and costs. `inference`: the
+    /// plain per-inference figure, to compare.
+    fn tail(
+        &self,
+        engine: &mut Engine<'_, '_, '_>,
+        overlay: &mut Overlay<'_>,
+        work: &mut [f32],
+        inference: u64,
+    ) -> Result<(), Failed> {
+        let model = self.model;
+        let unit = self.sw.unit();
+        let cfg = scenario::TAIL;
+        let samples = &self.assets.samples;
+        let mut t =
+            Tail::new(model, Some(overlay), cfg, work).map_err(|e| failed("Tail::new", e))?;
+        let n = scenario::adaptation(samples.count).count();
+        let (mut units, mut first, mut last) = (0u64, 0f32, 0f32);
+        for epoch in 0..scenario::TAIL_EPOCHS {
+            let mut sum = 0f32;
+            for s in scenario::adaptation(samples.count) {
+                self.input(engine, s, true)?;
+                let label = usize::from(samples.labels.get(s).copied().unwrap_or(u16::MAX));
+                let (e, tt, o) = (&mut *engine, &mut t, &*overlay);
+                let (loss, cost) = self.sw.measure(move || tt.step(e, Some(o), label));
+                sum += loss.map_err(|e| failed("Tail::step", e))?;
+                units += u64::from(cost.count);
+            }
+            // The epoch's mean loss, as the host's `adapt::tail` takes it.
+            let mean = sum / n as f32;
+            if epoch == 0 {
+                first = mean;
+            }
+            last = mean;
+        }
+        let steps = t.steps();
+        let (tt, o) = (&mut t, &mut *overlay);
+        let (done, commit) = self.sw.measure(move || tt.commit(model, o));
+        done.map_err(|e| failed("Tail::commit", e))?;
+        defmt::info!(
+            "finetune tail: epochs={=usize} samples={=usize} steps={=u32} lr={=f32} momentum={=f32} train_bn={=u8} loss_first={=f32} loss_last={=f32} {=str}={=u64} per_step={=u64} commit={=u64} inference={=u64} crc={=u32:#010x}",
+            scenario::TAIL_EPOCHS,
+            n,
+            steps,
+            cfg.lr,
+            cfg.momentum,
+            u8::from(cfg.train_bn),
+            first,
+            last,
+            unit.key(),
+            unit.report(units),
+            per(unit.report(units), steps as usize),
+            unit.report(u64::from(commit.count)),
+            inference,
+            crc32(overlay.as_bytes())
         );
         Ok(())
     }
@@ -286,19 +418,30 @@ fn per(total: u64, n: usize) -> u64 {
     (total + n / 2).checked_div(n).unwrap_or(0)
 }
 
-/// The int8 model, parsed and checked against the buffers; the overlay's
-/// and the workspace's words.
+/// The int8 model, parsed and checked against the buffers; the words of
+/// the overlay, of re-estimation's and of the tail's workspace (0 without
+/// the tail).
 fn model_and_plan(
     assets: &Assets,
     buffers: &Buffers,
+    method: Method,
     arena: usize,
-) -> Result<(Model<'static>, usize, usize), Failed> {
+) -> Result<(Model<'static>, Words), Failed> {
     let Some(bytes) = assets.model(Kind::Int8) else {
         return Err(failed("the build embeds no int8 model", "nothing to adapt"));
     };
     let model = Model::parse(bytes).map_err(|e| failed("Model::parse", e))?;
-    let words = Overlay::words_needed(&model, SCOPE).map_err(|e| failed("the overlay", e))?;
-    let work = Restat::words_needed(&model).map_err(|e| failed("re-estimation", e))?;
+    let scope = method.scope();
+    let words = Words {
+        overlay: Overlay::words_needed(&model, scope).map_err(|e| failed("the overlay", e))?,
+        restat: Restat::words_needed(&model).map_err(|e| failed("re-estimation", e))?,
+        tail: match method {
+            Method::RestatTail => Tail::words_needed(&model, &scenario::TAIL)
+                .map_err(|e| failed("tail training", e))?,
+            Method::Restat => 0,
+        },
+    };
+    let work = max(words.restat, words.tail);
     let len = |b: &Option<&'static mut [u8]>| b.as_ref().map_or(0, |b| b.len());
     let h = model.header();
     let bn = model.bn_records().count();
@@ -315,8 +458,8 @@ fn model_and_plan(
     );
     let samples = &assets.samples;
     if model.arena_bytes() > arena
-        || 4 * words > len(&buffers.overlay)
-        || scratch_bytes(words, work) > len(&buffers.scratch)
+        || 4 * words.overlay > len(&buffers.overlay)
+        || scratch_bytes(words.overlay, work) > len(&buffers.scratch)
         || h.input.sample_len().unwrap_or(0) != samples.features
         || h.classes != samples.classes
     {
@@ -324,7 +467,7 @@ fn model_and_plan(
             "finetune: the model does not fit the build: arena {=usize} (static {=usize}), overlay {=usize} B ({=usize}), workspace {=usize} B (scratch {=usize}), {=usize} classes (samples {=usize})",
             model.arena_bytes(),
             arena,
-            4 * words,
+            4 * words.overlay,
             len(&buffers.overlay),
             4 * work,
             len(&buffers.scratch),
@@ -333,18 +476,71 @@ fn model_and_plan(
         );
         return Err(Failed);
     }
-    Ok((model, words, work))
+    Ok((model, words))
+}
+
+/// The words the buffers are used for.
+#[derive(Clone, Copy)]
+struct Words {
+    overlay: usize,
+    restat: usize,
+    tail: usize,
+}
+
+/// Look for an overlay a previous run saved in `store` (a RAM-backed
+/// region is blank: none); if there is one for this model, run the shifted
+/// evaluation half with it. `buf` takes the saved bytes, `words` the
+/// overlay (both overwritten after). Logs `finetune saved:`.
+fn saved<T: TickCounter, F: NorFlash>(
+    ctx: &Ctx<'_, T>,
+    engine: &mut Engine<'_, '_, '_>,
+    store: &mut Store<F>,
+    buf: &mut [u8],
+    words: &mut [u32],
+) -> Result<(), Failed> {
+    let loaded = match store.load(buf) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            defmt::info!("finetune saved: found=0");
+            return Ok(());
+        }
+        Err(e) => return Err(failed("Store::load", e)),
+    };
+    match Overlay::load(ctx.model, &buf[..loaded.len], words) {
+        Ok(overlay) => {
+            let e = ctx.evaluate(engine, Run::Adapted(&overlay))?;
+            defmt::info!(
+                "finetune saved: found=1 seq={=u32} bytes={=usize} crc={=u32:#010x} correct={=usize} total={=usize} digest={=u32:#010x}",
+                loaded.seq,
+                loaded.len,
+                crc32(overlay.as_bytes()),
+                e.correct,
+                e.total,
+                e.digest
+            );
+        }
+        // Another model's (or another scope's) overlay: adapt anew and
+        // save over it.
+        Err(e) => defmt::warn!(
+            "finetune saved: found=1 seq={=u32} bytes={=usize} usable=0 ({})",
+            loaded.seq,
+            loaded.len,
+            e
+        ),
+    }
+    Ok(())
 }
 
 /// The program's steps (module docs).
 fn run<T: TickCounter, F: NorFlash>(
     assets: &Assets,
     buffers: Buffers,
+    method: Method,
     flash: F,
     sw: &Stopwatch<T>,
 ) -> Result<(), Failed> {
     let arena_len = buffers.arena.as_ref().map_or(0, |a| a.len());
-    let (model, words, work_words) = model_and_plan(assets, &buffers, arena_len)?;
+    let (model, words) = model_and_plan(assets, &buffers, method, arena_len)?;
     let (Some(arena), Some(overlay_bytes), Some(scratch)) =
         (buffers.arena, buffers.overlay, buffers.scratch)
     else {
@@ -358,15 +554,49 @@ fn run<T: TickCounter, F: NorFlash>(
     let n = assets.samples.count;
     let h = model.header();
     defmt::info!(
-        "finetune scenario: samples={=usize} adapt={=usize} eval={=usize} gain_q8={=i32} offset={=i32} zero_point={=i32}",
+        "finetune scenario: samples={=usize} adapt={=usize} eval={=usize} gain_q8={=i32} offset={=i32} zero_point={=i32} method={=str}",
         n,
         scenario::adaptation(n).count(),
         scenario::evaluation(n).count(),
         scenario::GAIN_Q8,
         scenario::offset_levels(h.input_scale),
-        h.input_zero_point
+        h.input_zero_point,
+        match method {
+            Method::RestatTail => "restat+tail",
+            Method::Restat => "restat",
+        }
     );
     let mut engine = Engine::new(&model, arena).map_err(|e| failed("Engine::new", e))?;
+
+    // The buffers as the adaptation code takes them (16-aligned statics of
+    // whole words: the casts cannot fail).
+    let cast = |b: &'static mut [u8]| -> Result<&'static mut [u32], Failed> {
+        bytemuck::try_cast_slice_mut(b).map_err(|_| failed("a static buffer", "misaligned"))
+    };
+    let overlay_words = &mut cast(overlay_bytes)?[..words.overlay];
+    let scratch = cast(scratch)?;
+
+    // 0. What a previous run saved (on a chip's own flash).
+    let region = flash.capacity();
+    let need = store_bytes(words.overlay, F::WRITE_SIZE, F::ERASE_SIZE);
+    if need > region {
+        defmt::error!(
+            "finetune: the flash region of {=usize} B cannot hold two slots of the {=usize} B overlay ({=usize} B in pages of {=usize} B)",
+            region,
+            4 * words.overlay,
+            need,
+            F::ERASE_SIZE
+        );
+        return Err(Failed);
+    }
+    let mut store = Store::new(flash, 0, region as u32).map_err(|e| failed("Store::new", e))?;
+    saved(
+        &ctx,
+        &mut engine,
+        &mut store,
+        bytemuck::cast_slice_mut(&mut *scratch),
+        overlay_words,
+    )?;
 
     // 1. Clean and shifted, the plain engine.
     let clean = ctx.evaluate(&mut engine, Run::Clean)?;
@@ -376,37 +606,38 @@ fn run<T: TickCounter, F: NorFlash>(
     let unit = sw.unit();
     let inference = per(unit.report(clean.units), clean.total);
 
-    // The buffers as the adaptation code takes them (16-aligned statics of
-    // whole words: the casts cannot fail).
-    let cast = |b: &'static mut [u8]| -> Result<&'static mut [u32], Failed> {
-        bytemuck::try_cast_slice_mut(b).map_err(|_| failed("a static buffer", "misaligned"))
-    };
-    let overlay_words = &mut cast(overlay_bytes)?[..words];
-    let scratch = cast(scratch)?;
-
-    // 2-4. Re-estimation, the adapted engine, the overlay's CRC.
-    let adapted = {
-        let mut overlay =
-            Overlay::new(&model, SCOPE, overlay_words).map_err(|e| failed("Overlay::new", e))?;
-        let work: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..work_words]);
+    // 2-4. Re-estimation, the adapted engine; tail training, the tuned
+    // engine; the overlay's CRC.
+    let (adapted, entries) = {
+        let mut overlay = Overlay::new(&model, method.scope(), overlay_words)
+            .map_err(|e| failed("Overlay::new", e))?;
+        let work: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..words.restat]);
         ctx.restat(&mut engine, &mut overlay, work, inference)?;
-        let adapted = ctx.evaluate(&mut engine, Run::Adapted(&overlay))?;
+        let mut adapted = ctx.evaluate(&mut engine, Run::Adapted(&overlay))?;
         ctx.log_eval("adapted", &adapted);
-        adapted
+        if method == Method::RestatTail {
+            let work: &mut [f32] = bytemuck::cast_slice_mut(&mut scratch[..words.tail]);
+            ctx.tail(&mut engine, &mut overlay, work, inference)?;
+            adapted = ctx.evaluate(&mut engine, Run::Adapted(&overlay))?;
+            ctx.log_eval("tuned", &adapted);
+        }
+        (adapted, overlay.entries())
     };
     let crc = crc32(bytemuck::cast_slice(overlay_words));
     defmt::info!(
         "finetune overlay: bytes={=usize} entries={=usize} crc={=u32:#010x}",
-        4 * words,
-        model.bn_records().count(),
+        4 * words.overlay,
+        entries,
         crc
     );
-    let region = flash.capacity();
+    let planned =
+        plan(&model, method.scope(), &scenario::TAIL).map_err(|e| failed("adapt::plan", e))?;
     defmt::info!(
-        "finetune ram: overlay={=usize} restat={=usize} adaptation={=usize} scratch={=usize} store={=usize} arena={=usize} (bytes; adaptation = overlay + restat workspace; the scratch is the workspace, then the reload buffer; store: the RAM-backed flash region)",
-        4 * words,
-        4 * work_words,
-        4 * (words + work_words),
+        "finetune ram: overlay={=usize} restat={=usize} tail={=usize} adaptation={=usize} scratch={=usize} store={=usize} arena={=usize} (bytes; adaptation = overlay + max(restat, tail) workspace, core's adapt::plan; the scratch is the workspace, then the reload buffer; store: the flash region)",
+        planned.overlay,
+        planned.restat,
+        planned.tail,
+        planned.total(),
         4 * scratch.len(),
         region,
         arena_len
@@ -414,7 +645,6 @@ fn run<T: TickCounter, F: NorFlash>(
 
     // 5. Save, then a simulated reset: nothing of the overlay survives but
     // what the store returns.
-    let mut store = Store::new(flash, 0, region as u32).map_err(|e| failed("Store::new", e))?;
     let (saved, cost) = sw.measure(|| store.save(bytemuck::cast_slice(overlay_words)));
     let seq = saved.map_err(|e| failed("Store::save", e))?;
     defmt::info!(
@@ -423,7 +653,7 @@ fn run<T: TickCounter, F: NorFlash>(
         region,
         store.slot_len(),
         store.capacity(),
-        4 * words,
+        4 * words.overlay,
         unit.key(),
         unit.report(u64::from(cost.count))
     );
@@ -469,7 +699,12 @@ fn run<T: TickCounter, F: NorFlash>(
 /// region the overlay is saved into (its whole capacity is the store's).
 /// Ends the program through `B::exit`, with success when every step ran
 /// and the reloaded overlay gave the adapted outputs again.
-pub fn main<B: Board, F: NorFlash>(assets: &Assets, buffers: Buffers, flash: Option<F>) -> ! {
+pub fn main<B: Board, F: NorFlash>(
+    assets: &Assets,
+    buffers: Buffers,
+    method: Method,
+    flash: Option<F>,
+) -> ! {
     // SAFETY: no heap, and nothing else lives below the stack pointer.
     let painted = unsafe { stack::paint() };
     defmt::info!("normcore-firmware finetune on {=str}", B::NAME);
@@ -483,7 +718,7 @@ pub fn main<B: Board, F: NorFlash>(assets: &Assets, buffers: Buffers, flash: Opt
     };
     let sw = Stopwatch::new(&mut parts.core.DCB, parts.core.DWT, parts.timer);
     sw.log_unit();
-    let ok = run(assets, buffers, flash, &sw).is_ok();
+    let ok = run(assets, buffers, method, flash, &sw).is_ok();
     defmt::info!(
         "stack: high_water={=usize} size={=usize} (bytes)",
         painted.high_water(),

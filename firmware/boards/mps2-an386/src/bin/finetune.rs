@@ -1,4 +1,4 @@
-//! `finetune` on this board: statistics re-estimation of the embedded int8 model on a drift of the samples, its costs, the overlay saved and reloaded (`normcore_firmware::programs::finetune`).
+//! `finetune` on this board: statistics re-estimation of the embedded int8 model on a drift of the samples, then tail training on them with their labels, their costs, the overlay saved and reloaded (`normcore_firmware::programs::finetune`).
 #![no_std]
 #![no_main]
 
