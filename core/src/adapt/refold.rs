@@ -161,7 +161,8 @@ pub fn refold(
     };
     new.check(channels)?;
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-    if !overlay.holds_affine(e) && !(same(new.gamma, old.gamma) && same(new.beta, old.beta)) {
+    let file_affine = same(new.gamma, old.gamma) && same(new.beta, old.beta);
+    if !(overlay.holds_affine(e) || file_affine) {
         return Err(AdaptError::NotInOverlay);
     }
     match model.kind() {
