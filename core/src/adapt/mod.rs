@@ -40,7 +40,12 @@ pub trait LayerTap: Tap {
 
 /// The RAM adaptation of a model needs, stated before anything starts
 /// ([`plan`]), in bytes. Re-estimation and tail training run one after the
-/// other, so one workspace of `max(restat, tail)` serves both.
+/// other, so one workspace of `max(restat, tail)` serves both. The parts'
+/// formulas: [`overlay`] ("RAM"), [`restat`] (`8·C_max` words), [`tail`]
+/// ("RAM"; with momentum 0 no velocities). MNIST `paper-mlp` int8:
+/// re-estimation 9,408 bytes, re-estimation and tail training (γ, β too)
+/// 14,880 bytes with momentum 0 (the default) and 19,720 bytes with
+/// momentum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Plan {
@@ -143,6 +148,12 @@ pub enum AdaptError {
     Phase,
     /// A sample or label of the wrong size, or a label beyond the classes.
     BadSample,
+    /// Saved overlay bytes of another overlay layout version (written by an
+    /// older or newer build; [`overlay::VERSION`]): adapt again.
+    OverlayVersion {
+        /// The version the bytes carry.
+        found: u16,
+    },
 }
 
 impl AdaptError {
@@ -165,6 +176,7 @@ impl AdaptError {
             AdaptError::Unrepresentable { .. } => 13,
             AdaptError::Phase => 14,
             AdaptError::BadSample => 15,
+            AdaptError::OverlayVersion { .. } => 16,
         }
     }
 }
@@ -209,6 +221,11 @@ impl core::fmt::Display for AdaptError {
             ),
             AdaptError::Phase => f.write_str("not possible in the current adaptation phase"),
             AdaptError::BadSample => f.write_str("sample or label of the wrong size or range"),
+            AdaptError::OverlayVersion { found } => write!(
+                f,
+                "the saved overlay has layout version {found}, this build reads version {}: adapt again",
+                overlay::VERSION
+            ),
         }
     }
 }

@@ -10,14 +10,33 @@
 //!
 //! - **re-estimation** (`scope.restat`): every layer with a BN record. int8:
 //!   the bias (i32, padded as the file's), the requantization multipliers
-//!   and shifts, and the BN record (γ, β, `E[x]`, `Var[x]`). The int8
-//!   weights are not copied: a refold leaves them as they are
-//!   ([`super::refold`]). f32: the weights (a refold scales them), the bias
-//!   and the BN record.
+//!   and shifts, and the statistics `E[x]`, `Var[x]`. The int8 weights are
+//!   not copied: a refold leaves them as they are ([`super::refold`]). f32:
+//!   the weights (a refold scales them), the bias and the statistics.
+//!   γ and β are stored only for the layer a tail may train (the BN layer
+//!   right before the last one, when the scope has the tail too): every
+//!   other layer keeps the file's γ, β (re-estimation never changes them),
+//!   and [`super::refold::refold`] refuses others there
+//!   ([`AdaptError::NotInOverlay`]).
 //! - **tail training** (`scope.tail`): the last layer, which must be dense:
-//!   its weights (as stored in the file, blocked), bias, and for int8 its
-//!   multipliers, shifts and output quantization (the logits' range is
-//!   re-chosen when the weights change).
+//!   its weights in the file's blocked order (int8: one byte per weight,
+//!   whether the file stores bytes or pair words; f32 as stored), bias, and
+//!   for int8 its multipliers, shifts and output quantization (the logits'
+//!   range is re-chosen when the weights change).
+//!
+//! # RAM
+//! [`Overlay::words_needed`] words: `4 + 16·n` (header, `n` entries), and
+//! per entry
+//! - int8 BN layer: `B + 2·C` (bias `B` = `C` padded as the file's,
+//!   multipliers, shifts) `+ 2·C` (`E[x]`, `Var[x]`) `+ 2·C` (γ, β, only for
+//!   the layer a tail trains);
+//! - f32 BN layer: `W + B + 2·C` (`+ 2·C` likewise);
+//! - the tail (dense `K` outputs, `D` inputs, stored with `K'` rows, `K`
+//!   padded to the row block): int8 `B + 2·K + ⌈K'·D/4⌉`, f32 `B + K'·D`.
+//!
+//! For MNIST `paper-mlp` int8 (784-100-100-100-10, blocks of 4 rows) that is
+//! 6,208 bytes for re-estimation and 8,400 bytes with the tail
+//! (`cargo test -p normcore-trainer --release --lib adapt_ram_plan`).
 //!
 //! Each entry has flags: [`ACTIVE`] (the engine uses the entry's bias,
 //! multipliers, shifts, weights and quantization; an inactive entry is
@@ -35,7 +54,7 @@
 //! | word | field |
 //! |------|-------|
 //! | 0 | magic `"NCOV"` |
-//! | 1 | version (bits 0–15), scope (bits 16–23: bit 0 restat, bit 1 tail), entries (bits 24–31) |
+//! | 1 | version (bits 0–15, [`VERSION`]), scope (bits 16–23: bit 0 restat, bit 1 tail), entries (bits 24–31) |
 //! | 2 | the model file's CRC-32 |
 //! | 3 | words used by the whole overlay |
 //! | 4 + 16·k | entry k ([`ENTRY_WORDS`] words, below) |
@@ -43,9 +62,14 @@
 //!
 //! An entry: `layer | flags << 16`, channels, bias offset, bias length,
 //! multiplier offset, shift offset, weight offset, weight length (words),
-//! BN offset (`4·C` words: γ, β, `E[x]`, `Var[x]`), the six words of the
-//! output quantization (scale bits, zero point, requantization zero point,
-//! clamps, requantization scale bits), one reserved. An offset of 0 means the part is absent.
+//! BN offset, the six words of the output quantization (scale bits, zero
+//! point, requantization zero point, clamps, requantization scale bits), BN
+//! length (`2·C` words: `E[x]`, `Var[x]`; or `4·C`: `E[x]`, `Var[x]`, γ,
+//! β). An offset of 0 means the part is absent.
+//!
+//! Version 1 (before the layout above: a full BN record for every layer,
+//! the tail's int8 weights as the file stores them) is refused by
+//! [`Overlay::load`] with [`AdaptError::OverlayVersion`]: adapt again.
 
 use bytemuck::{cast_slice, cast_slice_mut};
 
@@ -55,8 +79,9 @@ use crate::model::{Data, Kind, Layer, Model, Op, QuantOut};
 
 /// The overlay's first word.
 pub const MAGIC: [u8; 4] = *b"NCOV";
-/// The overlay layout version.
-pub const VERSION: u16 = 1;
+/// The overlay layout version (2: statistics without γ, β except for the
+/// layer a tail trains; the tail's int8 weights as bytes).
+pub const VERSION: u16 = 2;
 /// Words of the header.
 pub const HEADER_WORDS: usize = 4;
 /// Words of one entry.
@@ -108,6 +133,7 @@ const E_W_LEN: usize = 7;
 const E_BN: usize = 8;
 const E_QUANT: usize = 9;
 const QUANT_WORDS: usize = 6;
+const E_BN_LEN: usize = 15;
 
 /// A part of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +145,12 @@ pub enum Part {
     Multiplier,
     /// int8 shifts.
     Shift,
-    /// The weights as stored (i8 bytes, i8 pair words or f32).
+    /// The weights in the file's blocked order: int8 as bytes (also for a
+    /// file storing pair words), f32 as f32.
     Weights,
-    /// γ, β, `E[x]`, `Var[x]` (f32, `4·C`).
+    /// The BN record, f32: `E[x]`, `Var[x]` (`2·C`), followed by γ, β
+    /// (`4·C` in all) for the layer a tail trains
+    /// ([`Overlay::holds_affine`]).
     Bn,
 }
 
@@ -176,7 +205,13 @@ fn layout(model: &Model<'_>, scope: Scope, out: &mut [u32]) -> Result<usize, Ada
         };
         let w_words = match l.weights {
             Some(Data::I8(w)) => w.len().div_ceil(4),
-            Some(Data::I8Pairs(w) | Data::I32(w)) => w.len(),
+            // Unpacked to bytes (Overlay::patch).
+            Some(Data::I8Pairs(w)) => w
+                .len()
+                .checked_mul(2)
+                .ok_or(AdaptError::TooLarge)?
+                .div_ceil(4),
+            Some(Data::I32(w)) => w.len(),
             Some(Data::F32(w)) => w.len(),
             None => return Err(AdaptError::BadLayer { layer: i }),
         };
@@ -199,7 +234,11 @@ fn layout(model: &Model<'_>, scope: Scope, out: &mut [u32]) -> Result<usize, Ada
             put(n, E_W_LEN, word(w_words)?);
         }
         if bn {
-            put(n, E_BN, take(4 * c)?);
+            // γ, β only where a tail may train them.
+            let affine = scope.tail && i + 1 == last;
+            let len = if affine { 4 * c } else { 2 * c };
+            put(n, E_BN, take(len)?);
+            put(n, E_BN_LEN, word(len)?);
         }
         n += 1;
     }
@@ -277,8 +316,12 @@ impl<'o> Overlay<'o> {
             b.copy_from_slice(&bytes[4 * k..4 * k + 4]);
             u32::from_le_bytes(b)
         };
-        if head(0) != u32::from_le_bytes(MAGIC) || head(1) & 0xFFFF != u32::from(VERSION) {
+        if head(0) != u32::from_le_bytes(MAGIC) {
             return Err(AdaptError::BadOverlay);
+        }
+        let version = (head(1) & 0xFFFF) as u16;
+        if version != VERSION {
+            return Err(AdaptError::OverlayVersion { found: version });
         }
         if head(2) != model.header_crc() {
             return Err(AdaptError::WrongModel);
@@ -300,7 +343,7 @@ impl<'o> Overlay<'o> {
                 let got = head(at + k);
                 let same = match k {
                     E_LAYER => got & 0xFFFF == want & 0xFFFF,
-                    k if k >= E_QUANT => true,
+                    k if (E_QUANT..E_QUANT + QUANT_WORDS).contains(&k) => true,
                     _ => got == want,
                 };
                 if !same {
@@ -340,6 +383,15 @@ impl<'o> Overlay<'o> {
                         .map_err(|_| AdaptError::BadOverlay)?;
                     let q = l.quant;
                     if !(q.scale.is_finite() && q.scale > 0.0) {
+                        return Err(AdaptError::BadOverlay);
+                    }
+                }
+                // The pair form cannot hold -128 (kernels::pack): what the
+                // overlay holds for a file of pair words must fit it.
+                if let (Some(Data::I8Pairs(_)), Some(Data::I8(w))) =
+                    (model.layer(layer).ok().and_then(|f| f.weights), l.weights)
+                {
+                    if w.contains(&i8::MIN) {
                         return Err(AdaptError::BadOverlay);
                     }
                 }
@@ -432,7 +484,7 @@ impl<'o> Overlay<'o> {
             Part::Multiplier => (en[E_MULT], c),
             Part::Shift => (en[E_SHIFT], c),
             Part::Weights => (en[E_W], en[E_W_LEN] as usize),
-            Part::Bn => (en[E_BN], 4 * c),
+            Part::Bn => (en[E_BN], en[E_BN_LEN] as usize),
         };
         (off != 0).then_some((off as usize, len))
     }
@@ -477,52 +529,91 @@ impl<'o> Overlay<'o> {
         self.set_flags(e, HAS_QUANT, true);
     }
 
-    /// Entry `e`'s BN record, if written ([`HAS_BN`]).
-    pub fn bn_of(&self, e: usize) -> Option<BnState<'_>> {
+    /// Whether entry `e` has room for γ, β (the layer a tail trains); every
+    /// other BN entry holds only `E[x]`, `Var[x]`, with the file's γ, β.
+    pub fn holds_affine(&self, e: usize) -> bool {
+        let en = self.entry(e);
+        en[E_BN] != 0 && en[E_BN_LEN] == 4 * en[E_CHANNELS]
+    }
+
+    /// Entry `e`'s statistics `(E[x], Var[x])`, if written ([`HAS_BN`]).
+    pub fn stats_of(&self, e: usize) -> Option<(&[f32], &[f32])> {
         if self.flags(e) & HAS_BN == 0 {
             return None;
         }
         let v: &[f32] = cast_slice(self.part(e, Part::Bn)?);
-        let c = v.len() / 4;
+        let c = self.entry(e)[E_CHANNELS] as usize;
+        Some((v.get(..c)?, v.get(c..2 * c)?))
+    }
+
+    /// Entry `e`'s whole BN record (ε 0), if written ([`HAS_BN`]) and the
+    /// entry holds γ, β ([`holds_affine`](Self::holds_affine)); for the
+    /// others, [`current_bn`](Self::current_bn) adds the file's γ, β.
+    pub fn bn_of(&self, e: usize) -> Option<BnState<'_>> {
+        let (mean, var) = self.stats_of(e)?;
+        if !self.holds_affine(e) {
+            return None;
+        }
+        let v: &[f32] = cast_slice(self.part(e, Part::Bn)?);
+        let c = mean.len();
         Some(BnState {
-            gamma: &v[..c],
-            beta: &v[c..2 * c],
-            mean: &v[2 * c..3 * c],
-            var: &v[3 * c..],
+            gamma: v.get(2 * c..3 * c)?,
+            beta: v.get(3 * c..4 * c)?,
+            mean,
+            var,
             eps: 0.0,
         })
     }
 
     /// Layer `i`'s BN state as the engine currently folds it: the
-    /// overlay's record where it has one, else the file's (ε always the
-    /// file's). `None` for a layer without BN.
+    /// overlay's statistics (and γ, β where the entry holds them) where it
+    /// has a record, else the file's (ε always the file's). `None` for a
+    /// layer without BN.
     pub fn current_bn<'s>(&'s self, model: &'s Model<'_>, i: usize) -> Option<BnState<'s>> {
         let file = model.bn_record(bn_index(model, i)?).ok()?;
-        match self.entry_of(i).and_then(|e| self.bn_of(e)) {
-            Some(mut s) => {
-                s.eps = file.eps;
-                Some(s)
+        let mut s = BnState {
+            gamma: file.gamma,
+            beta: file.beta,
+            mean: file.mean,
+            var: file.var,
+            eps: file.eps,
+        };
+        if let Some(e) = self.entry_of(i) {
+            if let Some(bn) = self.bn_of(e) {
+                s = BnState {
+                    eps: file.eps,
+                    ..bn
+                };
+            } else if let Some((mean, var)) = self.stats_of(e) {
+                s.mean = mean;
+                s.var = var;
             }
-            None => Some(BnState {
-                gamma: file.gamma,
-                beta: file.beta,
-                mean: file.mean,
-                var: file.var,
-                eps: file.eps,
-            }),
         }
+        Some(s)
     }
 
-    /// Write `state` as entry `e`'s BN record (sets [`HAS_BN`]).
+    /// Write `state` as entry `e`'s BN record (sets [`HAS_BN`]): its
+    /// statistics, and γ, β where the entry holds them
+    /// ([`holds_affine`](Self::holds_affine)). Elsewhere γ, β are the
+    /// file's and `state`'s are not stored: [`super::refold::refold`], the
+    /// caller, refuses γ, β other than the file's there.
     pub fn set_bn(&mut self, e: usize, state: &BnState<'_>) -> Result<(), AdaptError> {
+        let affine = self.holds_affine(e);
+        let c = self.entry(e)[E_CHANNELS] as usize;
         let part = self.part_mut(e, Part::Bn).ok_or(AdaptError::NotInOverlay)?;
         let v: &mut [f32] = cast_slice_mut(part);
-        let c = v.len() / 4;
         state.check(c)?;
-        v[..c].copy_from_slice(state.gamma);
-        v[c..2 * c].copy_from_slice(state.beta);
-        v[2 * c..3 * c].copy_from_slice(state.mean);
-        v[3 * c..].copy_from_slice(state.var);
+        let bad = AdaptError::BadOverlay;
+        v.get_mut(..c).ok_or(bad)?.copy_from_slice(state.mean);
+        v.get_mut(c..2 * c).ok_or(bad)?.copy_from_slice(state.var);
+        if affine {
+            v.get_mut(2 * c..3 * c)
+                .ok_or(bad)?
+                .copy_from_slice(state.gamma);
+            v.get_mut(3 * c..4 * c)
+                .ok_or(bad)?
+                .copy_from_slice(state.beta);
+        }
         self.set_flags(e, HAS_BN, true);
         Ok(())
     }
@@ -552,12 +643,16 @@ impl<'o> Overlay<'o> {
         }
         if flags & HAS_WEIGHTS != 0 {
             let w = self.part(e, Part::Weights).ok_or(bad)?;
+            let bytes: &[i8] = cast_slice(w);
             layer.weights = Some(match layer.weights {
-                Some(Data::I8(file)) => {
-                    let bytes: &[i8] = cast_slice(w);
-                    Data::I8(bytes.get(..file.len()).ok_or(bad)?)
-                }
-                Some(Data::I8Pairs(_)) => Data::I8Pairs(cast_slice(w)),
+                Some(Data::I8(file)) => Data::I8(bytes.get(..file.len()).ok_or(bad)?),
+                // The same blocked order unpacked: the byte kernel computes
+                // the same integers as the pair kernel.
+                Some(Data::I8Pairs(file)) => Data::I8(
+                    bytes
+                        .get(..file.len().checked_mul(2).ok_or(bad)?)
+                        .ok_or(bad)?,
+                ),
                 Some(Data::F32(_)) => Data::F32(cast_slice(w)),
                 _ => return Err(bad),
             });

@@ -140,8 +140,10 @@ fn int8_channel(
 /// entry's bias and multipliers/shifts (int8) or weights and bias (f32),
 /// records `new` as the layer's BN, and activates the entry. Errors (the
 /// overlay unchanged): the layer has no BN record or no overlay entry
-/// ([`AdaptError::NotInOverlay`]), `new` is invalid, a scale would change
-/// sign, a value is unrepresentable.
+/// ([`AdaptError::NotInOverlay`]), γ, β other than the file's for an entry
+/// without room for them ([`AdaptError::NotInOverlay`]: only the layer a
+/// tail trains has it, [`Overlay::holds_affine`]), `new` is invalid, a
+/// scale would change sign, a value is unrepresentable.
 pub fn refold(
     model: &Model<'_>,
     i: usize,
@@ -158,6 +160,11 @@ pub fn refold(
         ..*new
     };
     new.check(channels)?;
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let file_affine = same(new.gamma, old.gamma) && same(new.beta, old.beta);
+    if !(overlay.holds_affine(e) || file_affine) {
+        return Err(AdaptError::NotInOverlay);
+    }
     match model.kind() {
         Kind::Int8 => refold_int8(&l, i, e, &old, &new, overlay)?,
         Kind::F32 => refold_f32(&l, i, e, &old, &new, overlay)?,

@@ -1,5 +1,5 @@
-//! Tail training on labeled samples: SGD with momentum on the last dense
-//! layer and, optionally, on γ and β of the BN layer that feeds it, through
+//! Tail training on labeled samples: SGD (plain by default, momentum on
+//! request) on the last dense layer and, optionally, on γ and β of the BN layer that feeds it, through
 //! the frozen backbone; then a commit into the overlay.
 //!
 //! ```text
@@ -31,14 +31,22 @@
 //! ```
 //! (paper Sec. 3, the BN backward for γ, β with the population statistics
 //! fixed, as in inference). Each parameter is updated by core's
-//! [`Sgd`] (momentum, no weight decay), one sample at a time: a batch of 1,
-//! so that only one sample's activations are kept.
+//! [`Sgd`] (no weight decay; momentum `cfg.momentum`, 0 by default), one
+//! sample at a time: a batch of 1, so that only one sample's activations
+//! are kept.
+//!
+//! The BN layer's per-channel numbers (`E[x]`, `1/sqrt(Var[x] + ε)`, the
+//! coefficients of `x`, `γ₀`) are not kept: each step computes them from
+//! the model and the overlay as the backbone runs (a few operations per
+//! channel against the `K·D` of the dense layer), so a step after a commit
+//! uses the refolded layer's.
 //!
 //! # γ keeps its sign
 //! A γ that crossed zero would need the int8 row negated ([`super::refold`]
 //! forbids it). After each step every trained γ is projected onto
-//! `sign(γ₀)·max(|γ|, γ_MIN_FRACTION·|γ₀|)` (`γ₀` the value when training
-//! started): it keeps its sign and at least 1 % of its magnitude.
+//! `sign(γ₀)·max(|γ|, γ_MIN_FRACTION·|γ₀|)` (`γ₀` the file's γ, whose sign
+//! every refold keeps): it keeps its sign and at least 1 % of the file's
+//! magnitude.
 //!
 //! # Commit
 //! [`Tail::commit`] writes the trained parameters into the overlay: with
@@ -51,11 +59,14 @@
 //! trained logits may outgrow the calibrated range.
 //!
 //! # RAM
-//! [`Tail::words_needed`] f32 words: `2·K·D + 2·K` (weights and bias with
-//! their velocities), `3·D + K` (input, its gradient, a gradient row,
-//! logits), and with `train_bn` `D + 9·C` (the pre-normalization values;
-//! per channel γ, β, their velocities, the two coefficients of `x`, γ at
-//! the start, `E[x]` and `1/sqrt(Var[x] + ε)`).
+//! [`Tail::words_needed`] f32 words, with `m` = 1 with momentum and 0
+//! without (`cfg.momentum == 0`: plain SGD keeps no velocities):
+//! `(1 + m)·(K·D + K)` (the f32 master weights and bias, and their
+//! velocities), `2·D + K` (the input, a gradient row, the logits), and with
+//! `train_bn` `2·D + (2 + 2·m)·C` (the normalized pre-normalization values
+//! `x̂`, the input's gradient; γ, β and their velocities). MNIST
+//! `paper-mlp` (`K` = 10, `D` = `C` = 100) with γ, β: 6,480 bytes without
+//! momentum, 11,320 with.
 
 use bytemuck::cast_slice_mut;
 use fixed::types::I1F31;
@@ -73,10 +84,6 @@ use crate::model::layout::bias_limit;
 use crate::model::{Data, Kind, Layer, Model, Op, QuantOut};
 use crate::optim::Sgd;
 
-/// f32 words per BN channel: γ, β, their velocities, the two
-/// coefficients of `x`, γ at the start, `E[x]`, `1/sqrt(Var[x] + ε)`.
-const BN_WORDS: usize = 9;
-
 /// Smallest fraction of its starting magnitude a trained γ keeps.
 pub const GAMMA_MIN_FRACTION: f32 = 0.01;
 
@@ -86,17 +93,21 @@ pub const GAMMA_MIN_FRACTION: f32 = 0.01;
 pub struct TailConfig {
     /// Learning rate, finite and > 0.
     pub lr: f32,
-    /// Momentum in `[0, 1)`.
+    /// Momentum in `[0, 1)`. 0 (the default): plain SGD, and no velocity
+    /// buffers in the workspace (module docs, "RAM").
     pub momentum: f32,
     /// Also train γ, β of the BN layer feeding the dense layer.
     pub train_bn: bool,
 }
 
 impl Default for TailConfig {
+    /// Plain SGD (no velocity buffers) with learning rate 0.1: the step of
+    /// momentum 0.9 at 0.01 (`lr/(1 − momentum)`), which it matches on the
+    /// drift scenario (docs/ADAPT.md), in less RAM; γ, β trained too.
     fn default() -> Self {
         TailConfig {
-            lr: 0.01,
-            momentum: 0.9,
+            lr: 0.1,
+            momentum: 0.0,
             train_bn: true,
         }
     }
@@ -111,6 +122,8 @@ struct Shape {
     outputs: usize,
     /// The BN layer and its channels.
     bn: Option<(usize, usize)>,
+    /// Velocities kept (momentum ≠ 0).
+    momentum: bool,
 }
 
 fn shape(model: &Model<'_>, cfg: &TailConfig) -> Result<Shape, AdaptError> {
@@ -140,7 +153,15 @@ fn shape(model: &Model<'_>, cfg: &TailConfig) -> Result<Shape, AdaptError> {
         inputs: d.inputs,
         outputs: d.outputs,
         bn,
+        momentum: cfg.momentum != 0.0,
     })
+}
+
+/// The first `n` of `v` (all of it if shorter: never with a workspace
+/// sized by `words`) and the rest.
+fn split(v: &mut [f32], n: usize) -> (&mut [f32], &mut [f32]) {
+    let n = n.min(v.len());
+    v.split_at_mut(n)
 }
 
 /// Tail training in progress (see the [module docs](self)).
@@ -159,39 +180,73 @@ pub struct Tail<'w> {
     work: &'w mut [f32],
 }
 
-/// The workspace's parts, in order.
+/// The workspace's parts, in order (the velocities empty without
+/// momentum, the BN parts empty without `train_bn`).
 struct Parts<'a> {
     w: &'a mut [f32],
-    vw: &'a mut [f32],
     b: &'a mut [f32],
+    vw: &'a mut [f32],
     vb: &'a mut [f32],
     h: &'a mut [f32],
-    dh: &'a mut [f32],
     g: &'a mut [f32],
     o: &'a mut [f32],
+    /// ∂L/∂h, then ∂L/∂z.
+    dh: &'a mut [f32],
+    /// The BN layer's pre-normalization values as the tap writes them
+    /// (accumulators or f32 pre-activations), then `x̂`.
     x: &'a mut [f32],
     gamma: &'a mut [f32],
     beta: &'a mut [f32],
     vg: &'a mut [f32],
     vbeta: &'a mut [f32],
-    coef: &'a mut [f32],
-    base: &'a mut [f32],
-    g0: &'a mut [f32],
-    mean: &'a mut [f32],
-    istd: &'a mut [f32],
 }
 
+/// The module docs' "RAM" formula.
 fn words(s: &Shape) -> Option<usize> {
     let (k, d) = (s.outputs, s.inputs);
-    let main = k
-        .checked_mul(d)?
-        .checked_mul(2)?
-        .checked_add(2 * k + 3 * d + k)?;
+    let m = usize::from(s.momentum);
+    let dense = k.checked_mul(d)?.checked_add(k)?.checked_mul(1 + m)?;
+    let main = dense.checked_add(d.checked_mul(2)?.checked_add(k)?)?;
     let bn = match s.bn {
-        Some((_, c)) => d.checked_add(c.checked_mul(BN_WORDS)?)?,
+        Some((_, c)) => d.checked_mul(2)?.checked_add(c.checked_mul(2 + 2 * m)?)?,
         None => 0,
     };
     main.checked_add(bn)
+}
+
+/// Layer `f` as the engine runs it (overlay applied).
+fn bn_layer<'s>(
+    model: &'s Model<'_>,
+    overlay: Option<&'s Overlay<'_>>,
+    f: usize,
+) -> Result<Layer<'s>, AdaptError> {
+    let mut fl = model.layer(f)?;
+    if let Some(o) = overlay {
+        o.patch(f, &mut fl)?;
+    }
+    Ok(fl)
+}
+
+/// Layer `f`'s BN state as it is folded now (the overlay's, else the
+/// file's).
+fn current_bn<'s>(
+    model: &'s Model<'_>,
+    overlay: Option<&'s Overlay<'_>>,
+    f: usize,
+) -> Result<BnState<'s>, AdaptError> {
+    match overlay.and_then(|o| o.current_bn(model, f)) {
+        Some(s) => Ok(s),
+        None => {
+            let r = model.bn_record(bn_index(model, f).ok_or(AdaptError::NoBn)?)?;
+            Ok(BnState {
+                gamma: r.gamma,
+                beta: r.beta,
+                mean: r.mean,
+                var: r.var,
+                eps: r.eps,
+            })
+        }
+    }
 }
 
 impl<'w> Tail<'w> {
@@ -208,44 +263,36 @@ impl<'w> Tail<'w> {
         let (k, d) = (s.outputs, s.inputs);
         let c = s.bn.map_or(0, |(_, c)| c);
         let xd = if s.bn.is_some() { d } else { 0 };
+        let (vk, vc) = if s.momentum { (k, c) } else { (0, 0) };
+        // `words` sized the workspace for exactly these parts.
         let rest = &mut *self.work;
-        let (w, rest) = rest.split_at_mut(k * d);
-        let (vw, rest) = rest.split_at_mut(k * d);
-        let (b, rest) = rest.split_at_mut(k);
-        let (vb, rest) = rest.split_at_mut(k);
-        let (h, rest) = rest.split_at_mut(d);
-        let (dh, rest) = rest.split_at_mut(d);
-        let (g, rest) = rest.split_at_mut(d);
-        let (o, rest) = rest.split_at_mut(k);
-        let (x, rest) = rest.split_at_mut(xd);
-        let (gamma, rest) = rest.split_at_mut(c);
-        let (beta, rest) = rest.split_at_mut(c);
-        let (vg, rest) = rest.split_at_mut(c);
-        let (vbeta, rest) = rest.split_at_mut(c);
-        let (coef, rest) = rest.split_at_mut(c);
-        let (base, rest) = rest.split_at_mut(c);
-        let (g0, rest) = rest.split_at_mut(c);
-        let (mean, rest) = rest.split_at_mut(c);
-        let (istd, _) = rest.split_at_mut(c);
+        let (w, rest) = split(rest, k * d);
+        let (b, rest) = split(rest, k);
+        let (vw, rest) = split(rest, vk * d);
+        let (vb, rest) = split(rest, vk);
+        let (h, rest) = split(rest, d);
+        let (g, rest) = split(rest, d);
+        let (o, rest) = split(rest, k);
+        let (dh, rest) = split(rest, xd);
+        let (x, rest) = split(rest, xd);
+        let (gamma, rest) = split(rest, c);
+        let (beta, rest) = split(rest, c);
+        let (vg, rest) = split(rest, vc);
+        let (vbeta, _) = split(rest, vc);
         Parts {
             w,
-            vw,
             b,
+            vw,
             vb,
             h,
-            dh,
             g,
             o,
+            dh,
             x,
             gamma,
             beta,
             vg,
             vbeta,
-            coef,
-            base,
-            g0,
-            mean,
-            istd,
         }
     }
 
@@ -300,28 +347,17 @@ impl<'w> Tail<'w> {
         let p = t.parts();
         load_dense(&dense, shape, (s_in, zp_in), p.w, p.b)?;
         if let Some((f, c)) = shape.bn {
-            let mut fl = model.layer(f)?;
-            if let Some(o) = overlay {
-                o.patch(f, &mut fl)?;
-            }
-            let rec = model.bn_record(bn_index(model, f).ok_or(AdaptError::NoBn)?)?;
-            let cur = match overlay.and_then(|o| o.current_bn(model, f)) {
-                Some(s) => s,
-                None => rec.state(),
-            };
+            let fl = bn_layer(model, overlay, f)?;
+            let cur = current_bn(model, overlay, f)?;
             cur.check(c)?;
+            // Every channel invertible now, not at the first step.
+            for ch in 0..c {
+                pre_norm(t.kind, &fl, f, &cur, ch)?;
+            }
             t.act = fl.activation;
-            let kind = t.kind;
             let p = t.parts();
             p.gamma.copy_from_slice(cur.gamma);
             p.beta.copy_from_slice(cur.beta);
-            p.g0.copy_from_slice(cur.gamma);
-            for ch in 0..c {
-                // x = v·coef + base: the pre-normalization value.
-                (p.coef[ch], p.base[ch]) = pre_norm(kind, &fl, f, &cur, ch)?;
-                p.mean[ch] = cur.mean[ch];
-                p.istd[ch] = 1.0 / libm::sqrtf(cur.var[ch] + cur.eps);
-            }
         }
         Ok(t)
     }
@@ -369,6 +405,7 @@ impl<'w> Tail<'w> {
             return Err(AdaptError::BadSample);
         }
         // Backbone: layers 0..dense (the BN layer tapped when trained).
+        let model = engine.model();
         self.pixel = 0;
         let out = engine.run_adapted(overlay, s.dense, self)?;
         match (s.bn.is_some(), out) {
@@ -395,15 +432,29 @@ impl<'w> Tail<'w> {
             (true, _) => {}
         }
         let act = self.act;
+        let kind = self.kind;
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let p = self.parts();
-        // The BN layer in f32 from its pre-normalization values.
-        if let Some((_, c)) = s.bn {
-            for j in 0..s.inputs {
-                let ch = j % c;
-                let xh = (p.x[j] - p.mean[ch]) * p.istd[ch];
-                let z = p.gamma[ch] * xh + p.beta[ch];
-                p.h[j] = act.map_or(z, |a| a.apply(z));
+        // The BN layer in f32 from its pre-normalization values x = v·coef
+        // + base (v as the tap wrote it), with the layer's current
+        // parameters; x̂ kept for the backward pass.
+        if let Some((f, c)) = s.bn {
+            let fl = bn_layer(model, overlay, f)?;
+            let cur = current_bn(model, overlay, f)?;
+            cur.check(c)?;
+            for ch in 0..c {
+                let (coef, base) = pre_norm(kind, &fl, f, &cur, ch)?;
+                let mean = cur.mean[ch];
+                let istd = 1.0 / libm::sqrtf(cur.var[ch] + cur.eps);
+                let (gamma, beta) = (p.gamma[ch], p.beta[ch]);
+                let xs = p.x.iter_mut().skip(ch).step_by(c);
+                let hs = p.h.iter_mut().skip(ch).step_by(c);
+                for (x, h) in xs.zip(hs) {
+                    let xh = (*x * coef + base - mean) * istd;
+                    *x = xh;
+                    let z = gamma * xh + beta;
+                    *h = act.map_or(z, |a| a.apply(z));
+                }
             }
         }
         // Logits, softmax cross-entropy.
@@ -442,27 +493,40 @@ impl<'w> Tail<'w> {
         overlay: Option<&Overlay<'_>>,
         label: usize,
     ) -> Result<f32, AdaptError> {
+        let model = engine.model();
         let (loss, (lo, hi)) = self.forward(engine, overlay, label)?;
         let s = self.shape;
         let act = self.act;
         let sgd = self.sgd;
         let (lo, hi) = (self.lo.min(lo), self.hi.max(hi));
+        // γ₀: the file's γ.
+        let g0: &[f32] = match s.bn {
+            Some((f, _)) => {
+                model
+                    .bn_record(bn_index(model, f).ok_or(AdaptError::NoBn)?)?
+                    .gamma
+            }
+            None => &[],
+        };
         let p = self.parts();
-        // ∂L/∂h = Wᵀ·∂L/∂o (before W changes).
-        p.dh.fill(0.0);
-        for k in 0..s.outputs {
-            let row = &p.w[k * s.inputs..(k + 1) * s.inputs];
-            for (d, &w) in p.dh.iter_mut().zip(row) {
-                *d += w * p.o[k];
+        // ∂L/∂h = Wᵀ·∂L/∂o (before W changes; only γ, β need it).
+        if s.bn.is_some() {
+            p.dh.fill(0.0);
+            for k in 0..s.outputs {
+                let row = &p.w[k * s.inputs..(k + 1) * s.inputs];
+                for (d, &w) in p.dh.iter_mut().zip(row) {
+                    *d += w * p.o[k];
+                }
             }
         }
-        // W, b.
+        // W, b (no velocities without momentum: `Sgd` then ignores them).
         for k in 0..s.outputs {
             for (g, &h) in p.g.iter_mut().zip(p.h.iter()) {
                 *g = p.o[k] * h;
             }
             let r = k * s.inputs..(k + 1) * s.inputs;
-            sgd.step(&mut p.w[r.clone()], p.g, &mut p.vw[r], None)?;
+            let v = p.vw.get_mut(r.clone()).unwrap_or_default();
+            sgd.step(&mut p.w[r], p.g, v, None)?;
         }
         sgd.step(p.b, p.o, p.vb, None)?;
         // γ, β: ∂L/∂z in place of ∂L/∂h, then the sums per channel (γ's
@@ -475,21 +539,19 @@ impl<'w> Tail<'w> {
             let db = p.h.get_mut(..c).ok_or(AdaptError::TooLarge)?;
             dg.fill(0.0);
             db.fill(0.0);
-            for (j, (&dz, &x)) in p.dh.iter().zip(p.x.iter()).enumerate() {
+            for (j, (&dz, &xh)) in p.dh.iter().zip(p.x.iter()).enumerate() {
                 let ch = j % c;
-                if let (Some(g), Some(b), Some(&m), Some(&is)) = (
-                    dg.get_mut(ch),
-                    db.get_mut(ch),
-                    p.mean.get(ch),
-                    p.istd.get(ch),
-                ) {
-                    *g += dz * (x - m) * is;
+                if let (Some(g), Some(b)) = (dg.get_mut(ch), db.get_mut(ch)) {
+                    *g += dz * xh;
                     *b += dz;
                 }
             }
             sgd.step(p.gamma, dg, p.vg, None)?;
             sgd.step(p.beta, db, p.vbeta, None)?;
-            for (g, &g0) in p.gamma.iter_mut().zip(p.g0.iter()) {
+            if g0.len() != p.gamma.len() {
+                return Err(AdaptError::BadLayer { layer: s.dense - 1 });
+            }
+            for (g, &g0) in p.gamma.iter_mut().zip(g0.iter()) {
                 let floor = GAMMA_MIN_FRACTION * libm::fabsf(g0);
                 if *g * g0 <= 0.0 || libm::fabsf(*g) < floor {
                     *g = libm::copysignf(floor, g0);
@@ -625,7 +687,6 @@ fn quantize_dense(
     let (s_in, zp_in) = (feature.quant.scale, feature.quant.zero_point);
     let limit = bias_limit(s.inputs).ok_or(bad)?;
     let r = file.block_rows.max(1);
-    let pairs = matches!(file.weights, Some(Data::I8Pairs(_)));
     let d_n = s.inputs;
     if let Some((o, e)) = into.as_mut() {
         if let Some(words) = o.part_mut(*e, Part::Weights) {
@@ -644,23 +705,12 @@ fn quantize_dense(
             let Some(words) = o.part_mut(*e, Part::Weights) else {
                 return;
             };
+            // Bytes in the file's blocked order, whatever its form
+            // (overlay module docs).
             let i = ((k / r) * d_n + q) * r + k % r;
-            if pairs {
-                // Word i/2 holds (lo, hi) = elements (i, i + 1): lo + 2^24·hi.
-                if let Some(word) = words.get_mut(i / 2) {
-                    let w = *word as i32;
-                    let add = if i % 2 == 0 {
-                        i32::from(v)
-                    } else {
-                        i32::from(v).wrapping_shl(24)
-                    };
-                    *word = w.wrapping_add(add) as u32;
-                }
-            } else {
-                let bytes: &mut [i8] = cast_slice_mut(words);
-                if let Some(x) = bytes.get_mut(i) {
-                    *x = v;
-                }
+            let bytes: &mut [i8] = cast_slice_mut(words);
+            if let Some(x) = bytes.get_mut(i) {
+                *x = v;
             }
         };
         let rq = quantize_row(
@@ -787,8 +837,9 @@ impl Tap for Tail<'_> {
             if ch >= c {
                 break;
             }
+            // Scaled into x in `forward`.
             if let Some(x) = p.x.get_mut(pixel * c + ch) {
-                *x = a as f32 * p.coef[ch] + p.base[ch];
+                *x = a as f32;
             }
         }
         if first + acc.len() >= c {
@@ -803,13 +854,12 @@ impl LayerTap for Tail<'_> {
     }
 
     fn pre_f32(&mut self, y: &[f32]) {
-        let Some((_, c)) = self.shape.bn else {
+        if self.shape.bn.is_none() {
             return;
-        };
-        let p = self.parts();
-        for (j, (x, &v)) in p.x.iter_mut().zip(y).enumerate() {
-            let ch = j % c;
-            *x = v * p.coef[ch] + p.base[ch];
+        }
+        // Scaled into x in `forward`.
+        for (x, &v) in self.parts().x.iter_mut().zip(y) {
+            *x = v;
         }
     }
 }

@@ -13,8 +13,10 @@
 //!   [`RESTAT_SAMPLES`] (capped at the training set's size);
 //! - `tail`, `both`: tail training (and re-estimation first, on the same N
 //!   samples) on N labeled samples, N in [`TAIL_SAMPLES`], through
-//!   [`crate::adapt::tail_step`] (10 epochs, SGD with momentum; γ, β of
-//!   the last BN layer too where it feeds the dense layer).
+//!   [`crate::adapt::tail_step`] (10 epochs; after re-estimation plain
+//!   SGD with γ, β of the last BN layer too where it feeds the dense layer,
+//!   alone SGD with momentum on the dense layer,
+//!   [`crate::adapt::TAIL_ALONE`]).
 //!
 //! An adaptation that core refuses (a refolded value outside the format,
 //! for example from 2 samples of nearly constant values) is a result, not a
@@ -517,6 +519,120 @@ pub fn write_drift(d: &Drift, dir: &Path, about: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tail training without momentum (the default, no velocity buffers:
+    /// the 16 KiB plan of `paper-mlp`) against momentum 0.9 with a tenth
+    /// of the learning rate (the same effective step), on MNIST
+    /// `paper-mlp` int8 as `reproduce drift` trains it, for every shift:
+    /// restat + tail (`both`) and `tail` alone on N labeled samples, N in
+    /// 100, 200. Printed; the model is kept in `$NORMCORE_DRIFT_MODEL`
+    /// (default `/tmp/paper-mlp-int8.ncm`) and reused when it exists.
+    /// `cargo test -p normcore-trainer --release --lib drift_tail_momentum
+    /// -- --ignored --nocapture`
+    #[test]
+    #[ignore = "MNIST, minutes"]
+    fn drift_tail_momentum_on_mnist() {
+        use crate::adapt::{restat, tail, TAIL_EPOCHS};
+        use normcore::adapt::tail::TailConfig;
+        let data = DataArgs {
+            data: "mnist".into(),
+            data_dir: None,
+            test_csv: None,
+            input_shape: None,
+        }
+        .load()
+        .unwrap();
+        let path = std::env::var("NORMCORE_DRIFT_MODEL")
+            .unwrap_or_else(|_| "/tmp/paper-mlp-int8.ncm".into());
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => {
+                let cfg = AssetConfig {
+                    steps: default_steps("paper-mlp"),
+                    seed: 1,
+                    threads: 2,
+                    ..AssetConfig::default()
+                };
+                let e =
+                    train_export(&cfg, crate::spec::preset("paper-mlp").unwrap(), &data).unwrap();
+                std::fs::write(&path, &e.model_int8).unwrap();
+                e.model_int8
+            }
+        };
+        let buf = ModelBytes::new(&bytes);
+        let model = buf.parse().unwrap();
+        let pool = data
+            .train
+            .select(&pick_seeded(data.train.len(), 256, 1), "adaptation")
+            .unwrap();
+        let per = pool.sample_len();
+        let lrs: Vec<f32> = std::env::var("NORMCORE_TAIL_LRS")
+            .ok()
+            .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
+            .unwrap_or_default();
+        let mut configs = vec![
+            TailConfig::default(),
+            TailConfig {
+                lr: 0.01,
+                momentum: 0.9,
+                train_bn: true,
+            },
+        ];
+        configs.extend(lrs.iter().map(|&lr| TailConfig {
+            lr,
+            ..TailConfig::default()
+        }));
+        eprintln!(
+            "clean {:.2}",
+            100.0 * accuracy(&model, None, &data.test).unwrap()
+        );
+        for shift in Shift::SCENARIO {
+            let test = shift.apply(&data.test).unwrap();
+            let pool_s = shift.apply(&pool).unwrap();
+            let shifted = accuracy(&model, None, &test).unwrap();
+            for method in [Method::Both, Method::Tail] {
+                for n in [100, 200] {
+                    let x = &pool_s.images[..n * per];
+                    let mut line = format!(
+                        "{} shifted {:.2} {}@{n}:",
+                        shift.name(),
+                        100.0 * shifted,
+                        method.name()
+                    );
+                    for &cfg in &configs {
+                        let mut words = new_overlay(&model, method.scope()).unwrap();
+                        let mut o = Overlay::new(&model, method.scope(), &mut words).unwrap();
+                        if method == Method::Both {
+                            restat(&model, &mut o, x).unwrap();
+                        }
+                        let cfg = TailConfig {
+                            train_bn: method == Method::Both,
+                            ..cfg
+                        };
+                        let r = tail(&model, &mut o, x, &pool_s.labels[..n], cfg, TAIL_EPOCHS);
+                        match r {
+                            Ok(r) => {
+                                let acc = accuracy(&model, Some(&o), &test).unwrap();
+                                let _ = write!(
+                                    line,
+                                    " momentum {} lr {}: {:.2} (loss {:.3} -> {:.3});",
+                                    cfg.momentum,
+                                    cfg.lr,
+                                    100.0 * acc,
+                                    r.first_loss,
+                                    r.last_loss
+                                );
+                            }
+                            Err(e) => {
+                                let _ = write!(line, " momentum {}: {e:#};", cfg.momentum);
+                            }
+                        }
+                    }
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
 
     fn digits() -> DataArgs {
         DataArgs {
