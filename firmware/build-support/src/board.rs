@@ -199,6 +199,11 @@ pub struct Adaptation {
     pub overlay_words: usize,
     /// The workspace: `Restat::words_needed` (f32 words).
     pub restat_words: usize,
+    /// `serve`'s overlay (feature `adapt`): core's
+    /// `serial::adapt::words`, every part the model allows.
+    pub serve_overlay_words: usize,
+    /// `serve`'s workspace (f32 words): core's `serial::adapt::words`.
+    pub serve_work_words: usize,
 }
 
 impl Adaptation {
@@ -209,6 +214,7 @@ impl Adaptation {
             restat: true,
             tail: false,
         };
+        let (serve_overlay_words, serve_work_words) = normcore::serial::adapt::words(model);
         match (
             Overlay::words_needed(model, scope),
             Restat::words_needed(model),
@@ -216,8 +222,14 @@ impl Adaptation {
             (Ok(overlay_words), Ok(restat_words)) => Adaptation {
                 overlay_words,
                 restat_words,
+                serve_overlay_words,
+                serve_work_words,
             },
-            _ => Adaptation::default(),
+            _ => Adaptation {
+                serve_overlay_words,
+                serve_work_words,
+                ..Adaptation::default()
+            },
         }
     }
 }
@@ -447,6 +459,18 @@ impl Assets {
                 self.adaptation().overlay_words,
                 "Words of the int8 model's overlay for statistics re-estimation \
                  (core's `Overlay::words_needed`); 0 without an int8 model with BN.",
+            ),
+            (
+                "SERVE_OVERLAY_WORDS",
+                self.adaptation().serve_overlay_words,
+                "Words of the overlay `serve` adapts the int8 model into (core's \
+                 `serial::adapt::words`); 0 without an int8 model it can adapt.",
+            ),
+            (
+                "SERVE_WORK_WORDS",
+                self.adaptation().serve_work_words,
+                "f32 words of `serve`'s adaptation workspace (core's \
+                 `serial::adapt::words`); 0 without an int8 model it can adapt.",
             ),
             (
                 "RESTAT_WORDS",
