@@ -60,7 +60,12 @@ fn shifted(file: &[u8], n: usize, m: usize) -> (Vec<(Vec<i8>, u16)>, Vec<(Vec<i8
     .unwrap();
     let shift: Shift = "gain0.6+0.3".parse().unwrap();
     let picked = shift
-        .apply(&data.train.select(&pick_seeded(data.train.len(), n, 1), "a").unwrap())
+        .apply(
+            &data
+                .train
+                .select(&pick_seeded(data.train.len(), n, 1), "a")
+                .unwrap(),
+        )
         .unwrap();
     let test = shift.apply(&data.test).unwrap();
     let lv = |d: &normcore_trainer::data::Dataset, i: usize| {
@@ -88,7 +93,10 @@ fn device_adaptation_equals_the_hosts_and_recovers_accuracy() {
         labeled: &train,
         epochs: 2,
     };
-    assert!(plan.begin.train_bn, "digits-mlp has a BN layer before its dense one");
+    assert!(
+        plan.begin.train_bn,
+        "digits-mlp has a BN layer before its dense one"
+    );
 
     let mut s = start();
     let info = s.info().unwrap();
@@ -96,7 +104,11 @@ fn device_adaptation_equals_the_hosts_and_recovers_accuracy() {
     assert_eq!(info.int8_model_crc, file_crc(&file));
 
     let before = evaluate(&mut s, &model, None, &test).unwrap();
-    assert_eq!(before.identical, before.samples, "{:?}", before.first_mismatch);
+    assert_eq!(
+        before.identical, before.samples,
+        "{:?}",
+        before.first_mismatch
+    );
     let dev = device_adapt(&mut s, &plan).unwrap_or_else(|e| panic!("{e:#}"));
     let host = host_adapt(&model, &plan).unwrap();
     assert_eq!(dev.passes, host.passes);
@@ -111,8 +123,7 @@ fn device_adaptation_equals_the_hosts_and_recovers_accuracy() {
     assert_eq!(dev.plan.overlay as usize, host_bytes.len());
 
     let mut words = host.words.clone();
-    let overlay =
-        normcore::adapt::overlay::Overlay::load(&model, host_bytes, &mut words).unwrap();
+    let overlay = normcore::adapt::overlay::Overlay::load(&model, host_bytes, &mut words).unwrap();
     let after = evaluate(&mut s, &model, Some(&overlay), &test).unwrap();
     assert_eq!(after.identical, after.samples, "{:?}", after.first_mismatch);
     assert!(
@@ -125,7 +136,10 @@ fn device_adaptation_equals_the_hosts_and_recovers_accuracy() {
 
     accepted("RESET", s.reset()).unwrap();
     let reset = evaluate(&mut s, &model, None, &test).unwrap();
-    assert_eq!(reset.logits, before.logits, "RESET: the original model again");
+    assert_eq!(
+        reset.logits, before.logits,
+        "RESET: the original model again"
+    );
     // A second session after RESET starts from the file's model: the same
     // overlay again, saved with the next sequence number.
     let again = device_adapt(&mut s, &plan).unwrap_or_else(|e| panic!("{e:#}"));
@@ -157,7 +171,9 @@ fn misuse_gets_specific_refusals_and_never_breaks_the_session() {
     assert_eq!(s.labeled(0, x).unwrap(), Err(phase));
     assert_eq!(s.commit().unwrap(), Err(phase));
     // Wrong lengths are BAD_LENGTH, whatever the phase.
-    let r = s.adapt_request(Command::Unlabeled, &vec![0u8; f - 1]).unwrap();
+    let r = s
+        .adapt_request(Command::Unlabeled, &vec![0u8; f - 1])
+        .unwrap();
     assert_eq!(r, Err(refused(Status::BadLength, 0)));
     let r = s.adapt_request(Command::Commit, &[0]).unwrap();
     assert_eq!(r, Err(refused(Status::BadLength, 0)));
@@ -207,7 +223,11 @@ fn misuse_gets_specific_refusals_and_never_breaks_the_session() {
     let r = s.read_response().unwrap();
     assert_eq!((r.status, r.seq), (Status::BadCrc, 0x61));
     let st = accepted("UNLABELED", s.unlabeled(&train[1].0)).unwrap();
-    assert_eq!((st.pass, st.passes, st.samples), (0, 2, 2), "the corrupt frame was not counted");
+    assert_eq!(
+        (st.pass, st.passes, st.samples),
+        (0, 2, 2),
+        "the corrupt frame was not counted"
+    );
     // Inference goes on during a session (nothing refolded yet: the file's
     // model).
     let original: Vec<_> = test
@@ -220,7 +240,11 @@ fn misuse_gets_specific_refusals_and_never_breaks_the_session() {
     accepted("RESET", s.reset()).unwrap();
     assert_eq!(s.unlabeled(x).unwrap(), Err(phase));
     for ((l, _), o) in test.iter().zip(&original) {
-        assert_eq!(&s.infer_i8(l).unwrap().logits, o, "RESET: the original logits");
+        assert_eq!(
+            &s.infer_i8(l).unwrap().logits,
+            o,
+            "RESET: the original logits"
+        );
     }
 
     // Tail: a class beyond the classes; COMMIT before any step saves the
@@ -234,7 +258,11 @@ fn misuse_gets_specific_refusals_and_never_breaks_the_session() {
     );
     let c = accepted("COMMIT", s.commit()).unwrap();
     assert_eq!(c.seq, 1);
-    assert_eq!(s.labeled(0, x).unwrap(), Err(phase), "COMMIT ended the session");
+    assert_eq!(
+        s.labeled(0, x).unwrap(),
+        Err(phase),
+        "COMMIT ended the session"
+    );
     for ((l, _), o) in test.iter().zip(&original) {
         assert_eq!(&s.infer_i8(l).unwrap().logits, o);
     }

@@ -650,20 +650,26 @@ pub fn run(a: DeviceAdaptArgs) -> Result<()> {
             "DIFFERENT"
         }
     );
+    let tail_part = if dev.losses.is_empty() {
+        "no tail steps".to_owned()
+    } else {
+        format!(
+            "{} tail steps ({} LABELED frames, {:.2} s; mean loss first epoch {:.4}, last {:.4})",
+            dev.losses.len(),
+            dev.losses.len(),
+            dev.seconds.1,
+            mean(&dev.losses[..per_epoch.min(dev.losses.len())]),
+            mean(&dev.losses[dev.losses.len().saturating_sub(per_epoch)..])
+        )
+    };
     println!(
         "device RAM plan: overlay {} B + workspace {} B; {} re-estimation passes ({} UNLABELED \
-         frames, {:.2} s), {} tail steps ({} LABELED frames, {:.2} s; mean loss first epoch {:.4}, \
-         last {:.4}); pass reports and losses equal to the host's: {}",
+         frames, {:.2} s), {tail_part}; pass reports and losses equal to the host's: {}",
         crate::thousands(u64::from(dev.plan.overlay)),
         crate::thousands(u64::from(dev.plan.workspace)),
         dev.passes.len(),
         dev.passes.len() * unlabeled.len(),
         dev.seconds.0,
-        dev.losses.len(),
-        dev.losses.len(),
-        dev.seconds.1,
-        mean(&dev.losses[..per_epoch.min(dev.losses.len())]),
-        mean(&dev.losses[dev.losses.len().saturating_sub(per_epoch)..]),
         if same_passes && same_losses {
             "yes"
         } else {
