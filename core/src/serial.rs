@@ -611,6 +611,29 @@ mod tests {
         assert_eq!(Committed::decode(&[0; 11]), None);
     }
 
+    #[cfg(feature = "adapt")]
+    #[test]
+    fn adaptation_error_codes_are_core_s_and_the_flash_code_is_apart() {
+        use crate::adapt::AdaptError;
+        assert_eq!(AdaptError::Phase.code(), OUT_OF_PHASE);
+        let math = AdaptError::Math(crate::Error::InvalidParam(crate::Param::LearningRate));
+        assert_eq!(math.code(), BAD_CONFIG);
+        let highest = [
+            AdaptError::BadSample,
+            AdaptError::Phase,
+            AdaptError::NoBn,
+            AdaptError::BufferTooSmall {
+                needed: 1,
+                actual: 0,
+            },
+        ]
+        .iter()
+        .map(AdaptError::code)
+        .max()
+        .unwrap();
+        assert!(FLASH_ERROR > highest);
+    }
+
     #[test]
     fn frame_crc_is_zlib_crc_of_the_bytes_after_the_magic() {
         let payload = [1u8, 2, 3];
