@@ -22,6 +22,12 @@
 //! parsed and checked at start-up. A request for a kind of model the build
 //! does not embed, or whose engine does not run (firmware features `f32`,
 //! `int8`), is answered with `ENGINE_ERROR`.
+//!
+//! This module is inference alone: it answers the adaptation commands
+//! (`ADAPT_BEGIN` … `RESET`) with `UNKNOWN_COMMAND` and says
+//! `has_adapt: false`. With the firmware's `adapt` feature a board's
+//! `serve` bin is `serve_adapt` (`bin!(serve_adapt, ..)`), which
+//! builds on this module's framing and inference and answers them too.
 
 use embedded_io::{Read, ReadReady, Write};
 use normcore::engine::{Engine, Output};
