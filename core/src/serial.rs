@@ -464,6 +464,72 @@ impl Committed {
     }
 }
 
+/// `ADAPT_ERROR` code of a flash failure while `COMMIT` saves the overlay
+/// or `RESET` erases it (`adapt::store::StoreError`); the codes below it
+/// are `AdaptError::code`'s.
+pub const FLASH_ERROR: u8 = 0x80;
+
+/// `ADAPT_ERROR` code of an `ADAPT_BEGIN` whose configuration is invalid
+/// (reserved bits set, neither re-estimation nor the tail asked for, γ/β
+/// training without the tail, a learning rate or momentum out of range):
+/// the code of `AdaptError::Math`, a precondition.
+pub const BAD_CONFIG: u8 = 2;
+
+/// `ADAPT_ERROR` code of an adaptation command out of phase
+/// (`AdaptError::Phase`'s).
+pub const OUT_OF_PHASE: u8 = 14;
+
+/// The layout of the overlay a `serve` device adapts into, and the buffers
+/// it needs, fixed for a model so that a host computing the same
+/// adaptation lays its overlay out alike (the overlay's bytes, and so its
+/// CRC, then match the device's bit for bit).
+#[cfg(feature = "adapt")]
+pub mod adapt {
+    use crate::adapt::overlay::{Overlay, Scope};
+    use crate::adapt::restat::Restat;
+    use crate::adapt::tail::{Tail, TailConfig};
+    use crate::adapt::AdaptError;
+    use crate::model::Model;
+
+    /// The overlay's scope: every part the model allows, re-estimation if it
+    /// has BN records, the tail if its last layer is a dense layer tail
+    /// training takes. Whatever a session does, the overlay has this
+    /// layout.
+    pub fn overlay_scope(model: &Model<'_>) -> Scope {
+        Scope {
+            restat: Restat::words_needed(model).is_ok(),
+            tail: tail_words(model, false).is_ok(),
+        }
+    }
+
+    /// Tail training's workspace (f32 words), with or without γ, β.
+    pub fn tail_words(model: &Model<'_>, train_bn: bool) -> Result<usize, AdaptError> {
+        let cfg = TailConfig {
+            train_bn,
+            ..TailConfig::default()
+        };
+        Tail::words_needed(model, &cfg)
+    }
+
+    /// `(overlay words, workspace f32 words)` a `serve` device needs for
+    /// `model`: the overlay of [`overlay_scope`]; a workspace for the
+    /// largest of re-estimation, tail training (with γ, β when the model
+    /// allows it) and the overlay's bytes (the buffer a saved overlay is
+    /// loaded through at start). `(0, 0)` for a model nothing can adapt.
+    pub fn words(model: &Model<'_>) -> (usize, usize) {
+        let scope = overlay_scope(model);
+        if !scope.restat && !scope.tail {
+            return (0, 0);
+        }
+        let overlay = Overlay::words_needed(model, scope).unwrap_or(0);
+        let restat = Restat::words_needed(model).unwrap_or(0);
+        let tail = tail_words(model, true)
+            .or_else(|_| tail_words(model, false))
+            .unwrap_or(0);
+        (overlay, overlay.max(restat).max(tail))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +609,30 @@ mod tests {
         };
         assert_eq!(Committed::decode(&c.encode()), Some(c));
         assert_eq!(Committed::decode(&[0; 11]), None);
+    }
+
+    #[cfg(feature = "adapt")]
+    #[test]
+    fn adaptation_error_codes_are_core_s_and_the_flash_code_is_apart() {
+        use crate::adapt::AdaptError;
+        assert_eq!(AdaptError::Phase.code(), OUT_OF_PHASE);
+        let math = AdaptError::Math(crate::Error::InvalidParam(crate::Param::LearningRate));
+        assert_eq!(math.code(), BAD_CONFIG);
+        let highest = [
+            AdaptError::OverlayVersion { found: 1 },
+            AdaptError::BadSample,
+            AdaptError::Phase,
+            AdaptError::NoBn,
+            AdaptError::BufferTooSmall {
+                needed: 1,
+                actual: 0,
+            },
+        ]
+        .iter()
+        .map(AdaptError::code)
+        .max()
+        .unwrap();
+        assert!(FLASH_ERROR > highest);
     }
 
     #[test]

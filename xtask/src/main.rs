@@ -14,6 +14,8 @@
 //!                             build a board's firmware (your model, or the demo's) and run BIN in QEMU
 //! cargo xtask device-eval [--model PATH.ncm ...] [ARGS]
 //!                             stream the test set through `serve` in QEMU over the UART
+//! cargo xtask device-adapt [ARGS]
+//!                             adapt the int8 model on `serve` in QEMU, checked against the host
 //! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
 //! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
 //! cargo xtask size            flash and RAM of `infer`, by section and content; engine code per model kind
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         }
         Some("firmware") => firmware(&args[1..]),
         Some("device-eval") => device_eval(&args[1..]),
+        Some("device-adapt") => device_adapt(&args[1..]),
         Some("size") => size(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => quality::fuzz(&args[1..]),
@@ -124,6 +127,14 @@ tasks:
                   device vs host engine accuracy and agreement. ARGS:
                   --kind embedded|int8|f32|both, --samples N|all,
                   --data digits|mnist, --timeout S
+  device-adapt [ARGS]
+                  run `normcore device-adapt` (release) with the demo's
+                  assets (generated if missing): `serve` with the `adapt`
+                  feature adapts its int8 model over the serial line, the
+                  host repeats it with core and checks it bit for bit.
+                  ARGS: --method restat|tail|both, --shift, --unlabeled N,
+                  --labeled N, --epochs N, --samples N|all, --seed, --board,
+                  --elf, --timeout
   bench firmware [--board NAME]
                   build a board's `bench` (the MPS2 boards; elsewhere
                   `mathbench`, the elementary functions) and run it in QEMU
@@ -1332,6 +1343,29 @@ fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
          `cargo test --release -p normcore-tests --test finetune`."
     );
     Ok(())
+}
+
+/// `cargo xtask device-adapt [ARGS]`: `normcore device-adapt` (release)
+/// with the demo's assets, which it builds `serve` with.
+fn device_adapt(args: &[String]) -> Result {
+    setup()?;
+    ensure_assets()?;
+    let mut all: Vec<OsString> = [
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "normcore-cli",
+        "--",
+        "device-adapt",
+        "--assets",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    all.push(assets_dir().into_os_string());
+    all.extend(args.iter().map(OsString::from));
+    run(&cargo(), all, &[])
 }
 
 /// `cargo xtask device-eval [--board B] [--model PATH.ncm ...] [--data ...]

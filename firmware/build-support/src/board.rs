@@ -216,17 +216,27 @@ pub struct Adaptation {
     /// Tail training's workspace: `Tail::words_needed` with
     /// `scenario::TAIL` (f32 words).
     pub tail_words: usize,
+    /// `serve`'s overlay (feature `adapt`): core's
+    /// `serial::adapt::words`, every part the model allows.
+    pub serve_overlay_words: usize,
+    /// `serve`'s workspace (f32 words): core's `serial::adapt::words`.
+    pub serve_work_words: usize,
 }
 
 impl Adaptation {
     /// Core's plan for `model` (zeros if it cannot be adapted: the
     /// `finetune` program then says why, with core's own error).
     pub fn of(model: &Model<'_>) -> Adaptation {
+        let (serve_overlay_words, serve_work_words) = normcore::serial::adapt::words(model);
         let (Ok(overlay_words), Ok(restat_words)) = (
             Overlay::words_needed(model, scenario::SCOPE_RESTAT),
             Restat::words_needed(model),
         ) else {
-            return Adaptation::default();
+            return Adaptation {
+                serve_overlay_words,
+                serve_work_words,
+                ..Adaptation::default()
+            };
         };
         let (tail_overlay_words, tail_words) = match (
             Overlay::words_needed(model, scenario::SCOPE),
@@ -240,6 +250,8 @@ impl Adaptation {
             restat_words,
             tail_overlay_words,
             tail_words,
+            serve_overlay_words,
+            serve_work_words,
         }
     }
 }
@@ -469,6 +481,18 @@ impl Assets {
                 self.adaptation().overlay_words,
                 "Words of the int8 model's overlay for statistics re-estimation \
                  (core's `Overlay::words_needed`); 0 without an int8 model with BN.",
+            ),
+            (
+                "SERVE_OVERLAY_WORDS",
+                self.adaptation().serve_overlay_words,
+                "Words of the overlay `serve` adapts the int8 model into (core's \
+                 `serial::adapt::words`); 0 without an int8 model it can adapt.",
+            ),
+            (
+                "SERVE_WORK_WORDS",
+                self.adaptation().serve_work_words,
+                "f32 words of `serve`'s adaptation workspace (core's \
+                 `serial::adapt::words`); 0 without an int8 model it can adapt.",
             ),
             (
                 "RESTAT_WORDS",

@@ -10,7 +10,9 @@
 //! - [`infer_log`]: `key=value` fields of the firmware's logs, and the
 //!   `infer` program's report, parsed;
 //! - [`device_eval`]: the serial protocol's host side ([`device_eval::Session`])
-//!   and `normcore device-eval`.
+//!   and `normcore device-eval`;
+//! - [`device_adapt`]: the adaptation commands' host side and `normcore
+//!   device-adapt` (the device adapts, the host checks it bit for bit).
 //!
 //! Layering: core ← the trainer's library ← this crate ← the binaries
 //! (`normcore`, xtask, tests).
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub mod boards;
 pub mod build;
+pub mod device_adapt;
 pub mod device_eval;
 pub mod infer_log;
 pub mod qemu;

@@ -125,7 +125,8 @@ macro_rules! include_assets {
 /// ```
 ///
 /// (the crate using it depends on `cortex-m-rt`, whose `entry` it expands
-/// to). Programs: `infer`, `serve` (a [`board::Serial`] board), `bench`,
+/// to). Programs: `infer`, `serve` (a [`board::Serial`] board), `serve_adapt`
+/// (`serve` with the adaptation commands; feature `adapt`), `bench`,
 /// `hello`, `uart_echo` (a [`board::Serial`] board), `finetune` (feature
 /// `adapt`; re-estimation then tail training, over a RAM-backed flash
 /// region: `bin!(finetune, Board)`, or re-estimation alone:
@@ -155,6 +156,27 @@ macro_rules! bin {
                 CLASSES
             ));
             $crate::programs::serve::main::<$board>(&assets::ASSETS, buffer)
+        }
+    };
+    (serve_adapt, $board:ty) => {
+        $crate::include_assets!();
+
+        #[cortex_m_rt::entry]
+        fn main() -> ! {
+            use assets::{ARENA_BYTES, CLASSES, FEATURES, SERVE_OVERLAY_WORDS, SERVE_WORK_WORDS};
+            use $crate::programs::serve_adapt::{self, store_bytes, Buffers, Flash};
+            let buffers = Buffers {
+                serve: $crate::take_arena!($crate::programs::serve::buffer_bytes(
+                    ARENA_BYTES,
+                    FEATURES,
+                    CLASSES
+                )),
+                overlay: $crate::take_arena!(4 * SERVE_OVERLAY_WORDS),
+                work: $crate::take_arena!(4 * SERVE_WORK_WORDS),
+            };
+            let flash =
+                $crate::take_static!(Flash<{ store_bytes(SERVE_OVERLAY_WORDS) }>, Flash::new());
+            serve_adapt::main::<$board, _>(&assets::ASSETS, buffers, flash)
         }
     };
     (finetune, $board:ty) => {

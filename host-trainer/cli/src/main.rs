@@ -71,6 +71,12 @@ enum Command {
     /// UART0 on stdio; docs/SERIAL.md) and compare every prediction with
     /// the host engine's; prints device and host accuracy.
     DeviceEval(normcore_device_tools::device_eval::DeviceEvalArgs),
+    /// Adapt the int8 model on the device: the `serve` firmware in QEMU
+    /// (feature `adapt`) re-estimates and/or trains its tail on shifted
+    /// samples streamed over the serial adaptation commands, commits; the
+    /// host computes the same with core and checks the overlay and every
+    /// logit bit for bit; prints accuracy before and after, and the costs.
+    DeviceAdapt(normcore_device_tools::device_adapt::DeviceAdaptArgs),
 }
 
 #[derive(Args, Debug)]
@@ -353,6 +359,7 @@ fn main() -> ExitCode {
         Command::Samples(a) => assets::run_samples(a),
         Command::Bench(a) => bench::run(a),
         Command::DeviceEval(a) => normcore_device_tools::device_eval::run(a),
+        Command::DeviceAdapt(a) => normcore_device_tools::device_adapt::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

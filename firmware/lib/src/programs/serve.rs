@@ -22,6 +22,12 @@
 //! parsed and checked at start-up. A request for a kind of model the build
 //! does not embed, or whose engine does not run (firmware features `f32`,
 //! `int8`), is answered with `ENGINE_ERROR`.
+//!
+//! This module is inference alone: it answers the adaptation commands
+//! (`ADAPT_BEGIN` … `RESET`) with `UNKNOWN_COMMAND` and says
+//! `has_adapt: false`. With the firmware's `adapt` feature a board's
+//! `serve` bin is `serve_adapt` (`bin!(serve_adapt, ..)`), which
+//! builds on this module's framing and inference and answers them too.
 
 use embedded_io::{Read, ReadReady, Write};
 use normcore::engine::{Engine, Output};
@@ -38,11 +44,19 @@ use crate::cost::TickCounter;
 /// The static buffer `serve` needs (`take_arena!`): the engine's arena,
 /// then the largest request payload and the largest response payload, for
 /// models with `features` inputs and `classes` outputs (f32 being the
-/// larger form).
+/// larger form; an adaptation request is never larger than an f32 sample
+/// of 3 values or more).
 pub const fn buffer_bytes(arena_bytes: usize, features: usize, classes: usize) -> usize {
     let response = 2 + 4 * classes;
+    // The largest request: an f32 sample, or (adaptation) `LABELED`, two
+    // bytes more than an int8 sample, or `ADAPT_BEGIN`.
+    let request = 4 * features;
     arena_bytes
-        + 4 * features
+        + if request > serial::AdaptBegin::LEN {
+            request
+        } else {
+            serial::AdaptBegin::LEN
+        }
         + if response > INFO_LEN {
             response
         } else {
@@ -60,14 +74,14 @@ struct Refused {
 
 /// A well-formed request; its payload is in the caller's buffer.
 #[derive(Debug, Clone, Copy)]
-struct Request {
-    command: u8,
-    seq: u8,
-    len: usize,
+pub(crate) struct Request {
+    pub(crate) command: u8,
+    pub(crate) seq: u8,
+    pub(crate) len: usize,
 }
 
 /// The console UART with timeouts measured on the board's counter.
-struct Link<U, T> {
+pub(crate) struct Link<U, T> {
     uart: U,
     timer: T,
 }
@@ -175,13 +189,39 @@ impl<U: Read + Write + ReadReady, T: TickCounter> Link<U, T> {
     }
 }
 
+/// How an int8 inference runs: the plain engine, or (feature `adapt`)
+/// with the adapted overlay.
+pub(crate) trait Runner {
+    /// Run the sample in `engine`'s input.
+    fn run<'e>(&self, engine: &'e mut Engine<'_, '_, '_>) -> Result<Output<'e>, Status>;
+}
+
+/// The plain engine (`Engine::run`).
+pub(crate) struct Plain;
+
+impl Runner for Plain {
+    fn run<'e>(&self, engine: &'e mut Engine<'_, '_, '_>) -> Result<Output<'e>, Status> {
+        engine.run().map_err(|_| Status::EngineError)
+    }
+}
+
+/// The buffers a request and its response go through.
+pub(crate) struct Io<'b> {
+    /// The request's payload.
+    pub(crate) payload: &'b mut [u8],
+    /// The response's payload.
+    pub(crate) out: &'b mut [u8],
+}
+
 /// What serves the requests.
-struct Server<'m> {
+pub(crate) struct Server<'m> {
     f32_model: Option<&'m Model<'static>>,
-    int8_model: Option<&'m Model<'static>>,
-    arena: &'m mut [u8],
-    features: usize,
-    classes: usize,
+    pub(crate) int8_model: Option<&'m Model<'static>>,
+    pub(crate) arena: &'m mut [u8],
+    pub(crate) features: usize,
+    pub(crate) classes: usize,
+    /// `INFO`'s `has_adapt`.
+    pub(crate) has_adapt: bool,
     /// Largest request payload accepted.
     max_payload: usize,
     /// Responses sent.
@@ -199,7 +239,7 @@ impl Server<'_> {
             version: serial::VERSION,
             has_f32: self.f32_model.is_some(),
             has_int8: self.int8_model.is_some(),
-            has_adapt: false,
+            has_adapt: self.has_adapt,
             features: self.features as u16,
             classes: self.classes as u16,
             max_payload: self.max_payload as u16,
@@ -212,7 +252,13 @@ impl Server<'_> {
 
     /// Run one sample; the response payload (class, then logits) goes to
     /// `out`, its length is returned.
-    fn infer(&mut self, kind: Kind, input: &[u8], out: &mut [u8]) -> Result<usize, Status> {
+    fn infer(
+        &mut self,
+        kind: Kind,
+        input: &[u8],
+        out: &mut [u8],
+        runner: &impl Runner,
+    ) -> Result<usize, Status> {
         let model = match kind {
             Kind::Int8 => self.int8_model,
             Kind::F32 => self.f32_model,
@@ -237,7 +283,10 @@ impl Server<'_> {
                 }
             }
         }
-        let output = engine.run().map_err(engine_error)?;
+        let output = match kind {
+            Kind::Int8 => runner.run(&mut engine)?,
+            Kind::F32 => engine.run().map_err(engine_error)?,
+        };
         let len = serial::prediction_len(kind, self.classes);
         let out = out.get_mut(..len).ok_or(Status::EngineError)?;
         let class = output.argmax() as u16;
@@ -258,24 +307,31 @@ impl Server<'_> {
         Ok(len)
     }
 
-    /// Answer one well-formed request: the status and the payload's length
-    /// in `out`.
-    fn handle(&mut self, req: Request, payload: &[u8], out: &mut [u8]) -> (Status, usize) {
+    /// Answer one well-formed request other than an adaptation command
+    /// (which a server without adaptation does not know): the status and
+    /// the payload's length in `out`. `runner` runs int8 inferences.
+    pub(crate) fn handle(
+        &mut self,
+        req: Request,
+        payload: &[u8],
+        out: &mut [u8],
+        runner: &impl Runner,
+    ) -> (Status, usize) {
         let result = match (Command::from_byte(req.command), req.len) {
             (Some(Command::Info), 0) => {
                 out[..INFO_LEN].copy_from_slice(&self.info().encode());
                 Ok(INFO_LEN)
             }
-            (Some(Command::InferI8), _) => self.infer(Kind::Int8, payload, out),
-            (Some(Command::InferF32), _) => self.infer(Kind::F32, payload, out),
+            (Some(Command::InferI8), _) => self.infer(Kind::Int8, payload, out, runner),
+            (Some(Command::InferF32), _) => self.infer(Kind::F32, payload, out, &Plain),
             (Some(Command::Shutdown), 0) => {
                 // This response counts itself.
                 out[..4].copy_from_slice(&(self.answered + 1).to_le_bytes());
                 out[4..8].copy_from_slice(&self.errors.to_le_bytes());
                 Ok(8)
             }
-            (Some(_), _) => Err(Status::BadLength),
-            (None, _) => Err(Status::UnknownCommand),
+            (Some(Command::Info | Command::Shutdown), _) => Err(Status::BadLength),
+            (Some(_), _) | (None, _) => Err(Status::UnknownCommand),
         };
         match result {
             Ok(n) => (Status::Ok, n),
@@ -283,34 +339,68 @@ impl Server<'_> {
         }
     }
 
+    /// The next well-formed request, its payload in `payload`; `None` once
+    /// a refused frame has been answered (after discarding input until
+    /// the line is idle, for framing errors). `Err` only if the UART cannot
+    /// send.
+    pub(crate) fn next<U: Read + Write + ReadReady, T: TickCounter>(
+        &mut self,
+        link: &mut Link<U, T>,
+        payload: &mut [u8],
+    ) -> Result<Option<Request>, U::Error> {
+        match link.receive(payload) {
+            Ok(req) => Ok(Some(req)),
+            Err(refused) => {
+                if refused.status.resync() {
+                    link.drain();
+                }
+                self.answer(link, refused.status, refused.seq, &[])?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Send a response and count it.
+    pub(crate) fn answer<U: Read + Write + ReadReady, T: TickCounter>(
+        &mut self,
+        link: &mut Link<U, T>,
+        status: Status,
+        seq: u8,
+        payload: &[u8],
+    ) -> Result<(), U::Error> {
+        link.respond(status, seq, payload)?;
+        self.answered = self.answered.wrapping_add(1);
+        if status != Status::Ok {
+            self.errors = self.errors.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    /// Answer `req` with [`handle`](Self::handle); whether it was a
+    /// successful `SHUTDOWN` (the end of the program).
+    pub(crate) fn answer_common<U: Read + Write + ReadReady, T: TickCounter>(
+        &mut self,
+        link: &mut Link<U, T>,
+        req: Request,
+        io: &mut Io<'_>,
+        runner: &impl Runner,
+    ) -> Result<bool, U::Error> {
+        let (status, n) = self.handle(req, &io.payload[..req.len], io.out, runner);
+        self.answer(link, status, req.seq, &io.out[..n])?;
+        Ok(req.command == Command::Shutdown as u8 && status == Status::Ok)
+    }
+
     /// Serve until `SHUTDOWN`; `Err` only if the UART cannot send.
     fn serve<U: Read + Write + ReadReady, T: TickCounter>(
         &mut self,
         link: &mut Link<U, T>,
-        payload: &mut [u8],
-        out: &mut [u8],
+        io: &mut Io<'_>,
     ) -> Result<(), U::Error> {
         loop {
-            let (status, seq, n, shutdown) = match link.receive(payload) {
-                Ok(req) => {
-                    let (status, n) = self.handle(req, &payload[..req.len], out);
-                    let shutdown = req.command == Command::Shutdown as u8 && status == Status::Ok;
-                    (status, req.seq, n, shutdown)
+            if let Some(req) = self.next(link, io.payload)? {
+                if self.answer_common(link, req, io, &Plain)? {
+                    return Ok(());
                 }
-                Err(refused) => {
-                    if refused.status.resync() {
-                        link.drain();
-                    }
-                    (refused.status, refused.seq, 0, false)
-                }
-            };
-            link.respond(status, seq, &out[..n])?;
-            self.answered = self.answered.wrapping_add(1);
-            if status != Status::Ok {
-                self.errors = self.errors.wrapping_add(1);
-            }
-            if shutdown {
-                return Ok(());
             }
         }
     }
@@ -353,6 +443,28 @@ pub fn main<B: Serial>(assets: &Assets, buffer: Option<&'static mut [u8]>) -> !
 where
     <B::Uart as embedded_io::ErrorType>::Error: defmt::Format,
 {
+    run::<B>(assets, buffer, false, |server, link, io| {
+        server.serve(link, io)
+    })
+}
+
+/// Set up the server on the board's console and run `serve_with` until it
+/// returns; then exit (success if it returned `Ok`). `adapt`: the server
+/// answers the adaptation commands (`INFO` says so, and the largest
+/// request payload makes room for `LABELED` and `ADAPT_BEGIN`).
+pub(crate) fn run<B: Serial>(
+    assets: &Assets,
+    buffer: Option<&'static mut [u8]>,
+    adapt: bool,
+    serve_with: impl FnOnce(
+        &mut Server<'_>,
+        &mut Link<B::Uart, B::Timer>,
+        &mut Io<'_>,
+    ) -> Result<(), <B::Uart as embedded_io::ErrorType>::Error>,
+) -> !
+where
+    <B::Uart as embedded_io::ErrorType>::Error: defmt::Format,
+{
     let Some((timer, uart)) = B::take_serial() else {
         defmt::error!("serve: board already taken");
         B::exit(false)
@@ -368,10 +480,14 @@ where
     ) else {
         B::exit(false)
     };
-    let max_payload = match f32_model {
+    let mut max_payload = match f32_model {
         Some(_) => serial::input_len(Kind::F32, features),
         None => serial::input_len(Kind::Int8, features),
     };
+    if adapt {
+        // `LABELED` (class, then the levels) and `ADAPT_BEGIN`.
+        max_payload = max_payload.max(2 + features).max(serial::AdaptBegin::LEN);
+    }
     if buffer.len() < buffer_bytes(assets.arena_bytes, features, classes) {
         defmt::error!("serve: the static buffer is smaller than buffer_bytes()");
         B::exit(false)
@@ -385,11 +501,13 @@ where
         arena,
         features,
         classes,
+        has_adapt: adapt,
         max_payload,
         answered: 0,
         errors: 0,
     };
-    match server.serve(&mut link, payload, out) {
+    let mut io = Io { payload, out };
+    match serve_with(&mut server, &mut link, &mut io) {
         Ok(()) => B::exit(true),
         Err(e) => {
             defmt::error!("serve: uart error: {}", e);
