@@ -44,6 +44,14 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// The state to save has NaN or infinite values: the file is left as it is.
+    #[error("{path} not written: {reason} (the run diverged); the file is left as it was")]
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// Which layer and part.
+        reason: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +134,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    remove_stale_temps(dir, &name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -143,9 +152,57 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     result.map_err(io_err(path))
 }
 
+/// Remove `.NAME.tmp-PID` files in `dir` left by processes that no longer
+/// run (a run killed while writing). Only where the process table can be
+/// read (`/proc` on Linux); elsewhere nothing is removed.
+pub fn remove_stale_temps(dir: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !proc.join(pid.to_string()).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Save a trainer's whole state to `path`, atomically.
+/// Refuses a state with NaN or infinite weights, momenta or statistics, so
+/// that a checkpoint is only ever replaced by a valid one.
 pub fn save(t: &mut Trainer, path: &Path) -> Result<(), CheckpointError> {
-    write_atomic(path, &to_bytes(t))
+    write_atomic(path, &checked_bytes(t, path)?)
+}
+
+/// [`to_bytes`], refusing (for the file `path`, named in the error) a state
+/// with NaN or infinite weights, momenta or statistics.
+pub fn checked_bytes(t: &mut Trainer, path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let reason = crate::train::non_finite_state(&t.net).or_else(|| {
+        t.net
+            .layers
+            .iter()
+            .position(|l| l.velocity.iter().any(|v| !v.is_finite()))
+            .map(|i| format!("layer {} has non-finite momenta", i + 1))
+    });
+    if let Some(reason) = reason {
+        return Err(CheckpointError::NotFinite {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+    Ok(to_bytes(t))
 }
 
 /// Load a checkpoint, validating everything: magic, CRC, header, the

@@ -71,8 +71,43 @@ pub fn mnist_dir(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl DataArgs {
+    /// The files this selection reads that an output must not replace: the
+    /// CSV file(s) (the built-in digits and MNIST's directory have none a
+    /// model or checkpoint would be written over).
+    pub fn input_files(&self) -> Vec<&Path> {
+        let mut v = Vec::new();
+        if !matches!(self.data.as_str(), "digits" | "mnist") {
+            v.push(Path::new(self.data.as_str()));
+        }
+        if let Some(t) = &self.test_csv {
+            v.push(t.as_path());
+        }
+        v
+    }
+
     /// Load the selected data set (train and test parts).
     pub fn load(&self) -> Result<Data> {
+        let csv = !matches!(self.data.as_str(), "digits" | "mnist");
+        let unused = |flag: &str| {
+            anyhow::anyhow!(
+                "{flag} does not apply to --data {}: it is for {} (remove it, or choose that data set)",
+                self.data,
+                if flag == "--data-dir" {
+                    "--data mnist"
+                } else {
+                    "CSV data"
+                }
+            )
+        };
+        if !csv && self.test_csv.is_some() {
+            return Err(unused("--test-csv"));
+        }
+        if !csv && self.input_shape.is_some() {
+            return Err(unused("--input-shape"));
+        }
+        if self.data != "mnist" && self.data_dir.is_some() {
+            return Err(unused("--data-dir"));
+        }
         match self.data.as_str() {
             "digits" => {
                 let (train, test) = data::builtin_digits_split()?;
@@ -146,6 +181,41 @@ impl From<WeightsArg> for crate::export::ncm::WeightForm {
     }
 }
 
+/// `path` made absolute when it does not exist yet: its nearest existing
+/// ancestor canonicalized, then the rest applied by name, `..` removing the
+/// last part (as the directories `write_atomic` creates will resolve it:
+/// `new/../m.ncm` is `m.ncm`).
+fn resolved(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut base = path;
+    let mut rest = Vec::new();
+    let mut real = loop {
+        match base.canonicalize() {
+            Ok(p) => break p,
+            Err(_) => {
+                rest.push(base.components().next_back()?);
+                base = base
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if rest.len() > 4096 {
+                    return None;
+                }
+            }
+        }
+    };
+    for c in rest.into_iter().rev() {
+        match c {
+            Component::ParentDir => {
+                real.pop();
+            }
+            Component::CurDir => {}
+            other => real.push(other),
+        }
+    }
+    Some(real)
+}
+
 /// Check, before any work is done, that the output file `out` can be
 /// written and would not replace one of `inputs`: it is not a directory,
 /// not the same file as an input (compared by canonical paths, so that
@@ -172,10 +242,7 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
         .with_context(|| format!("{shown} does not name a file"))?;
     // The file `out` would be: itself if it exists (links resolved), else
     // the name in its canonical directory.
-    let target = match out.canonicalize() {
-        Ok(p) => Some(p),
-        Err(_) => parent.canonicalize().ok().map(|d| d.join(name)),
-    };
+    let target = out.canonicalize().ok().or_else(|| resolved(out));
     for input in inputs {
         if let (Some(t), Ok(i)) = (&target, input.canonicalize()) {
             if *t == i {

@@ -30,6 +30,10 @@ pub enum Init {
     He,
 }
 
+/// The largest `gaussian:STD` accepted: beyond it the first layer saturates
+/// or overflows whatever the data.
+pub const MAX_INIT_STD: f32 = 10.0;
+
 impl std::str::FromStr for Init {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -40,9 +44,12 @@ impl std::str::FromStr for Init {
                 let std = s
                     .strip_prefix("gaussian:")
                     .and_then(|v| v.parse::<f32>().ok())
-                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .filter(|v| *v > 0.0 && *v <= MAX_INIT_STD)
                     .ok_or_else(|| {
-                        format!("unknown init `{s}`: use he, xavier or gaussian:STD (e.g. gaussian:0.05)")
+                        format!(
+                            "unknown init `{s}`: use he, xavier or gaussian:STD with \
+                             0 < STD <= {MAX_INIT_STD} (e.g. gaussian:0.05)"
+                        )
                     })?;
                 Ok(Init::Gaussian { std })
             }
@@ -181,6 +188,100 @@ pub enum NetworkError {
     /// The thread pool could not be created.
     #[error("cannot start {0} threads: {1}")]
     Threads(usize, String),
+    /// The network (or its workspace) needs more memory than there is.
+    #[error("{0}")]
+    Memory(String),
+}
+
+/// Bytes of memory this machine has available for a new allocation:
+/// `MemAvailable` of `/proc/meminfo` (Linux); `None` elsewhere.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line
+        .trim_start_matches("MemAvailable:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Check, before allocating, that `layers` fit in memory: per layer, its
+/// parameters, gradients and momenta (plus BN statistics) and, for a
+/// workspace of `capacity` samples, its activations (twice for dropout's
+/// masks, plus the two gradient buffers). Sizes are computed in `u128`
+/// with saturation, so no size overflows. Refuses when the total exceeds
+/// what the machine has available ([`available_memory`]) or what one
+/// allocation can address, naming the largest layer and the bytes.
+pub fn check_memory(
+    spec: &NetworkSpec,
+    layers: &[Resolved],
+    capacity: usize,
+) -> Result<(), NetworkError> {
+    const F32: u128 = 4;
+    let cap = capacity as u128;
+    let len = |h: Hwc| {
+        (h.h as u128)
+            .saturating_mul(h.w as u128)
+            .saturating_mul(h.c as u128)
+    };
+    let mut total: u128 = 0;
+    let mut largest = (0usize, 0u128);
+    let mut max_act: u128 = layers.first().map_or(0, |r| len(r.input));
+    for (i, r) in layers.iter().enumerate() {
+        let params = r.op.checked_param_len().map_or(u128::MAX, |n| n as u128);
+        let bn = match r.op {
+            Op::BatchNorm(bn) => 2 * bn.channels() as u128,
+            _ => 0,
+        };
+        let out = len(r.output);
+        max_act = max_act.max(out);
+        let dropout = u128::from(matches!(r.op, Op::Dropout(_)));
+        let bytes = params
+            .saturating_mul(3)
+            .saturating_add(bn)
+            .saturating_mul(F32)
+            .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout));
+        if bytes > largest.1 {
+            largest = (i, bytes);
+        }
+        total = total.saturating_add(bytes);
+    }
+    total = total.saturating_add(cap.saturating_mul(max_act).saturating_mul(2 * F32));
+    let available = available_memory();
+    let limit = available.map_or(isize::MAX as u128, |a| {
+        u128::from(a).min(isize::MAX as u128)
+    });
+    if total <= limit {
+        return Ok(());
+    }
+    let show = |b: u128| {
+        if b == u128::MAX {
+            "more than 2^128".to_string()
+        } else {
+            b.to_string()
+        }
+    };
+    let what = if capacity > 0 {
+        format!(" with batches of {capacity}")
+    } else {
+        String::new()
+    };
+    let (i, bytes) = largest;
+    let kind = spec.layers.get(i).map_or("layer", |l| l.kind());
+    Err(NetworkError::Memory(format!(
+        "the network needs about {} bytes of memory{what}, layer {} ({kind}) alone {} bytes, \
+         but this machine has {}: make the network smaller",
+        show(total),
+        i + 1,
+        show(bytes),
+        match available {
+            Some(a) => format!("{a} bytes available (MemAvailable in /proc/meminfo)"),
+            None => format!("at most {} bytes in one allocation", isize::MAX),
+        }
+    )))
 }
 
 fn kernel(layer: usize) -> impl Fn(CoreError) -> NetworkError {
@@ -212,6 +313,7 @@ impl Network {
     /// Build a network from its description with freshly initialised weights.
     pub fn new(spec: NetworkSpec, init: Init, rng: &mut Rng) -> Result<Self, NetworkError> {
         let resolved = spec.resolve()?;
+        check_memory(&spec, &resolved, 0)?;
         let layers = resolved
             .into_iter()
             .map(|r| {
@@ -273,6 +375,8 @@ impl Network {
 
     /// A workspace for batches of up to `capacity` samples on `threads` threads.
     pub fn workspace(&self, capacity: usize, threads: usize) -> Result<Workspace, NetworkError> {
+        let resolved: Vec<Resolved> = self.layers.iter().map(|l| l.r).collect();
+        check_memory(&self.spec, &resolved, capacity)?;
         let threads = threads.max(1);
         let pool = if threads > 1 {
             Some(
@@ -1244,6 +1348,8 @@ mod tests {
             "gaussian:-1",
             "gaussian:0",
             "gaussian:nan",
+            "gaussian:1e30",
+            "gaussian:11",
         ] {
             let e = bad.parse::<Init>().unwrap_err();
             assert!(e.contains("gaussian:STD"), "{bad}: {e}");

@@ -274,6 +274,10 @@ impl Hwc {
     pub fn len(&self) -> usize {
         self.h * self.w * self.c
     }
+    /// Elements per sample, or `None` when the count overflows `usize`.
+    pub fn checked_len(&self) -> Option<usize> {
+        self.h.checked_mul(self.w)?.checked_mul(self.c)
+    }
     /// True when some dimension is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -343,6 +347,31 @@ impl Op {
             }
             Op::BatchNorm(bn) => 2 * bn.channels(),
             _ => 0,
+        }
+    }
+
+    /// [`Op::param_len`], or `None` when the count overflows `usize`.
+    pub fn checked_param_len(&self) -> Option<usize> {
+        let bias = |b: bool, n: usize| if b { n } else { 0 };
+        match *self {
+            Op::Dense { op, bias: b } => op
+                .inputs
+                .checked_mul(op.outputs)?
+                .checked_add(bias(b, op.outputs)),
+            Op::Conv { op, bias: b } => op
+                .out_c
+                .checked_mul(op.window.kernel_h)?
+                .checked_mul(op.window.kernel_w)?
+                .checked_mul(op.in_c)?
+                .checked_add(bias(b, op.out_c)),
+            Op::Depthwise { op, bias: b } => op
+                .window
+                .kernel_h
+                .checked_mul(op.window.kernel_w)?
+                .checked_mul(op.channels)?
+                .checked_add(bias(b, op.channels)),
+            Op::BatchNorm(bn) => bn.channels().checked_mul(2),
+            _ => Some(0),
         }
     }
 
@@ -476,6 +505,11 @@ impl NetworkSpec {
             return Err(SpecError::Network("no layers".into()));
         }
         let mut shape = Hwc { h, w, c };
+        if shape.checked_len().is_none() {
+            return Err(SpecError::Network(format!(
+                "input shape {shape} has more values per sample than this machine can address"
+            )));
+        }
         let mut out = Vec::with_capacity(self.layers.len());
         for (i, spec) in self.layers.iter().enumerate() {
             let err = |message: String| SpecError::Layer {
@@ -633,6 +667,18 @@ impl NetworkSpec {
                 },
                 Op::BatchNorm(_) | Op::Act(_) | Op::Dropout(_) => shape,
             };
+            if output.checked_len().is_none() {
+                return Err(err(format!(
+                    "its output {output} has more values per sample than this machine can address"
+                )));
+            }
+            if op.checked_param_len().is_none() {
+                return Err(err(
+                    "its parameters need more than 2^64 bytes, more than this machine can \
+                     address; make it smaller"
+                        .into(),
+                ));
+            }
             out.push(Resolved {
                 op,
                 input: shape,

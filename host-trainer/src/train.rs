@@ -47,7 +47,8 @@ impl FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "bad schedule `{s}`: use `constant`, `step:GAMMA:EVERY` or `exp:GAMMA:EVERY` (e.g. exp:0.5:10000)"
+                "bad schedule `{s}`: use `constant`, `step:GAMMA:EVERY` or `exp:GAMMA:EVERY` \
+                 with a decay 0 < GAMMA <= 1 and EVERY >= 1 steps (e.g. exp:0.5:10000)"
             )
         };
         if s == "constant" {
@@ -59,7 +60,8 @@ impl FromStr for Schedule {
         };
         let gamma: f32 = gamma.parse().map_err(|_| bad())?;
         let every: u64 = every.parse().map_err(|_| bad())?;
-        if !(gamma > 0.0 && gamma.is_finite()) || every == 0 {
+        // GAMMA > 1 would make the rate grow: not a decay.
+        if !(gamma > 0.0 && gamma <= 1.0) || every == 0 {
             return Err(bad());
         }
         match kind {
@@ -105,6 +107,12 @@ impl TrainConfig {
         self.sgd(0)
             .validate()
             .map_err(|e| TrainError::Config(e.to_string()))?;
+        if self.lr.is_nan() || self.lr <= 0.0 {
+            return Err(TrainError::Config(format!(
+                "the learning rate must be positive (got {}): with 0 nothing is learned",
+                self.lr
+            )));
+        }
         if self.batch < 2 {
             return Err(TrainError::Config(
                 "batch must be at least 2 (BN needs two samples for a variance)".into(),
@@ -130,8 +138,10 @@ pub enum TrainError {
     /// The network could not run.
     #[error(transparent)]
     Network(#[from] NetworkError),
-    /// The loss became NaN or infinite.
-    #[error("training diverged at step {step}: loss is {loss}; lower the learning rate (now {lr}) or add BN")]
+    /// Training diverged: see [`DIVERGENCE_RULE`].
+    #[error(
+        "training diverged at step {step}: {reason}; lower the learning rate (now {lr}) or add BN"
+    )]
     Diverged {
         /// The step.
         step: u64,
@@ -139,6 +149,8 @@ pub enum TrainError {
         loss: f32,
         /// The learning rate in use.
         lr: f32,
+        /// Which part of the rule fired.
+        reason: String,
     },
     /// Data and network do not fit together.
     #[error("{0}")]
@@ -184,6 +196,7 @@ pub struct Trainer {
     eval_ws: Option<Workspace>,
     batch_x: Vec<f32>,
     batch_y: Vec<u16>,
+    guard: Guard,
 }
 
 /// Seed offsets that give the shuffles and dropout their own streams.
@@ -192,6 +205,69 @@ const NOISE_STREAM: u64 = 0x5EED_0000_0015_E002;
 
 /// Samples per evaluation batch.
 const EVAL_BATCH: usize = 500;
+
+/// When a run counts as diverged (checked at every step by
+/// [`Trainer::train_step`]; the `train` command's documentation repeats it).
+pub const DIVERGENCE_RULE: &str = "Training stops as diverged (non-zero exit, nothing written) \
+when the batch loss is NaN or infinite, when a weight or BN statistic becomes NaN or infinite, \
+when the batch loss exceeds 100 x its reference, or when it stays above 10 x its reference for \
+10 steps in a row. The reference is the larger of ln(classes) (the loss of a uniform guess) and \
+the first batch loss of this run (or of this resumed part).";
+
+/// Multiple of the reference loss that is divergence at once.
+const EXPLODE_AT_ONCE: f32 = 100.0;
+/// Multiple of the reference loss that is divergence when it lasts.
+const EXPLODE_LASTING: f32 = 10.0;
+/// Steps in a row above [`EXPLODE_LASTING`] x the reference.
+const LASTING_STEPS: u32 = 10;
+
+/// The divergence rule's state ([`DIVERGENCE_RULE`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Guard {
+    reference: Option<f32>,
+    high: u32,
+}
+
+impl Guard {
+    /// `Some(reason)` if `loss` (of a batch, finite) makes the run diverged.
+    fn check(&mut self, loss: f32, classes: usize) -> Option<String> {
+        let floor = (classes.max(2) as f32).ln();
+        let reference = *self.reference.get_or_insert(loss.max(floor));
+        if loss > EXPLODE_AT_ONCE * reference {
+            return Some(format!(
+                "the loss {loss} exceeds {EXPLODE_AT_ONCE} x its reference {reference:.4}"
+            ));
+        }
+        if loss > EXPLODE_LASTING * reference {
+            self.high += 1;
+            if self.high >= LASTING_STEPS {
+                return Some(format!(
+                    "the loss (now {loss}) stayed above {EXPLODE_LASTING} x its reference \
+                     {reference:.4} for {LASTING_STEPS} steps"
+                ));
+            }
+        } else {
+            self.high = 0;
+        }
+        None
+    }
+}
+
+/// The first layer (1-based) and part whose values are not all finite.
+pub fn non_finite_state(net: &Network) -> Option<String> {
+    for (i, l) in net.layers.iter().enumerate() {
+        for (what, v) in [
+            ("weights", &l.params),
+            ("running mean", &l.running_mean),
+            ("running variance", &l.running_var),
+        ] {
+            if v.iter().any(|x| !x.is_finite()) {
+                return Some(format!("layer {} has non-finite {what}", i + 1));
+            }
+        }
+    }
+    None
+}
 
 /// Check that a data set feeds a network.
 pub fn check_data(net: &Network, data: &Dataset) -> Result<(), TrainError> {
@@ -217,6 +293,38 @@ pub fn check_data(net: &Network, data: &Dataset) -> Result<(), TrainError> {
         )));
     }
     Ok(())
+}
+
+/// Check that a training set's labels can teach `net` anything: at least
+/// two distinct classes, all below the network's class count. A set of
+/// one class trains to a constant answer that scores 100 % on itself.
+/// Returns the number of distinct labels.
+pub fn check_labels(net: &Network, data: &Dataset) -> Result<usize, TrainError> {
+    let k = net.classes();
+    let mut seen = vec![false; k.max(1)];
+    for &l in &data.labels {
+        match seen.get_mut(usize::from(l)) {
+            Some(s) => *s = true,
+            None => {
+                return Err(TrainError::Mismatch(format!(
+                    "data set `{}` has label {l} but the network outputs {k} classes (0..={})",
+                    data.name,
+                    k.saturating_sub(1)
+                )))
+            }
+        }
+    }
+    let present: Vec<usize> = (0..k).filter(|&c| seen[c]).collect();
+    if present.len() < 2 {
+        return Err(TrainError::Mismatch(format!(
+            "data set `{}` has only label(s) {present:?} among its {} samples, for a network \
+             of {k} classes: training needs samples of at least two classes (check the label \
+             column, the last of each row)",
+            data.name,
+            data.len()
+        )));
+    }
+    Ok(present.len())
 }
 
 impl Trainer {
@@ -270,6 +378,7 @@ impl Trainer {
             eval_ws: None,
             batch_x: Vec::new(),
             batch_y: Vec::new(),
+            guard: Guard::default(),
         }
     }
 
@@ -312,16 +421,31 @@ impl Trainer {
             .forward(ws, &self.batch_x, Mode::Train(&mut self.noise_rng))?;
         let loss = self.net.backward(ws, &self.batch_x, &self.batch_y)?;
         let sgd = self.cfg.sgd(self.step);
+        let diverged = |reason: String| TrainError::Diverged {
+            step: self.step + 1,
+            loss,
+            lr: sgd.lr,
+            reason,
+        };
         if !loss.is_finite() {
-            return Err(TrainError::Diverged {
-                step: self.step,
-                loss,
-                lr: sgd.lr,
-            });
+            return Err(diverged(format!("loss is {loss}")));
+        }
+        if let Some(reason) = self.guard.check(loss, self.net.classes()) {
+            return Err(diverged(reason));
         }
         self.net.sgd_step(&sgd)?;
+        if let Some(reason) = non_finite_state(&self.net) {
+            return Err(diverged(format!("{reason} after the update (loss {loss})")));
+        }
         self.step += 1;
         Ok(loss)
+    }
+
+    /// Whether the divergence rule sees nothing suspicious: the last batch
+    /// loss is not above 10 x its reference. Periodic checkpoints are
+    /// taken only then.
+    pub fn is_calm(&self) -> bool {
+        self.guard.high == 0
     }
 
     /// Accuracy and loss on `data` in inference mode. `probe`, if given, is
@@ -482,7 +606,7 @@ mod tests {
             "step:0.5:10",
             "exp:0.1:10000",
             "step:0.3:1000",
-            "exp:1.5:3",
+            "exp:0.75:3",
         ] {
             let s: Schedule = text.parse().unwrap();
             assert_eq!(s.to_string(), text);
@@ -513,6 +637,8 @@ mod tests {
             "step:x:10",
             "step:0.5:ten",
             "step:0:10",
+            "step:2:10",
+            "exp:1.5:3",
             "exp:-0.5:10",
             "exp:nan:10",
             "exp:inf:10",
@@ -689,11 +815,16 @@ mod tests {
                 break (e, before);
             }
         };
-        let TrainError::Diverged { step, loss, lr } = err else {
+        let TrainError::Diverged {
+            step,
+            loss,
+            lr,
+            ref reason,
+        } = err
+        else {
             panic!("expected divergence, got {err}");
         };
-        assert_eq!(step, t.step, "the step that failed is the next one");
-        assert!(!loss.is_finite());
+        assert_eq!(step, t.step + 1, "the step that failed is the next one");
         assert_eq!(lr, 1e6);
         let msg = err.to_string();
         assert!(
@@ -701,9 +832,53 @@ mod tests {
                 && msg.contains("lower the learning rate"),
             "{msg}"
         );
-        // The failed step applied no update.
-        for (a, b) in before.layers.iter().zip(&t.net.layers) {
-            assert_eq!(a.params, b.params);
+        if !reason.contains("after the update") {
+            assert!(!loss.is_finite() || loss > 100.0 * 10f32.ln(), "{msg}");
+            // A failed step that stopped on its loss applied no update.
+            for (a, b) in before.layers.iter().zip(&t.net.layers) {
+                assert_eq!(a.params, b.params);
+            }
+        }
+    }
+
+    #[test]
+    fn a_finite_but_exploding_loss_is_divergence_and_a_normal_run_is_not() {
+        let mut g = Guard::default();
+        // Reference: ln(10) floor when the first loss is lower.
+        assert_eq!(g.check(1.0, 10), None);
+        for _ in 0..100 {
+            assert_eq!(g.check(20.0, 10), None, "below 10 x ln 10");
+        }
+        let at_once = g.check(231.0, 10).expect("above 100 x reference");
+        assert!(at_once.contains("exceeds 100 x"), "{at_once}");
+        let mut g = Guard::default();
+        g.check(2.0, 3);
+        for i in 1..LASTING_STEPS {
+            assert_eq!(g.check(30.0, 3), None, "step {i}");
+        }
+        assert!(g.check(30.0, 3).unwrap().contains("for 10 steps"));
+        // A spike that comes back resets the count.
+        let mut g = Guard::default();
+        g.check(2.3, 10);
+        for _ in 0..5 {
+            for _ in 1..LASTING_STEPS {
+                assert_eq!(g.check(30.0, 10), None);
+            }
+            assert_eq!(g.check(2.0, 10), None);
+        }
+        // A large but finite learning rate on digits (the CLI's default
+        // network, with BN) is stopped, while the default rate trains.
+        let (train, _) = digits();
+        let mut t =
+            Trainer::new(preset("digits-mlp").unwrap(), Init::He, cfg(32, 1e6, 1), 1).unwrap();
+        let err = (0..200)
+            .find_map(|_| t.train_step(&train).err())
+            .expect("lr 1e6 diverges within 200 steps");
+        assert!(matches!(err, TrainError::Diverged { .. }), "{err}");
+        let mut t =
+            Trainer::new(preset("digits-mlp").unwrap(), Init::He, cfg(32, 1.0, 1), 1).unwrap();
+        for _ in 0..300 {
+            t.train_step(&train).unwrap();
         }
     }
 
@@ -732,8 +907,10 @@ mod tests {
         // The message says what is wrong.
         let e = TrainError::Config(bad(cfg(32, -1.0, 1))).to_string();
         assert!(e.starts_with("invalid training settings: "), "{e}");
+        // A zero rate learns nothing: refused, saying so.
+        assert!(bad(cfg(32, 0.0, 1)).contains("learning rate must be positive"));
         // Edge values that are valid.
-        let mut c = cfg(2, 0.0, 1);
+        let mut c = cfg(2, f32::MIN_POSITIVE, 1);
         c.momentum = 0.0;
         assert!(Trainer::new(preset("digits-mlp").unwrap(), Init::He, c, 1).is_ok());
     }

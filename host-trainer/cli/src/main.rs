@@ -10,6 +10,7 @@ use normcore_trainer::network::Init;
 use spec::NetworkSpec;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use train::{Schedule, TrainConfig, Trainer};
 
@@ -30,6 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a network and save its checkpoint.
+    #[command(after_help = train::DIVERGENCE_RULE)]
     Train(TrainArgs),
     /// Evaluate a saved network on a data set.
     Eval(EvalArgs),
@@ -82,36 +84,42 @@ enum Command {
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Built-in network: paper-mlp, paper-mlp-nobn, cnn, digits-mlp, digits-cnn.
-    #[arg(long, conflicts_with = "network")]
+    #[arg(long, conflicts_with_all = ["network", "resume"])]
     preset: Option<String>,
     /// A TOML file describing a custom sequential network.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     network: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// Training steps (mini-batches).
-    #[arg(long, default_value_t = 2000)]
+    /// Training steps (mini-batches), at least 1; with --resume the new
+    /// total, beyond the checkpoint's.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
-    /// Mini-batch size.
-    #[arg(long, default_value_t = 60)]
-    batch: usize,
-    /// Base learning rate.
-    #[arg(long, default_value_t = 0.1)]
-    lr: f32,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
-    /// L2 weight decay on dense/conv weights.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
-    /// Use Nesterov momentum.
+    /// Mini-batch size [default: 60]. With --resume: applied from the next
+    /// step on.
     #[arg(long)]
+    batch: Option<usize>,
+    /// Base learning rate, > 0 [default: 0.1]. With --resume: applied from
+    /// the next step on.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// SGD momentum [default: 0.9]. With --resume: applied.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// L2 weight decay on dense/conv weights [default: 0]. With --resume:
+    /// applied.
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Use Nesterov momentum (not with --resume).
+    #[arg(long, conflicts_with = "resume")]
     nesterov: bool,
-    /// Learning-rate schedule: constant, step:GAMMA:EVERY or exp:GAMMA:EVERY.
-    #[arg(long, default_value = "constant")]
-    schedule: Schedule,
-    /// Weight initialisation: he, xavier, or gaussian:STD (the paper's small Gaussian).
-    #[arg(long, default_value = "he")]
+    /// Learning-rate schedule: constant, step:GAMMA:EVERY or exp:GAMMA:EVERY
+    /// (0 < GAMMA <= 1) [default: constant]. With --resume: applied.
+    #[arg(long)]
+    schedule: Option<Schedule>,
+    /// Weight initialisation: he, xavier, or gaussian:STD (the paper's small
+    /// Gaussian; 0 < STD <= 10). Not with --resume.
+    #[arg(long, default_value = "he", conflicts_with = "resume")]
     init: Init,
     /// Evaluate on the test set every N steps (0: only at the end).
     #[arg(long, default_value_t = 500)]
@@ -119,19 +127,31 @@ struct TrainArgs {
     /// Write a checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
-    /// Seed of initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of initialisation, shuffling and dropout (not with --resume:
+    /// the checkpoint carries its generators).
+    #[arg(long, default_value_t = 1, conflicts_with = "resume")]
     seed: u64,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = threads)]
     threads: usize,
     /// Where to write the checkpoint.
     #[arg(long, short)]
     out: Option<PathBuf>,
     /// Continue a run from its checkpoint (network, weights, momenta,
-    /// statistics, RNG and position); --steps is the new total.
+    /// statistics, RNG and position); --steps is the new total. The
+    /// network options (--preset, --network, --init, --seed, --nesterov)
+    /// are refused; --lr, --batch, --momentum, --weight-decay and
+    /// --schedule replace the checkpoint's, and the change is printed.
     #[arg(long)]
     resume: Option<PathBuf>,
+}
+
+/// `--threads`: a positive number.
+fn threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a thread count: use 1 or more")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -141,8 +161,8 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = threads)]
     threads: usize,
 }
 
@@ -161,13 +181,52 @@ fn run_training(
     out: &Path,
 ) -> Result<train::Evaluation> {
     train::check_data(&t.net, &data.train)?;
+    let classes = train::check_labels(&t.net, &data.train)?;
+    if classes < t.net.classes() {
+        eprintln!(
+            "warning: the training set has {classes} of the network's {} classes",
+            t.net.classes()
+        );
+    }
     let pb = progress(steps, "train");
     pb.set_position(t.step);
     let started = Instant::now();
     let mut loss_avg = None::<f32>;
     let mut last_acc = String::new();
+    let mut saved = None::<u64>;
+    // A periodic checkpoint is written one step late, once the next step
+    // has passed the divergence rule: a step can leave finite but ruined
+    // weights that only the next one reveals (lr 1e30), and those must not
+    // replace a good file.
+    let mut pending = None::<(u64, Vec<u8>)>;
+    stop_on_interrupt();
     while t.step < steps {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            pb.finish_and_clear();
+            // Interrupted, not diverged: the last snapshot is kept.
+            if let Some((step, bytes)) = pending.take() {
+                checkpoint::write_atomic(out, &bytes)?;
+                saved = Some(step);
+            }
+            match saved {
+                Some(s) => bail!(
+                    "interrupted at step {}: {} holds the checkpoint of step {s}",
+                    t.step,
+                    out.display()
+                ),
+                None => bail!(
+                    "interrupted at step {}: nothing written (use --checkpoint-every N to keep partial runs)",
+                    t.step
+                ),
+            }
+        }
         let loss = t.train_step(&data.train)?;
+        if let Some((step, bytes)) = pending.take() {
+            if t.is_calm() {
+                checkpoint::write_atomic(out, &bytes)?;
+                saved = Some(step);
+            }
+        }
         loss_avg = Some(loss_avg.map_or(loss, |a| 0.98 * a + 0.02 * loss));
         if eval_every > 0 && t.step % eval_every == 0 && t.step < steps {
             let e = t.evaluate(&data.test, None)?;
@@ -188,8 +247,8 @@ fn run_training(
             pb.set_message(format!("loss {:.4}{last_acc}", loss_avg.unwrap_or(loss)));
             pb.set_position(t.step);
         }
-        if checkpoint_every > 0 && t.step % checkpoint_every == 0 {
-            checkpoint::save(t, out)?;
+        if checkpoint_every > 0 && t.step % checkpoint_every == 0 && t.is_calm() {
+            pending = Some((t.step, checkpoint::checked_bytes(t, out)?));
         }
     }
     pb.finish_and_clear();
@@ -201,6 +260,7 @@ fn run_training(
             step: t.step,
             loss: e.loss as f32,
             lr: t.cfg.sgd(t.step.saturating_sub(1)).lr,
+            reason: format!("the test loss is {}", e.loss),
         }
         .into());
     }
@@ -217,40 +277,103 @@ fn run_training(
     Ok(e)
 }
 
+/// Set by SIGINT/SIGTERM during training: the loop stops between steps,
+/// so no write is cut short and no temporary file is left behind.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// From now on, Ctrl-C (SIGINT) and SIGTERM set [`INTERRUPTED`] instead of
+/// killing the process mid-write.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn stop_on_interrupt() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_on_interrupt() {}
+
 fn cmd_train(a: TrainArgs) -> Result<()> {
+    // The output first: not an input, not a directory, writable; checked
+    // before any work. On --resume the checkpoint itself is the default
+    // output (the run continues in place); the data, test and network
+    // files are never replaced.
+    let out = match (&a.out, &a.resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => default_out(&spec_name(&a)?),
+    };
+    let mut inputs = a.data.input_files();
+    if let Some(n) = &a.network {
+        inputs.push(n);
+    }
+    normcore_trainer::cli::check_output(&out, &inputs)?;
     let data = a.data.load()?;
-    let (mut t, out) = match &a.resume {
+    let mut t = match &a.resume {
         Some(path) => {
-            let t = checkpoint::load(path, a.threads)?;
+            let mut t = checkpoint::load(path, a.threads)?;
             eprintln!(
                 "resuming `{}` at step {} (epoch {})",
                 t.net.spec.name, t.step, t.epoch
             );
-            (t, a.out.clone().unwrap_or_else(|| path.clone()))
+            if a.steps <= t.step {
+                bail!(
+                    "--steps {} is not beyond the checkpoint's step {}: --steps is the new total",
+                    a.steps,
+                    t.step
+                );
+            }
+            let old = t.cfg;
+            let c = &mut t.cfg;
+            let mut changed = Vec::new();
+            macro_rules! apply {
+                ($field:ident, $flag:literal) => {
+                    if let Some(v) = a.$field {
+                        if v != c.$field {
+                            changed.push(format!("{} {} -> {}", $flag, old.$field, v));
+                        }
+                        c.$field = v;
+                    }
+                };
+            }
+            apply!(lr, "--lr");
+            apply!(batch, "--batch");
+            apply!(momentum, "--momentum");
+            apply!(weight_decay, "--weight-decay");
+            apply!(schedule, "--schedule");
+            t.cfg.validate()?;
+            if !changed.is_empty() {
+                eprintln!(
+                    "resume: applied from step {} on: {}",
+                    t.step + 1,
+                    changed.join(", ")
+                );
+            }
+            t
         }
         None => {
-            let spec = match (&a.preset, &a.network) {
-                (_, Some(path)) => NetworkSpec::load(path)?,
-                (Some(p), None) => spec::preset(p)?,
-                (None, None) => spec::preset(if a.data.data == "mnist" {
-                    "paper-mlp"
-                } else {
-                    "digits-mlp"
-                })?,
-            };
-            let name = spec.name.clone();
+            let spec = train_spec(&a)?;
             let cfg = TrainConfig {
-                batch: a.batch,
-                lr: a.lr,
-                momentum: a.momentum,
-                weight_decay: a.weight_decay,
+                batch: a.batch.unwrap_or(60),
+                lr: a.lr.unwrap_or(0.1),
+                momentum: a.momentum.unwrap_or(0.9),
+                weight_decay: a.weight_decay.unwrap_or(0.0),
                 nesterov: a.nesterov,
-                schedule: a.schedule,
+                schedule: a.schedule.unwrap_or(Schedule::Constant),
                 seed: a.seed,
             };
-            let t = Trainer::new(spec, a.init, cfg, a.threads)?;
-            let out = a.out.clone().unwrap_or_else(|| default_out(&name));
-            (t, out)
+            Trainer::new(spec, a.init, cfg, a.threads)?
         }
     };
     eprintln!(
@@ -271,6 +394,25 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         &out,
     )?;
     Ok(())
+}
+
+/// The network a fresh run trains: --network, --preset, or the data set's
+/// default preset.
+fn train_spec(a: &TrainArgs) -> Result<NetworkSpec> {
+    Ok(match (&a.preset, &a.network) {
+        (_, Some(path)) => NetworkSpec::load(path)?,
+        (Some(p), None) => spec::preset(p)?,
+        (None, None) => spec::preset(if a.data.data == "mnist" {
+            "paper-mlp"
+        } else {
+            "digits-mlp"
+        })?,
+    })
+}
+
+/// The network's name (for the default output path) without reading data.
+fn spec_name(a: &TrainArgs) -> Result<String> {
+    Ok(train_spec(a)?.name)
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
@@ -346,8 +488,29 @@ fn cmd_inspect(file: &Path, toml: bool) -> Result<()> {
     Ok(())
 }
 
+/// Let a write to a closed pipe end the process quietly, as Unix tools do
+/// (`normcore eval ... | head -1`): Rust ignores SIGPIPE, so a closed stdout
+/// would otherwise make `println!` panic.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition has no
+    // preconditions; no handler of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_pipe() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Not for device-eval, which talks to QEMU through pipes and reports
+    // their failures itself.
+    if !matches!(cli.command, Command::DeviceEval(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Train(a) => cmd_train(a),
         Command::Eval(a) => cmd_eval(a),

@@ -232,6 +232,9 @@ pub fn run_file(bytes: &[u8], test: &crate::data::Dataset) -> Result<FileRun, Ex
 /// memory, run each through core's parser and engine on the test set,
 /// report every stage's accuracy, write the chosen file atomically.
 pub fn run(a: ExportArgs) -> Result<()> {
+    let mut inputs = a.data.input_files();
+    inputs.push(&a.model);
+    crate::cli::check_output(&a.out, &inputs)?;
     let mut t = checkpoint::load(&a.model, a.threads)?;
     let data = a.data.load()?;
     crate::train::check_data(&t.net, &data.train)?;
