@@ -4,21 +4,10 @@
 //! shift, a model without BN, a damaged or missing model, a data set of
 //! another shape).
 
+mod common;
+
+use common::{listing, normcore, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn normcore(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_normcore"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("NORMCORE_MNIST_DIR")
-        .output()
-        .expect("run normcore")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ok(args: &[&str], dir: &Path) -> String {
     let out = normcore(args, dir);
@@ -37,15 +26,6 @@ fn fails(args: &[&str], dir: &Path) -> String {
     );
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     err
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 /// The percentage on the table row starting with `row`.

@@ -2,22 +2,10 @@
 //! paper's Figure 1, and what a user sees when the input is wrong (a clear
 //! message, a non-zero exit, and no half-written output).
 
+mod common;
+
+use common::{listing, normcore, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn normcore(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_normcore"))
-        .args(args)
-        .current_dir(dir)
-        // The MNIST search must not find a copy on the test machine.
-        .env_remove("NORMCORE_MNIST_DIR")
-        .output()
-        .expect("run normcore")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Runs `args` in `dir`, expects success, returns stdout and stderr together.
 fn ok(args: &[&str], dir: &Path) -> String {
@@ -41,16 +29,6 @@ fn fails(args: &[&str], dir: &Path) -> String {
         "normcore {args:?} panicked:\n{err}"
     );
     err
-}
-
-/// The files in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A percentage after `label` in `s`, e.g. "test accuracy 93.10%".

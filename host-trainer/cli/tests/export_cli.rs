@@ -1,19 +1,9 @@
 //! `normcore export` and `normcore inspect FILE.ncm` from the command line.
 
+mod common;
+
+use common::{normcore, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn normcore(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_normcore"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run normcore")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A digits-mlp checkpoint trained briefly in `dir`.
 fn trained(dir: &Path) -> &'static str {

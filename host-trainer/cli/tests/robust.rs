@@ -3,21 +3,11 @@
 //! a file could be lost, that the file already there is byte-for-byte
 //! unchanged.
 
+mod common;
+
+use common::{listing, normcore, text};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn normcore(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_normcore"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("NORMCORE_MNIST_DIR")
-        .output()
-        .expect("run normcore")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use std::process::{Command, Stdio};
 
 fn ok(args: &[&str], dir: &Path) -> String {
     let out = normcore(args, dir);
@@ -41,15 +31,6 @@ fn fails(args: &[&str], dir: &Path) -> String {
         "normcore {args:?} panicked:\n{err}"
     );
     err
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A small trained checkpoint `name` in `d`; returns its bytes.
