@@ -538,9 +538,7 @@ pub fn samples_for(
     let mut macs = 0;
     let mut check = |bytes: &[u8], name: &str| -> Result<usize> {
         let buf = ModelBytes::new(bytes);
-        let m = buf
-            .parse()
-            .with_context(|| format!("{name}: not a valid model file"))?;
+        let m = buf.parse_file(name)?;
         check_model_data(&m, test, &labels, name)?;
         let h = m.header();
         if let Some(c) = classes {
@@ -644,10 +642,17 @@ fn write_dir(
     Ok(written)
 }
 
+/// The files [`write_dir`] writes (or removes: a model file of a kind not
+/// given) in an assets directory.
+const DIR_FILES: [&str; 4] = [MODEL_F32, MODEL_INT8, SAMPLES, SUMMARY];
+
 /// Train, fold, export, run the host engine and write the assets (module
 /// documentation). Deterministic for a given configuration and machine.
 pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     ensure!(cfg.samples >= 1, "embed at least one sample (--samples)");
+    let mut names = DIR_FILES.to_vec();
+    names.push(CHECKPOINT);
+    crate::cli::check_output_dir(&cfg.out_dir, &names, &cfg.data.input_files())?;
     let data = cfg.data.load()?;
     let spec = spec::preset(&cfg.preset)?;
     let Exported {
@@ -767,12 +772,15 @@ pub fn train_export(
 pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> Result<Assets> {
     let mut model_f32 = None;
     let mut model_int8 = None;
+    // Inputs the directory's files must not replace: the data files, and
+    // each model file unless it already is the file it would be written to
+    // (it is then left as it is: the bytes are the same).
+    let mut inputs = data.input_files();
     for path in models {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let kind = ModelBytes::new(&bytes)
-            .parse()
-            .with_context(|| format!("{}: not a valid model file", path.display()))?
+            .parse_file(&path.display().to_string())?
             .kind();
         let slot = match kind {
             Kind::F32 => &mut model_f32,
@@ -783,7 +791,15 @@ pub fn embed(models: &[PathBuf], data: &DataArgs, n: usize, out_dir: &Path) -> R
             "two {kind:?} model files: give at most one of each kind"
         );
         *slot = Some(bytes);
+        let own = out_dir.join(match kind {
+            Kind::F32 => MODEL_F32,
+            Kind::Int8 => MODEL_INT8,
+        });
+        if path.canonicalize().ok() != own.canonicalize().ok() || !own.exists() {
+            inputs.push(path);
+        }
     }
+    crate::cli::check_output_dir(out_dir, &DIR_FILES, &inputs)?;
     let loaded = data.load()?;
     let (samples, summary) =
         samples_for(model_f32.as_deref(), model_int8.as_deref(), &loaded.test, n).with_context(

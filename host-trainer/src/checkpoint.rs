@@ -44,6 +44,17 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// The file is a model file written by `normcore export`, not a
+    /// checkpoint.
+    #[error(
+        "{path}: this is an exported model file (.ncm), not a checkpoint: use the checkpoint \
+         `normcore train -o FILE.ckpt` wrote (model files are read by `normcore inspect`, \
+         `adapt` and `samples`)"
+    )]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The state to save has NaN or infinite values: the file is left as it is.
     #[error("{path} not written: {reason} (the run diverged); the file is left as it was")]
     NotFinite {
@@ -209,10 +220,20 @@ pub fn checked_bytes(t: &mut Trainer, path: &Path) -> Result<Vec<u8>, Checkpoint
 /// network's shapes and every tensor's length.
 pub fn load(path: &Path, threads: usize) -> Result<Trainer, CheckpointError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
+    if crate::export::is_model_file(&bytes) {
+        return Err(CheckpointError::ModelFile {
+            path: path.to_path_buf(),
+        });
+    }
     from_bytes(&bytes, threads).map_err(|reason| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// Whether `bytes` start like a checkpoint (its magic without the version).
+pub fn is_checkpoint(bytes: &[u8]) -> bool {
+    bytes.len() >= 7 && bytes[..7] == MAGIC[..7]
 }
 
 /// Parse a checkpoint image.
@@ -316,6 +337,13 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
         .collect();
     if header.pos > order.len() {
         return Err("position beyond the epoch order".into());
+    }
+    // Files of this build never hold such state (`checked_bytes`); older
+    // ones or edited ones may.
+    if let Some(reason) = crate::train::non_finite_state(&net) {
+        return Err(format!(
+            "{reason}: the run that wrote it diverged; train again with a lower learning rate"
+        ));
     }
     Ok(Trainer::resume(
         net,
@@ -738,5 +766,47 @@ mod tests {
         };
         assert!(matches!(e, CheckpointError::Io { .. }));
         assert!(e.to_string().contains("/nonexistent/dir/x.ckpt"), "{e}");
+    }
+
+    /// Issue 12: a diverged BN layer is named as diverged, once: by the
+    /// network when it evaluates, and by the loader, which refuses such a
+    /// file (older builds could write one); a model file given as a
+    /// checkpoint is named as such.
+    #[test]
+    fn diverged_statistics_and_model_files_are_named() {
+        let (train, _) = builtin_digits_split().unwrap();
+        let mut t = trainer(3);
+        run_to(&mut t, &train, 2);
+        let bn = t
+            .net
+            .layers
+            .iter()
+            .position(|l| !l.running_var.is_empty())
+            .unwrap();
+        t.net.layers[bn].running_var[0] = f32::NAN;
+        let e = t.evaluate(&train, None).unwrap_err().to_string();
+        assert_eq!(e.matches("diverged").count(), 1, "{e}");
+        assert!(!e.contains("variance must be"), "{e}");
+        assert!(
+            e.contains(&format!("layer {} (batchnorm) diverged", bn + 1)),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.ckpt");
+        fs::write(&path, to_bytes(&mut t)).unwrap();
+        let e = load(&path, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("nan.ckpt")
+                && e.contains("non-finite running variance")
+                && e.contains("diverged"),
+            "{e}"
+        );
+        let ncm = dir.path().join("m.ncm");
+        fs::write(&ncm, b"NCMF and the rest of a model file").unwrap();
+        let e = load(&ncm, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("m.ncm: this is an exported model file (.ncm), not a checkpoint"),
+            "{e}"
+        );
     }
 }

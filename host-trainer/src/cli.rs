@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 /// Where samples come from.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data set: `digits` (built in, 8x8), `mnist` (IDX files in --data-dir),
-    /// or a CSV file path (features then label per row).
+    /// Data set: `digits` (built in, 8x8), `idx` (the four IDX files of
+    /// MNIST, Fashion-MNIST or any set in that format, in --data-dir;
+    /// `mnist` is the same), or a CSV file path (features then label per
+    /// row).
     #[arg(long, default_value = "digits")]
     pub data: String,
-    /// Directory holding MNIST's four IDX files (.gz or raw). Default: the
-    /// first of $NORMCORE_MNIST_DIR, ./data/mnist, ../shared/data/mnist that exists.
+    /// For --data idx: the directory holding the four IDX files
+    /// (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., .gz or
+    /// raw). Default: the first of $NORMCORE_MNIST_DIR, ./data/mnist,
+    /// ../shared/data/mnist that exists.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// For CSV data: a separate test file (default: a stratified 80/20 split).
@@ -70,13 +74,33 @@ pub fn mnist_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
+/// Which kind of data set a `--data` value selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// `digits`: the built-in UCI digits.
+    Digits,
+    /// `idx` (or its synonym `mnist`): four IDX files in a directory.
+    Idx,
+    /// Anything else: a CSV file's path.
+    Csv,
+}
+
 impl DataArgs {
+    /// What `--data` selects (`mnist` is a synonym of `idx`).
+    pub fn kind(&self) -> DataKind {
+        match self.data.as_str() {
+            "digits" => DataKind::Digits,
+            "idx" | "mnist" => DataKind::Idx,
+            _ => DataKind::Csv,
+        }
+    }
+
     /// The files this selection reads that an output must not replace: the
     /// CSV file(s) (the built-in digits and MNIST's directory have none a
     /// model or checkpoint would be written over).
     pub fn input_files(&self) -> Vec<&Path> {
         let mut v = Vec::new();
-        if !matches!(self.data.as_str(), "digits" | "mnist") {
+        if self.kind() == DataKind::Csv {
             v.push(Path::new(self.data.as_str()));
         }
         if let Some(t) = &self.test_csv {
@@ -87,13 +111,13 @@ impl DataArgs {
 
     /// Load the selected data set (train and test parts).
     pub fn load(&self) -> Result<Data> {
-        let csv = !matches!(self.data.as_str(), "digits" | "mnist");
+        let csv = self.kind() == DataKind::Csv;
         let unused = |flag: &str| {
             anyhow::anyhow!(
                 "{flag} does not apply to --data {}: it is for {} (remove it, or choose that data set)",
                 self.data,
                 if flag == "--data-dir" {
-                    "--data mnist"
+                    "--data idx"
                 } else {
                     "CSV data"
                 }
@@ -105,7 +129,7 @@ impl DataArgs {
         if !csv && self.input_shape.is_some() {
             return Err(unused("--input-shape"));
         }
-        if self.data != "mnist" && self.data_dir.is_some() {
+        if self.kind() != DataKind::Idx && self.data_dir.is_some() {
             return Err(unused("--data-dir"));
         }
         match self.data.as_str() {
@@ -113,7 +137,7 @@ impl DataArgs {
                 let (train, test) = data::builtin_digits_split()?;
                 Ok(Data { train, test })
             }
-            "mnist" => {
+            "idx" | "mnist" => {
                 let dir = mnist_dir(self.data_dir.as_deref())?;
                 let (train, test) = data::load_mnist(&dir)?;
                 Ok(Data { train, test })
@@ -139,7 +163,8 @@ impl DataArgs {
                 }
             }
             other => bail!(
-                "unknown data set `{other}`: use digits, mnist, or the path of an existing CSV file"
+                "unknown data set `{other}`: use digits, idx (IDX files such as MNIST's; also \
+                 `mnist`), or the path of an existing CSV file"
             ),
         }
     }
@@ -287,6 +312,32 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
     }
 }
 
+/// [`check_output`] for a command that writes the files `names` into the
+/// directory `dir` (`--out-dir`), before any work is done: `dir` is a
+/// directory or can be created (it is not a file), and every file it would
+/// get passes [`check_output`] against `inputs` (none of them is an input,
+/// a directory or read-only, and the place is writable).
+pub fn check_output_dir(dir: &Path, names: &[&str], inputs: &[&Path]) -> Result<()> {
+    let shown = dir.display();
+    if dir.as_os_str().is_empty() {
+        bail!("the output directory is empty: give --out-dir DIR");
+    }
+    if dir.exists() && !dir.is_dir() {
+        let input = inputs
+            .iter()
+            .any(|i| i.canonicalize().ok() == dir.canonicalize().ok());
+        bail!(
+            "{shown} is {}, not a directory: --out-dir takes a directory \
+             (created if missing); give another path",
+            if input { "an input file" } else { "a file" },
+        );
+    }
+    for name in names {
+        check_output(&dir.join(name), inputs)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +391,29 @@ mod tests {
             .collect();
         names.sort();
         assert!(names.iter().all(|n| !n.contains("probe")), "{names:?}");
+    }
+
+    #[test]
+    fn check_output_dir_refuses_files_and_inputs_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("d.csv");
+        std::fs::write(&input, b"1,0\n").unwrap();
+        let inputs = [input.as_path()];
+        check_output_dir(&d.join("new/out"), &["a.csv", "b.png"], &inputs).unwrap();
+        check_output_dir(d, &["a.csv"], &inputs).unwrap();
+        let e = check_output_dir(&input, &["a.csv"], &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is an input file, not a directory"), "{e}");
+        let e = check_output_dir(d, &["a.csv", "d.csv"], &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the input file"), "{e}");
+        std::fs::create_dir(d.join("a.csv.d")).unwrap();
+        let e = check_output_dir(d, &["a.csv.d"], &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
     }
 }

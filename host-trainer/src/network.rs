@@ -173,6 +173,13 @@ pub enum NetworkError {
         /// chain would print it twice).
         error: CoreError,
     },
+    /// A BN layer's running variance is NaN or negative: the statistics
+    /// of a run that diverged.
+    #[error(
+        "layer {0} (batchnorm) diverged: its running variance is NaN or negative; \
+         train again with a lower learning rate"
+    )]
+    Diverged(usize),
     /// A batch larger than the workspace or of the wrong sample size.
     #[error("batch of {n} samples of {len} values does not fit a workspace for {capacity} samples of {expected}")]
     Batch {
@@ -505,7 +512,12 @@ impl Network {
                             &state,
                             ViewMut::new(xs, yout).map_err(&err)?,
                         )
-                        .map_err(&err)?;
+                        .map_err(|e| match e {
+                            CoreError::InvalidParam(normcore::Param::Variance) => {
+                                NetworkError::Diverged(i + 1)
+                            }
+                            e => err(e),
+                        })?;
                     }
                 }
                 Op::Dropout(d) => match rng.as_deref_mut() {

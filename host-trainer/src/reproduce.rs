@@ -524,6 +524,16 @@ pub fn sweep_table(rows: &[SweepRow], a: &LrSweepArgs) -> String {
 pub fn run(e: Experiment) -> Result<()> {
     match e {
         Experiment::Figure1(a) => {
+            crate::cli::check_output_dir(
+                &a.out_dir,
+                &[
+                    "figure1.csv",
+                    "figure1a.png",
+                    "figure1b.png",
+                    "figure1c.png",
+                ],
+                &a.data.input_files(),
+            )?;
             let data = a.data.load()?;
             let record = figure1(&a, &data)?;
             write_figure1(&record, &a.out_dir, a.unit)?;
@@ -557,6 +567,11 @@ pub fn run(e: Experiment) -> Result<()> {
         }
         Experiment::Drift(a) => drift::run(a),
         Experiment::LrSweep(a) => {
+            crate::cli::check_output_dir(
+                &a.out_dir,
+                &["lr-sweep.md", "lr-sweep.csv", "lr-sweep.png"],
+                &a.data.input_files(),
+            )?;
             let data = a.data.load()?;
             let rows = lr_sweep(&a, &data)?;
             let table = sweep_table(&rows, &a);

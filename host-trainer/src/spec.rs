@@ -42,7 +42,7 @@ use std::fmt;
 use std::path::Path;
 
 /// A spatial size given as one number (square) or `[h, w]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Pair {
     /// Same value in both dimensions.
@@ -63,7 +63,7 @@ impl Pair {
 /// Zero padding: `"valid"` (none), `"same"` (output = ceil(input/stride), the
 /// extra pixel at the bottom/right as TensorFlow does), a number (every side),
 /// or `[top, bottom, left, right]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PaddingSpec {
     /// `"valid"` or `"same"`.
@@ -82,6 +82,103 @@ pub enum NamedPadding {
     Valid,
     /// Keep `ceil(in / stride)` outputs.
     Same,
+}
+
+/// What a [`Pair`] is written as, for messages.
+const PAIR_FORMS: &str = "a whole number >= 1 (e.g. 3) or [height, width] (e.g. [3, 3])";
+/// What a [`PaddingSpec`] is written as, for messages.
+const PADDING_FORMS: &str = "\"valid\", \"same\", a number of zeros on every side (e.g. 1) \
+     or [top, bottom, left, right] (e.g. [1, 1, 0, 0])";
+
+/// A whole number `>= 0` from a TOML integer, or the message that says
+/// what was found instead.
+fn size<E: serde::de::Error>(v: i64, forms: &str) -> Result<usize, E> {
+    usize::try_from(v).map_err(|_| E::custom(format_args!("{v} is negative: give {forms}")))
+}
+
+/// The elements of an array of whole numbers `>= 0`, exactly `N` of them.
+fn sizes<'de, A: serde::de::SeqAccess<'de>, const N: usize>(
+    mut seq: A,
+    forms: &str,
+) -> Result<[usize; N], A::Error> {
+    use serde::de::Error;
+    let mut out = [0usize; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let v: i64 = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::custom(format_args!("{i} numbers, not {N}: give {forms}")))?;
+        *slot = size(v, forms)?;
+    }
+    if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+        return Err(A::Error::custom(format_args!(
+            "more than {N} numbers: give {forms}"
+        )));
+    }
+    Ok(out)
+}
+
+/// `Pair`'s reader: one visitor, so that a wrong value is named with what
+/// is accepted (serde's untagged enums only say "did not match any
+/// variant").
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pair;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(PAIR_FORMS)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Pair, E> {
+                Ok(Pair::Square(size(v, PAIR_FORMS)?))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Pair, E> {
+                usize::try_from(v)
+                    .map(Pair::Square)
+                    .map_err(|_| E::custom(format_args!("{v} is too large: give {PAIR_FORMS}")))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Pair, A::Error> {
+                Ok(Pair::Hw(sizes(seq, PAIR_FORMS)?))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `PaddingSpec`'s reader (as [`Pair`]'s).
+impl<'de> Deserialize<'de> for PaddingSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PaddingSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(PADDING_FORMS)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PaddingSpec, E> {
+                match v {
+                    "valid" => Ok(PaddingSpec::Named(NamedPadding::Valid)),
+                    "same" => Ok(PaddingSpec::Named(NamedPadding::Same)),
+                    _ => Err(E::custom(format_args!(
+                        "\"{v}\" is not a padding: give {PADDING_FORMS}"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PaddingSpec, E> {
+                Ok(PaddingSpec::Uniform(size(v, PADDING_FORMS)?))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PaddingSpec, E> {
+                usize::try_from(v)
+                    .map(PaddingSpec::Uniform)
+                    .map_err(|_| E::custom(format_args!("{v} is too large: give {PADDING_FORMS}")))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<PaddingSpec, A::Error> {
+                Ok(PaddingSpec::Explicit(sizes(seq, PADDING_FORMS)?))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for PaddingSpec {
@@ -462,12 +559,61 @@ fn core_msg(e: CoreError) -> String {
     e.to_string()
 }
 
+/// The layer field that makes `text` fail to parse, with its line and what
+/// is accepted: `line 7: layer 2 (conv2d), kernel = -3: -3 is negative:
+/// give ...`. Layers are read through serde's internally tagged enum,
+/// which buffers a layer's fields and so reports their errors at the
+/// layer's table, not at the field; this reads the size and padding fields
+/// one by one where they are written. `None` when they are all valid (the
+/// parser's own message then says what is wrong).
+fn field_error(text: &str) -> Option<String> {
+    use serde::de::IntoDeserializer;
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let layers = doc.get_ref().get("layers")?;
+    let DeValue::Array(layers) = layers.get_ref() else {
+        return None;
+    };
+    let line = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+    for (i, layer) in layers.iter().enumerate() {
+        let DeValue::Table(fields) = layer.get_ref() else {
+            continue;
+        };
+        let kind = fields
+            .get("type")
+            .and_then(|t| t.get_ref().as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+        for (key, value) in fields.iter() {
+            let span = value.span();
+            let err = match &**key.get_ref() {
+                "kernel" | "stride" => Pair::deserialize(value.clone().into_deserializer())
+                    .err()
+                    .map(|e| e.message().to_owned()),
+                "padding" => PaddingSpec::deserialize(value.clone().into_deserializer())
+                    .err()
+                    .map(|e| e.message().to_owned()),
+                _ => None,
+            };
+            if let Some(err) = err {
+                return Some(format!(
+                    "line {}: layer {} ({kind}), {} = {}: {err}",
+                    line(span.start),
+                    i + 1,
+                    key.get_ref(),
+                    text.get(span).unwrap_or("?").trim()
+                ));
+            }
+        }
+    }
+    None
+}
+
 impl NetworkSpec {
     /// Parse a TOML network description.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, SpecError> {
         toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: field_error(text).unwrap_or_else(|| e.to_string()),
         })
     }
 
@@ -908,6 +1054,54 @@ mod tests {
         assert!(
             e.contains("layer 1 (dropout)") && e.contains("dropout rate"),
             "{e}"
+        );
+    }
+
+    /// Issue 12: a bad size or padding names the file, the line, the layer,
+    /// the field and what is accepted.
+    #[test]
+    fn bad_sizes_name_the_line_the_field_and_the_forms() {
+        let text = "name = \"n\"\ninput = [8, 8, 1]\nclasses = 10\n[[layers]]\ntype = \"dense\"\n\
+                    units = 4\n[[layers]]\ntype = \"conv2d\"\nfilters = 2\n\
+                    kernel = KERNEL\nstride = STRIDE\npadding = PADDING\n";
+        let bad = |kernel: &str, stride: &str, padding: &str| {
+            let t = text
+                .replace("KERNEL", kernel)
+                .replace("STRIDE", stride)
+                .replace("PADDING", padding);
+            NetworkSpec::from_toml(&t, "net.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("-3", "1", "0");
+        assert_eq!(
+            e,
+            "net.toml: line 10: layer 2 (conv2d), kernel = -3: -3 is negative: give a whole \
+             number >= 1 (e.g. 3) or [height, width] (e.g. [3, 3])"
+        );
+        let e = bad("3", "[1, -2]", "0");
+        assert!(
+            e.contains("line 11: layer 2 (conv2d), stride = [1, -2]: -2 is negative"),
+            "{e}"
+        );
+        let e = bad("[3, 3, 3]", "1", "0");
+        assert!(e.contains("kernel = [3, 3, 3]: more than 2 numbers"), "{e}");
+        let e = bad("3", "1", "\"full\"");
+        assert!(
+            e.contains("line 12: layer 2 (conv2d), padding = \"full\": \"full\" is not a padding: give \"valid\", \"same\""),
+            "{e}"
+        );
+        let e = bad("3", "1", "[1, 1]");
+        assert!(e.contains("padding = [1, 1]: 2 numbers, not 4"), "{e}");
+        // Valid forms still read, and write back the same.
+        let t = text
+            .replace("KERNEL", "[3, 2]")
+            .replace("STRIDE", "2")
+            .replace("PADDING", "[1, 1, 0, 0]");
+        let spec = NetworkSpec::from_toml(&t, "net.toml").unwrap();
+        assert_eq!(
+            NetworkSpec::from_toml(&spec.to_toml(), "again").unwrap(),
+            spec
         );
     }
 }

@@ -402,7 +402,7 @@ fn train_spec(a: &TrainArgs) -> Result<NetworkSpec> {
     Ok(match (&a.preset, &a.network) {
         (_, Some(path)) => NetworkSpec::load(path)?,
         (Some(p), None) => spec::preset(p)?,
-        (None, None) => spec::preset(if a.data.data == "mnist" {
+        (None, None) => spec::preset(if a.data.kind() == normcore_trainer::cli::DataKind::Idx {
             "paper-mlp"
         } else {
             "digits-mlp"

@@ -416,3 +416,370 @@ fn class9_ctrl_c_stops_between_steps_and_leaves_no_temporary_file() {
     assert_eq!(listing(d), ["m.ckpt"]);
     ok(&["eval", "--model", "m.ckpt"], d);
 }
+
+/// Fault injection: a run writing a checkpoint at every step is killed
+/// (SIGKILL: no handler runs) at seeded random moments, many times; after
+/// each kill the checkpoint loads (`normcore eval`) — the good file that
+/// was there before is only ever replaced by another valid one — and a
+/// file that never existed is either still absent or valid, never corrupt.
+/// Temporary files of the killed runs are removed by the next run.
+#[cfg(unix)]
+#[test]
+fn fault_injection_sigkill_at_random_moments_never_leaves_a_corrupt_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let original = good(d, "m.ckpt");
+    // A small linear congruential generator: the same delays every run.
+    let mut state: u64 = 0x5EED_F00D;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let kills = 24;
+    let mut replaced = 0;
+    let mut fresh_written = 0;
+    for i in 0..kills {
+        // Every fourth run writes a file that did not exist before.
+        let name = if i % 4 == 3 {
+            format!("fresh{i}.ckpt")
+        } else {
+            "m.ckpt".to_owned()
+        };
+        let seed = (i + 2).to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_normcore"))
+            .args([
+                "train",
+                "--steps",
+                "100000000",
+                "--checkpoint-every",
+                "1",
+                "--eval-every",
+                "0",
+                "--seed",
+                &seed,
+                "-o",
+                &name,
+            ])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // 0 to 600 ms: before the data is loaded, between writes, mid-write.
+        let delay = next() % 600;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let path = d.join(&name);
+        if name == "m.ckpt" || path.exists() {
+            let out = normcore(&["eval", "--model", &name], d);
+            assert!(
+                out.status.success(),
+                "kill {i} after {delay} ms left {name} unloadable:\n{}",
+                text(&out.stderr)
+            );
+            if name == "m.ckpt" && std::fs::read(&path).unwrap() != original {
+                replaced += 1;
+            }
+            if name != "m.ckpt" {
+                fresh_written += 1;
+            }
+        }
+    }
+    // The kills did land while checkpoints were being written.
+    assert!(replaced > 0, "no kill happened after a checkpoint write");
+    eprintln!("{kills} kills: m.ckpt replaced (validly) {replaced} times, {fresh_written} fresh files written");
+    // The next completed run removes the temporary files the dead ones
+    // left for its file.
+    ok(
+        &["train", "--steps", "5", "--eval-every", "0", "-o", "m.ckpt"],
+        d,
+    );
+    assert!(
+        listing(d).iter().all(|n| !n.starts_with(".m.ckpt.tmp-")),
+        "{:?}",
+        listing(d)
+    );
+}
+
+/// Items 3 and 9 for every command that writes a directory (`assets`,
+/// `samples`, `reproduce ...`): the directory is checked before any work
+/// (not a file, no file it would get is an input), and the input is left
+/// byte-for-byte as it was.
+#[test]
+fn class3_every_out_dir_is_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    good(d, "s.ckpt");
+    ok(&["export", "--model", "s.ckpt", "-o", "f32.ncm"], d);
+    let f32_model = std::fs::read(d.join("f32.ncm")).unwrap();
+    let csv: String = (0..40)
+        .map(|i| format!("{},{},{},{}\n", i % 7, i % 3, i % 5, i % 2))
+        .collect();
+    std::fs::write(d.join("figure1.csv"), &csv).unwrap();
+    std::fs::write(d.join("file.txt"), b"keep").unwrap();
+    let start = std::time::Instant::now();
+    for (args, says) in [
+        // A file where a directory is expected (an input, or not).
+        (
+            &["assets", "--steps", "100000", "--out-dir", "file.txt"][..],
+            "file.txt is a file, not a directory",
+        ),
+        (
+            &["samples", "--model", "f32.ncm", "--out-dir", "f32.ncm"][..],
+            "f32.ncm is an input file, not a directory",
+        ),
+        (
+            &[
+                "reproduce",
+                "lr-sweep",
+                "--max-steps",
+                "100000",
+                "--out-dir",
+                "file.txt",
+            ][..],
+            "file.txt is a file, not a directory",
+        ),
+        (
+            &[
+                "reproduce",
+                "figure1",
+                "--data",
+                "figure1.csv",
+                "--out-dir",
+                "figure1.csv",
+            ][..],
+            "figure1.csv is an input file, not a directory",
+        ),
+        (
+            &[
+                "reproduce",
+                "drift",
+                "--model",
+                "f32.ncm",
+                "--out-dir",
+                "f32.ncm",
+            ][..],
+            "f32.ncm is an input file, not a directory",
+        ),
+        // A file the command would write is one of its inputs.
+        (
+            &[
+                "reproduce",
+                "figure1",
+                "--data",
+                "figure1.csv",
+                "--steps",
+                "100000",
+                "--out-dir",
+                ".",
+            ][..],
+            "is the input file figure1.csv",
+        ),
+    ] {
+        let err = fails(args, d);
+        assert!(err.contains(says), "{args:?}: {err}");
+        unchanged(d, "f32.ncm", &f32_model);
+        unchanged(d, "figure1.csv", csv.as_bytes());
+        unchanged(d, "file.txt", b"keep");
+    }
+    // An f32 model stored under the int8 file's name in the assets
+    // directory: writing the assets would replace (or delete) it.
+    std::fs::create_dir(d.join("assets")).unwrap();
+    std::fs::write(d.join("assets/model-int8.ncm"), &f32_model).unwrap();
+    let err = fails(
+        &[
+            "samples",
+            "--model",
+            "assets/model-int8.ncm",
+            "--out-dir",
+            "assets",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("is the input file assets/model-int8.ncm"),
+        "{err}"
+    );
+    unchanged(d, "assets/model-int8.ncm", &f32_model);
+    assert!(start.elapsed().as_secs() < 10, "checked after the work");
+    // A model already in its place is not an input at risk (the same
+    // bytes): accepted.
+    ok(&["samples", "--model", "f32.ncm", "--out-dir", "out"], d);
+    ok(
+        &[
+            "samples",
+            "--model",
+            "out/model-f32.ncm",
+            "--out-dir",
+            "out",
+            "--samples",
+            "8",
+        ],
+        d,
+    );
+    unchanged(d, "out/model-f32.ncm", &f32_model);
+}
+
+/// Item 11: the int8-only accumulator limit does not refuse an f32
+/// export; an int8 export is refused with the reason and the way out.
+#[test]
+fn class11_an_f32_export_is_not_refused_by_the_int8_accumulator_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 8 x 8 x 1040 = 66,560 products per dense output: more than the i32
+    // accumulator's int8 limit (about 66,051).
+    std::fs::write(
+        d.join("wide.toml"),
+        "name = \"wide\"\ninput = [8, 8, 1]\nclasses = 10\n[[layers]]\ntype = \"conv2d\"\n\
+         filters = 1040\nkernel = 3\npadding = \"same\"\n[[layers]]\ntype = \"relu\"\n\
+         [[layers]]\ntype = \"dense\"\nunits = 10\n",
+    )
+    .unwrap();
+    ok(
+        &[
+            "train",
+            "--network",
+            "wide.toml",
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--eval-every",
+            "0",
+            "-o",
+            "w.ckpt",
+        ],
+        d,
+    );
+    let out = ok(
+        &[
+            "export",
+            "--model",
+            "w.ckpt",
+            "-o",
+            "w.ncm",
+            "--calibration",
+            "50",
+        ],
+        d,
+    );
+    assert!(
+        out.contains("| int8") && out.contains("not possible"),
+        "{out}"
+    );
+    assert!(out.contains("can overflow the i32 accumulator"), "{out}");
+    assert!(out.contains("wrote w.ncm: f32"), "{out}");
+    let err = fails(
+        &[
+            "export",
+            "--model",
+            "w.ckpt",
+            "-o",
+            "q.ncm",
+            "--quantize",
+            "int8",
+            "--calibration",
+            "50",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("can overflow the i32 accumulator")
+            && err.contains("leave out --quantize int8"),
+        "{err}"
+    );
+    assert!(!d.join("q.ncm").exists());
+}
+
+/// Item 12: a model file where a checkpoint is expected (and the other way
+/// round) is named for what it is, with the command to use; a bad kernel
+/// in a network file names the file, the line, the field and the forms.
+#[test]
+fn class12_messages_name_the_file_the_field_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    good(d, "s.ckpt");
+    ok(&["export", "--model", "s.ckpt", "-o", "m.ncm"], d);
+    for args in [
+        &["eval", "--model", "m.ncm"][..],
+        &["export", "--model", "m.ncm", "-o", "x.ncm"][..],
+        &[
+            "train", "--resume", "m.ncm", "--steps", "30", "-o", "x.ckpt",
+        ][..],
+    ] {
+        let err = fails(args, d);
+        assert!(
+            err.contains("m.ncm: this is an exported model file (.ncm), not a checkpoint"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("not a valid normcore checkpoint"), "{err}");
+    }
+    let err = fails(
+        &[
+            "adapt", "--model", "s.ckpt", "--method", "restat", "-o", "a.ncm",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("s.ckpt: this is a training checkpoint, not a model file (.ncm): export it first with `normcore export --model s.ckpt -o FILE.ncm`"),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("k.toml"),
+        "name = \"k\"\ninput = [8, 8, 1]\nclasses = 10\n\n[[layers]]\ntype = \"conv2d\"\n\
+         filters = 4\nkernel = -3\n\n[[layers]]\ntype = \"dense\"\nunits = 10\n",
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--network",
+            "k.toml",
+            "--steps",
+            "1",
+            "-o",
+            "k.ckpt",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("k.toml: line 8: layer 1 (conv2d), kernel = -3: -3 is negative: give a whole number >= 1"),
+        "{err}"
+    );
+    assert!(!err.contains("untagged"), "{err}");
+    // I/O errors say their cause once.
+    let err = fails(&["eval", "--model", "missing.ckpt"], d);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+/// "Also": `--data idx` is the IDX files' name (`mnist` a synonym).
+#[test]
+fn data_idx_is_accepted_and_mnist_is_its_synonym() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["idx", "mnist"] {
+        let err = fails(
+            &[
+                "train",
+                "--data",
+                name,
+                "--data-dir",
+                "nowhere",
+                "--steps",
+                "1",
+                "-o",
+                "m.ckpt",
+            ],
+            d,
+        );
+        assert!(err.contains("nowhere"), "{name}: {err}");
+        assert!(!err.contains("unknown data set"), "{name}: {err}");
+    }
+    let err = fails(&["train", "--data-dir", "x", "--steps", "1"], d);
+    assert!(err.contains("it is for --data idx"), "{err}");
+    let help = ok(&["train", "--help"], d);
+    assert!(help.contains("Fashion-MNIST"), "{help}");
+}

@@ -116,9 +116,7 @@ pub fn adapt_file(
     a: &AdaptArgs,
 ) -> Result<AdaptReport> {
     let buf = ModelBytes::new(bytes);
-    let model = buf
-        .parse()
-        .with_context(|| format!("{name}: not a valid model file"))?;
+    let model = buf.parse_file(name)?;
     let scope = a.method.scope();
     let mut words = new_overlay(&model, scope)
         .with_context(|| format!("{name}: cannot adapt by {}", a.method.name()))?;
@@ -207,10 +205,7 @@ pub fn run(a: AdaptArgs) -> Result<()> {
     let path = a.model.display().to_string();
     let bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {path}"))?;
     // The model before the data: a bad file is reported without loading.
-    let kind = ModelBytes::new(&bytes)
-        .parse()
-        .with_context(|| format!("{path}: not a valid model file"))?
-        .kind();
+    let kind = ModelBytes::new(&bytes).parse_file(&path)?.kind();
     let data = a.data.load()?;
     let r = adapt_file(&bytes, &path, &data, &a)?;
     crate::checkpoint::write_atomic(&a.out, &r.file)?;

@@ -54,6 +54,22 @@ impl ModelBytes {
     pub fn parse(&self) -> Result<Model<'_>, ExportError> {
         Ok(Model::parse(self.bytes())?)
     }
+
+    /// [`Self::parse`] for the file `name`, which the user gave as a
+    /// model file: a checkpoint is named as such, with the command that
+    /// makes a model file of it; anything else is "not a valid model file"
+    /// and core's reason.
+    pub fn parse_file(&self, name: &str) -> anyhow::Result<Model<'_>> {
+        use anyhow::Context;
+        if crate::checkpoint::is_checkpoint(self.bytes()) {
+            anyhow::bail!(
+                "{name}: this is a training checkpoint, not a model file (.ncm): export it \
+                 first with `normcore export --model {name} -o FILE.ncm`"
+            );
+        }
+        self.parse()
+            .with_context(|| format!("{name}: not a valid model file"))
+    }
 }
 
 /// A model's output for one sample, owned.

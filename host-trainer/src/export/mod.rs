@@ -241,14 +241,37 @@ pub fn run(a: ExportArgs) -> Result<()> {
     crate::train::check_data(&t.net, &data.test)?;
     let float = t.evaluate(&data.test, None)?;
     let folded = fold(&t.net)?;
-    let cal = calibrate(&folded, &data.train, a.calibration)?;
-    let (input_q, choice) = input_params(&data.train)?;
-    let (qm, notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
     let f32_bytes = write_f32(&folded, a.block_rows, data.train.pixel_scale)?;
-    let int8_bytes = ncm::write_int8_form(&qm, a.block_rows, a.weights.into())?;
     let check = "self-check of the written file";
     let f32_run = run_file(&f32_bytes, &data.test).context(check)?;
-    let int8_run = run_file(&int8_bytes, &data.test).context(check)?;
+    // The int8 form is always computed for the comparison table, but its
+    // limits (the i32 accumulator's) only refuse an int8 export: an f32
+    // export reports the int8 form as not possible and goes on.
+    let int8 = (|| -> Result<_> {
+        let cal = calibrate(&folded, &data.train, a.calibration)?;
+        let (input_q, choice) = input_params(&data.train)?;
+        let (qm, notes) = quantize(&folded, &cal, input_q, data.train.pixel_scale)?;
+        let bytes = ncm::write_int8_form(&qm, a.block_rows, a.weights.into())?;
+        let run = run_file(&bytes, &data.test).context(check)?;
+        Ok(Int8Form {
+            samples: cal.samples,
+            input_q,
+            choice,
+            notes,
+            bytes,
+            run,
+        })
+    })();
+    let int8 = match (int8, a.quantize) {
+        (Ok(q), _) => Ok(q),
+        (Err(e), Quantize::Int8) => {
+            return Err(e.context(format!(
+                "{}: no int8 form (export it as f32: leave out --quantize int8)",
+                a.model.display()
+            )))
+        }
+        (Err(e), Quantize::F32) => Err(e),
+    };
     // The f32 file on the device's kernels against the host's batch
     // evaluator of the folded model: equal up to summation order.
     let host = folded.forward(&data.test.images, data.test.len())?;
@@ -259,9 +282,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
         .zip(&host)
         .map(|(d, h)| (d - h).abs() / h.abs().max(1.0))
         .fold(0.0f32, f32::max);
-    let (bytes, written) = match a.quantize {
-        Quantize::F32 => (&f32_bytes, &f32_run),
-        Quantize::Int8 => (&int8_bytes, &int8_run),
+    let (bytes, written) = match (a.quantize, &int8) {
+        (Quantize::Int8, Ok(q)) => (&q.bytes, &q.run),
+        _ => (&f32_bytes, &f32_run),
     };
     checkpoint::write_atomic(&a.out, bytes)?;
 
@@ -295,32 +318,46 @@ pub fn run(a: ExportArgs) -> Result<()> {
         Some(&f32_run),
         a.quantize == Quantize::F32,
     );
-    row(
-        &format!("int8 (calibrated on {})", cal.samples),
-        int8_run.accuracy,
-        Some(&int8_run),
-        a.quantize == Quantize::Int8,
-    );
-    println!();
-    println!(
-        "folded f32 and int8: the files parsed and run by core's engine, one sample at a time; \
-         the f32 file matches the host's folded evaluator to {worst:.1e} (relative)"
-    );
-    match choice {
-        quant::InputChoice::RawLevels { raw_min, raw_max } => println!(
-            "int8 input: scale {} (the pixel scale), zero point {}: raw values {raw_min}..={raw_max} are levels {}..={} exactly",
-            input_q.scale,
-            input_q.zero_point,
-            raw_min + i64::from(input_q.zero_point),
-            raw_max + i64::from(input_q.zero_point),
+    match &int8 {
+        Ok(q) => row(
+            &format!("int8 (calibrated on {})", q.samples),
+            q.run.accuracy,
+            Some(&q.run),
+            a.quantize == Quantize::Int8,
         ),
-        quant::InputChoice::Range(r) => println!(
-            "int8 input: scale {}, zero point {} (from the training range [{}, {}])",
-            input_q.scale, input_q.zero_point, r.min, r.max
+        Err(_) => println!(
+            "| {:<30} | {:>13} | {:>10} | {:>11} |",
+            "int8", "not possible", "-", "-"
         ),
     }
-    for n in &notes {
-        println!("note: {n}");
+    println!();
+    println!(
+        "folded f32{}: the file{} parsed and run by core's engine, one sample at a time; \
+         the f32 file matches the host's folded evaluator to {worst:.1e} (relative)",
+        if int8.is_ok() { " and int8" } else { "" },
+        if int8.is_ok() { "s" } else { "" },
+    );
+    match &int8 {
+        Ok(q) => {
+            let input_q = q.input_q;
+            match q.choice {
+                quant::InputChoice::RawLevels { raw_min, raw_max } => println!(
+                    "int8 input: scale {} (the pixel scale), zero point {}: raw values {raw_min}..={raw_max} are levels {}..={} exactly",
+                    input_q.scale,
+                    input_q.zero_point,
+                    raw_min + i64::from(input_q.zero_point),
+                    raw_max + i64::from(input_q.zero_point),
+                ),
+                quant::InputChoice::Range(r) => println!(
+                    "int8 input: scale {}, zero point {} (from the training range [{}, {}])",
+                    input_q.scale, input_q.zero_point, r.min, r.max
+                ),
+            }
+            for n in &q.notes {
+                println!("note: {n}");
+            }
+        }
+        Err(e) => println!("note: no int8 form of this network (f32 is unaffected): {e:#}"),
     }
     println!(
         "wrote {}: {}, {} bytes (weights {} bytes, BN statistics {} bytes), {} layers, arena {} bytes",
@@ -337,18 +374,37 @@ pub fn run(a: ExportArgs) -> Result<()> {
     );
     if a.summary {
         println!(
-            "summary: network={} float={:.4} f32={:.4} int8={:.4} f32_bytes={} f32_arena={} int8_bytes={} int8_arena={}",
+            "summary: network={} float={:.4} f32={:.4} int8={} f32_bytes={} f32_arena={} int8_bytes={} int8_arena={}",
             t.net.spec.name,
             100.0 * float.accuracy,
             100.0 * f32_run.accuracy,
-            100.0 * int8_run.accuracy,
+            int8.as_ref()
+                .map_or("-".into(), |q| format!("{:.4}", 100.0 * q.run.accuracy)),
             f32_run.file_bytes,
             f32_run.arena_bytes,
-            int8_run.file_bytes,
-            int8_run.arena_bytes
+            int8.as_ref()
+                .map_or("-".into(), |q| q.run.file_bytes.to_string()),
+            int8.as_ref()
+                .map_or("-".into(), |q| q.run.arena_bytes.to_string()),
         );
     }
     Ok(())
+}
+
+/// The int8 form `normcore export` computes next to the f32 one.
+struct Int8Form {
+    /// Training samples calibrated on.
+    samples: usize,
+    /// The input's quantization.
+    input_q: quant::QParams,
+    /// How it was chosen.
+    choice: quant::InputChoice,
+    /// Notes of the quantization.
+    notes: Vec<String>,
+    /// The file.
+    bytes: Vec<u8>,
+    /// The file as the device runs it.
+    run: FileRun,
 }
 
 /// Whether `bytes` look like a model file (they start with `"NCMF"`).

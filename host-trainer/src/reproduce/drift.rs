@@ -420,8 +420,7 @@ fn model_for(a: &DriftArgs, data: &Data) -> Result<(Vec<u8>, String)> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let kind = ModelBytes::new(&bytes)
-            .parse()
-            .with_context(|| format!("{}: not a valid model file", path.display()))?
+            .parse_file(&path.display().to_string())?
             .kind();
         let want = match a.kind {
             Some(Quantize::F32) => Some(normcore::model::Kind::F32),
@@ -481,6 +480,10 @@ fn model_for(a: &DriftArgs, data: &Data) -> Result<(Vec<u8>, String)> {
 /// write the CSV, markdown and PNG, print the table.
 pub fn run(a: DriftArgs) -> Result<()> {
     ensure!(a.threads >= 1, "--threads must be at least 1");
+    let mut inputs = a.data.input_files();
+    inputs.extend(a.model.as_deref());
+    inputs.extend(a.network.as_deref().map(Path::new));
+    crate::cli::check_output_dir(&a.out_dir, &["drift.csv", "drift.md", "drift.png"], &inputs)?;
     let data = a.data.load()?;
     let (bytes, model) = model_for(&a, &data)?;
     let pool = rayon::ThreadPoolBuilder::new()
