@@ -646,13 +646,19 @@ fn write_dir(
 /// given) in an assets directory.
 const DIR_FILES: [&str; 4] = [MODEL_F32, MODEL_INT8, SAMPLES, SUMMARY];
 
+/// The assets directory of `cfg` checked before any work
+/// ([`crate::cli::check_output_dir`]).
+fn check_out_dir(cfg: &AssetConfig) -> Result<()> {
+    let mut names = DIR_FILES.to_vec();
+    names.push(CHECKPOINT);
+    crate::cli::check_output_dir(&cfg.out_dir, &names, &cfg.data.input_files())
+}
+
 /// Train, fold, export, run the host engine and write the assets (module
 /// documentation). Deterministic for a given configuration and machine.
 pub fn generate(cfg: &AssetConfig) -> Result<Assets> {
     ensure!(cfg.samples >= 1, "embed at least one sample (--samples)");
-    let mut names = DIR_FILES.to_vec();
-    names.push(CHECKPOINT);
-    crate::cli::check_output_dir(&cfg.out_dir, &names, &cfg.data.input_files())?;
+    check_out_dir(cfg)?;
     let data = cfg.data.load()?;
     let spec = spec::preset(&cfg.preset)?;
     let Exported {
@@ -932,6 +938,7 @@ fn print_summary(s: &Summary, out_dir: &Path, written: &[PathBuf]) {
 /// Run `normcore assets`: generate, then print what was made.
 pub fn run(a: AssetArgs) -> Result<()> {
     let cfg = a.config();
+    check_out_dir(&cfg)?;
     eprintln!(
         "assets: training {} on {} for {} steps (seed {})",
         cfg.preset, cfg.data.data, cfg.steps, cfg.seed

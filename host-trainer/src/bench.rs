@@ -20,7 +20,7 @@ use std::time::Instant;
 /// Options of `normcore bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// MNIST directory (default search as for --data mnist); random data of
+    /// MNIST directory (default search as for --data idx); random data of
     /// MNIST's shape when it is not found.
     #[arg(long)]
     data_dir: Option<PathBuf>,

@@ -75,7 +75,7 @@ pub struct Figure1Args {
 /// Options of `reproduce lr-sweep`.
 #[derive(Args, Debug, Clone)]
 pub struct LrSweepArgs {
-    /// Data set (default digits; use mnist for the full-scale run).
+    /// Data set (default digits; use idx (MNIST) for the full-scale run).
     #[command(flatten)]
     pub data: DataArgs,
     /// Base learning rate (multiplied by 1, 5 and 30).

@@ -55,7 +55,7 @@ pub const HEADLINE: usize = 64;
 /// Options of `reproduce drift`.
 #[derive(Args, Debug, Clone)]
 pub struct DriftArgs {
-    /// Data set (digits, or mnist for the full-scale run).
+    /// Data set (digits, or idx (MNIST) for the full-scale run).
     #[command(flatten)]
     pub data: DataArgs,
     /// Where drift.csv, drift.md and drift.png go.
