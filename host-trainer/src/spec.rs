@@ -617,14 +617,20 @@ impl NetworkSpec {
         })
     }
 
-    /// Read and parse a TOML file.
+    /// Read and parse a TOML file, and check that its layers chain (a
+    /// layer's error then names the file too).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
             path: shown.clone(),
             source,
         })?;
-        Self::from_toml(&text, &shown)
+        let spec = Self::from_toml(&text, &shown)?;
+        spec.resolve().map_err(|e| SpecError::Parse {
+            path: shown,
+            message: e.to_string(),
+        })?;
+        Ok(spec)
     }
 
     /// Serialise as TOML.

@@ -750,6 +750,29 @@ fn class12_messages_name_the_file_the_field_and_the_fix() {
         "{err}"
     );
     assert!(!err.contains("untagged"), "{err}");
+    // A layer that does not fit names the file too.
+    std::fs::write(
+        d.join("k9.toml"),
+        "name = \"k\"\ninput = [8, 8, 1]\nclasses = 10\n[[layers]]\ntype = \"conv2d\"\n\
+         filters = 4\nkernel = 9\n[[layers]]\ntype = \"dense\"\nunits = 10\n",
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "train",
+            "--network",
+            "k9.toml",
+            "--steps",
+            "1",
+            "-o",
+            "k.ckpt",
+        ],
+        d,
+    );
+    assert!(
+        err.contains("k9.toml: layer 1 (conv2d): does not fit its 8x8x1 input"),
+        "{err}"
+    );
     // I/O errors say their cause once.
     let err = fails(&["eval", "--model", "missing.ckpt"], d);
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
