@@ -98,11 +98,11 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
     let i = net.input();
     let mut map = Some((i.c, i.h, i.w));
     let node = |nodes: &mut Vec<NodeProto>,
-                    cur: &mut String,
-                    op: &str,
-                    name: String,
-                    extra: Vec<String>,
-                    attribute: Vec<AttributeProto>| {
+                cur: &mut String,
+                op: &str,
+                name: String,
+                extra: Vec<String>,
+                attribute: Vec<AttributeProto>| {
         let out = format!("{name}_out");
         let mut input = vec![cur.clone()];
         input.extend(extra);
@@ -157,7 +157,14 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
                     inits.push(tensor(format!("{name}.bias"), &[n_out], b));
                     extra.push(format!("{name}.bias"));
                 }
-                node(&mut nodes, &mut cur, "Gemm", name, extra, vec![int("transB", 1)]);
+                node(
+                    &mut nodes,
+                    &mut cur,
+                    "Gemm",
+                    name,
+                    extra,
+                    vec![int("transB", 1)],
+                );
             }
             Op::Conv { op, bias } => {
                 let (m, c) = (op.out_c, op.in_c);
@@ -236,7 +243,10 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
                     Activation::Relu6 => {
                         inits.push(tensor(format!("relu6_{k}.min"), &[], &[0.0]));
                         inits.push(tensor(format!("relu6_{k}.max"), &[], &[6.0]));
-                        ("Clip", vec![format!("relu6_{k}.min"), format!("relu6_{k}.max")])
+                        (
+                            "Clip",
+                            vec![format!("relu6_{k}.min"), format!("relu6_{k}.max")],
+                        )
                     }
                 };
                 let name = format!("{}{k}", op.to_lowercase());
@@ -273,7 +283,14 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
         flatten(&mut nodes, &mut cur, net.layers.len() + 1);
     }
     if nodes.is_empty() {
-        node(&mut nodes, &mut cur, "Identity", "identity".into(), vec![], vec![]);
+        node(
+            &mut nodes,
+            &mut cur,
+            "Identity",
+            "identity".into(),
+            vec![],
+            vec![],
+        );
     }
     // The last value is the graph's output, `logits`.
     if let Some(last) = nodes.last_mut() {

@@ -341,10 +341,9 @@ fn no_dilation(a: &Attrs<'_>) -> Result<(), String> {
 /// Output size of a window along one dimension, or an error when it does
 /// not fit.
 fn out_size(who: &str, i: usize, p: usize, k: usize, s: usize) -> Result<usize, String> {
-    (i + p)
-        .checked_sub(k)
-        .map(|v| v / s + 1)
-        .ok_or_else(|| format!("{who}: a {k}-wide window does not fit an input of {i} padded by {p}"))
+    (i + p).checked_sub(k).map(|v| v / s + 1).ok_or_else(|| {
+        format!("{who}: a {k}-wide window does not fit an input of {i} padded by {p}")
+    })
 }
 
 /// Import an ONNX model from its bytes; `name` names the network when the
@@ -435,7 +434,11 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 dims: vec![a.ints.len()],
                 values: a.ints.iter().map(|&x| x as f64).collect(),
             },
-            other => return Err(format!("{who}: a Constant given as {other} is not supported")),
+            other => {
+                return Err(format!(
+                    "{who}: a Constant given as {other} is not supported"
+                ))
+            }
         };
         if let Some(out) = n.output.first() {
             consts.insert(out.clone(), c);
@@ -644,7 +647,10 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 let bias = constant(2, "bias")?;
                 if let Some(b) = bias {
                     if b.values.len() != m {
-                        return Err(format!("{who}: bias has {} values for {m} filters", b.values.len()));
+                        return Err(format!(
+                            "{who}: bias has {} values for {m} filters",
+                            b.values.len()
+                        ));
                     }
                 }
                 let wv = &wt.values;
@@ -729,7 +735,9 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                     })
                     .collect::<Result<_, String>>()?;
                 if parts[3].iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
-                    return Err(format!("{who}: the running variance has a negative or non-finite value"));
+                    return Err(format!(
+                        "{who}: the running variance has a negative or non-finite value"
+                    ));
                 }
                 let eps = a.float("epsilon", 1e-5)?;
                 if !(eps.is_finite() && eps > 0.0) {
@@ -759,7 +767,8 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                             _ => Err(format!("{who}: {attr} must be a scalar")),
                         };
                     }
-                    Ok(a.get(attr).map(|_| f64::from(a.float(attr, 0.0).unwrap_or(f32::NAN))))
+                    Ok(a.get(attr)
+                        .map(|_| f64::from(a.float(attr, 0.0).unwrap_or(f32::NAN))))
                 };
                 let (lo, hi) = (bound(1, "min")?, bound(2, "max")?);
                 let spec = match (lo, hi) {
@@ -787,7 +796,10 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 let k = a.pair("kernel_shape", None)?;
                 let s = a.pair("strides", Some([1, 1]))?;
                 let p = padding(&a, [h, w], k, s)?;
-                if op == "AveragePool" && a.int("count_include_pad", 0)? != 0 && p.iter().any(|&v| v > 0) {
+                if op == "AveragePool"
+                    && a.int("count_include_pad", 0)? != 0
+                    && p.iter().any(|&v| v > 0)
+                {
                     return Err(format!(
                         "{who}: count_include_pad = 1 with padding is not supported (normcore's \
                          average excludes the padding, as count_include_pad = 0 does)"
@@ -808,9 +820,17 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                     (Pair::Hw(k), Some(Pair::Hw(s)), PaddingSpec::Explicit(p));
                 push(
                     if op == "MaxPool" {
-                        LayerSpec::Maxpool { kernel, stride, padding }
+                        LayerSpec::Maxpool {
+                            kernel,
+                            stride,
+                            padding,
+                        }
                     } else {
-                        LayerSpec::Avgpool { kernel, stride, padding }
+                        LayerSpec::Avgpool {
+                            kernel,
+                            stride,
+                            padding,
+                        }
                     },
                     vec![],
                 );
@@ -866,13 +886,20 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 };
                 let wt = need(1, "weight")?;
                 let [r, cdim] = wt.dims[..] else {
-                    return Err(format!("{who}: weight has shape {:?}; a matrix is supported", wt.dims));
+                    return Err(format!(
+                        "{who}: weight has shape {:?}; a matrix is supported",
+                        wt.dims
+                    ));
                 };
                 let (trans_b, alpha, beta) = if op == "Gemm" {
                     if a.int("transA", 0)? != 0 {
                         return Err(format!("{who}: transA = 1 is not supported"));
                     }
-                    (a.int("transB", 0)? != 0, a.float("alpha", 1.0)?, a.float("beta", 1.0)?)
+                    (
+                        a.int("transB", 0)? != 0,
+                        a.float("alpha", 1.0)?,
+                        a.float("beta", 1.0)?,
+                    )
                 } else {
                     (false, 1.0, 1.0)
                 };
@@ -895,11 +922,19 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 for o in 0..out {
                     for j in 0..inp {
                         let oc = col(j);
-                        let v = if trans_b { wt.values[o * inp + oc] } else { wt.values[oc * out + o] };
+                        let v = if trans_b {
+                            wt.values[o * inp + oc]
+                        } else {
+                            wt.values[oc * out + o]
+                        };
                         params[o * inp + j] = (f64::from(alpha) * v) as f32;
                     }
                 }
-                let bias = if op == "Gemm" { constant(2, "C")? } else { None };
+                let bias = if op == "Gemm" {
+                    constant(2, "C")?
+                } else {
+                    None
+                };
                 if let Some(b) = bias {
                     let n = b.values.len();
                     if n != out && n != 1 {
@@ -989,13 +1024,17 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
         classes,
         layers: layers.iter().map(|l| l.spec.clone()).collect(),
     };
-    let node_of = |index: usize| layers.get(index.wrapping_sub(1)).map_or("?", |l| l.node.as_str());
+    let node_of = |index: usize| {
+        layers
+            .get(index.wrapping_sub(1))
+            .map_or("?", |l| l.node.as_str())
+    };
     spec.resolve().map_err(|e| match &e {
         SpecError::Layer { index, message, .. } => format!("{}: {message}", node_of(*index)),
         _ => e.to_string(),
     })?;
-    let mut net = Network::new(spec, Init::Xavier, &mut normcore::Rng::new(0))
-        .map_err(|e| e.to_string())?;
+    let mut net =
+        Network::new(spec, Init::Xavier, &mut normcore::Rng::new(0)).map_err(|e| e.to_string())?;
     for (l, b) in net.layers.iter_mut().zip(layers) {
         if l.params.len() != b.params.len() {
             return Err(format!(
@@ -1014,13 +1053,22 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
             l.running_var = b.var;
         }
     }
-    let pixel_scale = match model.metadata_props.iter().find(|p| p.key == PIXEL_SCALE_KEY) {
+    let pixel_scale = match model
+        .metadata_props
+        .iter()
+        .find(|p| p.key == PIXEL_SCALE_KEY)
+    {
         Some(p) => Some(
             p.value
                 .parse::<f32>()
                 .ok()
                 .filter(|v| v.is_finite() && *v > 0.0)
-                .ok_or_else(|| format!("metadata {PIXEL_SCALE_KEY} = `{}` is not a positive number", p.value))?,
+                .ok_or_else(|| {
+                    format!(
+                        "metadata {PIXEL_SCALE_KEY} = `{}` is not a positive number",
+                        p.value
+                    )
+                })?,
         ),
         None => None,
     };

@@ -15,6 +15,7 @@
 //! columns permuted: ONNX flattens in `c·H·W + y·W + x` order, normcore in
 //! `(y·W + x)·C + c` order.
 
+pub mod command;
 mod export;
 mod import;
 pub mod proto;
