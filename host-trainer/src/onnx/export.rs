@@ -97,6 +97,8 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
     // The map a value still has (ONNX keeps [N, C, H, W] until a flatten).
     let i = net.input();
     let mut map = Some((i.c, i.h, i.w));
+    // The map an explicit flatten layer flattened, until a dense reads it.
+    let mut flat_from = None;
     let node = |nodes: &mut Vec<NodeProto>,
                 cur: &mut String,
                 op: &str,
@@ -135,10 +137,13 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
         match l.r.op {
             Op::Dense { op, bias } => {
                 // normcore flattens H·W·C; ONNX flattens C·H·W.
-                let from = map.take();
-                if from.is_some() {
-                    flatten(&mut nodes, &mut cur, k);
-                }
+                let from = match map.take() {
+                    Some(m) => {
+                        flatten(&mut nodes, &mut cur, k);
+                        Some(m)
+                    }
+                    None => flat_from.take(),
+                };
                 let (n_in, n_out) = (op.inputs, op.outputs);
                 let mut wt = vec![0f32; n_in * n_out];
                 for o in 0..n_out {
@@ -272,8 +277,9 @@ pub fn to_onnx(net: &Network, pixel_scale: Option<f32>) -> Vec<u8> {
                 map = Some((l.r.output.c, 1, 1));
             }
             Op::Flatten => {
-                if map.take().is_some() {
+                if let Some(m) = map.take() {
                     flatten(&mut nodes, &mut cur, k);
+                    flat_from = Some(m);
                 }
             }
             Op::Dropout(_) => {}
