@@ -772,9 +772,10 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 };
                 let (lo, hi) = (bound(1, "min")?, bound(2, "max")?);
                 let spec = match (lo, hi) {
-                    (Some(l), None) if l == 0.0 => LayerSpec::Relu,
+                    (Some(l), h) if l == 0.0 && h.is_none_or(|h| h == f64::INFINITY) => {
+                        LayerSpec::Relu
+                    }
                     (Some(l), Some(h)) if l == 0.0 && h == 6.0 => LayerSpec::Relu6,
-                    (Some(l), Some(h)) if l == 0.0 && h == f64::INFINITY => LayerSpec::Relu,
                     _ => {
                         let show = |v: Option<f64>| v.map_or("none".to_owned(), |v| v.to_string());
                         return Err(format!(
