@@ -26,7 +26,7 @@ Gemm, MatMul (+ Add as its bias), Dropout and Identity (removed), Constant";
 /// The standard-domain opset versions read.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
-const KNOWN_OPS: [&str; 18] = [
+const KNOWN_OPS: [&str; 17] = [
     "Conv",
     "BatchNormalization",
     "Relu",
@@ -44,7 +44,6 @@ const KNOWN_OPS: [&str; 18] = [
     "Dropout",
     "Identity",
     "Constant",
-    "",
 ];
 
 /// Why an ONNX file cannot be imported; the message names the file and,
@@ -382,7 +381,7 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
         .enumerate()
         .filter(|(_, n)| {
             !(n.domain.is_empty() || n.domain == "ai.onnx")
-                || !KNOWN_OPS[..KNOWN_OPS.len() - 1].contains(&n.op_type.as_str())
+                || !KNOWN_OPS.contains(&n.op_type.as_str())
         })
         .map(|(i, n)| {
             if n.domain.is_empty() || n.domain == "ai.onnx" {
@@ -583,7 +582,7 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 ));
             }
         }
-        if n.input.first() != Some(&cur) {
+        if n.input.first() != Some(&cur) && n.op_type != "Add" {
             return Err(format!(
                 "{who}: the data input `{cur}` must be its first input"
             ));
@@ -956,7 +955,9 @@ pub fn import_bytes(bytes: &[u8], name: &str) -> Result<Imported, String> {
                 shape = Shape::Flat { f: out, from: None };
             }
             "Add" => {
-                let b = constant(1, "addend")?;
+                // The bias may come first or second (Add commutes).
+                let k = usize::from(n.input.first() == Some(&cur));
+                let b = constant(k, "addend")?;
                 let (Some(li), Some(b)) = (matmul_open.take(), b) else {
                     return Err(format!(
                         "{who}: Add is supported only as the bias of the MatMul just before it"

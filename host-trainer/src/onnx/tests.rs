@@ -310,3 +310,23 @@ fn unsupported_graphs_are_refused_naming_the_nodes() {
         "{e}"
     );
 }
+
+#[test]
+fn add_takes_the_matmul_bias_on_either_side() {
+    use prost::Message;
+    let mut m =
+        proto::ModelProto::decode(&std::fs::read(fixture("ops_a.onnx")).unwrap()[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    g.node
+        .iter_mut()
+        .find(|n| n.name == "add")
+        .unwrap()
+        .input
+        .reverse();
+    let mut net = import_bytes(&m.encode_to_vec(), "swapped").unwrap().net;
+    let io = f32s("ops_a.io.bin");
+    let i = net.input();
+    let (x, y) = io.split_at(4 * i.len());
+    let got = logits(&mut net, &nhwc(x, i.c, i.h, i.w));
+    assert!(worst(&got, y) <= 1e-4);
+}
