@@ -76,6 +76,10 @@ struct Header {
     noise_rng: u64,
     tensors: Vec<(String, usize)>,
     order_len: usize,
+    /// The network's own pixel scale (imported networks); absent in
+    /// checkpoints of networks trained here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pixel_scale: Option<f32>,
 }
 
 /// Every saved tensor of a network, with a stable name, in file order.
@@ -110,6 +114,7 @@ pub fn to_bytes(t: &mut Trainer) -> Vec<u8> {
         noise_rng: t.noise_rng.state,
         tensors: Vec::new(),
         order_len,
+        pixel_scale: t.pixel_scale,
     };
     let order = t.order.clone();
     let tensors = tensors_mut(&mut t.net);
@@ -345,7 +350,13 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
             "{reason}: the run that wrote it diverged; train again with a lower learning rate"
         ));
     }
-    Ok(Trainer::resume(
+    if header
+        .pixel_scale
+        .is_some_and(|p| !(p.is_finite() && p > 0.0))
+    {
+        return Err("the pixel scale is not a positive number".into());
+    }
+    let mut t = Trainer::resume(
         net,
         header.cfg,
         header.step,
@@ -355,7 +366,9 @@ pub fn from_bytes(bytes: &[u8], threads: usize) -> Result<Trainer, String> {
         Rng::new(header.data_rng),
         Rng::new(header.noise_rng),
         threads,
-    ))
+    );
+    t.pixel_scale = header.pixel_scale;
+    Ok(t)
 }
 
 #[cfg(test)]

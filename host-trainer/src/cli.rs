@@ -39,6 +39,51 @@ pub struct Data {
     pub test: Dataset,
 }
 
+impl Data {
+    /// Feed a network that states its own pixel scale (`x = raw · scale`,
+    /// an imported network): when it differs from the data set's, every
+    /// sample is rescaled from the data set's raw values to it (a note on
+    /// stderr says so). `None` leaves the data as it is.
+    pub fn use_pixel_scale(&mut self, scale: Option<f32>) {
+        let Some(scale) = scale else { return };
+        let from = self.train.pixel_scale;
+        if from == scale {
+            return;
+        }
+        eprintln!(
+            "note: the network's pixel scale is {scale}, data `{}`'s {from}: inputs rescaled \
+             (raw values x {scale})",
+            self.train.name
+        );
+        for set in [&mut self.train, &mut self.test] {
+            let k = f64::from(scale) / f64::from(set.pixel_scale);
+            for x in &mut set.images {
+                *x = (f64::from(*x) * k) as f32;
+            }
+            set.pixel_scale = scale;
+        }
+    }
+}
+
+/// A pixel scale: a positive number or a fraction, `1/255`.
+pub fn parse_pixel_scale(s: &str) -> Result<f32, String> {
+    let v = match s.split_once('/') {
+        Some((a, b)) => a
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .zip(b.trim().parse::<f64>().ok())
+            .map(|(a, b)| a / b),
+        None => s.trim().parse::<f64>().ok(),
+    };
+    match v {
+        Some(v) if v.is_finite() && v > 0.0 && (v as f32) > 0.0 => Ok(v as f32),
+        _ => Err(format!(
+            "`{s}` is not a pixel scale: give a positive number or fraction, e.g. 1/255 or 0.0625"
+        )),
+    }
+}
+
 fn parse_shape(s: &str) -> Result<[usize; 3]> {
     let parts: Vec<usize> = s
         .split('x')

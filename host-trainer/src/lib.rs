@@ -13,6 +13,7 @@ pub mod data;
 pub mod export;
 pub mod fastgemm;
 pub mod network;
+pub mod onnx;
 pub mod reproduce;
 pub mod spec;
 pub mod train;

@@ -197,6 +197,10 @@ pub struct Trainer {
     batch_x: Vec<f32>,
     batch_y: Vec<u16>,
     guard: Guard,
+    /// How raw input values map to the network's input (`x = raw ·
+    /// pixel_scale`), when the network says so itself (an imported one,
+    /// `normcore import --pixel-scale`); `None`: the data set's.
+    pub pixel_scale: Option<f32>,
 }
 
 /// Seed offsets that give the shuffles and dropout their own streams.
@@ -379,6 +383,7 @@ impl Trainer {
             batch_x: Vec::new(),
             batch_y: Vec::new(),
             guard: Guard::default(),
+            pixel_scale: None,
         }
     }
 

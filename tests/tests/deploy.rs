@@ -154,3 +154,40 @@ fn a_file_that_is_not_a_model_or_has_another_input_shape_is_a_build_error() {
     );
     assert!(e.contains("samples.bin has 64 values"), "{e}");
 }
+
+/// The PyTorch convnet of `host-trainer/tests/onnx/digits_cnn.onnx`
+/// (conv, depthwise conv, BN, ReLU, ReLU6, max pool, dense, sigmoid),
+/// imported, folded and quantized as `normcore import` and `export` do,
+/// runs in `infer` on `mps2-an385` bit-identical to the host engine.
+#[test]
+fn an_imported_pytorch_convnet_runs_bit_identical_on_the_device() {
+    use normcore_trainer::export::{calibrate, input_params, quantize, write_int8};
+    let onnx =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host-trainer/tests/onnx/digits_cnn.onnx");
+    let net = normcore_trainer::onnx::import_file(&onnx).unwrap().net;
+    let (train, _) = normcore_trainer::data::builtin_digits_split().unwrap();
+    let folded = fold(&net).unwrap();
+    let cal = calibrate(&folded, &train, 1000).unwrap();
+    let (iq, _) = input_params(&train).unwrap();
+    let (qm, _) = quantize(&folded, &cal, iq, train.pixel_scale).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("imported-int8.ncm");
+    std::fs::write(&model, write_int8(&qm, 4).unwrap()).unwrap();
+    let assets_out = dir.path().join("assets");
+    let data = DataArgs {
+        data: "digits".into(),
+        data_dir: None,
+        test_csv: None,
+        input_shape: None,
+    };
+    let a = assets::embed(std::slice::from_ref(&model), &data, 32, &assets_out).unwrap();
+    let elf = build_with("mps2-an385", &assets_out).unwrap_or_else(|e| panic!("{e}"));
+    let board = boards::board("mps2-an385").unwrap();
+    let out = run_qemu(board, &elf, &RunOptions::default()).unwrap();
+    assert!(out.success(), "{}", out.describe());
+    let text = out.stdout_text();
+    let r = parse_infer(&text).unwrap();
+    assert_eq!(r.int8.total, 32, "{text}");
+    assert_eq!(r.int8.identical, 32, "{text}");
+    assert_eq!(r.int8.correct, a.summary.int8.unwrap().correct);
+}

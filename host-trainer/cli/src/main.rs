@@ -55,6 +55,11 @@ enum Command {
     /// unlabeled samples (restat), tail training on labeled ones (tail), or
     /// both.
     Adapt(adapt::command::AdaptArgs),
+    /// Convert an ONNX model of a sequential network trained elsewhere
+    /// (PyTorch, ...) into a checkpoint: BN unfolded with its running
+    /// statistics; then eval, export, inspect and adapt work as for a
+    /// network trained here.
+    Import(normcore_trainer::onnx::command::ImportArgs),
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Reproduce(reproduce::Experiment),
@@ -416,8 +421,9 @@ fn spec_name(a: &TrainArgs) -> Result<String> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let data = a.data.load()?;
+    let mut data = a.data.load()?;
     let mut t = checkpoint::load(&a.model, a.threads)?;
+    data.use_pixel_scale(t.pixel_scale);
     for (name, set) in [("train", &data.train), ("test", &data.test)] {
         let e = t.evaluate(set, None)?;
         println!(
@@ -517,6 +523,7 @@ fn main() -> ExitCode {
         Command::Export(a) => export::run(a),
         Command::Inspect { file, toml } => cmd_inspect(&file, toml),
         Command::Adapt(a) => adapt::command::run(a),
+        Command::Import(a) => normcore_trainer::onnx::command::run(a),
         Command::Reproduce(e) => reproduce::run(e),
         Command::Assets(a) => assets::run(a),
         Command::Samples(a) => assets::run_samples(a),

@@ -142,9 +142,57 @@ fn parse_block_rows(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The kind of file `normcore export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A `.ncm` model file for the device (BN folded).
+    Ncm,
+    /// An ONNX graph (BN unfolded), for Netron, other runtimes, or
+    /// fine-tuning elsewhere; `normcore import` reads it back.
+    Onnx,
+}
+
+/// `normcore export --format onnx`: write the network as ONNX, after
+/// checking that importing the bytes gives back the same parameters.
+fn write_onnx(a: &ExportArgs, t: &crate::train::Trainer) -> Result<()> {
+    let pixel_scale = t.pixel_scale;
+    let bytes = crate::onnx::to_onnx(&t.net, pixel_scale);
+    let back = crate::onnx::import_bytes(&bytes, &t.net.spec.name).map_err(|e| {
+        ExportError::Format(format!("self-check: the ONNX written does not import: {e}"))
+    })?;
+    let same = back.net.layers.len() == t.net.layers.len()
+        && back.net.layers.iter().zip(&t.net.layers).all(|(b, l)| {
+            b.params == l.params
+                && b.running_mean == l.running_mean
+                && b.running_var == l.running_var
+        });
+    if !same || back.net.spec.input != t.net.spec.input {
+        return Err(ExportError::Format(
+            "self-check: the ONNX written imports with different parameters".into(),
+        )
+        .into());
+    }
+    checkpoint::write_atomic(&a.out, &bytes)?;
+    println!(
+        "network `{}` from {}: {} layers, {} parameters -> {} ({} bytes, ONNX opset 17, BN unfolded)",
+        t.net.spec.name,
+        a.model.display(),
+        t.net.layers.len(),
+        t.net.param_count(),
+        a.out.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
 /// `normcore export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// File kind: ncm (a model file for the device) or onnx (the network,
+    /// BN unfolded, as an ONNX graph; --quantize and the data options do
+    /// not apply).
+    #[arg(long, value_enum, default_value_t = Format::Ncm)]
+    format: Format,
     /// A checkpoint written by `normcore train`.
     #[arg(long)]
     model: PathBuf,
@@ -236,7 +284,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     inputs.push(&a.model);
     crate::cli::check_output(&a.out, &inputs)?;
     let mut t = checkpoint::load(&a.model, a.threads)?;
-    let data = a.data.load()?;
+    if a.format == Format::Onnx {
+        return write_onnx(&a, &t);
+    }
+    let mut data = a.data.load()?;
+    data.use_pixel_scale(t.pixel_scale);
     crate::train::check_data(&t.net, &data.train)?;
     crate::train::check_data(&t.net, &data.test)?;
     let float = t.evaluate(&data.test, None)?;
