@@ -38,6 +38,7 @@ use normcore::engine::{self, Engine, Output};
 use normcore::kernels::int8::{self, BlockedI8};
 use normcore::kernels::requant::OutputStage;
 use normcore::kernels::{f32 as kf32, pack_pairs, pack_rows, packed_len, padded_rows};
+use normcore::layers::conv::Padding;
 use normcore::layers::{Activation, Conv2d, Dense, DepthwiseConv2d, Pool2d, PoolKind, Window};
 use normcore::model::write::{self, LayerDesc, ModelDesc};
 use normcore::model::{Data, Kind, Model, Op, QuantOut, WriteError};
@@ -227,6 +228,45 @@ impl<T: TickCounter> Bench<'_, T> {
             frac
         );
         count
+    }
+
+    /// Print the row of layer `layer` of network row `net`: kernel
+    /// `net.L<layer>`, shape the layer's op.
+    #[allow(clippy::too_many_arguments)]
+    fn print_layer(
+        &self,
+        net: &str,
+        layer: usize,
+        op: &str,
+        form: &str,
+        act: &str,
+        work: Work,
+        cost: Cost,
+    ) {
+        let count = match cost.unit {
+            Unit::Cycles => u64::from(cost.count),
+            Unit::Ticks { .. } => u64::from(cost.icount_instructions().unwrap_or(0)),
+        };
+        let (unit, n) = match work {
+            Work::Macs(n) => ("macs", n),
+            Work::Elements(n) => ("elements", n),
+        };
+        let (whole, frac) = ratio(count, u64::from(n));
+        defmt::info!(
+            "bench kernel={=str}.L{=usize} shape={=str} form={=str} act={=str} {=str}={=u32} {=str}={=u64} per_{=str}={=u32}.{=u32:02}",
+            net,
+            layer,
+            op,
+            form,
+            act,
+            unit,
+            n,
+            cost.unit.key(),
+            count,
+            if matches!(work, Work::Macs(_)) { "mac" } else { "element" },
+            whole,
+            frac
+        );
     }
 
     /// Fail the bench if two weight forms of a kernel disagree.
@@ -492,7 +532,9 @@ const PAPER_MLP: [(usize, usize); 4] = [(784, 100), (100, 100), (100, 100), (100
 /// Bytes for the paper MLP's model file (the f32 one is the largest,
 /// about 400 KB) and the engine's arena.
 const MODEL_LEN: usize = 400 * 1024;
-const ARENA_LEN: usize = 4096;
+/// The largest arena of the networks run here: DS-CNN in f32, two
+/// 25×5×64 f32 activations (64,000 B) and its input.
+const ARENA_LEN: usize = 80 * 1024;
 
 /// A model file and an arena, 16-aligned as `Model::parse` and the plan want.
 #[repr(C, align(16))]
@@ -705,6 +747,375 @@ fn engine_paper_mlp<T: TickCounter>(
             Err(err) => {
                 defmt::error!("engine ({=str}): {}", name, err);
                 bench.failed = true;
+            }
+        }
+    }
+}
+
+/// One layer of a whole network (`networks`): every conv and depthwise
+/// layer is followed by (folded) BN and ReLU, the last dense layer gives
+/// the logits.
+#[derive(Clone, Copy)]
+enum Net {
+    /// Convolution: kernel `(h, w)`, stride `(h, w)`, padding, filters.
+    Conv((usize, usize), (usize, usize), Padding, usize),
+    /// Depthwise 3×3, stride 1, padding 1 ("same").
+    Dw3,
+    /// Max pooling 2×2, stride 2.
+    MaxPool2,
+    /// Global average pooling.
+    Gap,
+    /// Dense, no activation: the logits.
+    Dense(usize),
+}
+
+/// The trainer's `cnn` preset (host-trainer/src/spec.rs) with BN folded:
+/// 28×28×1, conv 5×5 16 (valid) – ReLU – max pool 2 – conv 5×5 32 (valid)
+/// – ReLU – max pool 2 – dense 10.
+const CNN: (&str, (usize, usize, usize), &[Net]) = (
+    "cnn",
+    (28, 28, 1),
+    &[
+        Net::Conv((5, 5), (1, 1), Padding::NONE, 16),
+        Net::MaxPool2,
+        Net::Conv((5, 5), (1, 1), Padding::NONE, 32),
+        Net::MaxPool2,
+        Net::Dense(10),
+    ],
+);
+
+/// MLPerf Tiny's keyword-spotting DS-CNN shape with BN folded: 49×10×1,
+/// conv 10×4 stride 2 "same" (padding 4/5 rows, 1/1 columns: 25×5) with
+/// 64 channels, four blocks of depthwise 3×3 + pointwise 1×1 with 64
+/// channels (each with ReLU), global average pooling, dense 12.
+const DS_CNN: (&str, (usize, usize, usize), &[Net]) = (
+    "ds_cnn",
+    (49, 10, 1),
+    &[
+        Net::Conv(
+            (10, 4),
+            (2, 2),
+            Padding {
+                top: 4,
+                bottom: 5,
+                left: 1,
+                right: 1,
+            },
+            64,
+        ),
+        Net::Dw3,
+        Net::Conv((1, 1), (1, 1), Padding::NONE, 64),
+        Net::Dw3,
+        Net::Conv((1, 1), (1, 1), Padding::NONE, 64),
+        Net::Dw3,
+        Net::Conv((1, 1), (1, 1), Padding::NONE, 64),
+        Net::Dw3,
+        Net::Conv((1, 1), (1, 1), Padding::NONE, 64),
+        Net::Gap,
+        Net::Dense(12),
+    ],
+);
+
+/// Most layers of a network here.
+const NET_LAYERS: usize = 12;
+
+/// The int8 weight form `normcore export --weights auto` picks for a
+/// dense or conv layer (host-trainer's `pairs_pay`): pair words when the
+/// inner loop's run (`KW·Cin`, all inputs for dense) is at least 32.
+fn auto_pairs(op: &Op) -> bool {
+    match op {
+        Op::Dense(d) => d.inputs >= 32,
+        Op::Conv(c) => c.window.kernel_w * c.in_c >= 32,
+        _ => false,
+    }
+}
+
+/// The ops and shapes of `net` on an `input` (h, w, c) sample: `(op,
+/// input, output)` per layer. The shapes are constants: a geometry that
+/// does not build is a bug here (panic).
+fn net_ops(input: (usize, usize, usize), net: &[Net]) -> [(Op, Shape, Shape); NET_LAYERS] {
+    let mut ops = [(
+        Op::GlobalAvgPool,
+        Shape::nhwc(1, 1, 1, 1),
+        Shape::nhwc(1, 1, 1, 1),
+    ); NET_LAYERS];
+    let (mut h, mut w, mut c) = input;
+    for (slot, layer) in ops.iter_mut().zip(net) {
+        let op = match *layer {
+            Net::Conv((kh, kw), (sh, sw), padding, out_c) => {
+                let win = Window {
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: sh,
+                    stride_w: sw,
+                    padding,
+                };
+                Conv2d::new(h, w, c, out_c, win).map(Op::Conv)
+            }
+            Net::Dw3 => DepthwiseConv2d::new(h, w, c, Window::square(3, 1, 1)).map(Op::Depthwise),
+            Net::MaxPool2 => {
+                Pool2d::new(PoolKind::Max, h, w, c, Window::square(2, 2, 0)).map(Op::Pool)
+            }
+            Net::Gap => Ok(Op::GlobalAvgPool),
+            Net::Dense(n) => Ok(Op::Dense(Dense {
+                inputs: h * w * c,
+                outputs: n,
+            })),
+        };
+        let Ok(op) = op else {
+            defmt::panic!("bad network geometry");
+        };
+        let out = match op {
+            Op::Conv(g) => g.output_shape(1),
+            Op::Depthwise(g) => g.output_shape(1),
+            Op::Pool(g) => g.output_shape(1),
+            Op::GlobalAvgPool => Ok(Shape::nhwc(1, 1, 1, c)),
+            _ => Ok(Shape::nhwc(1, 1, 1, op.out_channels())),
+        };
+        let Ok(out) = out else {
+            defmt::panic!("bad network geometry");
+        };
+        *slot = (op, Shape::nhwc(1, h, w, c), out);
+        (h, w, c) = (out.h, out.w, out.c);
+    }
+    ops
+}
+
+/// Write `net` as a model file of `kind` into `buf` with core's writer:
+/// deterministic pseudo-random weights from the bench's buffers (dense and
+/// conv row-blocked by 4, int8 in the `auto` form: pair words where the
+/// runs are long), the bench's biases, multipliers and shifts; every
+/// activation at scale 1/64, zero point -128. Returns the file's length.
+fn write_net(
+    buf: &mut [u8],
+    int8: bool,
+    b: &mut Buffers,
+    input: (usize, usize, usize),
+    net: &[Net],
+) -> Result<usize, WriteError> {
+    let ops = net_ops(input, net);
+    let n = net.len();
+    // Pack each weighted layer's weights at its own offset (all forms).
+    let mut at = [(0usize, 0usize); NET_LAYERS];
+    let mut next = 0;
+    for (i, &(op, _, _)) in ops.iter().enumerate().take(n) {
+        let len = match op {
+            Op::Conv(c) => pack(
+                b,
+                next,
+                c.out_c,
+                c.window.kernel_h * c.window.kernel_w * c.in_c,
+                4,
+            ),
+            Op::Dense(d) => pack(b, next, d.outputs, d.inputs, 4),
+            Op::Depthwise(d) => {
+                let len = 9 * d.channels;
+                b.w_i8[next..next + len].copy_from_slice(&b.w_plain_i8[..len]);
+                b.w_f32[next..next + len].copy_from_slice(&b.w_plain_f32[..len]);
+                len
+            }
+            _ => 0,
+        };
+        at[i] = (next, len);
+        next += len.div_ceil(4) * 4;
+    }
+    let b = &*b;
+    let act_scale = 1.0f32 / 64.0;
+    let layer = |i: usize| {
+        let (op, input, output) = ops[i];
+        let (w0, len) = at[i];
+        let last = i + 1 == n;
+        let channels = op.out_channels();
+        let weights = match op {
+            Op::Conv(_) | Op::Dense(_) | Op::Depthwise(_) => Some(if !int8 {
+                Data::F32(&b.w_f32[w0..w0 + len])
+            } else if auto_pairs(&op) {
+                Data::I8Pairs(&b.w32[w0 / 2..(w0 + len) / 2])
+            } else {
+                Data::I8(&b.w_i8[w0..w0 + len])
+            }),
+            _ => None,
+        };
+        let weighted = weights.is_some();
+        let rows = if op.is_blocked() {
+            channels.div_ceil(4) * 4
+        } else {
+            channels
+        };
+        let (scale, zp) = if last { (0.1, -3) } else { (act_scale, -128) };
+        LayerDesc {
+            op,
+            activation: (weighted && !last).then_some(Activation::Relu),
+            // The exporter folds the zero point wherever no tap is padding.
+            zp_folded: int8
+                && op.is_blocked()
+                && op.window().is_none_or(|w| w.padding == Padding::NONE),
+            input,
+            output,
+            weights,
+            block_rows: if op.is_blocked() { 4 } else { 0 },
+            bias: weighted.then(|| {
+                if int8 {
+                    Data::I32(&b.p.bias_i32[..rows])
+                } else {
+                    Data::F32(&b.p.bias_f32[..rows])
+                }
+            }),
+            requant: (int8 && weighted)
+                .then(|| (&b.p.multipliers[..channels], &b.p.shifts[..channels])),
+            table: None,
+            quant: if int8 {
+                QuantOut {
+                    scale,
+                    zero_point: zp,
+                    requant_zero_point: zp,
+                    clamp_min: -128,
+                    clamp_max: 127,
+                    requant_scale: if weighted { scale } else { 0.0 },
+                }
+            } else {
+                QuantOut::NONE
+            },
+        }
+    };
+    let layers: [LayerDesc<'_>; NET_LAYERS] = core::array::from_fn(|i| layer(i.min(n - 1)));
+    let classes = ops[n - 1].2.c;
+    let desc = ModelDesc {
+        kind: if int8 { Kind::Int8 } else { Kind::F32 },
+        input: Shape::nhwc(1, input.0, input.1, input.2),
+        classes,
+        input_scale: if int8 { 1.0 / 255.0 } else { 0.0 },
+        input_zero_point: if int8 { -128 } else { 0 },
+        pixel_scale: 1.0 / 255.0,
+        layers: &layers[..n],
+        bn: &[],
+    };
+    write::write(&desc, buf)
+}
+
+/// Whole-network rows: the `cnn` preset and DS-CNN, int8 (`auto` weight
+/// form) and f32, each written here as a model file (core's writer,
+/// deterministic weights), parsed and run through the engine: one row per
+/// inference (`net_cnn_i8`, ...: instructions per inference and per MAC),
+/// one per layer (`net_cnn_i8.L0`, ...; pooling per input element), and a
+/// `bench network=` line with the file and arena bytes (which `cargo xtask
+/// bench firmware` checks against each board's memory).
+fn networks<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers, e: &mut EngineBuffers) {
+    for (name, input, net) in [CNN, DS_CNN] {
+        for int8 in [true, false] {
+            let kernel = match (name, int8) {
+                ("cnn", true) => "net_cnn_i8",
+                ("cnn", false) => "net_cnn_f32",
+                (_, true) => "net_ds_cnn_i8",
+                _ => "net_ds_cnn_f32",
+            };
+            let form = if int8 { "auto" } else { "r4" };
+            let len = match write_net(&mut e.model, int8, b, input, net) {
+                Ok(len) => len,
+                Err(err) => {
+                    defmt::error!("{=str} file: {}", kernel, err);
+                    bench.failed = true;
+                    continue;
+                }
+            };
+            let Ok(model) = Model::parse(&e.model[..len]) else {
+                defmt::error!("{=str}: the file does not parse", kernel);
+                bench.failed = true;
+                continue;
+            };
+            let arena = model.header().arena_bytes;
+            defmt::info!(
+                "bench network={=str} file={=usize} arena={=usize}",
+                kernel,
+                len,
+                arena
+            );
+            if !engine::supports(model.kind()) {
+                defmt::info!(
+                    "{=str}: skipped: this build's engine does not run the model's kind",
+                    kernel
+                );
+                continue;
+            }
+            let macs: usize = (0..model.layer_count())
+                .filter_map(|i| model.layer(i).ok())
+                .map(|l| l.op.macs(l.output))
+                .sum();
+            let Ok(mut engine) = Engine::new(&model, &mut e.arena) else {
+                defmt::error!("{=str}: the arena ({=usize} B) is too small", kernel, arena);
+                bench.failed = true;
+                continue;
+            };
+            let pixels = input.0 * input.1 * input.2;
+            let write_input =
+                |engine: &mut Engine<'_, '_, '_>| -> Result<(), normcore::model::ModelError> {
+                    if int8 {
+                        engine
+                            .input_i8()
+                            .map(|x| x.copy_from_slice(&b.x_i8[..pixels]))
+                    } else {
+                        engine
+                            .input_f32()
+                            .map(|x| x.copy_from_slice(&b.x_f32[..pixels]))
+                    }
+                };
+            if write_input(&mut engine).is_err() {
+                bench.failed = true;
+                continue;
+            }
+            let eng = &mut engine;
+            let (out, cost) = bench.sw.measure(move || eng.run().map(|_| ()));
+            if let Err(err) = out {
+                defmt::error!("{=str}: {}", kernel, err);
+                bench.failed = true;
+                continue;
+            }
+            let shape = if name == "cnn" { "28x28x1" } else { "49x10x1" };
+            bench.print(kernel, shape, form, "relu", Work::Macs(macs as u32), cost);
+            // Layer by layer (the counter read last thing when a layer
+            // starts and first thing when it ends, as `infer` does).
+            let mut ticks = [0u32; NET_LAYERS];
+            let sw = bench.sw;
+            if write_input(&mut engine).is_err() {
+                bench.failed = true;
+                continue;
+            }
+            let mut start = sw.stamp();
+            let observed = engine.run_observed(|i, event| match event {
+                engine::Event::Start => start = sw.stamp(),
+                engine::Event::End => {
+                    let end = sw.stamp();
+                    if let Some(t) = ticks.get_mut(i) {
+                        *t = sw.between(start, end).count;
+                    }
+                }
+            });
+            if observed.is_err() {
+                bench.failed = true;
+                continue;
+            }
+            for i in 0..model.layer_count() {
+                let Ok(l) = model.layer(i) else { continue };
+                let lform = match l.weights {
+                    Some(Data::I8Pairs(_)) => "r4 pairs",
+                    Some(Data::I8(_) | Data::F32(_)) if l.op.is_blocked() => "r4",
+                    Some(_) => "plain",
+                    None => "-",
+                };
+                let work = match l.op.macs(l.output) {
+                    0 => Work::Elements(l.input.len().unwrap_or(0) as u32),
+                    m => Work::Macs(m as u32),
+                };
+                let act = if l.activation.is_some() {
+                    "relu"
+                } else {
+                    "none"
+                };
+                let layer_cost = Cost {
+                    count: ticks[i],
+                    ..cost
+                };
+                bench.print_layer(kernel, i, l.op.name(), lform, act, work, layer_cost);
             }
         }
     }
@@ -1044,6 +1455,7 @@ pub fn main<B: Board>() -> ! {
         core::mem::size_of::<Model<'_>>(),
         core::mem::size_of::<normcore::model::Layer<'_>>()
     );
+    networks(&mut bench, b, e);
     conv(&mut bench, b);
     crossover(&mut bench, b);
     pools(&mut bench, b);
