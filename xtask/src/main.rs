@@ -19,7 +19,9 @@
 //! cargo xtask fuzz [SECONDS]  fuzz core's model parser and engine (default 600 s)
 //! cargo xtask quant-check     MNIST: train, export f32 and int8, print the accuracy table
 //! cargo xtask size            flash and RAM of `infer`, by section and content; engine code per model kind
-//! cargo xtask bench firmware  per-kernel cost table of the Cortex-M kernels (QEMU, -icount)
+//! cargo xtask bench firmware [--check | --update-baseline]
+//!                             per-kernel cost table of the Cortex-M kernels (QEMU, -icount);
+//!                             check against / rewrite firmware/bench-baseline.tsv
 //! cargo xtask bench trainer   the host trainer's benchmark (`normcore bench`)
 //! ```
 
@@ -135,12 +137,18 @@ tasks:
                   ARGS: --method restat|tail|both, --shift, --unlabeled N,
                   --labeled N, --epochs N, --samples N|all, --seed, --board,
                   --elf, --timeout
-  bench firmware [--board NAME]
+  bench firmware [--board NAME] [--check | --update-baseline]
                   build a board's `bench` (the MPS2 boards; elsewhere
                   `mathbench`, the elementary functions) and run it in QEMU
                   with -icount: a table of every inference kernel's
-                  instructions (and per MAC) on fixed shapes, and the whole
-                  paper MLP (784-100-100-100-10), int8 in both weight forms
+                  instructions (and per MAC) on fixed shapes, the whole
+                  paper MLP (784-100-100-100-10), int8 in both weight forms,
+                  and whole networks (the `cnn` preset, DS-CNN; int8, f32)
+                  per inference and per layer, with the boards they fit.
+                  --check: compare every row, and `infer`'s per-layer rows
+                  on the demo's assets, with firmware/bench-baseline.tsv;
+                  fail if any rose by more than 1 % (part of `test`).
+                  --update-baseline: rewrite that file from this run.
   bench trainer [ARGS]
                   the host trainer's benchmark (`normcore bench`, release)
   size            build `infer` and report its sections (.text, .rodata, .data,
@@ -437,6 +445,10 @@ fn test() -> Result {
             }
         );
     }
+    // The instruction-count gate: every `bench` row and the demo's `infer`
+    // rows against the committed baseline (QEMU -icount; fails on a row
+    // more than 1 % above it). Reuses the ELFs built above.
+    bench::check()?;
     // The numerics are heavy: tests run optimised. This includes the QEMU
     // runs of the firmware (tests/tests/qemu.rs), the device = host
     // parity of `infer` on every QEMU board (tests/tests/device_parity.rs)
