@@ -156,7 +156,7 @@ fn firmware(board: &boards::Board, mode: Mode) -> Result {
                 .to_owned(),
         );
     }
-    let mut current: Vec<(String, u64)> = rows.iter().map(|r| (r.name(), r.count)).collect();
+    let mut current = unique(rows.iter().map(|r| (r.name(), r.count)));
     current.extend(infer_rows(board)?);
     let path = root().join(BASELINE);
     match mode {
@@ -197,6 +197,24 @@ fn firmware(board: &boards::Board, mode: Mode) -> Result {
             }
         }
     }
+}
+
+/// Rows with repeated names told apart by their order: the second
+/// `NAME` becomes `NAME #2` (`model_parse` of the int8 and the f32 file
+/// share their columns).
+fn unique(rows: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    rows.into_iter()
+        .map(|(name, v)| {
+            let n = seen.entry(name.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                (name, v)
+            } else {
+                (format!("{name} #{n}"), v)
+            }
+        })
+        .collect()
 }
 
 /// Build `bin` for `board` and run it in QEMU under `-icount`; its log.
@@ -765,6 +783,12 @@ mod tests {
             ]),
         );
         assert!(c.failed());
+    }
+
+    #[test]
+    fn repeated_names_are_numbered() {
+        let rows = unique(run(&[("a", 1), ("b", 2), ("a", 3), ("a", 4)]));
+        assert_eq!(rows, run(&[("a", 1), ("b", 2), ("a #2", 3), ("a #3", 4)]));
     }
 
     #[test]
