@@ -33,6 +33,30 @@
 //! values); the clamp saturates. This equals `⌊acc·M + 1/2⌋` exactly, with
 //! `M` the represented multiplier. For sigmoid/tanh layers the clamped `q`
 //! then indexes a 256-entry table, `y = table[q + 128]`.
+//!
+//! # The 32-bit form (what the kernels execute)
+//! For `t ≥ 33` (`s ≤ -2`, `M < 2^-2`: every layer whose scales shrink,
+//! the usual case) the same number is computed in 32-bit arithmetic after
+//! one high multiply, as gemmlowp does:
+//! ```text
+//! h = ⌊acc·m / 2^32⌋                     (mul_high: SMMUL / the high word of SMULL)
+//! q = ⌊(h + 2^(n-1)) / 2^n⌋,  n = t - 32  (rounding_shift, round half up)
+//! ```
+//! Proof that `q = ⌊(acc·m + 2^(t-1)) / 2^t⌋` exactly: for an integer `P`
+//! and `a, b ≥ 1`, `⌊⌊P/a⌋/b⌋ = ⌊P/(a·b)⌋`, and `⌊P/a⌋ + k = ⌊(P + k·a)/a⌋`
+//! for an integer `k`. So `h + 2^(n-1) = ⌊(acc·m + 2^(n-1)·2^32)/2^32⌋ =
+//! ⌊(acc·m + 2^(t-1))/2^32⌋`, and dividing by `2^n` with a floor gives
+//! `⌊(acc·m + 2^(t-1))/2^(32+n)⌋ = ⌊(acc·m + 2^(t-1))/2^t⌋`. No rounding
+//! happens before the last step (the high word is a floor, not gemmlowp's
+//! rounded doubling product), which is why the result is bit-identical to
+//! the i64 formula, not merely close; `|h| < 2^30` and `2^(n-1) ≤ 2^29`,
+//! so nothing overflows. `rounding_shift` evaluates `⌊(h + 2^(n-1))/2^n⌋`
+//! as `⌊(⌊h/2^(n-1)⌋ + 1)/2⌋` (the same identities with `a = 2^(n-1)`,
+//! `b = 2`). The tests check both forms against an exact i128 reference
+//! exhaustively on a structured domain (every shift, multipliers at the
+//! range's edges and odd multiples of powers of two, accumulators around
+//! every exact tie and every power of two) and on random inputs.
+//! For `t ≤ 32` (`M ≥ 2^-2`, rare) the kernels keep the i64 formula.
 
 use crate::error::{check_len, Error, Operand, Param};
 use fixed::types::I1F31;
@@ -81,15 +105,32 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32) -> i32 {
 #[inline(always)]
 pub(crate) fn requantize_unchecked(acc: i32, multiplier: i32, shift: i32) -> i32 {
     let t = 31i32.wrapping_sub(shift); // 1 ..= 62 when valid
-    let prod = i64::from(acc) * i64::from(multiplier);
     if t >= 33 {
-        // |prod| ≤ 2^62: the high word shifted right is below 2^30 in magnitude.
-        let q = ((prod >> 32) as i32).wrapping_shr((t - 33) as u32);
-        (q >> 1) + (q & 1)
+        // The 32-bit form (module docs): |acc·m| ≤ 2^62, so the high word
+        // is below 2^30 in magnitude and the rounding shift cannot overflow.
+        rounding_shift(mul_high(acc, multiplier), (t - 32) as u32)
     } else {
+        let prod = i64::from(acc) * i64::from(multiplier);
         let q = prod.wrapping_shr(t.wrapping_sub(1) as u32);
         ((q >> 1) + (q & 1)).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
+}
+
+/// `⌊a·b / 2^32⌋`: the high word of the 64-bit product (one `SMMUL` on a
+/// Cortex-M4, `SMULL` keeping the high register elsewhere).
+#[inline(always)]
+pub(crate) fn mul_high(a: i32, b: i32) -> i32 {
+    ((i64::from(a) * i64::from(b)) >> 32) as i32
+}
+
+/// `⌊(h + 2^(n-1)) / 2^n⌋` for `n ≥ 1`: `h / 2^n` rounded half up (towards
+/// +∞ on ties, negative values too), evaluated as `⌊(⌊h / 2^(n-1)⌋ + 1) / 2⌋`
+/// (the same number, see the module docs) so that it never overflows:
+/// two shifts, an `and` and an add. Total for any `n` (shifts wrap).
+#[inline(always)]
+pub(crate) fn rounding_shift(h: i32, n: u32) -> i32 {
+    let q = h.wrapping_shr(n.wrapping_sub(1));
+    (q >> 1) + (q & 1)
 }
 
 /// Split a real multiplier `M` into a Q1.31 mantissa and a shift,
@@ -395,6 +436,13 @@ mod tests {
             prop_assert_eq!(requantize(acc, m, s), reference(acc, m, s));
             // The kernels' path (no shift clamp) agrees for valid shifts.
             prop_assert_eq!(requantize_unchecked(acc, m, s), reference(acc, m, s));
+            // The 32-bit form where the kernels use it (t ≥ 33).
+            let t = 31 - s;
+            if t >= 33 {
+                let q32 = rounding_shift(mul_high(acc, m), (t - 32) as u32);
+                let q64 = (i64::from(acc) * i64::from(m) + (1i64 << (t - 1))) >> t;
+                prop_assert_eq!(i64::from(q32), q64);
+            }
         }
 
         /// The represented multiplier is within half a step of `m` (2^-31
@@ -427,6 +475,120 @@ mod tests {
             let exact = f64::from(acc) * real;
             let bound = 0.5 + exact.abs() * libm::exp2(-31.0) + 1e-9;
             prop_assert!((f64::from(q) - exact).abs() <= bound, "{acc}·{real}: {q} vs {exact}");
+        }
+    }
+
+    /// Multipliers of the structured domain: the range's edges, odd
+    /// multiples of powers of two (whose products hit exact ties) and a
+    /// few irregular values.
+    fn structured_multipliers() -> Vec<i32> {
+        let mut m = vec![
+            MULTIPLIER_MIN,
+            MULTIPLIER_MIN + 1,
+            0x5555_5555,
+            0x793D_D97F,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        for (odd, e) in [(3, 29), (5, 28), (7, 28), (9, 27), (15, 27), (255, 23)] {
+            m.push(odd << e);
+        }
+        m
+    }
+
+    /// Accumulators of the structured domain for shift `s` and multiplier
+    /// `m`: every value in `[-2^12, 2^12]`, each power of two and its
+    /// neighbours (both signs), the i32 edges, and for every exact tie
+    /// `acc·m = odd·2^(t-1)` that an i32 accumulator reaches, the tie and
+    /// its two neighbours.
+    fn structured_accumulators(s: i32, m: i32) -> Vec<i32> {
+        let mut a: Vec<i32> = (-4096..=4096).collect();
+        for k in 0..31 {
+            for d in [-2i64, -1, 0, 1, 2] {
+                for sign in [-1i64, 1] {
+                    let v = sign * ((1i64 << k) + d);
+                    if let Ok(v) = i32::try_from(v) {
+                        a.push(v);
+                    }
+                }
+            }
+        }
+        a.extend([i32::MIN, i32::MIN + 1, i32::MAX - 1, i32::MAX]);
+        // m = o·2^e with o odd: acc = j·2^(t-1-e) with j odd gives
+        // acc·m = (j·o)·2^(t-1), an odd multiple of half a step: a tie.
+        let t = 31 - s;
+        let e = m.trailing_zeros() as i32;
+        if t - 1 - e >= 0 && t - 1 - e < 31 {
+            let step = 1i64 << (t - 1 - e);
+            for j in [1i64, 3, 5, 7, 11, 101, 1001] {
+                for sign in [-1i64, 1] {
+                    for d in [-1i64, 0, 1] {
+                        if let Ok(v) = i32::try_from(sign * j * step + d) {
+                            a.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        a
+    }
+
+    /// The 32-bit form equals the exact `(acc·m + 2^(t-1)) >> t` (and the
+    /// i128 reference) on the whole structured domain: every valid shift,
+    /// the structured multipliers, the structured accumulators (ties
+    /// included, which is where a different rounding would show).
+    #[test]
+    fn high_multiply_form_is_exact_on_structured_domain() {
+        let mut checked = 0u64;
+        let mut ties = 0u64;
+        for s in SHIFT_MIN..=SHIFT_MAX {
+            let t = 31 - s;
+            for m in structured_multipliers() {
+                for acc in structured_accumulators(s, m) {
+                    let prod = i64::from(acc) * i64::from(m);
+                    let want = reference(acc, m, s);
+                    assert_eq!(requantize_unchecked(acc, m, s), want, "{acc} {m} {s}");
+                    if t >= 33 {
+                        // The 32-bit form, term by term, and today's i64
+                        // formula (no overflow: |prod| ≤ 2^62).
+                        let h = mul_high(acc, m);
+                        assert_eq!(i64::from(h), prod >> 32);
+                        let q32 = rounding_shift(h, (t - 32) as u32);
+                        let q64 = (prod + (1i64 << (t - 1))) >> t;
+                        assert_eq!(i64::from(q32), q64, "{acc} {m} {s}");
+                        assert_eq!(q32, want, "{acc} {m} {s}");
+                        ties += u64::from(prod.rem_euclid(1i64 << t) == 1i64 << (t - 1));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 6_000_000, "{checked}");
+        // The domain does reach exact ties of the 32-bit form.
+        assert!(ties > 1_000, "{ties}");
+    }
+
+    /// `rounding_shift` is `h / 2^n` rounded half up, for every `h` in a
+    /// window around each multiple of `2^n` and every `n` it is used with.
+    #[test]
+    fn rounding_shift_rounds_half_up() {
+        for n in 1..=30u32 {
+            for base in [
+                -(1i64 << 30),
+                -(1i64 << n),
+                0,
+                1i64 << n,
+                (1i64 << 30) - (1i64 << n),
+            ] {
+                for d in -3i64..=3 {
+                    for half in [0i64, 1i64 << (n - 1)] {
+                        let h = base + half + d;
+                        let Ok(h32) = i32::try_from(h) else { continue };
+                        let want = (2 * h + (1i64 << n)).div_euclid(1i64 << (n + 1));
+                        assert_eq!(i64::from(rounding_shift(h32, n)), want, "{h} {n}");
+                    }
+                }
+            }
         }
     }
 
