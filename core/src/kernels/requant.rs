@@ -110,10 +110,18 @@ pub(crate) fn requantize_unchecked(acc: i32, multiplier: i32, shift: i32) -> i32
         // is below 2^30 in magnitude and the rounding shift cannot overflow.
         rounding_shift(mul_high(acc, multiplier), (t - 32) as u32)
     } else {
-        let prod = i64::from(acc) * i64::from(multiplier);
-        let q = prod.wrapping_shr(t.wrapping_sub(1) as u32);
-        ((q >> 1) + (q & 1)).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+        requantize_wide(acc, multiplier, t)
     }
+}
+
+/// The `t ≤ 32` case of [`requantize_unchecked`] (`M ≥ 2^-2`, rare): the
+/// i64 formula, saturated to i32. Not inlined: one copy for every output
+/// loop (code size), off the hot path.
+#[inline(never)]
+fn requantize_wide(acc: i32, multiplier: i32, t: i32) -> i32 {
+    let prod = i64::from(acc) * i64::from(multiplier);
+    let q = prod.wrapping_shr(t.wrapping_sub(1) as u32);
+    ((q >> 1) + (q & 1)).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 /// `⌊a·b / 2^32⌋`: the high word of the 64-bit product (one `SMMUL` on a
@@ -368,24 +376,34 @@ impl OutputStage<'_> {
 
     /// Write the outputs of a group of channels of a validated stage:
     /// `y[k] = stage(acc[k])` with the channels' multipliers `m` and shifts
-    /// `s`, as many as `y` holds. The table test is hoisted out of the loop.
-    /// Not inlined: one copy serves every kernel (code size).
+    /// `s`, as many as `y` holds. Two loops: the usual stage (no table,
+    /// clamps the whole int8 range), where the clamp is one `SSAT`, and
+    /// every other stage, testing for the table per output. Not inlined:
+    /// one copy serves every kernel (code size).
     #[inline(never)]
     pub(crate) fn write(&self, acc: &[i32], m: &[i32], s: &[i32], y: &mut [i8]) {
         let outs = y.iter_mut().zip(acc).zip(m.iter().zip(s));
-        match self.lut {
-            None => {
-                for ((o, &a), (&m, &s)) in outs {
-                    super::unroll_barrier();
-                    *o = self.clamped(a, m, s) as i8;
-                }
+        if self.lut.is_none() && (self.clamp_min, self.clamp_max) == (-128, 127) {
+            // The whole int8 range (no activation, or ReLU at zero point
+            // -128, the usual calibration): the clamp is one `SSAT`.
+            for ((o, &a), (&m, &s)) in outs {
+                super::unroll_barrier();
+                let q = requantize_unchecked(a, m, s).saturating_add(self.zero_point);
+                *o = q.clamp(-128, 127) as i8;
             }
-            Some(table) => {
-                for ((o, &a), (&m, &s)) in outs {
-                    super::unroll_barrier();
+        } else {
+            for ((o, &a), (&m, &s)) in outs {
+                super::unroll_barrier();
+                let q = self.clamped(a, m, s) as i8;
+                // The table read per output (`black_box`): one loop for
+                // both cases instead of one per case (code size: the int8
+                // engine's 12 KiB; about 6 instructions per output of a
+                // sigmoid/tanh layer).
+                *o = match *core::hint::black_box(&self.lut) {
                     // q + 128 as a byte: always a valid index, no bounds check.
-                    *o = table[usize::from(self.clamped(a, m, s) as u8 ^ 0x80)];
-                }
+                    Some(table) => table[usize::from(q as u8 ^ 0x80)],
+                    None => q,
+                };
             }
         }
     }
