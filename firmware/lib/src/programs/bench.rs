@@ -1094,7 +1094,7 @@ fn networks<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers, e: &mut E
                 bench.failed = true;
                 continue;
             }
-            for i in 0..model.layer_count() {
+            for (i, &count) in ticks.iter().enumerate().take(model.layer_count()) {
                 let Ok(l) = model.layer(i) else { continue };
                 let lform = match l.weights {
                     Some(Data::I8Pairs(_)) => "r4 pairs",
@@ -1111,10 +1111,7 @@ fn networks<T: TickCounter>(bench: &mut Bench<'_, T>, b: &mut Buffers, e: &mut E
                 } else {
                     "none"
                 };
-                let layer_cost = Cost {
-                    count: ticks[i],
-                    ..cost
-                };
+                let layer_cost = Cost { count, ..cost };
                 bench.print_layer(kernel, i, l.op.name(), lform, act, work, layer_cost);
             }
         }
