@@ -8,6 +8,7 @@
 //! | RAM             | `0x2000_0000`, 16 KiB      | `RAM`: data, bss, stack            |
 //! | TIMER0          | `0x4000_8000`              | 32-bit, 16 MHz (PRESCALER 0)       |
 //! | UART            | `0x4000_2000`              | QEMU's `-serial`; pins 24 (TX), 25 (RX) on the board |
+//! | store           | `0x0003_E000`, 8 KiB       | `STORE` in `memory.x`: the NVMC writes it ([`store_flash`]) |
 //!
 //! Costs come from TIMER0 (ARMv6-M has no cycle counter): under
 //! `-icount shift=6`, instructions = ticks / 1.024.
@@ -18,6 +19,33 @@ use normcore_firmware::nrf51::kit::{Nrf51, Nrf51Map};
 use normcore_firmware::nrf51::uart::Pins;
 // Semihosting exit, the defmt transport, the panic and fault handlers.
 use normcore_qemu as _;
+
+/// The flash region `memory.x` reserves as STORE (the last 8 KiB of the
+/// chip's flash, whole 1 KiB pages), written through the nRF51's NVMC: an
+/// `embedded_storage` `NorFlash` (4-byte writes, 1 KiB erases) of the
+/// region's bytes, offsets from its start. What the `finetune` program
+/// saves its overlay into. `None` after the first call.
+#[cfg(feature = "adapt")]
+pub fn store_flash() -> Option<normcore_firmware::nrf51::nvmc::Nvmc> {
+    use core::sync::atomic::AtomicBool;
+    extern "C" {
+        // memory.x: the first byte of STORE, and one past its last.
+        static _normcore_store_start: u8;
+        static _normcore_store_end: u8;
+    }
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if !normcore_firmware::take_once(&TAKEN) {
+        return None;
+    }
+    let start = &raw const _normcore_store_start as usize;
+    let len = (&raw const _normcore_store_end as usize).checked_sub(start)?;
+    // SAFETY: `start..start + len` is memory.x's STORE region, flash that no
+    // section is linked into (FLASH ends where it starts): nothing else
+    // refers to it, and `TAKEN` makes this the only handle to it and to the
+    // NVMC, which the board's other drivers never use. memory.x asserts
+    // page alignment, which `Nvmc::new` checks again.
+    unsafe { normcore_firmware::nrf51::nvmc::Nvmc::new(start, len) }
+}
 
 /// The board's memory map.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! Drivers for Nordic's nRF51 series peripherals (the micro:bit v1's
 //! nRF51822): TIMER as a free-running counter ([`timer`]) and the UART,
-//! polled ([`uart`]); [`kit::Nrf51`] makes them a [`Board`](crate::board::Board)
+//! polled ([`uart`]), and (with the `adapt` feature) the NVMC writing a
+//! flash region as a `NorFlash` ([`nvmc`]); [`kit::Nrf51`] makes them a [`Board`](crate::board::Board)
 //! and a [`Serial`](crate::board::Serial) board from the addresses a board
 //! crate gives ([`kit::Nrf51Map`]).
 //!
@@ -12,6 +13,8 @@
 //! than through a `#[repr(C)]` struct with kilobytes of padding.
 
 pub mod kit;
+#[cfg(feature = "adapt")]
+pub mod nvmc;
 pub mod timer;
 pub mod uart;
 
