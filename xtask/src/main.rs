@@ -117,9 +117,10 @@ tasks:
                   inference, flash and RAM. Without: the demo's assets
                   (generated if missing). `finetune` (mps2-an386, microbit):
                   statistics re-estimation of the int8 model on a drift of
-                  the samples, and a table of accuracy clean / shifted /
-                  adapted / reloaded, instructions per adapted sample (per
-                  pass and in all) against one inference, and RAM. On a
+                  the samples, then tail training, and a table of accuracy
+                  clean / shifted / adapted / tuned / reloaded, instructions
+                  per adapted sample (per pass and in all) and per tail step
+                  against one inference, and RAM. On a
                   board QEMU does not model: builds and prints the flash
                   command
   device-eval [--board NAME] [--model PATH.ncm]... [ARGS]
@@ -1325,8 +1326,8 @@ fn finetune_table(board: &Board, elf: &Path, log: &str) -> Result {
     println!(
         "RAM for adaptation (core's adapt::plan): overlay {} B + max(re-estimation workspace {} B, \
          tail workspace {} B) = {} B (the workspace's buffer, {} B, then takes the saved overlay \
-         back); flash region {} B (two slots, RAM-backed under QEMU); arena {} B; stack \
-         high-water {} B.",
+         back); flash region {} B (two slots: RAM-backed on the MPS2 boards, the chip's own flash \
+         through its NVMC on the micro:bit and the nRF52840-DK); arena {} B; stack high-water {} B.",
         thousands(r.overlay_bytes as u64),
         thousands(r.restat_bytes as u64),
         thousands(r.tail_bytes as u64),

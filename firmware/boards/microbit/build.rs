@@ -21,18 +21,20 @@ fn main() {
         // and 6,528 of 16,384 bytes of RAM (arena 384 B + 6 KiB).
         // - `finetune` (feature `adapt`) is larger and not in these
         //   budgets, which are for deploying a model through `infer`:
-        //   75,512 B of code and constants without the assets (the 4 KiB
-        //   flash region's erased image in .data included; 124,984 B of
-        //   flash in all with the demo's assets), and 8,384 B of statics
-        //   (arena, overlay 1,936 B, scratch 1,936 B, flash region
-        //   4,096 B: sized from the int8 model) + a 3,012 B stack high-water
-        //   mark = 11,396 of 16,384 bytes of RAM. A model too large for it
-        //   fails `finetune`'s link (the linker names the region).
+        //   102,376 B of code and constants without the assets (151,848 B
+        //   of flash in all with the demo's assets), below memory.x's
+        //   FLASH of 248 KiB; the 8 KiB STORE after it holds the two
+        //   slots of the adapted overlay (`normcore_microbit::store_flash`).
+        //   RAM: 6,380 B of statics (arena 384 B, overlay 2,256 B, scratch
+        //   3,712 B: sized from the int8 model) + a 7,332 B stack
+        //   high-water mark (`Tail::commit`'s copies) = 13,712 of 16,384
+        //   bytes. A model too large for it fails `finetune`'s link (the
+        //   linker names the region).
         // - `serve` stays inference-only here (`bin!(serve, ..)`): with the
-        //   adaptation commands (`serve_adapt`) its statics are 14,104 B
-        //   (overlay 2,896 B, workspace 4,344 B, flash region 6,144 B) and
-        //   the stack overflows the 2.2 KiB left (QEMU: lockup on the first
-        //   request).
+        //   adaptation commands (`serve_adapt`, whose store is RAM-backed)
+        //   its statics would take the serve buffer, overlay 2,256 B,
+        //   workspace 3,704 B and a 6,144 B flash region, and the stack
+        //   that `Tail::commit` needs does not fit beside them.
         budget: Budget {
             code: 48 * 1024,
             ram: 6 * 1024,

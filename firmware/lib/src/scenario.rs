@@ -25,8 +25,9 @@
 //! same shifted adaptation half, now with its labels: [`TAIL_EPOCHS`]
 //! epochs, each the adaptation samples in index order, one SGD step per
 //! sample with [`TAIL`]; then `Tail::commit` into the overlay, whose scope
-//! is [`SCOPE`] (re-estimation and the tail). Boards that run
-//! re-estimation alone use [`SCOPE_RESTAT`].
+//! is [`SCOPE`] (re-estimation and the tail). A board whose RAM cannot
+//! hold the tail's workspace for its model would run re-estimation alone,
+//! in [`SCOPE_RESTAT`] (the `finetune` program's `Method::Restat`).
 
 use core::iter::{StepBy, Take};
 use core::ops::Range;
@@ -41,9 +42,12 @@ pub const OFFSET: f32 = 0.3;
 /// Most adaptation samples re-estimation uses.
 pub const MAX_ADAPT: usize = 64;
 
-/// Tail training's settings: core's defaults (momentum 0.9, γ and β of
-/// the BN layer feeding the dense one trained too) at the learning rate
-/// that helps most on 32 samples (docs/ADAPT.md, "On the device").
+/// Tail training's settings: SGD with momentum 0.9 at learning rate 0.01,
+/// γ and β of the BN layer feeding the dense one trained too. Not core's
+/// default (plain SGD at 0.1, the same step `lr/(1 − momentum)` in less
+/// RAM): the device scenario exercises the velocity buffers, the costlier
+/// path, so its RAM and cost figures are the upper bound
+/// (docs/ADAPT.md, "On the device").
 pub const TAIL: TailConfig = TailConfig {
     lr: 0.01,
     momentum: 0.9,

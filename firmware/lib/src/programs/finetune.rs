@@ -10,9 +10,9 @@
 //! at most 64) and an evaluation half (odd), both shifted by the integer
 //! drift `gain_offset` (gain 154/256, +0.3 in input units); the tail's
 //! settings `scenario::TAIL` and `scenario::TAIL_EPOCHS`. [`Method`] says
-//! whether the tail runs ([`Method::RestatTail`], the default) or not
-//! ([`Method::Restat`]: the micro:bit, whose 16 KiB of RAM cannot hold the
-//! tail; its bin says why). In order:
+//! whether the tail runs ([`Method::RestatTail`], the default, what every
+//! board here runs) or not ([`Method::Restat`], for a board whose RAM
+//! cannot hold the tail's workspace for its model). In order:
 //! 0. the flash region is searched for an overlay a previous run saved
 //!    (`Store::load`); if there is one for this model, the shifted
 //!    evaluation half runs with it (a RAM-backed region is always blank;
@@ -47,29 +47,31 @@
 //! `Tail::words_needed`), or on the stack: the engine's arena; the
 //! overlay; one scratch buffer that is the re-estimation workspace, then
 //! the tail's, then the buffer `load` copies the saved overlay into; and
-//! the flash region. On QEMU the region is a `RamFlash` with the nRF51's
-//! 1 KiB pages ([`PAGE`]), [`store_bytes`] in all; on the nRF52840-DK it is
-//! the chip's flash through its NVMC driver (any `NorFlash` passed to
-//! [`main`]; the slots follow its `WRITE_SIZE` and `ERASE_SIZE`), costing
-//! no RAM.
+//! the flash region. On the MPS2 boards the region is a `RamFlash` with
+//! the nRF51's 1 KiB pages ([`PAGE`]), [`store_bytes`] in all (QEMU models
+//! no flash controller there); on the micro:bit and the nRF52840-DK it is
+//! the chip's own flash through its NVMC driver (any `NorFlash` passed to
+//! [`main`]; the slots follow its `WRITE_SIZE` and `ERASE_SIZE`; the region
+//! is the board's `memory.x` `STORE`), costing no RAM. QEMU models the
+//! nRF51's NVMC, so the micro:bit's run writes real (emulated) flash.
 //!
 //! # Output lines (decoded defmt; the host test parses them)
 //! ```text
 //! finetune scenario: samples=64 adapt=32 eval=32 gain_q8=154 offset=5 zero_point=-128 method=restat+tail
 //! finetune saved: found=0
-//! finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=15055
-//! finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=15055
-//! finetune pass 0: layer=0 samples=32 values=32 instructions=423521 per_sample=13235 refold=97287
-//! finetune pass 1: layer=1 samples=32 values=32 instructions=602647 per_sample=18833 refold=96194
-//! finetune restat: passes=2 samples=32 instructions=1219649 per_sample=32068 refold=193481 inference=15055 crc=0x70754b54
-//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15460
-//! finetune tail: epochs=10 samples=32 steps=320 lr=0.01 momentum=0.9 train_bn=1 loss_first=0.018913656 loss_last=0.0010990442 instructions=10284874 per_step=32140 commit=693234 inference=15055 crc=0x6afbd4fe
-//! finetune tuned: correct=30 total=32 digest=0x0a142f0f instructions=15532
-//! finetune overlay: bytes=2896 entries=3 crc=0x6afbd4fe
-//! finetune ram: overlay=2896 restat=1024 tail=4344 adaptation=7240 scratch=4344 store=6144 arena=384 (bytes; ...)
-//! finetune store: seq=1 region=6144 slot=3072 capacity=3048 saved=2896 instructions=64963
-//! finetune reload: seq=1 bytes=2896 crc=0x6afbd4fe correct=30 total=32 digest=0x0a142f0f identical=1
-//! stack: high_water=7440 size=4180496 (bytes)
+//! finetune clean: correct=31 total=32 digest=0x0357ba37 instructions=14848
+//! finetune shifted: correct=23 total=32 digest=0x560c6ee9 instructions=14849
+//! finetune pass 0: layer=0 samples=32 values=32 instructions=419701 per_sample=13116 refold=97804
+//! finetune pass 1: layer=1 samples=32 values=32 instructions=595483 per_sample=18609 refold=97001
+//! finetune restat: passes=2 samples=32 instructions=1209989 per_sample=31725 refold=194806 inference=14848 crc=0xce925a78
+//! finetune adapted: correct=29 total=32 digest=0x3f0ba66f instructions=15207
+//! finetune tail: epochs=10 samples=32 steps=320 lr=0.01 momentum=0.9 train_bn=1 loss_first=0.018913656 loss_last=0.0010990442 instructions=15841034 per_step=49503 commit=686108 inference=14848 crc=0x437ced0c
+//! finetune tuned: correct=30 total=32 digest=0x0a142f0f instructions=15414
+//! finetune overlay: bytes=2256 entries=3 crc=0x437ced0c
+//! finetune ram: overlay=2256 restat=1024 tail=3704 adaptation=5960 scratch=3704 store=6144 arena=384 (bytes; ...)
+//! finetune store: seq=1 region=6144 slot=3072 capacity=3048 saved=2256 instructions=51366
+//! finetune reload: seq=1 bytes=2256 crc=0x437ced0c correct=30 total=32 digest=0x0a142f0f identical=1
+//! stack: high_water=7240 size=4181776 (bytes)
 //! ```
 //! (`mps2-an386`, the demo's model. With `method=restat` the `tail` and
 //! `tuned` lines are absent and `tail=0`; with a saved overlay of this
@@ -111,8 +113,10 @@ pub enum Method {
     /// ([`scenario::TAIL`], [`scenario::TAIL_EPOCHS`]); the overlay's
     /// scope is [`scenario::SCOPE`].
     RestatTail,
-    /// Re-estimation alone ([`scenario::SCOPE_RESTAT`]): for boards whose
-    /// RAM cannot hold the tail's workspace (the micro:bit, see its bin).
+    /// Re-estimation alone ([`scenario::SCOPE_RESTAT`]): for a board whose
+    /// RAM cannot hold the tail's workspace for its model (none here: the
+    /// micro:bit holds it once the flash region is its own flash, see its
+    /// bin).
     Restat,
 }
 
