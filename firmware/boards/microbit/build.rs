@@ -16,7 +16,7 @@ fn main() {
         // - ram: `NORMCORE_ICOUNT=1 cargo run --release --bin infer` logs
         //   `stack: high_water=2920`; infer's .data + .bss is 412 bytes,
         //   the 384 B arena included (28 without). 6 KiB: twice that.
-        // The demo's assets then take 98,656 of 262,144 bytes of flash
+        // The demo's assets then take 98,656 of FLASH's 253,952 bytes
         // (both models, 25,664 B, and samples.bin, 23,840 B, + 48 KiB)
         // and 6,528 of 16,384 bytes of RAM (arena 384 B + 6 KiB).
         // - `finetune` (feature `adapt`) is larger and not in these

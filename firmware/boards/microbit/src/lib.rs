@@ -4,7 +4,7 @@
 //!
 //! | what            | where                      | notes                              |
 //! |-----------------|----------------------------|------------------------------------|
-//! | flash           | `0x0000_0000`, 256 KiB     | `FLASH` in `memory.x`              |
+//! | flash           | `0x0000_0000`, 248 KiB     | `FLASH` in `memory.x` (of the chip's 256 KiB) |
 //! | RAM             | `0x2000_0000`, 16 KiB      | `RAM`: data, bss, stack            |
 //! | TIMER0          | `0x4000_8000`              | 32-bit, 16 MHz (PRESCALER 0)       |
 //! | UART            | `0x4000_2000`              | QEMU's `-serial`; pins 24 (TX), 25 (RX) on the board |
