@@ -10,6 +10,7 @@
 //! and random draws couple the samples).
 
 use crate::fastgemm::FastGemm;
+use crate::hostops;
 use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
 use normcore::batchnorm::{BnState, RunningStats, SavedStats};
 use normcore::layers::{self};
@@ -150,6 +151,9 @@ pub struct Workspace {
     saved_mean: Vec<Vec<f32>>,
     saved_inv_std: Vec<Vec<f32>>,
     masks: Vec<Vec<u8>>,
+    /// Per max-pool layer: the argmax of every output of the last forward
+    /// pass ([`hostops::maxpool_forward`]); empty for other layers.
+    pool_args: Vec<Vec<u32>>,
     bufs: Vec<ThreadBufs>,
     /// Per-layer work below which a layer runs on one thread
     /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
@@ -300,7 +304,7 @@ fn kernel(layer: usize) -> impl Fn(CoreError) -> NetworkError {
 
 /// Split the first `n` samples of `data` (each `per` values) into `t`
 /// contiguous chunks; returns (first sample, chunk) pairs.
-fn chunks_mut(data: &mut [f32], n: usize, per: usize, t: usize) -> Vec<(usize, &mut [f32])> {
+fn chunks_mut<T>(data: &mut [T], n: usize, per: usize, t: usize) -> Vec<(usize, &mut [T])> {
     let mut out = Vec::with_capacity(t);
     let mut rest = &mut data[..n * per];
     let mut start = 0;
@@ -435,6 +439,16 @@ impl Network {
                     _ => Vec::new(),
                 })
                 .collect(),
+            pool_args: self
+                .layers
+                .iter()
+                .map(|l| match l.r.op {
+                    Op::Pool(p) if hostops::maxpool_supported(&p) => {
+                        vec![0u32; capacity * l.r.output.len()]
+                    }
+                    _ => Vec::new(),
+                })
+                .collect(),
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
                     scratch: vec![0.0; scratch],
@@ -529,28 +543,30 @@ impl Network {
                 Op::Flatten => yout.copy_from_slice(xin),
                 op => {
                     let layer = &self.layers[i];
-                    let run = |start: usize, y: &mut [f32], bufs: &mut ThreadBufs| {
-                        let m = y.len() / r.output.len();
-                        let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
-                        forward_chunk(layer, op, r, m, xc, y, &mut bufs.scratch).map_err(&err)
-                    };
+                    let run =
+                        |start: usize, y: &mut [f32], arg: &mut [u32], bufs: &mut ThreadBufs| {
+                            let m = y.len() / r.output.len();
+                            let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
+                            forward_chunk(layer, op, r, m, xc, y, arg, &mut bufs.scratch)
+                                .map_err(&err)
+                        };
                     let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
-                    let chunks = chunks_mut(
-                        yout,
-                        n,
-                        r.output.len(),
-                        if parallel { ws.threads } else { 1 },
-                    );
+                    let t = if parallel { ws.threads } else { 1 };
+                    let chunks = chunks_mut(yout, n, r.output.len(), t);
+                    let args = &mut ws.pool_args[i];
+                    let arg_per = if args.is_empty() { 0 } else { r.output.len() };
+                    let arg_chunks = chunks_mut(args, n, arg_per, t);
                     match &ws.pool {
                         Some(pool) if parallel => pool.install(|| {
                             chunks
                                 .into_par_iter()
+                                .zip(arg_chunks)
                                 .zip(ws.bufs.par_iter_mut())
-                                .try_for_each(|((start, y), b)| run(start, y, b))
+                                .try_for_each(|(((start, y), (_, a)), b)| run(start, y, a, b))
                         })?,
                         _ => {
-                            for (start, y) in chunks {
-                                run(start, y, &mut ws.bufs[0])?;
+                            for ((start, y), (_, a)) in chunks.into_iter().zip(arg_chunks) {
+                                run(start, y, a, &mut ws.bufs[0])?;
                             }
                         }
                     }
@@ -635,12 +651,18 @@ impl Network {
                     let plen = r.op.param_len();
                     let wl = r.op.weight_len();
                     let (weights, grads) = (&layer.params[..wl], &mut layer.grads);
+                    let args = &ws.pool_args[i];
                     let run = |start: usize,
                                m: usize,
                                dxc: Option<&mut [f32]>,
                                g: Option<&mut [f32]>,
                                scratch: &mut [f32]| {
                         let (xi, yo) = (r.input.len(), r.output.len());
+                        let arg = if args.is_empty() {
+                            &args[..]
+                        } else {
+                            &args[start * yo..(start + m) * yo]
+                        };
                         backward_chunk(
                             op,
                             r,
@@ -649,6 +671,7 @@ impl Network {
                             &xin[start * xi..(start + m) * xi],
                             &yout[start * yo..(start + m) * yo],
                             &dy[start * yo..(start + m) * yo],
+                            arg,
                             dxc,
                             g,
                             scratch,
@@ -748,6 +771,7 @@ fn forward_chunk(
     m: usize,
     x: &[f32],
     y: &mut [f32],
+    arg: &mut [u32],
     scratch: &mut [f32],
 ) -> Result<(), CoreError> {
     let xs = r.input.batch(m);
@@ -773,6 +797,12 @@ fn forward_chunk(
             op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
         }
         Op::Act(a) => a.forward(x, y),
+        Op::Pool(p) if !arg.is_empty() => {
+            // The views check the shapes; the arguments fill `arg` exactly.
+            let yv = ViewMut::new(ys, y)?;
+            hostops::maxpool_forward(&p, xv.data(), yv.into_data(), arg);
+            Ok(())
+        }
         Op::Pool(p) => p.forward(xv, ViewMut::new(ys, y)?),
         Op::GlobalAvgPool => layers::global_avg_pool_forward(xv, ViewMut::new(ys, y)?),
         Op::BatchNorm(_) | Op::Dropout(_) | Op::Flatten => Ok(()),
@@ -789,6 +819,7 @@ fn backward_chunk(
     x: &[f32],
     y: &[f32],
     dy: &[f32],
+    arg: &[u32],
     dx: Option<&mut [f32]>,
     grads: Option<&mut [f32]>,
     scratch: &mut [f32],
@@ -836,6 +867,11 @@ fn backward_chunk(
             None => Ok(()),
         },
         Op::Pool(p) => match dxv {
+            Some(d) if !arg.is_empty() => {
+                View::new(ys, dy)?;
+                hostops::maxpool_backward(&p, dy, arg, d.into_data());
+                Ok(())
+            }
             Some(d) => p.backward(View::new(xs, x)?, View::new(ys, dy)?, d),
             None => Ok(()),
         },
