@@ -9,13 +9,25 @@
 //!   input element it was taken from, and [`maxpool_backward`] is a scatter
 //!   of `dy` through those indices.
 //!
-//! Both produce exactly (bit for bit) what core's kernels produce: the same
-//! window scan (`kh` then `kw`), the same comparison (`>`, so the first
-//! maximum wins a tie and a NaN never replaces the first tap) and the same
-//! order of additions in the backward scatter (output pixels in NHWC order,
-//! channels ascending). The network's tests compare them against core.
+//!   Bit for bit what core computes: the same window scan (`kh` then
+//!   `kw`), the same comparison (`>`, so the first maximum wins a tie and a
+//!   NaN never replaces the first tap) and the same order of additions in
+//!   the backward scatter (output pixels in NHWC order, channels ascending).
+//! - **Convolution with cached `cols`.** Core's
+//!   [`Conv2d`](normcore::layers::Conv2d) lowers a chunk of samples to the
+//!   im2col matrix in a scratch buffer, and its backward pass lowers the
+//!   same input again. [`conv_forward`] keeps each layer's `cols` in the
+//!   workspace, so [`conv_backward`] starts at the products. The lowering
+//!   copies kernel rows with short fixed-size moves (a 5×5 kernel over one
+//!   channel has runs of 5 values, where a `memcpy` call per run cost more
+//!   than the copy). Same matrix products, same shapes, same order as core
+//!   (one product per thread's chunk), so again bit for bit the same.
+//!
+//! The tests below compare every function here against core.
 
-use normcore::layers::{Pool2d, PoolKind};
+use crate::fastgemm::FastGemm;
+use normcore::layers::{Conv2d, Pool2d, PoolKind};
+use normcore::{Error, Gemm, MatMut, MatRef};
 
 /// Argmax marker of an output whose window lies entirely in the padding:
 /// it is 0 and passes no gradient.
@@ -124,6 +136,214 @@ pub fn maxpool_backward(p: &Pool2d, dy: &[f32], arg: &[u32], dx: &mut [f32]) {
     }
 }
 
+/// Sizes of a convolution's lowering.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeom {
+    out_h: usize,
+    out_w: usize,
+    /// `KH·KW·Cin`.
+    patch: usize,
+    /// `OH·OW`.
+    pixels: usize,
+    /// `H·W·Cin`.
+    in_sample: usize,
+}
+
+fn conv_geom(op: &Conv2d) -> ConvGeom {
+    let (out_h, out_w) = op
+        .window
+        .output_hw(op.in_h, op.in_w)
+        .expect("conv geometry validated when the network was built");
+    ConvGeom {
+        out_h,
+        out_w,
+        patch: op.window.kernel_h * op.window.kernel_w * op.in_c,
+        pixels: out_h * out_w,
+        in_sample: op.in_h * op.in_w * op.in_c,
+    }
+}
+
+/// Elements of `cols` per sample for `op`: `OH·OW·KH·KW·Cin`.
+pub fn conv_cols_len(op: &Conv2d) -> usize {
+    let g = conv_geom(op);
+    g.pixels * g.patch
+}
+
+/// `dst = src` for short runs: 8- and 4-wide fixed-size moves and a scalar
+/// tail (no `memcpy` call).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n > 64 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        let s: [f32; 8] = src[i..i + 8].try_into().expect("8 values");
+        dst[i..i + 8].copy_from_slice(&s);
+        i += 8;
+    }
+    if i + 4 <= n {
+        let s: [f32; 4] = src[i..i + 4].try_into().expect("4 values");
+        dst[i..i + 4].copy_from_slice(&s);
+        i += 4;
+    }
+    while i < n {
+        dst[i] = src[i];
+        i += 1;
+    }
+}
+
+/// Core's im2col: row `(n·OH + oh)·OW + ow` of `cols` is the receptive
+/// field of that output pixel in `(kh, kw, ci)` order, zeros at padded taps.
+fn im2col(op: &Conv2d, g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let c = op.in_c;
+    let win = op.window;
+    let run = win.kernel_w * c;
+    let in_row = op.in_w * c;
+    let mut rows = cols.chunks_exact_mut(g.patch);
+    for image in x.chunks_exact(g.in_sample) {
+        for oh in 0..g.out_h {
+            let (hlo, hhi, hs) = taps(oh, win.stride_h, win.padding.top, op.in_h, win.kernel_h);
+            for ow in 0..g.out_w {
+                let (wlo, whi, ws) =
+                    taps(ow, win.stride_w, win.padding.left, op.in_w, win.kernel_w);
+                let Some(row) = rows.next() else { return };
+                let (above, rest) = row.split_at_mut(hlo * run);
+                let (inside, below) = rest.split_at_mut((hhi - hlo) * run);
+                above.fill(0.0);
+                below.fill(0.0);
+                let src = hs * in_row + ws * c;
+                for (seg, ih) in inside.chunks_exact_mut(run).zip(0..) {
+                    let (left, rest) = seg.split_at_mut(wlo * c);
+                    let (mid, right) = rest.split_at_mut((whi - wlo) * c);
+                    left.fill(0.0);
+                    right.fill(0.0);
+                    let at = src + ih * in_row;
+                    copy_run(mid, &image[at..at + mid.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// Core's col2im: `dx` (overwritten) is every row of `cols` scatter-added
+/// back onto the inputs it was gathered from.
+fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let c = op.in_c;
+    let win = op.window;
+    let run = win.kernel_w * c;
+    let in_row = op.in_w * c;
+    let mut rows = cols.chunks_exact(g.patch);
+    for image in dx.chunks_exact_mut(g.in_sample) {
+        for oh in 0..g.out_h {
+            let (hlo, hhi, hs) = taps(oh, win.stride_h, win.padding.top, op.in_h, win.kernel_h);
+            for ow in 0..g.out_w {
+                let (wlo, whi, ws) =
+                    taps(ow, win.stride_w, win.padding.left, op.in_w, win.kernel_w);
+                let Some(row) = rows.next() else { return };
+                let inside = &row[hlo * run..hhi * run];
+                let src = hs * in_row + ws * c;
+                for (seg, ih) in inside.chunks_exact(run).zip(0..) {
+                    let mid = &seg[wlo * c..whi * c];
+                    let at = src + ih * in_row;
+                    for (d, &v) in image[at..at + mid.len()].iter_mut().zip(mid) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convolution forward of `m` whole samples, keeping the lowering: `x`
+/// `[m, H, W, Cin]`, `w` `[Cout, KH, KW, Cin]`, `y` `[m, OH, OW, Cout]`
+/// (overwritten), `cols` at least `m ·` [`conv_cols_len`] (left holding the
+/// lowering of `x` for [`conv_backward`]). Callers check the shapes (the
+/// network builds the views first); a mismatch is an `Err` from the product.
+pub fn conv_forward(
+    op: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    cols: &mut [f32],
+) -> Result<(), Error> {
+    let g = conv_geom(op);
+    let rows = x.len() / g.in_sample * g.pixels;
+    let cols = &mut cols[..rows * g.patch];
+    im2col(op, &g, x, cols);
+    let wt = MatRef::row_major(w, op.out_c, g.patch)?.t();
+    FastGemm.gemm(
+        MatRef::row_major(cols, rows, g.patch)?,
+        wt,
+        MatMut::row_major(y, rows, op.out_c)?,
+        false,
+    )?;
+    if let Some(b) = b {
+        for pixel in y.chunks_exact_mut(op.out_c) {
+            for (v, &bias) in pixel.iter_mut().zip(b) {
+                *v += bias;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Convolution backward of the `m` samples whose lowering [`conv_forward`]
+/// left in `cols`: `dw` (and `db`, `dx` when given) overwritten. `dcols`
+/// (at least `m ·` [`conv_cols_len`] when `dx` is wanted) is scratch.
+pub fn conv_backward(
+    op: &Conv2d,
+    cols: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dcols: &mut [f32],
+) -> Result<(), Error> {
+    let g = conv_geom(op);
+    let rows = dy.len() / op.out_c;
+    if let Some(db) = db {
+        db.fill(0.0);
+        for pixel in dy.chunks_exact(op.out_c) {
+            for (acc, &d) in db.iter_mut().zip(pixel) {
+                *acc += d;
+            }
+        }
+    }
+    if rows == 0 {
+        dw.fill(0.0);
+        if let Some(dx) = dx {
+            dx.fill(0.0);
+        }
+        return Ok(());
+    }
+    let cols = &cols[..rows * g.patch];
+    let dym = MatRef::row_major(dy, rows, op.out_c)?;
+    FastGemm.gemm(
+        dym.t(),
+        MatRef::row_major(cols, rows, g.patch)?,
+        MatMut::row_major(dw, op.out_c, g.patch)?,
+        false,
+    )?;
+    if let Some(dx) = dx {
+        let dcols = &mut dcols[..rows * g.patch];
+        FastGemm.gemm(
+            dym,
+            MatRef::row_major(w, op.out_c, g.patch)?,
+            MatMut::row_major(dcols, rows, g.patch)?,
+            false,
+        )?;
+        col2im(op, &g, dcols, dx);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +419,96 @@ mod tests {
                 maxpool_backward(&p, &dy, &arg, &mut dx);
                 assert_eq!(bits(&dx), bits(&dx_core), "backward, window {wi}");
             }
+        }
+    }
+
+    /// Bit-for-bit agreement with core's convolution (given scratch for the
+    /// whole batch, so that core also runs one product), forward and
+    /// backward, over padded, strided and pointwise geometries.
+    #[test]
+    fn conv_matches_core_bit_for_bit() {
+        let mut rng = Rng::new(5);
+        let cases = [
+            (28, 28, 1, 16, Window::square(5, 1, 0), 3),
+            (12, 12, 16, 32, Window::square(5, 1, 0), 2),
+            (7, 6, 3, 5, Window::square(3, 2, 1), 2),
+            (5, 5, 4, 6, Window::square(1, 1, 0), 3),
+            (
+                6,
+                5,
+                2,
+                3,
+                Window {
+                    kernel_h: 2,
+                    kernel_w: 3,
+                    stride_h: 1,
+                    stride_w: 2,
+                    padding: Padding {
+                        top: 1,
+                        bottom: 0,
+                        left: 2,
+                        right: 1,
+                    },
+                },
+                2,
+            ),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (ci, &(h, w, cin, cout, win, n)) in cases.iter().enumerate() {
+            let op = Conv2d::new(h, w, cin, cout, win).unwrap();
+            let xs = op.input_shape(n);
+            let ys = op.output_shape(n).unwrap();
+            let mut vec =
+                |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+            let x = vec(xs.len().unwrap());
+            let wt = vec(op.weight_len().unwrap());
+            let b = vec(cout);
+            let dy = vec(ys.len().unwrap());
+            let mut scratch = vec![0.0; op.forward_scratch_len(n).unwrap().max(1)];
+            let mut y_core = vec![0.0; ys.len().unwrap()];
+            op.forward(
+                &FastGemm,
+                View::new(xs, &x).unwrap(),
+                &wt,
+                Some(&b),
+                ViewMut::new(ys, &mut y_core).unwrap(),
+                &mut scratch,
+            )
+            .unwrap();
+            let mut cols = vec![0.0; n * conv_cols_len(&op)];
+            let mut y = vec![0.0; ys.len().unwrap()];
+            conv_forward(&op, &x, &wt, Some(&b), &mut y, &mut cols).unwrap();
+            assert_eq!(bits(&y), bits(&y_core), "forward, case {ci}");
+            let (mut dx_core, mut dw_core, mut db_core) =
+                (vec![0.0; x.len()], vec![0.0; wt.len()], vec![0.0; cout]);
+            op.backward(
+                &FastGemm,
+                View::new(xs, &x).unwrap(),
+                &wt,
+                View::new(ys, &dy).unwrap(),
+                Some(ViewMut::new(xs, &mut dx_core).unwrap()),
+                &mut dw_core,
+                Some(&mut db_core),
+                &mut scratch,
+            )
+            .unwrap();
+            let (mut dx, mut dw, mut db) =
+                (vec![9.0; x.len()], vec![9.0; wt.len()], vec![9.0; cout]);
+            let mut dcols = vec![0.0; cols.len()];
+            conv_backward(
+                &op,
+                &cols,
+                &wt,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &mut dcols,
+            )
+            .unwrap();
+            assert_eq!(bits(&dx), bits(&dx_core), "dx, case {ci}");
+            assert_eq!(bits(&dw), bits(&dw_core), "dw, case {ci}");
+            assert_eq!(bits(&db), bits(&db_core), "db, case {ci}");
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::hostops;
 use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
 use normcore::batchnorm::{BnState, RunningStats, SavedStats};
 use normcore::layers::{self};
-use normcore::{Error as CoreError, Rng, Sgd, View, ViewMut};
+use normcore::{Error as CoreError, Operand, Rng, Sgd, View, ViewMut};
 use rayon::prelude::*;
 
 /// How weights are initialised (biases start at 0, BN at γ = 1, β = 0).
@@ -154,6 +154,10 @@ pub struct Workspace {
     /// Per max-pool layer: the argmax of every output of the last forward
     /// pass ([`hostops::maxpool_forward`]); empty for other layers.
     pool_args: Vec<Vec<u32>>,
+    /// Per convolution: the im2col lowering of its input in the last
+    /// forward pass ([`hostops::conv_forward`]), reused by the backward
+    /// pass; empty for other layers.
+    conv_cols: Vec<Vec<f32>>,
     bufs: Vec<ThreadBufs>,
     /// Per-layer work below which a layer runs on one thread
     /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
@@ -449,6 +453,14 @@ impl Network {
                     _ => Vec::new(),
                 })
                 .collect(),
+            conv_cols: self
+                .layers
+                .iter()
+                .map(|l| match l.r.op {
+                    Op::Conv { op, .. } => vec![0.0; capacity * hostops::conv_cols_len(&op)],
+                    _ => Vec::new(),
+                })
+                .collect(),
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
                     scratch: vec![0.0; scratch],
@@ -543,30 +555,37 @@ impl Network {
                 Op::Flatten => yout.copy_from_slice(xin),
                 op => {
                     let layer = &self.layers[i];
-                    let run =
-                        |start: usize, y: &mut [f32], arg: &mut [u32], bufs: &mut ThreadBufs| {
-                            let m = y.len() / r.output.len();
-                            let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
-                            forward_chunk(layer, op, r, m, xc, y, arg, &mut bufs.scratch)
-                                .map_err(&err)
-                        };
+                    let run = |(start, y, arg, cols): Chunk<'_>, bufs: &mut ThreadBufs| {
+                        let m = y.len() / r.output.len();
+                        let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
+                        forward_chunk(layer, op, r, m, xc, y, arg, cols, &mut bufs.scratch)
+                            .map_err(&err)
+                    };
                     let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
                     let t = if parallel { ws.threads } else { 1 };
                     let chunks = chunks_mut(yout, n, r.output.len(), t);
                     let args = &mut ws.pool_args[i];
                     let arg_per = if args.is_empty() { 0 } else { r.output.len() };
                     let arg_chunks = chunks_mut(args, n, arg_per, t);
+                    let cols = &mut ws.conv_cols[i];
+                    let cols_per = cols.len() / ws.capacity.max(1);
+                    let col_chunks = chunks_mut(cols, n, cols_per, t);
+                    let chunks: Vec<Chunk<'_>> = chunks
+                        .into_iter()
+                        .zip(arg_chunks)
+                        .zip(col_chunks)
+                        .map(|(((start, y), (_, a)), (_, c))| (start, y, a, c))
+                        .collect();
                     match &ws.pool {
                         Some(pool) if parallel => pool.install(|| {
                             chunks
                                 .into_par_iter()
-                                .zip(arg_chunks)
                                 .zip(ws.bufs.par_iter_mut())
-                                .try_for_each(|(((start, y), (_, a)), b)| run(start, y, a, b))
+                                .try_for_each(|(c, b)| run(c, b))
                         })?,
                         _ => {
-                            for ((start, y), (_, a)) in chunks.into_iter().zip(arg_chunks) {
-                                run(start, y, a, &mut ws.bufs[0])?;
+                            for c in chunks {
+                                run(c, &mut ws.bufs[0])?;
                             }
                         }
                     }
@@ -652,6 +671,8 @@ impl Network {
                     let wl = r.op.weight_len();
                     let (weights, grads) = (&layer.params[..wl], &mut layer.grads);
                     let args = &ws.pool_args[i];
+                    let cols = &ws.conv_cols[i];
+                    let cols_per = cols.len() / ws.capacity.max(1);
                     let run = |start: usize,
                                m: usize,
                                dxc: Option<&mut [f32]>,
@@ -663,6 +684,7 @@ impl Network {
                         } else {
                             &args[start * yo..(start + m) * yo]
                         };
+                        let cols = &cols[start * cols_per..(start + m) * cols_per];
                         backward_chunk(
                             op,
                             r,
@@ -672,6 +694,7 @@ impl Network {
                             &yout[start * yo..(start + m) * yo],
                             &dy[start * yo..(start + m) * yo],
                             arg,
+                            cols,
                             dxc,
                             g,
                             scratch,
@@ -763,6 +786,23 @@ fn fans(r: &Resolved) -> (usize, usize) {
     }
 }
 
+/// One thread's share of a forward pass: first sample, output, max-pool
+/// argmax and conv lowering (the last two empty for other layers).
+type Chunk<'a> = (usize, &'a mut [f32], &'a mut [u32], &'a mut [f32]);
+
+/// `Ok` if a slice has the length its operand needs.
+fn same_len(operand: Operand, expected: usize, actual: usize) -> Result<(), CoreError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(CoreError::LengthMismatch {
+            operand,
+            expected,
+            actual,
+        })
+    }
+}
+
 /// Forward of a batch-separable layer on `m` samples.
 fn forward_chunk(
     layer: &Layer,
@@ -772,6 +812,7 @@ fn forward_chunk(
     x: &[f32],
     y: &mut [f32],
     arg: &mut [u32],
+    cols: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), CoreError> {
     let xs = r.input.batch(m);
@@ -785,6 +826,19 @@ fn forward_chunk(
             layer.bias_opt(),
             ViewMut::new(ys, y)?,
         ),
+        Op::Conv { op, .. } if !cols.is_empty() => {
+            // The views check the shapes; `cols` holds these samples' lowering.
+            let yv = ViewMut::new(ys, y)?;
+            same_len(Operand::Weight, op.weight_len()?, layer.weights().len())?;
+            hostops::conv_forward(
+                &op,
+                xv.data(),
+                layer.weights(),
+                layer.bias_opt(),
+                yv.into_data(),
+                cols,
+            )
+        }
         Op::Conv { op, .. } => op.forward(
             &FastGemm,
             xv,
@@ -820,6 +874,7 @@ fn backward_chunk(
     y: &[f32],
     dy: &[f32],
     arg: &[u32],
+    cols: &[f32],
     dx: Option<&mut [f32]>,
     grads: Option<&mut [f32]>,
     scratch: &mut [f32],
@@ -849,6 +904,22 @@ fn backward_chunk(
             dw,
             db,
         ),
+        Op::Conv { op, .. } if !cols.is_empty() => {
+            View::new(xs, x)?;
+            View::new(ys, dy)?;
+            same_len(Operand::Weight, op.weight_len()?, weights.len())?;
+            same_len(Operand::WeightGrad, op.weight_len()?, dw.len())?;
+            hostops::conv_backward(
+                &op,
+                cols,
+                weights,
+                dy,
+                dxv.map(ViewMut::into_data),
+                dw,
+                db,
+                scratch,
+            )
+        }
         Op::Conv { op, .. } => op.backward(
             &FastGemm,
             View::new(xs, x)?,
