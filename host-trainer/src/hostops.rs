@@ -23,6 +23,16 @@
 //!   than the copy). Same matrix products, same shapes, same order as core
 //!   (one product per thread's chunk), so again bit for bit the same.
 //!
+//! - **Batch Normalization over several threads.** Core's BN sees the whole
+//!   batch on one thread. With more threads, [`bn_forward_train`] and
+//!   [`bn_backward`] split the rows by samples: each thread sums its own
+//!   rows (per-channel partial sums in its own buffer), the partials are
+//!   added in thread order on the calling thread (the two-phase statistics:
+//!   mean, then variance about it), and the elementwise passes run on every
+//!   thread again. The sums are reassociated (one partial per thread), so
+//!   results differ from one thread's in the last bits but are the same on
+//!   every run with the same thread count. One thread uses core's kernels.
+//!
 //! The tests below compare every function here against core.
 
 use crate::fastgemm::FastGemm;
@@ -342,6 +352,187 @@ pub fn conv_backward(
         col2im(op, &g, dcols, dx);
     }
     Ok(())
+}
+
+/// The rows (samples) each of `t` threads takes of `n` samples: contiguous
+/// ranges, as `network::chunks_mut` splits the activations.
+pub fn split(n: usize, t: usize) -> Vec<std::ops::Range<usize>> {
+    (0..t)
+        .map(|i| i * n / t..(i + 1) * n / t)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Per-thread state for [`bn_forward_train`] and [`bn_backward`]: a buffer
+/// of at least `2·C` values for the partial sums.
+pub trait Partial: Send {
+    /// The partial-sum buffer.
+    fn partial(&mut self) -> &mut [f32];
+}
+
+/// Run `f(range, buffer)` for each sample range on the pool, then add the
+/// first `len` values of each buffer into `out` (overwritten) in range order.
+fn reduce<B: Partial>(
+    pool: &rayon::ThreadPool,
+    ranges: &[std::ops::Range<usize>],
+    bufs: &mut [B],
+    len: usize,
+    out: &mut [f32],
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    pool.install(|| {
+        ranges
+            .par_iter()
+            .zip(bufs.par_iter_mut())
+            .for_each(|(r, b)| {
+                let p = &mut b.partial()[..len];
+                p.fill(0.0);
+                f(r.clone(), p);
+            })
+    });
+    out[..len].fill(0.0);
+    for b in bufs.iter_mut().take(ranges.len()) {
+        for (o, &v) in out[..len].iter_mut().zip(&b.partial()[..len]) {
+            *o += v;
+        }
+    }
+}
+
+/// BN training forward over `per` values per sample (`H·W·C`), `c`
+/// channels, with its samples split over the pool's threads (`ranges`).
+/// Same results as core's `BatchNorm::forward_train` up to the
+/// reassociation of the sums; writes `y`, the saved `mean` and `inv_std`,
+/// and updates `running` `(mean, var)` with `momentum`.
+pub fn bn_forward_train<B: Partial>(
+    pool: &rayon::ThreadPool,
+    ranges: &[std::ops::Range<usize>],
+    bufs: &mut [B],
+    (per, c): (usize, usize),
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    (mean, inv_std): (&mut [f32], &mut [f32]),
+    running: Option<(&mut [f32], &mut [f32], f32)>,
+    eps: f32,
+) {
+    use rayon::prelude::*;
+    let n = ranges.last().map_or(0, |r| r.end);
+    let m = (n * per / c) as f32;
+    reduce(pool, ranges, bufs, c, mean, |r, p| {
+        for row in x[r.start * per..r.end * per].chunks_exact(c) {
+            for (s, &v) in p.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    });
+    for s in mean.iter_mut() {
+        *s /= m;
+    }
+    let mu: &[f32] = mean;
+    reduce(pool, ranges, bufs, c, inv_std, |r, p| {
+        for row in x[r.start * per..r.end * per].chunks_exact(c) {
+            for ((s, &v), &mu) in p.iter_mut().zip(row).zip(mu) {
+                let d = v - mu;
+                *s += d * d;
+            }
+        }
+    });
+    for s in inv_std.iter_mut() {
+        *s /= m;
+    }
+    if let Some((rm, rv, a)) = running {
+        let unbias = m / (m - 1.0);
+        for ch in 0..c {
+            rm[ch] = (1.0 - a) * rm[ch] + a * mean[ch];
+            rv[ch] = (1.0 - a) * rv[ch] + a * unbias * inv_std[ch];
+        }
+    }
+    for s in inv_std.iter_mut() {
+        *s = 1.0 / (*s + eps).sqrt();
+    }
+    let (mean, inv_std): (&[f32], &[f32]) = (mean, inv_std);
+    let mut ys = Vec::with_capacity(ranges.len());
+    let mut rest = &mut y[..n * per];
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per);
+        ys.push((r.start, head));
+        rest = tail;
+    }
+    pool.install(|| {
+        ys.into_par_iter().for_each(|(start, yc)| {
+            let xc = &x[start * per..start * per + yc.len()];
+            for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
+                for ch in 0..c {
+                    let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+                    yr[ch] = gamma[ch] * xhat + beta[ch];
+                }
+            }
+        })
+    });
+}
+
+/// BN backward with the samples split over the pool's threads, as
+/// [`bn_forward_train`]; core's `BatchNorm::backward` up to reassociation.
+pub fn bn_backward<B: Partial>(
+    pool: &rayon::ThreadPool,
+    ranges: &[std::ops::Range<usize>],
+    bufs: &mut [B],
+    (per, c): (usize, usize),
+    x: &[f32],
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    dy: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    use rayon::prelude::*;
+    let n = ranges.last().map_or(0, |r| r.end);
+    let mut sums = vec![0.0f32; 2 * c];
+    reduce(pool, ranges, bufs, 2 * c, &mut sums, |r, p| {
+        let (db, dg) = p.split_at_mut(c);
+        let span = r.start * per..r.end * per;
+        for (xr, dr) in x[span.clone()]
+            .chunks_exact(c)
+            .zip(dy[span].chunks_exact(c))
+        {
+            for ch in 0..c {
+                let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+                db[ch] += dr[ch];
+                dg[ch] += dr[ch] * xhat;
+            }
+        }
+    });
+    dbeta.copy_from_slice(&sums[..c]);
+    dgamma.copy_from_slice(&sums[c..]);
+    let (dgamma, dbeta): (&[f32], &[f32]) = (dgamma, dbeta);
+    let inv_m = 1.0 / (n * per / c) as f32;
+    let mut dxs = Vec::with_capacity(ranges.len());
+    let mut rest = &mut dx[..n * per];
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per);
+        dxs.push((r.start, head));
+        rest = tail;
+    }
+    pool.install(|| {
+        dxs.into_par_iter().for_each(|(start, dxc)| {
+            let span = start * per..start * per + dxc.len();
+            let rows = dxc
+                .chunks_exact_mut(c)
+                .zip(x[span.clone()].chunks_exact(c))
+                .zip(dy[span].chunks_exact(c));
+            for ((gr, xr), dr) in rows {
+                for ch in 0..c {
+                    let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
+                    gr[ch] = gamma[ch]
+                        * inv_std[ch]
+                        * (dr[ch] - dbeta[ch] * inv_m - xhat * dgamma[ch] * inv_m);
+                }
+            }
+        })
+    });
 }
 
 #[cfg(test)]
