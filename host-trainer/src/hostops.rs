@@ -33,11 +33,51 @@
 //!   results differ from one thread's in the last bits but are the same on
 //!   every run with the same thread count. One thread uses core's kernels.
 //!
+//! - **AVX2 builds of the elementwise loops.** The workspace compiles for
+//!   baseline x86-64 (SSE2). The loops here (pooling, BN's passes, ReLU)
+//!   are compiled a second time with AVX2 enabled ([`multiversion!`]) and
+//!   picked at run time when the CPU has it. The arithmetic is the same
+//!   (Rust never fuses a multiply and an add on its own, and the per-channel
+//!   sums run over rows in the same order whatever the vector width), so
+//!   both builds give the same bits.
+//!
 //! The tests below compare every function here against core.
 
 use crate::fastgemm::FastGemm;
+use normcore::layers::Activation;
 use normcore::layers::{Conv2d, Pool2d, PoolKind};
 use normcore::{Error, Gemm, MatMut, MatRef};
+use std::ops::Range;
+
+/// Define `fn $name(args)` whose body is compiled twice, for baseline
+/// x86-64 and with AVX2 enabled, the AVX2 build being taken when the CPU
+/// supports it (detected once, then a cached load). Elsewhere: the one build.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn inner($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($a: $t),*) {
+                    inner($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: `avx2` only needs the CPU to support AVX2,
+                    // which was just detected.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx2($($a),*)
+                    };
+                    return;
+                }
+            }
+            inner($($a),*)
+        }
+    };
+}
 
 /// Argmax marker of an output whose window lies entirely in the padding:
 /// it is 0 and passes no gradient.
@@ -70,6 +110,7 @@ fn out_hw(p: &Pool2d) -> (usize, usize) {
         .expect("pool geometry validated when the network was built")
 }
 
+multiversion! {
 /// Max-pool forward of whole samples: `x` `[m, H, W, C]`, `y`
 /// `[m, OH, OW, C]`, `arg` like `y`: the index within its sample of the
 /// input element each output took.
@@ -109,13 +150,14 @@ pub fn maxpool_forward(p: &Pool2d, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
                             }
                             first = false;
                         } else {
+                            // Selects, not branches: they vectorise, and
+                            // random data would mispredict a branch often.
                             for (k, ((v, a), &xv)) in
                                 yp.iter_mut().zip(ap.iter_mut()).zip(xp).enumerate()
                             {
-                                if xv > *v {
-                                    *v = xv;
-                                    *a = (base + k) as u32;
-                                }
+                                let take = xv > *v;
+                                *v = if take { xv } else { *v };
+                                *a = if take { (base + k) as u32 } else { *a };
                             }
                         }
                     }
@@ -124,7 +166,9 @@ pub fn maxpool_forward(p: &Pool2d, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
         }
     }
 }
+}
 
+multiversion! {
 /// Max-pool backward of whole samples: `dx` `[m, H, W, C]` (overwritten)
 /// receives every `dy` `[m, OH, OW, C]` at the input its output was taken
 /// from (`arg` of [`maxpool_forward`]).
@@ -144,6 +188,25 @@ pub fn maxpool_backward(p: &Pool2d, dy: &[f32], arg: &[u32], dx: &mut [f32]) {
             }
         }
     }
+}
+}
+
+multiversion! {
+/// ReLU forward, core's `Activation::Relu.forward`: `y = max(x, 0)`.
+pub fn relu_forward(x: &[f32], y: &mut [f32]) {
+    for (o, &i) in y.iter_mut().zip(x) {
+        *o = Activation::Relu.apply(i);
+    }
+}
+}
+
+multiversion! {
+/// ReLU backward, core's `Activation::Relu.backward`: `dx = dy · [y > 0]`.
+pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((g, &o), &d) in dx.iter_mut().zip(y).zip(dy) {
+        *g = d * Activation::Relu.derivative_from_output(o);
+    }
+}
 }
 
 /// Sizes of a convolution's lowering.
@@ -354,9 +417,82 @@ pub fn conv_backward(
     Ok(())
 }
 
+multiversion! {
+/// `p[ch] += x[row, ch]` over the rows of `x` in order.
+fn bn_sum(x: &[f32], p: &mut [f32]) {
+    for row in x.chunks_exact(p.len()) {
+        for (s, &v) in p.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `p[ch] += (x[row, ch] - mean[ch])²` over the rows of `x` in order.
+fn bn_sq(x: &[f32], mean: &[f32], p: &mut [f32]) {
+    for row in x.chunks_exact(p.len()) {
+        for ((s, &v), &mu) in p.iter_mut().zip(row).zip(mean) {
+            let d = v - mu;
+            *s += d * d;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `y = γ·(x - mean)·inv_std + β`, row by row.
+fn bn_apply(x: &[f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
+    // Zipped iterators, not indexing: no bounds checks, so the channel
+    // loop vectorises.
+    let c = mean.len();
+    let stats = mean.iter().zip(inv_std).zip(gamma.iter().zip(beta));
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for ((o, &v), ((&mu, &is), (&g, &b))) in yr.iter_mut().zip(xr).zip(stats.clone()) {
+            let xhat = (v - mu) * is;
+            *o = g * xhat + b;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `db += dy`, `dg += dy·x̂` over the rows in order.
+fn bn_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], db: &mut [f32], dg: &mut [f32]) {
+    let c = mean.len();
+    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        let acc = db.iter_mut().zip(dg.iter_mut());
+        for (((b, g), (&v, &d)), (&mu, &is)) in acc.zip(xr.iter().zip(dr)).zip(mean.iter().zip(inv_std)) {
+            let xhat = (v - mu) * is;
+            *b += d;
+            *g += d * xhat;
+        }
+    }
+}
+}
+
+multiversion! {
+/// BN's input gradient given the summed `dgamma`, `dbeta` (`stats`: mean,
+/// inv_std, γ, dγ, dβ; `inv_m = 1/m`).
+fn bn_grad_input(x: &[f32], dy: &[f32], stats: [&[f32]; 5], inv_m: f32, dx: &mut [f32]) {
+    let [mean, inv_std, gamma, dgamma, dbeta] = stats;
+    let c = mean.len();
+    let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c));
+    let stats = mean.iter().zip(inv_std).zip(gamma).zip(dgamma.iter().zip(dbeta));
+    for ((gr, xr), dr) in rows {
+        for ((o, (&v, &d)), (((&mu, &is), &ga), (&dga, &dbe))) in
+            gr.iter_mut().zip(xr.iter().zip(dr)).zip(stats.clone())
+        {
+            let xhat = (v - mu) * is;
+            *o = ga * is * (d - dbe * inv_m - xhat * dga * inv_m);
+        }
+    }
+}
+}
+
 /// The rows (samples) each of `t` threads takes of `n` samples: contiguous
 /// ranges, as `network::chunks_mut` splits the activations.
-pub fn split(n: usize, t: usize) -> Vec<std::ops::Range<usize>> {
+pub fn split(n: usize, t: usize) -> Vec<Range<usize>> {
     (0..t)
         .map(|i| i * n / t..(i + 1) * n / t)
         .filter(|r| !r.is_empty())
@@ -370,74 +506,96 @@ pub trait Partial: Send {
     fn partial(&mut self) -> &mut [f32];
 }
 
-/// Run `f(range, buffer)` for each sample range on the pool, then add the
-/// first `len` values of each buffer into `out` (overwritten) in range order.
+/// Run `f(range, out)` for every sample range, on the pool when there is
+/// one (one range per thread), each `out` a distinct slice of `data` of
+/// `per` values per sample.
+fn for_ranges(
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
+    data: &mut [f32],
+    per: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let mut outs = Vec::with_capacity(ranges.len());
+    let mut rest = &mut data[ranges.first().map_or(0, |r| r.start) * per..];
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per);
+        outs.push((r.clone(), head));
+        rest = tail;
+    }
+    match pool {
+        Some(pool) => {
+            pool.install(|| outs.into_par_iter().for_each(|(r, o)| f(r, o)));
+        }
+        None => outs.into_iter().for_each(|(r, o)| f(r, o)),
+    }
+}
+
+/// Run `f(range, partial)` for every sample range (on the pool when there
+/// is one), each into its thread's zeroed partial-sum buffer of `len`
+/// values, then `out` = the partials added in range order (the first one
+/// copied: with a single range, `out` is exactly that range's sum).
 fn reduce<B: Partial>(
-    pool: &rayon::ThreadPool,
-    ranges: &[std::ops::Range<usize>],
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
     bufs: &mut [B],
     len: usize,
     out: &mut [f32],
-    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
 ) {
     use rayon::prelude::*;
-    pool.install(|| {
-        ranges
-            .par_iter()
-            .zip(bufs.par_iter_mut())
-            .for_each(|(r, b)| {
-                let p = &mut b.partial()[..len];
-                p.fill(0.0);
-                f(r.clone(), p);
-            })
-    });
-    out[..len].fill(0.0);
-    for b in bufs.iter_mut().take(ranges.len()) {
-        for (o, &v) in out[..len].iter_mut().zip(&b.partial()[..len]) {
-            *o += v;
+    let run = |(r, b): (&Range<usize>, &mut B)| {
+        let p = &mut b.partial()[..len];
+        p.fill(0.0);
+        f(r.clone(), p);
+    };
+    match pool {
+        Some(pool) => pool.install(|| ranges.par_iter().zip(bufs.par_iter_mut()).for_each(run)),
+        None => ranges.iter().zip(bufs.iter_mut()).for_each(run),
+    }
+    let out = &mut out[..len];
+    for (k, b) in bufs.iter_mut().take(ranges.len()).enumerate() {
+        let p = &b.partial()[..len];
+        if k == 0 {
+            out.copy_from_slice(p);
+        } else {
+            for (o, &v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
         }
     }
 }
 
 /// BN training forward over `per` values per sample (`H·W·C`), `c`
-/// channels, with its samples split over the pool's threads (`ranges`).
-/// Same results as core's `BatchNorm::forward_train` up to the
-/// reassociation of the sums; writes `y`, the saved `mean` and `inv_std`,
-/// and updates `running` `(mean, var)` with `momentum`.
+/// channels, the samples split in `ranges` (one per thread, on `pool`).
+/// Core's `BatchNorm::forward_train` with the sums reassociated (a partial
+/// per range, added in range order; with one range, exactly core's sums
+/// and results). Writes `y`, the saved `mean` and `inv_std`, and updates
+/// `running` `(mean, var, momentum)`. Needs `N·H·W >= 2`.
 pub fn bn_forward_train<B: Partial>(
-    pool: &rayon::ThreadPool,
-    ranges: &[std::ops::Range<usize>],
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
     bufs: &mut [B],
     (per, c): (usize, usize),
     x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
     y: &mut [f32],
     (mean, inv_std): (&mut [f32], &mut [f32]),
     running: Option<(&mut [f32], &mut [f32], f32)>,
     eps: f32,
 ) {
-    use rayon::prelude::*;
     let n = ranges.last().map_or(0, |r| r.end);
     let m = (n * per / c) as f32;
     reduce(pool, ranges, bufs, c, mean, |r, p| {
-        for row in x[r.start * per..r.end * per].chunks_exact(c) {
-            for (s, &v) in p.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
+        bn_sum(&x[r.start * per..r.end * per], p)
     });
     for s in mean.iter_mut() {
         *s /= m;
     }
     let mu: &[f32] = mean;
     reduce(pool, ranges, bufs, c, inv_std, |r, p| {
-        for row in x[r.start * per..r.end * per].chunks_exact(c) {
-            for ((s, &v), &mu) in p.iter_mut().zip(row).zip(mu) {
-                let d = v - mu;
-                *s += d * d;
-            }
-        }
+        bn_sq(&x[r.start * per..r.end * per], mu, p)
     });
     for s in inv_std.iter_mut() {
         *s /= m;
@@ -450,34 +608,28 @@ pub fn bn_forward_train<B: Partial>(
         }
     }
     for s in inv_std.iter_mut() {
+        // Correctly rounded, as core's `libm::sqrtf`.
         *s = 1.0 / (*s + eps).sqrt();
     }
     let (mean, inv_std): (&[f32], &[f32]) = (mean, inv_std);
-    let mut ys = Vec::with_capacity(ranges.len());
-    let mut rest = &mut y[..n * per];
-    for r in ranges {
-        let (head, tail) = rest.split_at_mut(r.len() * per);
-        ys.push((r.start, head));
-        rest = tail;
-    }
-    pool.install(|| {
-        ys.into_par_iter().for_each(|(start, yc)| {
-            let xc = &x[start * per..start * per + yc.len()];
-            for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-                for ch in 0..c {
-                    let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
-                    yr[ch] = gamma[ch] * xhat + beta[ch];
-                }
-            }
-        })
+    for_ranges(pool, ranges, y, per, |r, yc| {
+        bn_apply(
+            &x[r.start * per..r.end * per],
+            mean,
+            inv_std,
+            gamma,
+            beta,
+            yc,
+        )
     });
 }
 
-/// BN backward with the samples split over the pool's threads, as
-/// [`bn_forward_train`]; core's `BatchNorm::backward` up to reassociation.
+/// BN backward, the samples split as in [`bn_forward_train`]: core's
+/// `BatchNorm::backward` with the sums reassociated the same way. Writes
+/// `dx`, `dgamma` and `dbeta`.
 pub fn bn_backward<B: Partial>(
-    pool: &rayon::ThreadPool,
-    ranges: &[std::ops::Range<usize>],
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
     bufs: &mut [B],
     (per, c): (usize, usize),
     x: &[f32],
@@ -485,55 +637,34 @@ pub fn bn_backward<B: Partial>(
     (mean, inv_std): (&[f32], &[f32]),
     dy: &[f32],
     dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
+    (dgamma, dbeta): (&mut [f32], &mut [f32]),
 ) {
-    use rayon::prelude::*;
     let n = ranges.last().map_or(0, |r| r.end);
-    let mut sums = vec![0.0f32; 2 * c];
-    reduce(pool, ranges, bufs, 2 * c, &mut sums, |r, p| {
+    let mut sums = [0.0f32; 2 * MAX_STACK_CHANNELS];
+    let mut heap = Vec::new();
+    let sums: &mut [f32] = if 2 * c <= sums.len() {
+        &mut sums[..2 * c]
+    } else {
+        heap.resize(2 * c, 0.0);
+        &mut heap
+    };
+    reduce(pool, ranges, bufs, 2 * c, sums, |r, p| {
         let (db, dg) = p.split_at_mut(c);
         let span = r.start * per..r.end * per;
-        for (xr, dr) in x[span.clone()]
-            .chunks_exact(c)
-            .zip(dy[span].chunks_exact(c))
-        {
-            for ch in 0..c {
-                let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
-                db[ch] += dr[ch];
-                dg[ch] += dr[ch] * xhat;
-            }
-        }
+        bn_grad_sums(&x[span.clone()], &dy[span], mean, inv_std, db, dg)
     });
     dbeta.copy_from_slice(&sums[..c]);
     dgamma.copy_from_slice(&sums[c..]);
-    let (dgamma, dbeta): (&[f32], &[f32]) = (dgamma, dbeta);
+    let stats = [mean, inv_std, gamma, &*dgamma, &*dbeta];
     let inv_m = 1.0 / (n * per / c) as f32;
-    let mut dxs = Vec::with_capacity(ranges.len());
-    let mut rest = &mut dx[..n * per];
-    for r in ranges {
-        let (head, tail) = rest.split_at_mut(r.len() * per);
-        dxs.push((r.start, head));
-        rest = tail;
-    }
-    pool.install(|| {
-        dxs.into_par_iter().for_each(|(start, dxc)| {
-            let span = start * per..start * per + dxc.len();
-            let rows = dxc
-                .chunks_exact_mut(c)
-                .zip(x[span.clone()].chunks_exact(c))
-                .zip(dy[span].chunks_exact(c));
-            for ((gr, xr), dr) in rows {
-                for ch in 0..c {
-                    let xhat = (xr[ch] - mean[ch]) * inv_std[ch];
-                    gr[ch] = gamma[ch]
-                        * inv_std[ch]
-                        * (dr[ch] - dbeta[ch] * inv_m - xhat * dgamma[ch] * inv_m);
-                }
-            }
-        })
+    for_ranges(pool, ranges, dx, per, |r, dxc| {
+        let span = r.start * per..r.end * per;
+        bn_grad_input(&x[span.clone()], &dy[span], stats, inv_m, dxc)
     });
 }
+
+/// Channels whose BN gradient sums fit on the stack.
+const MAX_STACK_CHANNELS: usize = 256;
 
 #[cfg(test)]
 mod tests {

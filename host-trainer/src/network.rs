@@ -12,8 +12,8 @@
 use crate::fastgemm::FastGemm;
 use crate::hostops;
 use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
-use normcore::batchnorm::{BnState, RunningStats, SavedStats};
-use normcore::layers::{self};
+use normcore::batchnorm::BnState;
+use normcore::layers::{self, Activation};
 use normcore::{Error as CoreError, Operand, Rng, Sgd, View, ViewMut};
 use rayon::prelude::*;
 
@@ -464,11 +464,9 @@ impl Network {
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
                     scratch: vec![0.0; scratch],
-                    partial: if threads > 1 {
-                        vec![0.0; partial]
-                    } else {
-                        Vec::new()
-                    },
+                    // Per-thread weight gradients (with threads) and BN's
+                    // partial sums (always).
+                    partial: vec![0.0; partial],
                 })
                 .collect(),
             par_min_work: PAR_MIN_WORK,
@@ -510,19 +508,27 @@ impl Network {
             match r.op {
                 Op::BatchNorm(bn) => {
                     let xs = r.input.batch(n);
-                    let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
-                    if let (Some(_), Some(pool), true) = (rng.as_deref_mut(), &ws.pool, parallel) {
+                    if rng.is_some() {
+                        // Host BN: one range per thread, exactly core's
+                        // kernel (same sums, same bits) on one thread.
+                        let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
+                        let t = if parallel { ws.threads } else { 1 };
+                        let pool = ws.pool.as_ref().filter(|_| parallel);
                         let wl = r.op.weight_len();
-                        let (gamma, beta) = layer.params.split_at(wl);
                         let cfg = bn.config();
+                        if n * r.input.len() < 2 * bn.channels() {
+                            return Err(err(CoreError::BatchTooSmall {
+                                needed: 2,
+                                actual: n * r.input.len() / bn.channels(),
+                            }));
+                        }
                         hostops::bn_forward_train(
                             pool,
-                            &hostops::split(n, ws.threads),
+                            &hostops::split(n, t),
                             &mut ws.bufs,
                             (r.input.len(), bn.channels()),
                             xin,
-                            gamma,
-                            beta,
+                            layer.params.split_at(wl),
                             yout,
                             (&mut ws.saved_mean[i], &mut ws.saved_inv_std[i]),
                             Some((
@@ -532,24 +538,6 @@ impl Network {
                             )),
                             cfg.eps,
                         );
-                    } else if let Some(_rng) = rng.as_deref_mut() {
-                        let wl = r.op.weight_len();
-                        let (gamma, beta) = layer.params.split_at(wl);
-                        bn.forward_train(
-                            View::new(xs, xin).map_err(&err)?,
-                            gamma,
-                            beta,
-                            ViewMut::new(xs, yout).map_err(&err)?,
-                            SavedStats {
-                                mean: &mut ws.saved_mean[i],
-                                inv_std: &mut ws.saved_inv_std[i],
-                            },
-                            Some(RunningStats {
-                                mean: &mut layer.running_mean,
-                                var: &mut layer.running_var,
-                            }),
-                        )
-                        .map_err(&err)?;
                     } else {
                         let state = layer.bn_state().ok_or(NetworkError::Kernel {
                             layer: i + 1,
@@ -670,42 +658,23 @@ impl Network {
             let err = kernel(i);
             let layer = &mut self.layers[i];
             match r.op {
-                Op::BatchNorm(bn)
-                    if ws.pool.is_some() && worth_parallel(r, n, ws.threads, ws.par_min_work) =>
-                {
-                    let wl = r.op.weight_len();
-                    let (dgamma, dbeta) = layer.grads.split_at_mut(wl);
-                    if let Some(pool) = &ws.pool {
-                        hostops::bn_backward(
-                            pool,
-                            &hostops::split(n, ws.threads),
-                            &mut ws.bufs,
-                            (r.input.len(), bn.channels()),
-                            xin,
-                            &layer.params[..wl],
-                            (&ws.saved_mean[i], &ws.saved_inv_std[i]),
-                            dy,
-                            dx,
-                            dgamma,
-                            dbeta,
-                        );
-                    }
-                }
                 Op::BatchNorm(bn) => {
-                    let xs = r.input.batch(n);
+                    // Host BN, split as in forward (core's bits on one thread).
+                    let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
+                    let t = if parallel { ws.threads } else { 1 };
                     let wl = r.op.weight_len();
-                    let (dgamma, dbeta) = layer.grads.split_at_mut(wl);
-                    bn.backward(
-                        View::new(xs, xin).map_err(&err)?,
+                    hostops::bn_backward(
+                        ws.pool.as_ref().filter(|_| parallel),
+                        &hostops::split(n, t),
+                        &mut ws.bufs,
+                        (r.input.len(), bn.channels()),
+                        xin,
                         &layer.params[..wl],
-                        &ws.saved_mean[i],
-                        &ws.saved_inv_std[i],
-                        View::new(xs, dy).map_err(&err)?,
-                        ViewMut::new(xs, dx).map_err(&err)?,
-                        dgamma,
-                        dbeta,
-                    )
-                    .map_err(&err)?;
+                        (&ws.saved_mean[i], &ws.saved_inv_std[i]),
+                        dy,
+                        dx,
+                        layer.grads.split_at_mut(wl),
+                    );
                 }
                 Op::Dropout(d) => d.backward(dy, &ws.masks[i][..dy.len()], dx).map_err(&err)?,
                 Op::Flatten => dx.copy_from_slice(dy),
@@ -906,6 +875,10 @@ fn forward_chunk(
         Op::Depthwise { op, .. } => {
             op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
         }
+        Op::Act(Activation::Relu) if x.len() == y.len() => {
+            hostops::relu_forward(x, y);
+            Ok(())
+        }
         Op::Act(a) => a.forward(x, y),
         Op::Pool(p) if !arg.is_empty() => {
             // The views check the shapes; the arguments fill `arg` exactly.
@@ -990,6 +963,10 @@ fn backward_chunk(
             op.backward(View::new(xs, x)?, weights, View::new(ys, dy)?, dxv, dw, db)
         }
         Op::Act(a) => match dxv {
+            Some(mut d) if a == Activation::Relu && y.len() == dy.len() => {
+                hostops::relu_backward(y, dy, d.data_mut());
+                Ok(())
+            }
             Some(mut d) => a.backward(y, dy, d.data_mut()),
             None => Ok(()),
         },
