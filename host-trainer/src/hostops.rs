@@ -269,6 +269,7 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+multiversion! {
 /// Core's im2col: row `(n·OH + oh)·OW + ow` of `cols` is the receptive
 /// field of that output pixel in `(kh, kw, ci)` order, zeros at padded taps.
 fn im2col(op: &Conv2d, g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
@@ -301,7 +302,9 @@ fn im2col(op: &Conv2d, g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
         }
     }
 }
+}
 
+multiversion! {
 /// Core's col2im: `dx` (overwritten) is every row of `cols` scatter-added
 /// back onto the inputs it was gathered from.
 fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
@@ -330,6 +333,7 @@ fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
             }
         }
     }
+}
 }
 
 /// Convolution forward of `m` whole samples, keeping the lowering: `x`
