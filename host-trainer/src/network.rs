@@ -1,13 +1,20 @@
 //! A trainable sequential network on the host, built on core's layer math.
 //!
-//! Every forward and backward computation is a call into `normcore`; this
-//! module owns the buffers (parameters, gradients, momenta, running
-//! statistics, activations) and spreads batch-separable work over threads:
-//! each thread runs the core kernel on a contiguous slice of the batch, and
-//! weight gradients (sums over the batch) are reduced from per-thread
-//! partials in a fixed order, so a run is deterministic for a given thread
-//! count. BN and dropout see the whole batch on one thread (their statistics
-//! and random draws couple the samples).
+//! The layer math is core's (`normcore`), called directly or through the
+//! host's equivalents in [`hostops`] (max pooling that records its argmax,
+//! convolutions that keep their im2col lowering for the backward pass, BN
+//! and ReLU loops built for AVX2 too: the same arithmetic, the same bits on
+//! one thread). This module owns the buffers (parameters, gradients,
+//! momenta, running statistics, activations) and spreads work over threads:
+//! each thread runs a batch-separable layer on a contiguous slice of the
+//! batch, and weight gradients (sums over the batch) are reduced from
+//! per-thread partials in a fixed order. BN, whose statistics couple the
+//! samples, is split the same way in two phases: per-thread partial sums
+//! added in thread order (mean, then variance about it; in backward, `Σdy`
+//! and `Σdy·x̂`), then the elementwise pass on every thread. So a run is
+//! deterministic for a given thread count, and differs between thread
+//! counts only by the reassociation of those sums. Dropout sees the whole
+//! batch on one thread (its random draws follow the sample order).
 
 use crate::fastgemm::FastGemm;
 use crate::hostops;
