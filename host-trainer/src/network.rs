@@ -261,11 +261,26 @@ pub fn check_memory(
         let out = len(r.output);
         max_act = max_act.max(out);
         let dropout = u128::from(matches!(r.op, Op::Dropout(_)));
+        // What the workspace keeps per layer beyond its activations: a
+        // convolution's im2col lowering (`conv_cols`: per sample, output
+        // pixels × KH·KW·Cin floats), a max pool's argmax (`pool_args`: a
+        // u32 per output).
+        let kept = match r.op {
+            Op::Conv { op, .. } => (r.output.h as u128)
+                .saturating_mul(r.output.w as u128)
+                .saturating_mul(op.window.kernel_h as u128)
+                .saturating_mul(op.window.kernel_w as u128)
+                .saturating_mul(r.input.c as u128)
+                .saturating_mul(F32),
+            Op::Pool(p) if hostops::maxpool_supported(&p) => out.saturating_mul(4),
+            _ => 0,
+        };
         let bytes = params
             .saturating_mul(3)
             .saturating_add(bn)
             .saturating_mul(F32)
-            .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout));
+            .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout))
+            .saturating_add(cap.saturating_mul(kept));
         if bytes > largest.1 {
             largest = (i, bytes);
         }
