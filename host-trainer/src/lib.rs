@@ -12,6 +12,7 @@ pub mod cli;
 pub mod data;
 pub mod export;
 pub mod fastgemm;
+pub mod hostops;
 pub mod network;
 pub mod onnx;
 pub mod reproduce;

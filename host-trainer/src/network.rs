@@ -1,19 +1,27 @@
 //! A trainable sequential network on the host, built on core's layer math.
 //!
-//! Every forward and backward computation is a call into `normcore`; this
-//! module owns the buffers (parameters, gradients, momenta, running
-//! statistics, activations) and spreads batch-separable work over threads:
-//! each thread runs the core kernel on a contiguous slice of the batch, and
-//! weight gradients (sums over the batch) are reduced from per-thread
-//! partials in a fixed order, so a run is deterministic for a given thread
-//! count. BN and dropout see the whole batch on one thread (their statistics
-//! and random draws couple the samples).
+//! The layer math is core's (`normcore`), called directly or through the
+//! host's equivalents in [`hostops`] (max pooling that records its argmax,
+//! convolutions that keep their im2col lowering for the backward pass, BN
+//! and ReLU loops built for AVX2 too: the same arithmetic, the same bits on
+//! one thread). This module owns the buffers (parameters, gradients,
+//! momenta, running statistics, activations) and spreads work over threads:
+//! each thread runs a batch-separable layer on a contiguous slice of the
+//! batch, and weight gradients (sums over the batch) are reduced from
+//! per-thread partials in a fixed order. BN, whose statistics couple the
+//! samples, is split the same way in two phases: per-thread partial sums
+//! added in thread order (mean, then variance about it; in backward, `Σdy`
+//! and `Σdy·x̂`), then the elementwise pass on every thread. So a run is
+//! deterministic for a given thread count, and differs between thread
+//! counts only by the reassociation of those sums. Dropout sees the whole
+//! batch on one thread (its random draws follow the sample order).
 
 use crate::fastgemm::FastGemm;
+use crate::hostops;
 use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
-use normcore::batchnorm::{BnState, RunningStats, SavedStats};
-use normcore::layers::{self};
-use normcore::{Error as CoreError, Rng, Sgd, View, ViewMut};
+use normcore::batchnorm::BnState;
+use normcore::layers::{self, Activation};
+use normcore::{Error as CoreError, Operand, Rng, Sgd, View, ViewMut};
 use rayon::prelude::*;
 
 /// How weights are initialised (biases start at 0, BN at γ = 1, β = 0).
@@ -150,6 +158,13 @@ pub struct Workspace {
     saved_mean: Vec<Vec<f32>>,
     saved_inv_std: Vec<Vec<f32>>,
     masks: Vec<Vec<u8>>,
+    /// Per max-pool layer: the argmax of every output of the last forward
+    /// pass ([`hostops::maxpool_forward`]); empty for other layers.
+    pool_args: Vec<Vec<u32>>,
+    /// Per convolution: the im2col lowering of its input in the last
+    /// forward pass ([`hostops::conv_forward`]), reused by the backward
+    /// pass; empty for other layers.
+    conv_cols: Vec<Vec<f32>>,
     bufs: Vec<ThreadBufs>,
     /// Per-layer work below which a layer runs on one thread
     /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
@@ -246,11 +261,26 @@ pub fn check_memory(
         let out = len(r.output);
         max_act = max_act.max(out);
         let dropout = u128::from(matches!(r.op, Op::Dropout(_)));
+        // What the workspace keeps per layer beyond its activations: a
+        // convolution's im2col lowering (`conv_cols`: per sample, output
+        // pixels × KH·KW·Cin floats), a max pool's argmax (`pool_args`: a
+        // u32 per output).
+        let kept = match r.op {
+            Op::Conv { op, .. } => (r.output.h as u128)
+                .saturating_mul(r.output.w as u128)
+                .saturating_mul(op.window.kernel_h as u128)
+                .saturating_mul(op.window.kernel_w as u128)
+                .saturating_mul(r.input.c as u128)
+                .saturating_mul(F32),
+            Op::Pool(p) if hostops::maxpool_supported(&p) => out.saturating_mul(4),
+            _ => 0,
+        };
         let bytes = params
             .saturating_mul(3)
             .saturating_add(bn)
             .saturating_mul(F32)
-            .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout));
+            .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout))
+            .saturating_add(cap.saturating_mul(kept));
         if bytes > largest.1 {
             largest = (i, bytes);
         }
@@ -300,7 +330,7 @@ fn kernel(layer: usize) -> impl Fn(CoreError) -> NetworkError {
 
 /// Split the first `n` samples of `data` (each `per` values) into `t`
 /// contiguous chunks; returns (first sample, chunk) pairs.
-fn chunks_mut(data: &mut [f32], n: usize, per: usize, t: usize) -> Vec<(usize, &mut [f32])> {
+fn chunks_mut<T>(data: &mut [T], n: usize, per: usize, t: usize) -> Vec<(usize, &mut [T])> {
     let mut out = Vec::with_capacity(t);
     let mut rest = &mut data[..n * per];
     let mut start = 0;
@@ -435,14 +465,30 @@ impl Network {
                     _ => Vec::new(),
                 })
                 .collect(),
+            pool_args: self
+                .layers
+                .iter()
+                .map(|l| match l.r.op {
+                    Op::Pool(p) if hostops::maxpool_supported(&p) => {
+                        vec![0u32; capacity * l.r.output.len()]
+                    }
+                    _ => Vec::new(),
+                })
+                .collect(),
+            conv_cols: self
+                .layers
+                .iter()
+                .map(|l| match l.r.op {
+                    Op::Conv { op, .. } => vec![0.0; capacity * hostops::conv_cols_len(&op)],
+                    _ => Vec::new(),
+                })
+                .collect(),
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
                     scratch: vec![0.0; scratch],
-                    partial: if threads > 1 {
-                        vec![0.0; partial]
-                    } else {
-                        Vec::new()
-                    },
+                    // Per-thread weight gradients (with threads) and BN's
+                    // partial sums (always).
+                    partial: vec![0.0; partial],
                 })
                 .collect(),
             par_min_work: PAR_MIN_WORK,
@@ -484,24 +530,36 @@ impl Network {
             match r.op {
                 Op::BatchNorm(bn) => {
                     let xs = r.input.batch(n);
-                    if let Some(_rng) = rng.as_deref_mut() {
+                    if rng.is_some() {
+                        // Host BN: one range per thread, exactly core's
+                        // kernel (same sums, same bits) on one thread.
+                        let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
+                        let t = if parallel { ws.threads } else { 1 };
+                        let pool = ws.pool.as_ref().filter(|_| parallel);
                         let wl = r.op.weight_len();
-                        let (gamma, beta) = layer.params.split_at(wl);
-                        bn.forward_train(
-                            View::new(xs, xin).map_err(&err)?,
-                            gamma,
-                            beta,
-                            ViewMut::new(xs, yout).map_err(&err)?,
-                            SavedStats {
-                                mean: &mut ws.saved_mean[i],
-                                inv_std: &mut ws.saved_inv_std[i],
-                            },
-                            Some(RunningStats {
-                                mean: &mut layer.running_mean,
-                                var: &mut layer.running_var,
-                            }),
-                        )
-                        .map_err(&err)?;
+                        let cfg = bn.config();
+                        if n * r.input.len() < 2 * bn.channels() {
+                            return Err(err(CoreError::BatchTooSmall {
+                                needed: 2,
+                                actual: n * r.input.len() / bn.channels(),
+                            }));
+                        }
+                        hostops::bn_forward_train(
+                            pool,
+                            &hostops::split(n, t),
+                            &mut ws.bufs,
+                            (r.input.len(), bn.channels()),
+                            xin,
+                            layer.params.split_at(wl),
+                            yout,
+                            (&mut ws.saved_mean[i], &mut ws.saved_inv_std[i]),
+                            Some((
+                                &mut layer.running_mean,
+                                &mut layer.running_var,
+                                cfg.momentum,
+                            )),
+                            cfg.eps,
+                        );
                     } else {
                         let state = layer.bn_state().ok_or(NetworkError::Kernel {
                             layer: i + 1,
@@ -529,28 +587,37 @@ impl Network {
                 Op::Flatten => yout.copy_from_slice(xin),
                 op => {
                     let layer = &self.layers[i];
-                    let run = |start: usize, y: &mut [f32], bufs: &mut ThreadBufs| {
+                    let run = |(start, y, arg, cols): Chunk<'_>, bufs: &mut ThreadBufs| {
                         let m = y.len() / r.output.len();
                         let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
-                        forward_chunk(layer, op, r, m, xc, y, &mut bufs.scratch).map_err(&err)
+                        forward_chunk(layer, op, r, m, xc, y, arg, cols, &mut bufs.scratch)
+                            .map_err(&err)
                     };
                     let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
-                    let chunks = chunks_mut(
-                        yout,
-                        n,
-                        r.output.len(),
-                        if parallel { ws.threads } else { 1 },
-                    );
+                    let t = if parallel { ws.threads } else { 1 };
+                    let chunks = chunks_mut(yout, n, r.output.len(), t);
+                    let args = &mut ws.pool_args[i];
+                    let arg_per = if args.is_empty() { 0 } else { r.output.len() };
+                    let arg_chunks = chunks_mut(args, n, arg_per, t);
+                    let cols = &mut ws.conv_cols[i];
+                    let cols_per = cols.len() / ws.capacity.max(1);
+                    let col_chunks = chunks_mut(cols, n, cols_per, t);
+                    let chunks: Vec<Chunk<'_>> = chunks
+                        .into_iter()
+                        .zip(arg_chunks)
+                        .zip(col_chunks)
+                        .map(|(((start, y), (_, a)), (_, c))| (start, y, a, c))
+                        .collect();
                     match &ws.pool {
                         Some(pool) if parallel => pool.install(|| {
                             chunks
                                 .into_par_iter()
                                 .zip(ws.bufs.par_iter_mut())
-                                .try_for_each(|((start, y), b)| run(start, y, b))
+                                .try_for_each(|(c, b)| run(c, b))
                         })?,
                         _ => {
-                            for (start, y) in chunks {
-                                run(start, y, &mut ws.bufs[0])?;
+                            for c in chunks {
+                                run(c, &mut ws.bufs[0])?;
                             }
                         }
                     }
@@ -614,20 +681,22 @@ impl Network {
             let layer = &mut self.layers[i];
             match r.op {
                 Op::BatchNorm(bn) => {
-                    let xs = r.input.batch(n);
+                    // Host BN, split as in forward (core's bits on one thread).
+                    let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
+                    let t = if parallel { ws.threads } else { 1 };
                     let wl = r.op.weight_len();
-                    let (dgamma, dbeta) = layer.grads.split_at_mut(wl);
-                    bn.backward(
-                        View::new(xs, xin).map_err(&err)?,
+                    hostops::bn_backward(
+                        ws.pool.as_ref().filter(|_| parallel),
+                        &hostops::split(n, t),
+                        &mut ws.bufs,
+                        (r.input.len(), bn.channels()),
+                        xin,
                         &layer.params[..wl],
-                        &ws.saved_mean[i],
-                        &ws.saved_inv_std[i],
-                        View::new(xs, dy).map_err(&err)?,
-                        ViewMut::new(xs, dx).map_err(&err)?,
-                        dgamma,
-                        dbeta,
-                    )
-                    .map_err(&err)?;
+                        (&ws.saved_mean[i], &ws.saved_inv_std[i]),
+                        dy,
+                        dx,
+                        layer.grads.split_at_mut(wl),
+                    );
                 }
                 Op::Dropout(d) => d.backward(dy, &ws.masks[i][..dy.len()], dx).map_err(&err)?,
                 Op::Flatten => dx.copy_from_slice(dy),
@@ -635,12 +704,21 @@ impl Network {
                     let plen = r.op.param_len();
                     let wl = r.op.weight_len();
                     let (weights, grads) = (&layer.params[..wl], &mut layer.grads);
+                    let args = &ws.pool_args[i];
+                    let cols = &ws.conv_cols[i];
+                    let cols_per = cols.len() / ws.capacity.max(1);
                     let run = |start: usize,
                                m: usize,
                                dxc: Option<&mut [f32]>,
                                g: Option<&mut [f32]>,
                                scratch: &mut [f32]| {
                         let (xi, yo) = (r.input.len(), r.output.len());
+                        let arg = if args.is_empty() {
+                            &args[..]
+                        } else {
+                            &args[start * yo..(start + m) * yo]
+                        };
+                        let cols = &cols[start * cols_per..(start + m) * cols_per];
                         backward_chunk(
                             op,
                             r,
@@ -649,6 +727,8 @@ impl Network {
                             &xin[start * xi..(start + m) * xi],
                             &yout[start * yo..(start + m) * yo],
                             &dy[start * yo..(start + m) * yo],
+                            arg,
+                            cols,
                             dxc,
                             g,
                             scratch,
@@ -719,9 +799,22 @@ impl Network {
 /// steps), while the CNN's convolutions (15M and 52M) gain.
 const PAR_MIN_WORK: usize = 8 << 20;
 
+/// How many times [`PAR_MIN_WORK`] exceeds the number of elements above
+/// which a layer without a product (BN, activation, pooling) is split over
+/// the threads: 8 Mi / 128 = 64 Ki elements, which the CNN's BN, ReLU and
+/// pooling layers reach (64 samples of 9,216 or 2,048 values) and the paper
+/// MLP's (60 x 100) do not. Splitting them is what lets a second thread
+/// speed up the whole step, not only the convolutions.
+const ELEMENTWISE_DIVISOR: usize = 128;
+
 /// Whether a layer's work on `n` samples is worth splitting over `threads`.
 fn worth_parallel(r: Resolved, n: usize, threads: usize, min_work: usize) -> bool {
-    let per_sample = r.op.macs(r.output).max(r.input.len());
+    let macs = r.op.macs(r.output);
+    let (per_sample, min_work) = if macs == 0 {
+        (r.input.len(), min_work / ELEMENTWISE_DIVISOR)
+    } else {
+        (macs.max(r.input.len()), min_work)
+    };
     threads > 1 && n >= threads && n * per_sample >= min_work
 }
 
@@ -740,6 +833,23 @@ fn fans(r: &Resolved) -> (usize, usize) {
     }
 }
 
+/// One thread's share of a forward pass: first sample, output, max-pool
+/// argmax and conv lowering (the last two empty for other layers).
+type Chunk<'a> = (usize, &'a mut [f32], &'a mut [u32], &'a mut [f32]);
+
+/// `Ok` if a slice has the length its operand needs.
+fn same_len(operand: Operand, expected: usize, actual: usize) -> Result<(), CoreError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(CoreError::LengthMismatch {
+            operand,
+            expected,
+            actual,
+        })
+    }
+}
+
 /// Forward of a batch-separable layer on `m` samples.
 fn forward_chunk(
     layer: &Layer,
@@ -748,6 +858,8 @@ fn forward_chunk(
     m: usize,
     x: &[f32],
     y: &mut [f32],
+    arg: &mut [u32],
+    cols: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<(), CoreError> {
     let xs = r.input.batch(m);
@@ -761,6 +873,19 @@ fn forward_chunk(
             layer.bias_opt(),
             ViewMut::new(ys, y)?,
         ),
+        Op::Conv { op, .. } if !cols.is_empty() => {
+            // The views check the shapes; `cols` holds these samples' lowering.
+            let yv = ViewMut::new(ys, y)?;
+            same_len(Operand::Weight, op.weight_len()?, layer.weights().len())?;
+            hostops::conv_forward(
+                &op,
+                xv.data(),
+                layer.weights(),
+                layer.bias_opt(),
+                yv.into_data(),
+                cols,
+            )
+        }
         Op::Conv { op, .. } => op.forward(
             &FastGemm,
             xv,
@@ -772,7 +897,17 @@ fn forward_chunk(
         Op::Depthwise { op, .. } => {
             op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
         }
+        Op::Act(Activation::Relu) if x.len() == y.len() => {
+            hostops::relu_forward(x, y);
+            Ok(())
+        }
         Op::Act(a) => a.forward(x, y),
+        Op::Pool(p) if !arg.is_empty() => {
+            // The views check the shapes; the arguments fill `arg` exactly.
+            let yv = ViewMut::new(ys, y)?;
+            hostops::maxpool_forward(&p, xv.data(), yv.into_data(), arg);
+            Ok(())
+        }
         Op::Pool(p) => p.forward(xv, ViewMut::new(ys, y)?),
         Op::GlobalAvgPool => layers::global_avg_pool_forward(xv, ViewMut::new(ys, y)?),
         Op::BatchNorm(_) | Op::Dropout(_) | Op::Flatten => Ok(()),
@@ -789,6 +924,8 @@ fn backward_chunk(
     x: &[f32],
     y: &[f32],
     dy: &[f32],
+    arg: &[u32],
+    cols: &[f32],
     dx: Option<&mut [f32]>,
     grads: Option<&mut [f32]>,
     scratch: &mut [f32],
@@ -818,6 +955,22 @@ fn backward_chunk(
             dw,
             db,
         ),
+        Op::Conv { op, .. } if !cols.is_empty() => {
+            View::new(xs, x)?;
+            View::new(ys, dy)?;
+            same_len(Operand::Weight, op.weight_len()?, weights.len())?;
+            same_len(Operand::WeightGrad, op.weight_len()?, dw.len())?;
+            hostops::conv_backward(
+                &op,
+                cols,
+                weights,
+                dy,
+                dxv.map(ViewMut::into_data),
+                dw,
+                db,
+                scratch,
+            )
+        }
         Op::Conv { op, .. } => op.backward(
             &FastGemm,
             View::new(xs, x)?,
@@ -832,10 +985,19 @@ fn backward_chunk(
             op.backward(View::new(xs, x)?, weights, View::new(ys, dy)?, dxv, dw, db)
         }
         Op::Act(a) => match dxv {
+            Some(mut d) if a == Activation::Relu && y.len() == dy.len() => {
+                hostops::relu_backward(y, dy, d.data_mut());
+                Ok(())
+            }
             Some(mut d) => a.backward(y, dy, d.data_mut()),
             None => Ok(()),
         },
         Op::Pool(p) => match dxv {
+            Some(d) if !arg.is_empty() => {
+                View::new(ys, dy)?;
+                hostops::maxpool_backward(&p, dy, arg, d.into_data());
+                Ok(())
+            }
             Some(d) => p.backward(View::new(xs, x)?, View::new(ys, dy)?, d),
             None => Ok(()),
         },
@@ -844,6 +1006,12 @@ fn backward_chunk(
             None => Ok(()),
         },
         Op::BatchNorm(_) | Op::Dropout(_) | Op::Flatten => Ok(()),
+    }
+}
+
+impl hostops::Partial for ThreadBufs {
+    fn partial(&mut self) -> &mut [f32] {
+        &mut self.partial
     }
 }
 
@@ -1183,7 +1351,7 @@ mod tests {
         for (i, (p, q)) in g1.iter().zip(&g2).enumerate() {
             assert_close(p, q, 1e-5, &format!("layer {} grads", i + 1));
         }
-        // The running statistics are computed on one thread either way.
+        // The running statistics: the same up to the reassociation of BN's sums.
         for (p, q) in a.layers.iter().zip(&b.layers) {
             assert_close(&p.running_mean, &q.running_mean, 1e-5, "running mean");
             assert_close(&p.running_var, &q.running_var, 1e-5, "running var");

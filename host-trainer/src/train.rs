@@ -265,12 +265,26 @@ pub fn non_finite_state(net: &Network) -> Option<String> {
             ("running mean", &l.running_mean),
             ("running variance", &l.running_var),
         ] {
-            if v.iter().any(|x| !x.is_finite()) {
+            if !all_finite(v) {
                 return Some(format!("layer {} has non-finite {what}", i + 1));
             }
         }
     }
     None
+}
+
+/// Whether every value is finite. Runs after every step over all the
+/// parameters, so it is written to vectorise: per block, the largest
+/// magnitude bit pattern (an integer max, no early exit inside a block)
+/// against that of infinity; NaNs and infinities have the largest patterns.
+fn all_finite(v: &[f32]) -> bool {
+    const INF_BITS: u32 = 0x7f80_0000;
+    v.chunks(1024).all(|block| {
+        block
+            .iter()
+            .fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff))
+            < INF_BITS
+    })
 }
 
 /// Check that a data set feeds a network.
@@ -517,8 +531,25 @@ pub fn evaluate_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::data::{builtin_digits_split, Dataset};
     use crate::spec::{preset, NetworkSpec};
+
+    #[test]
+    fn all_finite_finds_every_non_finite_value() {
+        let mut v: Vec<f32> = (0..3000).map(|i| i as f32 - 1500.5).collect();
+        v.push(f32::MAX);
+        v.push(-f32::MIN_POSITIVE / 2.0);
+        assert!(all_finite(&v));
+        assert!(all_finite(&[]));
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 1023, 1024, 2999, 3001] {
+                let mut w = v.clone();
+                w[at] = bad;
+                assert!(!all_finite(&w), "{bad} at {at}");
+            }
+        }
+    }
 
     fn cfg(batch: usize, lr: f32, seed: u64) -> TrainConfig {
         TrainConfig {

@@ -1,0 +1,840 @@
+//! Host-only fast paths for layers whose core kernels trade speed for
+//! memory (core runs on microcontrollers and keeps no per-element state).
+//!
+//! - **Max pooling with a recorded argmax.** Core's
+//!   [`Pool2d::backward`](normcore::layers::Pool2d::backward) recomputes
+//!   every window's argmax from the forward input, which costs as much as the
+//!   forward pass again. The host has memory to spare, so
+//!   [`maxpool_forward`] records, for every output element, the index of the
+//!   input element it was taken from, and [`maxpool_backward`] is a scatter
+//!   of `dy` through those indices.
+//!
+//!   Bit for bit what core computes: the same window scan (`kh` then
+//!   `kw`), the same comparison (`>`, so the first maximum wins a tie and a
+//!   NaN never replaces the first tap) and the same order of additions in
+//!   the backward scatter (output pixels in NHWC order, channels ascending).
+//! - **Convolution with cached `cols`.** Core's
+//!   [`Conv2d`](normcore::layers::Conv2d) lowers a chunk of samples to the
+//!   im2col matrix in a scratch buffer, and its backward pass lowers the
+//!   same input again. [`conv_forward`] keeps each layer's `cols` in the
+//!   workspace, so [`conv_backward`] starts at the products. The lowering
+//!   copies kernel rows with short fixed-size moves (a 5×5 kernel over one
+//!   channel has runs of 5 values, where a `memcpy` call per run cost more
+//!   than the copy). Same matrix products, same shapes, same order as core
+//!   (one product per thread's chunk), so again bit for bit the same.
+//!
+//! - **Batch Normalization over several threads.** Core's BN sees the whole
+//!   batch on one thread. With more threads, [`bn_forward_train`] and
+//!   [`bn_backward`] split the rows by samples: each thread sums its own
+//!   rows (per-channel partial sums in its own buffer), the partials are
+//!   added in thread order on the calling thread (the two-phase statistics:
+//!   mean, then variance about it), and the elementwise passes run on every
+//!   thread again. The sums are reassociated (one partial per thread), so
+//!   results differ from one thread's in the last bits but are the same on
+//!   every run with the same thread count. One thread uses core's kernels.
+//!
+//! - **AVX2 builds of the elementwise loops.** The workspace compiles for
+//!   baseline x86-64 (SSE2). The loops here (pooling, BN's passes, ReLU)
+//!   are compiled a second time with AVX2 enabled ([`multiversion!`]) and
+//!   picked at run time when the CPU has it. The arithmetic is the same
+//!   (Rust never fuses a multiply and an add on its own, and the per-channel
+//!   sums run over rows in the same order whatever the vector width), so
+//!   both builds give the same bits.
+//!
+//! The tests below compare every function here against core.
+
+use crate::fastgemm::FastGemm;
+use normcore::layers::Activation;
+use normcore::layers::{Conv2d, Pool2d, PoolKind};
+use normcore::{Error, Gemm, MatMut, MatRef};
+use std::ops::Range;
+
+/// Define `fn $name(args)` whose body is compiled twice, for baseline
+/// x86-64 and with AVX2 enabled, the AVX2 build being taken when the CPU
+/// supports it (detected once, then a cached load). Elsewhere: the one build.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn inner($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($a: $t),*) {
+                    inner($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: `avx2` only needs the CPU to support AVX2,
+                    // which was just detected.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx2($($a),*)
+                    };
+                    return;
+                }
+            }
+            inner($($a),*)
+        }
+    };
+}
+
+/// Argmax marker of an output whose window lies entirely in the padding:
+/// it is 0 and passes no gradient.
+pub const NO_ARG: u32 = u32::MAX;
+
+/// In-bounds kernel offsets along one axis for output position `out`:
+/// `(lo, hi, start)`, offset `lo` reading input `start` (as core's `Taps`).
+fn taps(out: usize, stride: usize, pad: usize, len: usize, kernel: usize) -> (usize, usize, usize) {
+    let base = out * stride;
+    let lo = pad.saturating_sub(base).min(kernel);
+    let hi = (len + pad).saturating_sub(base).min(kernel).max(lo);
+    let start = if lo == hi { 0 } else { base + lo - pad };
+    (lo, hi, start)
+}
+
+/// Whether [`maxpool_forward`] handles `p`: max pooling whose per-sample
+/// input indices fit in a `u32` below [`NO_ARG`].
+pub fn maxpool_supported(p: &Pool2d) -> bool {
+    p.kind == PoolKind::Max
+        && p.in_h
+            .checked_mul(p.in_w)
+            .and_then(|v| v.checked_mul(p.channels))
+            .is_some_and(|v| v < NO_ARG as usize)
+}
+
+/// Output `(height, width)` of `p` (its geometry is validated at build).
+fn out_hw(p: &Pool2d) -> (usize, usize) {
+    p.window
+        .output_hw(p.in_h, p.in_w)
+        .expect("pool geometry validated when the network was built")
+}
+
+multiversion! {
+/// Max-pool forward of whole samples: `x` `[m, H, W, C]`, `y`
+/// `[m, OH, OW, C]`, `arg` like `y`: the index within its sample of the
+/// input element each output took.
+pub fn maxpool_forward(p: &Pool2d, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
+    let (oh_n, ow_n) = out_hw(p);
+    let c = p.channels;
+    let (h, w) = (p.in_h, p.in_w);
+    let win = p.window;
+    let in_sample = h * w * c;
+    let out_sample = oh_n * ow_n * c;
+    let samples = x
+        .chunks_exact(in_sample)
+        .zip(y.chunks_exact_mut(out_sample))
+        .zip(arg.chunks_exact_mut(out_sample));
+    for ((image, out), args) in samples {
+        for oh in 0..oh_n {
+            let (hlo, hhi, hs) = taps(oh, win.stride_h, win.padding.top, h, win.kernel_h);
+            for ow in 0..ow_n {
+                let (wlo, whi, ws) = taps(ow, win.stride_w, win.padding.left, w, win.kernel_w);
+                let o = (oh * ow_n + ow) * c;
+                let yp = &mut out[o..o + c];
+                let ap = &mut args[o..o + c];
+                if hlo == hhi || wlo == whi {
+                    yp.fill(0.0);
+                    ap.fill(NO_ARG);
+                    continue;
+                }
+                let mut first = true;
+                for ih in hs..hs + (hhi - hlo) {
+                    for iw in ws..ws + (whi - wlo) {
+                        let base = (ih * w + iw) * c;
+                        let xp = &image[base..base + c];
+                        if first {
+                            yp.copy_from_slice(xp);
+                            for (k, a) in ap.iter_mut().enumerate() {
+                                *a = (base + k) as u32;
+                            }
+                            first = false;
+                        } else {
+                            // Selects, not branches: they vectorise, and
+                            // random data would mispredict a branch often.
+                            for (k, ((v, a), &xv)) in
+                                yp.iter_mut().zip(ap.iter_mut()).zip(xp).enumerate()
+                            {
+                                let take = xv > *v;
+                                *v = if take { xv } else { *v };
+                                *a = if take { (base + k) as u32 } else { *a };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// Max-pool backward of whole samples: `dx` `[m, H, W, C]` (overwritten)
+/// receives every `dy` `[m, OH, OW, C]` at the input its output was taken
+/// from (`arg` of [`maxpool_forward`]).
+pub fn maxpool_backward(p: &Pool2d, dy: &[f32], arg: &[u32], dx: &mut [f32]) {
+    let in_sample = p.in_h * p.in_w * p.channels;
+    let (oh_n, ow_n) = out_hw(p);
+    let out_sample = oh_n * ow_n * p.channels;
+    dx.fill(0.0);
+    let samples = dx
+        .chunks_exact_mut(in_sample)
+        .zip(dy.chunks_exact(out_sample))
+        .zip(arg.chunks_exact(out_sample));
+    for ((dimage, grad), args) in samples {
+        for (&a, &d) in args.iter().zip(grad) {
+            if let Some(g) = dimage.get_mut(a as usize) {
+                *g += d;
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// ReLU forward, core's `Activation::Relu.forward`: `y = max(x, 0)`.
+pub fn relu_forward(x: &[f32], y: &mut [f32]) {
+    for (o, &i) in y.iter_mut().zip(x) {
+        *o = Activation::Relu.apply(i);
+    }
+}
+}
+
+multiversion! {
+/// ReLU backward, core's `Activation::Relu.backward`: `dx = dy · [y > 0]`.
+pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((g, &o), &d) in dx.iter_mut().zip(y).zip(dy) {
+        *g = d * Activation::Relu.derivative_from_output(o);
+    }
+}
+}
+
+/// Sizes of a convolution's lowering.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeom {
+    out_h: usize,
+    out_w: usize,
+    /// `KH·KW·Cin`.
+    patch: usize,
+    /// `OH·OW`.
+    pixels: usize,
+    /// `H·W·Cin`.
+    in_sample: usize,
+}
+
+fn conv_geom(op: &Conv2d) -> ConvGeom {
+    let (out_h, out_w) = op
+        .window
+        .output_hw(op.in_h, op.in_w)
+        .expect("conv geometry validated when the network was built");
+    ConvGeom {
+        out_h,
+        out_w,
+        patch: op.window.kernel_h * op.window.kernel_w * op.in_c,
+        pixels: out_h * out_w,
+        in_sample: op.in_h * op.in_w * op.in_c,
+    }
+}
+
+/// Elements of `cols` per sample for `op`: `OH·OW·KH·KW·Cin`.
+pub fn conv_cols_len(op: &Conv2d) -> usize {
+    let g = conv_geom(op);
+    g.pixels * g.patch
+}
+
+/// `dst = src` for short runs: 8- and 4-wide fixed-size moves and a scalar
+/// tail (no `memcpy` call).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n > 64 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        let s: [f32; 8] = src[i..i + 8].try_into().expect("8 values");
+        dst[i..i + 8].copy_from_slice(&s);
+        i += 8;
+    }
+    if i + 4 <= n {
+        let s: [f32; 4] = src[i..i + 4].try_into().expect("4 values");
+        dst[i..i + 4].copy_from_slice(&s);
+        i += 4;
+    }
+    while i < n {
+        dst[i] = src[i];
+        i += 1;
+    }
+}
+
+multiversion! {
+/// Core's im2col: row `(n·OH + oh)·OW + ow` of `cols` is the receptive
+/// field of that output pixel in `(kh, kw, ci)` order, zeros at padded taps.
+fn im2col(op: &Conv2d, g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
+    let c = op.in_c;
+    let win = op.window;
+    let run = win.kernel_w * c;
+    let in_row = op.in_w * c;
+    let mut rows = cols.chunks_exact_mut(g.patch);
+    for image in x.chunks_exact(g.in_sample) {
+        for oh in 0..g.out_h {
+            let (hlo, hhi, hs) = taps(oh, win.stride_h, win.padding.top, op.in_h, win.kernel_h);
+            for ow in 0..g.out_w {
+                let (wlo, whi, ws) =
+                    taps(ow, win.stride_w, win.padding.left, op.in_w, win.kernel_w);
+                let Some(row) = rows.next() else { return };
+                let (above, rest) = row.split_at_mut(hlo * run);
+                let (inside, below) = rest.split_at_mut((hhi - hlo) * run);
+                above.fill(0.0);
+                below.fill(0.0);
+                let src = hs * in_row + ws * c;
+                for (seg, ih) in inside.chunks_exact_mut(run).zip(0..) {
+                    let (left, rest) = seg.split_at_mut(wlo * c);
+                    let (mid, right) = rest.split_at_mut((whi - wlo) * c);
+                    left.fill(0.0);
+                    right.fill(0.0);
+                    let at = src + ih * in_row;
+                    copy_run(mid, &image[at..at + mid.len()]);
+                }
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// Core's col2im: `dx` (overwritten) is every row of `cols` scatter-added
+/// back onto the inputs it was gathered from.
+fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let c = op.in_c;
+    let win = op.window;
+    let run = win.kernel_w * c;
+    let in_row = op.in_w * c;
+    let mut rows = cols.chunks_exact(g.patch);
+    for image in dx.chunks_exact_mut(g.in_sample) {
+        for oh in 0..g.out_h {
+            let (hlo, hhi, hs) = taps(oh, win.stride_h, win.padding.top, op.in_h, win.kernel_h);
+            for ow in 0..g.out_w {
+                let (wlo, whi, ws) =
+                    taps(ow, win.stride_w, win.padding.left, op.in_w, win.kernel_w);
+                let Some(row) = rows.next() else { return };
+                let inside = &row[hlo * run..hhi * run];
+                let src = hs * in_row + ws * c;
+                for (seg, ih) in inside.chunks_exact(run).zip(0..) {
+                    let mid = &seg[wlo * c..whi * c];
+                    let at = src + ih * in_row;
+                    for (d, &v) in image[at..at + mid.len()].iter_mut().zip(mid) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+}
+
+/// Convolution forward of `m` whole samples, keeping the lowering: `x`
+/// `[m, H, W, Cin]`, `w` `[Cout, KH, KW, Cin]`, `y` `[m, OH, OW, Cout]`
+/// (overwritten), `cols` at least `m ·` [`conv_cols_len`] (left holding the
+/// lowering of `x` for [`conv_backward`]). Callers check the shapes (the
+/// network builds the views first); a mismatch is an `Err` from the product.
+pub fn conv_forward(
+    op: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    cols: &mut [f32],
+) -> Result<(), Error> {
+    let g = conv_geom(op);
+    let rows = x.len() / g.in_sample * g.pixels;
+    let cols = &mut cols[..rows * g.patch];
+    im2col(op, &g, x, cols);
+    let wt = MatRef::row_major(w, op.out_c, g.patch)?.t();
+    FastGemm.gemm(
+        MatRef::row_major(cols, rows, g.patch)?,
+        wt,
+        MatMut::row_major(y, rows, op.out_c)?,
+        false,
+    )?;
+    if let Some(b) = b {
+        for pixel in y.chunks_exact_mut(op.out_c) {
+            for (v, &bias) in pixel.iter_mut().zip(b) {
+                *v += bias;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Convolution backward of the `m` samples whose lowering [`conv_forward`]
+/// left in `cols`: `dw` (and `db`, `dx` when given) overwritten. `dcols`
+/// (at least `m ·` [`conv_cols_len`] when `dx` is wanted) is scratch.
+pub fn conv_backward(
+    op: &Conv2d,
+    cols: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dcols: &mut [f32],
+) -> Result<(), Error> {
+    let g = conv_geom(op);
+    let rows = dy.len() / op.out_c;
+    if let Some(db) = db {
+        db.fill(0.0);
+        for pixel in dy.chunks_exact(op.out_c) {
+            for (acc, &d) in db.iter_mut().zip(pixel) {
+                *acc += d;
+            }
+        }
+    }
+    if rows == 0 {
+        dw.fill(0.0);
+        if let Some(dx) = dx {
+            dx.fill(0.0);
+        }
+        return Ok(());
+    }
+    let cols = &cols[..rows * g.patch];
+    let dym = MatRef::row_major(dy, rows, op.out_c)?;
+    FastGemm.gemm(
+        dym.t(),
+        MatRef::row_major(cols, rows, g.patch)?,
+        MatMut::row_major(dw, op.out_c, g.patch)?,
+        false,
+    )?;
+    if let Some(dx) = dx {
+        let dcols = &mut dcols[..rows * g.patch];
+        FastGemm.gemm(
+            dym,
+            MatRef::row_major(w, op.out_c, g.patch)?,
+            MatMut::row_major(dcols, rows, g.patch)?,
+            false,
+        )?;
+        col2im(op, &g, dcols, dx);
+    }
+    Ok(())
+}
+
+multiversion! {
+/// `p[ch] += x[row, ch]` over the rows of `x` in order.
+fn bn_sum(x: &[f32], p: &mut [f32]) {
+    for row in x.chunks_exact(p.len()) {
+        for (s, &v) in p.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `p[ch] += (x[row, ch] - mean[ch])²` over the rows of `x` in order.
+fn bn_sq(x: &[f32], mean: &[f32], p: &mut [f32]) {
+    for row in x.chunks_exact(p.len()) {
+        for ((s, &v), &mu) in p.iter_mut().zip(row).zip(mean) {
+            let d = v - mu;
+            *s += d * d;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `y = γ·(x - mean)·inv_std + β`, row by row.
+fn bn_apply(x: &[f32], mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32]) {
+    // Zipped iterators, not indexing: no bounds checks, so the channel
+    // loop vectorises.
+    let c = mean.len();
+    let stats = mean.iter().zip(inv_std).zip(gamma.iter().zip(beta));
+    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for ((o, &v), ((&mu, &is), (&g, &b))) in yr.iter_mut().zip(xr).zip(stats.clone()) {
+            let xhat = (v - mu) * is;
+            *o = g * xhat + b;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `db += dy`, `dg += dy·x̂` over the rows in order.
+fn bn_grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32], db: &mut [f32], dg: &mut [f32]) {
+    let c = mean.len();
+    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        let acc = db.iter_mut().zip(dg.iter_mut());
+        for (((b, g), (&v, &d)), (&mu, &is)) in acc.zip(xr.iter().zip(dr)).zip(mean.iter().zip(inv_std)) {
+            let xhat = (v - mu) * is;
+            *b += d;
+            *g += d * xhat;
+        }
+    }
+}
+}
+
+multiversion! {
+/// BN's input gradient given the summed `dgamma`, `dbeta` (`stats`: mean,
+/// inv_std, γ, dγ, dβ; `inv_m = 1/m`).
+fn bn_grad_input(x: &[f32], dy: &[f32], stats: [&[f32]; 5], inv_m: f32, dx: &mut [f32]) {
+    let [mean, inv_std, gamma, dgamma, dbeta] = stats;
+    let c = mean.len();
+    let rows = dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c));
+    let stats = mean.iter().zip(inv_std).zip(gamma).zip(dgamma.iter().zip(dbeta));
+    for ((gr, xr), dr) in rows {
+        for ((o, (&v, &d)), (((&mu, &is), &ga), (&dga, &dbe))) in
+            gr.iter_mut().zip(xr.iter().zip(dr)).zip(stats.clone())
+        {
+            let xhat = (v - mu) * is;
+            *o = ga * is * (d - dbe * inv_m - xhat * dga * inv_m);
+        }
+    }
+}
+}
+
+/// The rows (samples) each of `t` threads takes of `n` samples: contiguous
+/// ranges, as `network::chunks_mut` splits the activations.
+pub fn split(n: usize, t: usize) -> Vec<Range<usize>> {
+    (0..t)
+        .map(|i| i * n / t..(i + 1) * n / t)
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// Per-thread state for [`bn_forward_train`] and [`bn_backward`]: a buffer
+/// of at least `2·C` values for the partial sums.
+pub trait Partial: Send {
+    /// The partial-sum buffer.
+    fn partial(&mut self) -> &mut [f32];
+}
+
+/// Run `f(range, out)` for every sample range, on the pool when there is
+/// one (one range per thread), each `out` a distinct slice of `data` of
+/// `per` values per sample.
+fn for_ranges(
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
+    data: &mut [f32],
+    per: usize,
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let mut outs = Vec::with_capacity(ranges.len());
+    let mut rest = &mut data[ranges.first().map_or(0, |r| r.start) * per..];
+    for r in ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per);
+        outs.push((r.clone(), head));
+        rest = tail;
+    }
+    match pool {
+        Some(pool) => {
+            pool.install(|| outs.into_par_iter().for_each(|(r, o)| f(r, o)));
+        }
+        None => outs.into_iter().for_each(|(r, o)| f(r, o)),
+    }
+}
+
+/// Run `f(range, partial)` for every sample range (on the pool when there
+/// is one), each into its thread's zeroed partial-sum buffer of `len`
+/// values, then `out` = the partials added in range order (the first one
+/// copied: with a single range, `out` is exactly that range's sum).
+fn reduce<B: Partial>(
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
+    bufs: &mut [B],
+    len: usize,
+    out: &mut [f32],
+    f: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let run = |(r, b): (&Range<usize>, &mut B)| {
+        let p = &mut b.partial()[..len];
+        p.fill(0.0);
+        f(r.clone(), p);
+    };
+    match pool {
+        Some(pool) => pool.install(|| ranges.par_iter().zip(bufs.par_iter_mut()).for_each(run)),
+        None => ranges.iter().zip(bufs.iter_mut()).for_each(run),
+    }
+    let out = &mut out[..len];
+    for (k, b) in bufs.iter_mut().take(ranges.len()).enumerate() {
+        let p = &b.partial()[..len];
+        if k == 0 {
+            out.copy_from_slice(p);
+        } else {
+            for (o, &v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+    }
+}
+
+/// BN training forward over `per` values per sample (`H·W·C`), `c`
+/// channels, the samples split in `ranges` (one per thread, on `pool`).
+/// Core's `BatchNorm::forward_train` with the sums reassociated (a partial
+/// per range, added in range order; with one range, exactly core's sums
+/// and results). Writes `y`, the saved `mean` and `inv_std`, and updates
+/// `running` `(mean, var, momentum)`. Needs `N·H·W >= 2`.
+pub fn bn_forward_train<B: Partial>(
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
+    bufs: &mut [B],
+    (per, c): (usize, usize),
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    y: &mut [f32],
+    (mean, inv_std): (&mut [f32], &mut [f32]),
+    running: Option<(&mut [f32], &mut [f32], f32)>,
+    eps: f32,
+) {
+    let n = ranges.last().map_or(0, |r| r.end);
+    let m = (n * per / c) as f32;
+    reduce(pool, ranges, bufs, c, mean, |r, p| {
+        bn_sum(&x[r.start * per..r.end * per], p)
+    });
+    for s in mean.iter_mut() {
+        *s /= m;
+    }
+    let mu: &[f32] = mean;
+    reduce(pool, ranges, bufs, c, inv_std, |r, p| {
+        bn_sq(&x[r.start * per..r.end * per], mu, p)
+    });
+    for s in inv_std.iter_mut() {
+        *s /= m;
+    }
+    if let Some((rm, rv, a)) = running {
+        let unbias = m / (m - 1.0);
+        for ch in 0..c {
+            rm[ch] = (1.0 - a) * rm[ch] + a * mean[ch];
+            rv[ch] = (1.0 - a) * rv[ch] + a * unbias * inv_std[ch];
+        }
+    }
+    for s in inv_std.iter_mut() {
+        // Correctly rounded, as core's `libm::sqrtf`.
+        *s = 1.0 / (*s + eps).sqrt();
+    }
+    let (mean, inv_std): (&[f32], &[f32]) = (mean, inv_std);
+    for_ranges(pool, ranges, y, per, |r, yc| {
+        bn_apply(
+            &x[r.start * per..r.end * per],
+            mean,
+            inv_std,
+            gamma,
+            beta,
+            yc,
+        )
+    });
+}
+
+/// BN backward, the samples split as in [`bn_forward_train`]: core's
+/// `BatchNorm::backward` with the sums reassociated the same way. Writes
+/// `dx`, `dgamma` and `dbeta`.
+pub fn bn_backward<B: Partial>(
+    pool: Option<&rayon::ThreadPool>,
+    ranges: &[Range<usize>],
+    bufs: &mut [B],
+    (per, c): (usize, usize),
+    x: &[f32],
+    gamma: &[f32],
+    (mean, inv_std): (&[f32], &[f32]),
+    dy: &[f32],
+    dx: &mut [f32],
+    (dgamma, dbeta): (&mut [f32], &mut [f32]),
+) {
+    let n = ranges.last().map_or(0, |r| r.end);
+    let mut sums = [0.0f32; 2 * MAX_STACK_CHANNELS];
+    let mut heap = Vec::new();
+    let sums: &mut [f32] = if 2 * c <= sums.len() {
+        &mut sums[..2 * c]
+    } else {
+        heap.resize(2 * c, 0.0);
+        &mut heap
+    };
+    reduce(pool, ranges, bufs, 2 * c, sums, |r, p| {
+        let (db, dg) = p.split_at_mut(c);
+        let span = r.start * per..r.end * per;
+        bn_grad_sums(&x[span.clone()], &dy[span], mean, inv_std, db, dg)
+    });
+    dbeta.copy_from_slice(&sums[..c]);
+    dgamma.copy_from_slice(&sums[c..]);
+    let stats = [mean, inv_std, gamma, &*dgamma, &*dbeta];
+    let inv_m = 1.0 / (n * per / c) as f32;
+    for_ranges(pool, ranges, dx, per, |r, dxc| {
+        let span = r.start * per..r.end * per;
+        bn_grad_input(&x[span.clone()], &dy[span], stats, inv_m, dxc)
+    });
+}
+
+/// Channels whose BN gradient sums fit on the stack.
+const MAX_STACK_CHANNELS: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normcore::layers::{Padding, Window};
+    use normcore::{Rng, Shape, View, ViewMut};
+
+    /// Bit-for-bit agreement with core's max pooling, forward and backward,
+    /// over overlapping, strided and padded windows, ties and NaNs.
+    #[test]
+    fn maxpool_matches_core_bit_for_bit() {
+        let mut rng = Rng::new(3);
+        let windows = [
+            Window::square(2, 2, 0),
+            Window::square(3, 1, 1),
+            Window::square(3, 2, 0),
+            Window {
+                kernel_h: 2,
+                kernel_w: 3,
+                stride_h: 1,
+                stride_w: 2,
+                padding: Padding {
+                    top: 1,
+                    bottom: 0,
+                    left: 2,
+                    right: 1,
+                },
+            },
+            // A window can lie entirely in the padding.
+            Window {
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                padding: Padding::symmetric(1, 0),
+            },
+        ];
+        for (wi, win) in windows.into_iter().enumerate() {
+            for &(h, w, c, n) in &[(6, 7, 3, 2), (5, 5, 1, 3), (4, 6, 33, 1)] {
+                let p = Pool2d::new(PoolKind::Max, h, w, c, win).unwrap();
+                assert!(maxpool_supported(&p));
+                let ys = p.output_shape(n).unwrap();
+                let xs = Shape::nhwc(n, h, w, c);
+                // Few distinct values: many ties. Some NaNs and infinities.
+                let x: Vec<f32> = (0..xs.len().unwrap())
+                    .map(|i| match i % 17 {
+                        5 if wi % 2 == 0 => f32::NAN,
+                        9 => f32::NEG_INFINITY,
+                        _ => (rng.below(5) as f32) - 2.0,
+                    })
+                    .collect();
+                let dy: Vec<f32> = (0..ys.len().unwrap())
+                    .map(|_| rng.uniform(-1.0, 1.0))
+                    .collect();
+                let mut y_core = vec![7.0; ys.len().unwrap()];
+                p.forward(
+                    View::new(xs, &x).unwrap(),
+                    ViewMut::new(ys, &mut y_core).unwrap(),
+                )
+                .unwrap();
+                let (mut y, mut arg) =
+                    (vec![7.0; ys.len().unwrap()], vec![0u32; ys.len().unwrap()]);
+                maxpool_forward(&p, &x, &mut y, &mut arg);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&y_core), "forward, window {wi}");
+                let mut dx_core = vec![7.0; xs.len().unwrap()];
+                p.backward(
+                    View::new(xs, &x).unwrap(),
+                    View::new(ys, &dy).unwrap(),
+                    ViewMut::new(xs, &mut dx_core).unwrap(),
+                )
+                .unwrap();
+                let mut dx = vec![7.0; xs.len().unwrap()];
+                maxpool_backward(&p, &dy, &arg, &mut dx);
+                assert_eq!(bits(&dx), bits(&dx_core), "backward, window {wi}");
+            }
+        }
+    }
+
+    /// Bit-for-bit agreement with core's convolution (given scratch for the
+    /// whole batch, so that core also runs one product), forward and
+    /// backward, over padded, strided and pointwise geometries.
+    #[test]
+    fn conv_matches_core_bit_for_bit() {
+        let mut rng = Rng::new(5);
+        let cases = [
+            (28, 28, 1, 16, Window::square(5, 1, 0), 3),
+            (12, 12, 16, 32, Window::square(5, 1, 0), 2),
+            (7, 6, 3, 5, Window::square(3, 2, 1), 2),
+            (5, 5, 4, 6, Window::square(1, 1, 0), 3),
+            (
+                6,
+                5,
+                2,
+                3,
+                Window {
+                    kernel_h: 2,
+                    kernel_w: 3,
+                    stride_h: 1,
+                    stride_w: 2,
+                    padding: Padding {
+                        top: 1,
+                        bottom: 0,
+                        left: 2,
+                        right: 1,
+                    },
+                },
+                2,
+            ),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (ci, &(h, w, cin, cout, win, n)) in cases.iter().enumerate() {
+            let op = Conv2d::new(h, w, cin, cout, win).unwrap();
+            let xs = op.input_shape(n);
+            let ys = op.output_shape(n).unwrap();
+            let mut vec =
+                |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+            let x = vec(xs.len().unwrap());
+            let wt = vec(op.weight_len().unwrap());
+            let b = vec(cout);
+            let dy = vec(ys.len().unwrap());
+            let mut scratch = vec![0.0; op.forward_scratch_len(n).unwrap().max(1)];
+            let mut y_core = vec![0.0; ys.len().unwrap()];
+            op.forward(
+                &FastGemm,
+                View::new(xs, &x).unwrap(),
+                &wt,
+                Some(&b),
+                ViewMut::new(ys, &mut y_core).unwrap(),
+                &mut scratch,
+            )
+            .unwrap();
+            let mut cols = vec![0.0; n * conv_cols_len(&op)];
+            let mut y = vec![0.0; ys.len().unwrap()];
+            conv_forward(&op, &x, &wt, Some(&b), &mut y, &mut cols).unwrap();
+            assert_eq!(bits(&y), bits(&y_core), "forward, case {ci}");
+            let (mut dx_core, mut dw_core, mut db_core) =
+                (vec![0.0; x.len()], vec![0.0; wt.len()], vec![0.0; cout]);
+            op.backward(
+                &FastGemm,
+                View::new(xs, &x).unwrap(),
+                &wt,
+                View::new(ys, &dy).unwrap(),
+                Some(ViewMut::new(xs, &mut dx_core).unwrap()),
+                &mut dw_core,
+                Some(&mut db_core),
+                &mut scratch,
+            )
+            .unwrap();
+            let (mut dx, mut dw, mut db) =
+                (vec![9.0; x.len()], vec![9.0; wt.len()], vec![9.0; cout]);
+            let mut dcols = vec![0.0; cols.len()];
+            conv_backward(
+                &op,
+                &cols,
+                &wt,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+                &mut dcols,
+            )
+            .unwrap();
+            assert_eq!(bits(&dx), bits(&dx_core), "dx, case {ci}");
+            assert_eq!(bits(&dw), bits(&dw_core), "dw, case {ci}");
+            assert_eq!(bits(&db), bits(&db_core), "db, case {ci}");
+        }
+    }
+}
