@@ -84,8 +84,16 @@ macro_rules! multiversion {
 pub const NO_ARG: u32 = u32::MAX;
 
 /// In-bounds kernel offsets along one axis for output position `out`:
-/// `(lo, hi, start)`, offset `lo` reading input `start` (as core's `Taps`).
-fn taps(out: usize, stride: usize, pad: usize, len: usize, kernel: usize) -> (usize, usize, usize) {
+/// `(lo, hi, start)`, offset `lo` reading input `start` (as core's `Taps`;
+/// also the export module's integer reference's, which checks core, not
+/// this module).
+pub(crate) fn taps(
+    out: usize,
+    stride: usize,
+    pad: usize,
+    len: usize,
+    kernel: usize,
+) -> (usize, usize, usize) {
     let base = out * stride;
     let lo = pad.saturating_sub(base).min(kernel);
     let hi = (len + pad).saturating_sub(base).min(kernel).max(lo);

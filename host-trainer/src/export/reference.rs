@@ -20,6 +20,7 @@
 use super::fold::LayerOp;
 use super::quant::{QLayer, QuantModel};
 use super::ExportError;
+use crate::hostops::taps;
 use normcore::layers::{PoolKind, Window};
 use rayon::prelude::*;
 
@@ -32,16 +33,6 @@ pub fn requantize(acc: i32, multiplier: i32, shift: i32, zp: i32, lo: i32, hi: i
     let prod = i64::from(acc) * i64::from(multiplier);
     let r = (prod + (1i64 << (t - 1))) >> t;
     (r + i64::from(zp)).clamp(i64::from(lo), i64::from(hi)) as i32
-}
-
-/// In-bounds taps of one window along one axis: kernel offsets `lo..hi`,
-/// offset `lo` reading input index `start` (as core's `Taps`).
-fn taps(out: usize, stride: usize, pad: usize, len: usize, kernel: usize) -> (usize, usize, usize) {
-    let base = out * stride;
-    let lo = pad.saturating_sub(base).min(kernel);
-    let hi = (len + pad).saturating_sub(base).min(kernel).max(lo);
-    let start = if lo == hi { 0 } else { base + lo - pad };
-    (lo, hi, start)
 }
 
 /// `(kernel offset, input index)` pairs of the window of output `(oh, ow)`.
