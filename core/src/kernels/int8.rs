@@ -468,6 +468,11 @@ pub fn conv2d_blocked_i8(
 /// gathers into one run per pixel.
 const GATHER: usize = 64;
 
+/// Channels per output stage call of `conv_blocks` (measured: 16 beats 4,
+/// the old one call per pass, everywhere; 32 is 1 % slower on `cnn`, 0.6 %
+/// faster on DS-CNN's 64 channels).
+const STAGE_GROUP: usize = 16;
+
 /// The dense and convolution loop (arguments validated; `zp` 0 when
 /// folded): pixels, then passes of 4 filters (halves of a block of 8), each
 /// one dot routine per in-bounds kernel row (a contiguous run of
@@ -526,11 +531,13 @@ pub(crate) fn conv_blocks(
             }
             (src, x0, len, rows) = (&run[..], 0, patch, 1);
         }
-        let passes = pixel
-            .chunks_mut(4)
-            .zip(bias.chunks_exact(4))
-            .zip(stage.multipliers.chunks(4).zip(stage.shifts.chunks(4)));
-        for (i, ((yh, bh), (mh, sh))) in passes.enumerate() {
+        // The output stage once per group of up to STAGE_GROUP channels
+        // (its entry costs about as much as 4 outputs), not once per pass;
+        // one loop over the passes (a loop per group would be unrolled).
+        let mut accs = [0i32; STAGE_GROUP];
+        let per_group = STAGE_GROUP / 4;
+        let n_pass = cout.div_ceil(4);
+        for (i, bh) in bias.chunks_exact(4).take(n_pass).enumerate() {
             let at = (i / halves) * per_block + w0 + (((i % halves) * 4) >> shift);
             let mut acc = init4(bh);
             match w {
@@ -564,8 +571,21 @@ pub(crate) fn conv_blocks(
                     dot_pairs(&mut acc, &runs, w, zp);
                 }
             }
-            tap.acc(i * 4, acc.get(..yh.len()).unwrap_or(&acc));
-            stage.write(&acc, mh, sh, yh);
+            tap.acc(i * 4, acc.get(..cout - i * 4).unwrap_or(&acc));
+            let k = i % per_group;
+            if let Some(a4) = accs.get_mut(k * 4..k * 4 + 4) {
+                a4.copy_from_slice(&acc);
+            }
+            if k + 1 == per_group || i + 1 == n_pass {
+                let g0 = (i - k) * 4;
+                let g = g0..(g0 + STAGE_GROUP).min(cout);
+                let (m, sh) = (&stage.multipliers, &stage.shifts);
+                if let (Some(yg), Some(mg), Some(sg)) =
+                    (pixel.get_mut(g.clone()), m.get(g.clone()), sh.get(g))
+                {
+                    stage.write(&accs, mg, sg, yg);
+                }
+            }
         }
     });
 }
@@ -1284,11 +1304,11 @@ mod tests {
     proptest! {
         /// Random geometries (asymmetric padding, strides, kernels up to the
         /// padded input, windows entirely in the padding), R = 4 and 8,
-        /// channel counts not a multiple of R, folded zero points where
+        /// channel counts not a multiple of R and beyond two groups of the output stage (16), folded zero points where
         /// allowed (no padding) and an error where not.
         #[test]
         fn conv2d_i8_matches_naive(
-            g in geo(5), cout in 1usize..=11, eight in any::<bool>(), folded in any::<bool>(),
+            g in geo(5), cout in 1usize..=37, eight in any::<bool>(), folded in any::<bool>(),
             mode in 0u32..4, seed in any::<u64>(),
         ) {
             let r = block(eight);
@@ -1399,7 +1419,7 @@ mod tests {
         /// (x = -128 against w = ±127, x - zp = ±255).
         #[test]
         fn dense_pairs_match_bytes_and_naive(
-            inputs in 1usize..=1100, outputs in 1usize..=13,
+            inputs in 1usize..=1100, outputs in 1usize..=37,
             zp_mode in 0u32..3, extreme in any::<bool>(), mode in 0u32..4, seed in any::<u64>(),
         ) {
             let r = 4;
