@@ -46,9 +46,9 @@
 //!   activations fewer each way (the `cnn` preset: 2.6 ms of BN and ReLU
 //!   per 1-thread step became 1.65 ms). Each value is computed by the same
 //!   operations as BN then core's ReLU, so the bits are the same.
-//! - **Sigmoid, the SGD update and the finiteness check** (the paper MLP's
-//!   per-step passes besides the products): core's loops, compiled for
-//!   AVX2 here, the same bits.
+//! - **Sigmoid and the finiteness check** (two of the paper MLP's per-step
+//!   passes besides the products): core's loops, compiled for AVX2 here,
+//!   the same bits.
 //! - **AVX2 builds of the elementwise loops.** The workspace compiles for
 //!   baseline x86-64 (SSE2). The loops here (pooling, BN's passes, ReLU)
 //!   are compiled a second time with AVX2 enabled ([`multiversion!`]) and
@@ -62,7 +62,7 @@
 use crate::fastgemm::FastGemm;
 use normcore::layers::Activation;
 use normcore::layers::{Conv2d, Pool2d, PoolKind};
-use normcore::{Error, Gemm, MatMut, MatRef, Sgd};
+use normcore::{Error, Gemm, MatMut, MatRef};
 use std::ops::Range;
 
 /// Define `fn $name(args) [-> T]` whose body is compiled twice, for
@@ -248,42 +248,6 @@ multiversion! {
 pub fn sigmoid_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((g, &o), &d) in dx.iter_mut().zip(y).zip(dy) {
         *g = d * (o * (1.0 - o));
-    }
-}
-}
-
-/// Core's [`Sgd::step`], with the loop of the trainer's usual case
-/// (momentum, not Nesterov) compiled for AVX2 (`multiversion!`); every
-/// other case, and every error, is core's own call.
-pub fn sgd_step(
-    opt: &Sgd,
-    params: &mut [f32],
-    grads: &[f32],
-    velocity: &mut [f32],
-    weight_decay: Option<f32>,
-) -> Result<(), Error> {
-    let wd = weight_decay.unwrap_or(opt.weight_decay);
-    let usual = opt.validate().is_ok()
-        && wd.is_finite()
-        && wd >= 0.0
-        && opt.momentum != 0.0
-        && !opt.nesterov
-        && grads.len() == params.len()
-        && velocity.len() == params.len();
-    if !usual {
-        return opt.step(params, grads, velocity, weight_decay);
-    }
-    sgd_momentum(params, grads, velocity, (opt.lr, opt.momentum, wd));
-    Ok(())
-}
-
-multiversion! {
-/// `v = μ·v + (g + λ·p)`, `p -= η·v`: core's momentum update, term for term.
-fn sgd_momentum(params: &mut [f32], grads: &[f32], velocity: &mut [f32], hyper: (f32, f32, f32)) {
-    let (lr, mu, wd) = hyper;
-    for ((p, &g), v) in params.iter_mut().zip(grads).zip(velocity.iter_mut()) {
-        *v = mu * *v + (g + wd * *p);
-        *p -= lr * *v;
     }
 }
 }
@@ -1122,9 +1086,9 @@ mod tests {
         }
     }
 
-    /// The AVX2 builds of sigmoid and the SGD update give core's bits.
+    /// The AVX2 build of sigmoid gives core's bits.
     #[test]
-    fn sigmoid_and_sgd_match_core_bit_for_bit() {
+    fn sigmoid_matches_core_bit_for_bit() {
         let mut rng = Rng::new(11);
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         let mut x: Vec<f32> = (0..1003).map(|_| rng.uniform(-30.0, 30.0)).collect();
@@ -1146,32 +1110,5 @@ mod tests {
         sigmoid_backward(&y, &dy, &mut dx);
         Activation::Sigmoid.backward(&y, &dy, &mut dx_core).unwrap();
         assert_eq!(bits(&dx), bits(&dx_core));
-        for (momentum, nesterov, wd) in [
-            (0.9, false, Some(1e-3)),
-            (0.9, false, None),
-            (0.0, false, None),
-            (0.5, true, None),
-        ] {
-            let opt = Sgd {
-                lr: 0.05,
-                momentum,
-                weight_decay: 2e-4,
-                nesterov,
-            };
-            let g: Vec<f32> = (0..517).map(|_| rng.uniform(-1.0, 1.0)).collect();
-            let mut p: Vec<f32> = (0..517).map(|_| rng.uniform(-1.0, 1.0)).collect();
-            let mut v: Vec<f32> = (0..517).map(|_| rng.uniform(-1.0, 1.0)).collect();
-            let (mut p_core, mut v_core) = (p.clone(), v.clone());
-            sgd_step(&opt, &mut p, &g, &mut v, wd).unwrap();
-            opt.step(&mut p_core, &g, &mut v_core, wd).unwrap();
-            assert_eq!(bits(&p), bits(&p_core));
-            assert_eq!(bits(&v), bits(&v_core));
-        }
-        // Errors are core's.
-        let bad = Sgd {
-            lr: -1.0,
-            ..Sgd::default()
-        };
-        assert!(sgd_step(&bad, &mut [0.0], &[0.0], &mut [0.0], None).is_err());
     }
 }

@@ -818,9 +818,9 @@ impl Network {
             let (pw, pb) = l.params.split_at_mut(wl);
             let (gw, gb) = l.grads.split_at(wl);
             let (vw, vb) = l.velocity.split_at_mut(wl);
-            hostops::sgd_step(opt, pw, gw, vw, (!decay_weights).then_some(0.0))
+            opt.step(pw, gw, vw, (!decay_weights).then_some(0.0))
                 .map_err(kernel(i))?;
-            hostops::sgd_step(opt, pb, gb, vb, Some(0.0)).map_err(kernel(i))?;
+            opt.step(pb, gb, vb, Some(0.0)).map_err(kernel(i))?;
         }
         Ok(())
     }
