@@ -165,6 +165,11 @@ pub struct Workspace {
     /// forward pass ([`hostops::conv_forward`]), reused by the backward
     /// pass; empty for other layers.
     conv_cols: Vec<Vec<f32>>,
+    /// Per layer: whether the last forward pass fused this BN layer with
+    /// the ReLU after it ([`hostops::bn_forward_train`] wrote the ReLU's
+    /// output; the BN's own output buffer was left untouched), so that the
+    /// backward pass fuses them too.
+    relu_fused: Vec<bool>,
     bufs: Vec<ThreadBufs>,
     /// Per-layer work below which a layer runs on one thread
     /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
@@ -483,6 +488,7 @@ impl Network {
                     _ => Vec::new(),
                 })
                 .collect(),
+            relu_fused: vec![false; self.layers.len()],
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
                     scratch: vec![0.0; scratch],
@@ -519,13 +525,27 @@ impl Network {
             Mode::Train(r) => Some(r),
             Mode::Eval => None,
         };
+        ws.relu_fused.fill(false);
+        let mut skip = false;
         for i in 0..self.layers.len() {
+            if std::mem::take(&mut skip) {
+                // A ReLU whose output its BN layer wrote.
+                continue;
+            }
+            // In training, BN followed by ReLU runs as one pass (the BN
+            // output is read by nothing else).
+            let fuse_relu = rng.is_some()
+                && matches!(
+                    self.layers.get(i + 1).map(|l| l.r.op),
+                    Some(Op::Act(Activation::Relu))
+                );
             let (before, after) = ws.acts.split_at_mut(i);
             let xin: &[f32] = if i == 0 { x } else { &before[i - 1] };
             let layer = &mut self.layers[i];
             let r = layer.r;
             let xin = &xin[..n * r.input.len()];
-            let yout = &mut after[0][..n * r.output.len()];
+            let (cur, next) = after.split_at_mut(1);
+            let yout = &mut cur[0][..n * r.output.len()];
             let err = kernel(i);
             match r.op {
                 Op::BatchNorm(bn) => {
@@ -544,6 +564,12 @@ impl Network {
                                 actual: n * r.input.len() / bn.channels(),
                             }));
                         }
+                        let (y, fused) = match next.first_mut() {
+                            Some(relu_out) if fuse_relu => {
+                                (&mut relu_out[..n * r.output.len()], true)
+                            }
+                            _ => (yout, false),
+                        };
                         hostops::bn_forward_train(
                             pool,
                             &hostops::split(n, t),
@@ -551,7 +577,7 @@ impl Network {
                             (r.input.len(), bn.channels()),
                             xin,
                             layer.params.split_at(wl),
-                            yout,
+                            y,
                             (&mut ws.saved_mean[i], &mut ws.saved_inv_std[i]),
                             Some((
                                 &mut layer.running_mean,
@@ -559,7 +585,10 @@ impl Network {
                                 cfg.momentum,
                             )),
                             cfg.eps,
+                            fused,
                         );
+                        ws.relu_fused[i] = fused;
+                        skip = fused;
                     } else {
                         let state = layer.bn_state().ok_or(NetworkError::Kernel {
                             layer: i + 1,
@@ -664,6 +693,10 @@ impl Network {
         .map_err(&err_loss)?;
         let mut cur = 0; // ws.grad[cur] holds ∂L/∂(output of layer i)
         for i in (0..self.layers.len()).rev() {
+            if i > 0 && ws.relu_fused[i - 1] {
+                // This ReLU's backward runs inside its BN layer's.
+                continue;
+            }
             let r = self.layers[i].r;
             // The first layer's input gradient is never needed.
             let need_dx = i > 0;
@@ -694,6 +727,7 @@ impl Network {
                         &layer.params[..wl],
                         (&ws.saved_mean[i], &ws.saved_inv_std[i]),
                         dy,
+                        ws.relu_fused[i].then(|| &ws.acts[i + 1][..n * r.output.len()]),
                         dx,
                         layer.grads.split_at_mut(wl),
                     );
@@ -901,6 +935,10 @@ fn forward_chunk(
             hostops::relu_forward(x, y);
             Ok(())
         }
+        Op::Act(Activation::Sigmoid) if x.len() == y.len() => {
+            hostops::sigmoid_forward(x, y);
+            Ok(())
+        }
         Op::Act(a) => a.forward(x, y),
         Op::Pool(p) if !arg.is_empty() => {
             // The views check the shapes; the arguments fill `arg` exactly.
@@ -989,6 +1027,10 @@ fn backward_chunk(
                 hostops::relu_backward(y, dy, d.data_mut());
                 Ok(())
             }
+            Some(mut d) if a == Activation::Sigmoid && y.len() == dy.len() => {
+                hostops::sigmoid_backward(y, dy, d.data_mut());
+                Ok(())
+            }
             Some(mut d) => a.backward(y, dy, d.data_mut()),
             None => Ok(()),
         },
@@ -1027,6 +1069,8 @@ impl Workspace {
         &self.acts[last][..self.n * k]
     }
     /// Output of layer `i` (0-based) in the last forward pass, `[n, ...]` NHWC.
+    /// After a training pass, a BN layer fused with the ReLU after it has
+    /// no output of its own (stale); evaluation passes fuse nothing.
     pub fn activation(&self, i: usize, per_sample: usize) -> &[f32] {
         &self.acts[i][..self.n * per_sample]
     }

@@ -273,19 +273,7 @@ pub fn non_finite_state(net: &Network) -> Option<String> {
     None
 }
 
-/// Whether every value is finite. Runs after every step over all the
-/// parameters, so it is written to vectorise: per block, the largest
-/// magnitude bit pattern (an integer max, no early exit inside a block)
-/// against that of infinity; NaNs and infinities have the largest patterns.
-fn all_finite(v: &[f32]) -> bool {
-    const INF_BITS: u32 = 0x7f80_0000;
-    v.chunks(1024).all(|block| {
-        block
-            .iter()
-            .fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff))
-            < INF_BITS
-    })
-}
+use crate::hostops::all_finite;
 
 /// Check that a data set feeds a network.
 pub fn check_data(net: &Network, data: &Dataset) -> Result<(), TrainError> {
