@@ -49,21 +49,26 @@
 //!   two `LDRSB`, four word loads, four `SMLAL`, `SUBS`, `BNE`, 11
 //!   instructions per 8 MACs, 1.375 per MAC. Measured: 1.56 per MAC on
 //!   784 → 100 and 1.78 over the whole paper MLP, output stages included.
-//!   The 64-bit sums carry over the kernel rows of a pass and are split
-//!   when a span fills and at the end (one call and one split per pass,
-//!   not per kernel row): the `cnn` preset's 5×5 conv 16 → 32 from 2.06
-//!   to 1.89 instructions per MAC.
+//!   One call per run (a kernel row, or a gathered window: below), the
+//!   64-bit sums split at its end. (An earlier form carried the sums across
+//!   the kernel rows of a pass inside one call; its bookkeeping cost about
+//!   90 instructions per row and spilled the loop's registers.)
 //! - Blocks of 8 rows (bytes) are never faster than blocks of 4 in int8
 //!   (the rows of the bench), so they have one loop, zero point
 //!   subtracted (0 when folded: one `SUB` per input more), not two: about
 //!   180 bytes of engine code.
-//! - Short kernel rows (a first convolution, `KW·Cin` of 4 or 5): a window
-//!   whose `KH·KW·Cin ≤ 64` taps are all in bounds is first copied into
-//!   one contiguous run, so that each pass of 4 filters is one dot call
-//!   over the whole patch instead of one per kernel row (the blocked
-//!   weights of a patch are contiguous already). Measured: the `cnn`
-//!   preset's 5×5 conv on 28×28×1 from 7.34 to 6.29 instructions per MAC,
-//!   DS-CNN's 10×4 stride-2 conv from 6.63 to 5.30.
+//! - Kernels of several rows: a window whose patch `KH·KW·Cin` fits 512
+//!   bytes is first copied (words where the target allows unaligned ones)
+//!   into one contiguous run, its padded taps as the zero point, which add
+//!   `(zp - zp)·w = 0` exactly as skipping them does; its weights are one
+//!   run already (`[KH][KW][Cin][R]` per block), so each pass of 4 filters
+//!   is one dot call over the whole patch. Measured against the previous
+//!   kernels (unpadded windows of at most 64 taps gathered, pair sums
+//!   carried across kernel rows): the `cnn` preset's 5×5 conv 16 → 32 (pairs) from
+//!   1.88 to 1.61 instructions per MAC, DS-CNN's 10×4 stride-2 conv from
+//!   4.98 to 4.51; a padded 3×3 conv 16 → 32 on 12×12 from 2.44 to 2.35
+//!   in pairs but from 3.18 to 3.47 in bytes (its border windows now
+//!   multiply their padded taps: MACs counted unpadded).
 //! - Depthwise and pooling share one per-channel loop (`channel_windows`):
 //!   accumulators on the stack, channels innermost, about 8 instructions per
 //!   depthwise MAC plus the per-tap overhead.
@@ -171,117 +176,81 @@ fn mac_pairs(a: &mut [i64; 2], xv: i32, w: &[i32; 2]) {
 
 /// One span of the pair form (at most [`PAIR_SPAN`] inputs, or
 /// [`PAIR_SPAN_ZP`] with a zero point): `a[k] += Σ_i (x[i] - zp)·w[2i + k]`
-/// for the two words `k` of the four rows of a block.
+/// for the two words `k` of the four rows of a block; `w` holds two words
+/// per input of `x` (more are ignored).
 ///
-/// Without a zero point (dense layers, unpadded convolutions: folded), two
-/// inputs per iteration: two `LDRSB`, four word loads (an `LDRD` where
-/// adjacent), four `SMLAL`, `SUBS`, `BNE`: 11 instructions per 8 MACs, 1.375
-/// per MAC, nothing spilled (measured; four or eight inputs per iteration
-/// spill). With a zero point, one input per iteration and a `SUB`.
+/// Two inputs per iteration: two `LDRSB`, four word loads (an `LDRD` where
+/// adjacent), four `SMLAL`, `SUBS`, `BNE`: 11 instructions per 8 MACs,
+/// 1.375 per MAC, nothing spilled (measured; four or eight inputs per
+/// iteration spill); with a zero point two `SUB`s more (1.625 per MAC).
+/// An odd last input is added apart.
 #[inline(always)]
 fn span_pairs(acc: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
     // A local copy: the caller's memory would be kept up to date across
     // each `unroll_barrier`.
     let mut a = *acc;
-    let mut done = 0;
-    if zp == 0 {
-        for (wc, xc) in w.chunks_exact(4).zip(x.chunks_exact(2)) {
-            unroll_barrier();
-            // As arrays: every load at a constant offset from one pointer.
-            if let (Some(wc), Some(xc)) = (wc.first_chunk::<4>(), xc.first_chunk::<2>()) {
-                for j in 0..2 {
-                    let xv = i64::from(xc[j]);
-                    for k in 0..2 {
-                        a[k] = a[k].wrapping_add(xv * i64::from(wc[2 * j + k]));
-                    }
-                }
+    // As arrays: every load at a constant offset from one pointer.
+    let (x2, w4) = (x.chunks_exact(2), w.chunks_exact(4));
+    let (n2, xt) = (x2.len(), x2.remainder());
+    let mut body = |xc: &[i8], wc: &[i32], zp: i32| {
+        let (Some(xc), Some(wc)) = (xc.first_chunk::<2>(), wc.first_chunk::<4>()) else {
+            return;
+        };
+        for j in 0..2 {
+            let xv = i64::from(i32::from(xc[j]).wrapping_sub(zp));
+            for k in 0..2 {
+                a[k] = a[k].wrapping_add(xv * i64::from(wc[2 * j + k]));
             }
-            done += 2;
+        }
+    };
+    // Two copies of the loop: without a zero point it has no `SUB`s.
+    if zp == 0 {
+        for (xc, wc) in x2.zip(w4) {
+            unroll_barrier();
+            body(xc, wc, 0);
+        }
+    } else {
+        for (xc, wc) in x2.zip(w4) {
+            unroll_barrier();
+            body(xc, wc, zp);
         }
     }
-    let (xr, wr) = (
-        x.get(done..).unwrap_or(&[]),
-        w.get(2 * done..).unwrap_or(&[]),
-    );
-    for (wc, &xv) in wr.chunks_exact(2).zip(xr) {
-        unroll_barrier();
-        if let Some(wj) = wc.first_chunk::<2>() {
-            mac_pairs(&mut a, i32::from(xv).wrapping_sub(zp), wj);
-        }
+    let wt = w.get(4 * n2..).and_then(<[i32]>::first_chunk::<2>);
+    if let (Some(&xv), Some(wl)) = (xt.first(), wt) {
+        mac_pairs(&mut a, i32::from(xv).wrapping_sub(zp), wl);
     }
     *acc = a;
 }
 
-/// The runs of one pass of a convolution (or dense layer): `rows` runs of
-/// `len` inputs, run `row` from `src[x0 + row·x_step..]`, its weights from
-/// stored unit (byte or word) `at + row·w_step` of the blocked weights.
-#[derive(Clone, Copy)]
-struct Runs<'a> {
-    src: &'a [i8],
-    x0: usize,
-    x_step: usize,
-    len: usize,
-    rows: usize,
-    at: usize,
-    w_step: usize,
-}
-
-impl<'a> Runs<'a> {
-    /// Run `row`'s inputs and the stored unit of its first weight (`None`
-    /// past the input, which validated geometries never reach).
-    #[inline(always)]
-    fn row(&self, row: usize) -> Option<(&'a [i8], usize)> {
-        let start = self.x0 + row * self.x_step;
-        let xs = self.src.get(start..start + self.len)?;
-        Some((xs, self.at + row * self.w_step))
-    }
-}
-
-/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over the
-/// runs of a pass: as `dot4` per run, from words that each hold the weights
-/// of two adjacent rows for one input, `w = lo + 2^24·hi` (`lo`, `hi` in
-/// `[-127, 127]`), two words per input.
+/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over one
+/// run of inputs, span by span (at most [`PAIR_SPAN`] inputs, or
+/// [`PAIR_SPAN_ZP`] with a zero point): as `dot4`, from words that each
+/// hold the weights of two adjacent rows for one input, `w = lo + 2^24·hi`
+/// (`lo`, `hi` in `[-127, 127]`), two words per input.
 ///
 /// One 32-bit multiply-accumulate into a 64-bit accumulator (`SMLAL`) then
 /// does two MACs: `Σ x·w = Σ x·lo + 2^24·Σ x·hi`, and as long as the low
-/// sum stays within `±2^23` (at most [`PAIR_SPAN`] inputs, or
-/// [`PAIR_SPAN_ZP`] with a zero point, counted across the runs) the two
-/// sums are recovered exactly (`split_pair`): the results are bit-identical
-/// to the i8 form's. The 64-bit sums carry over from one run (kernel row)
-/// to the next and are split only when a span fills up and at the end, so
-/// a pass pays one call and one split, not one per kernel row.
+/// sum stays within `±2^23` (the span) the two sums are recovered exactly
+/// (`split_pair`): the results are bit-identical to the i8 form's.
 #[inline(never)]
-fn dot_pairs(acc: &mut [i32; 4], runs: &Runs<'_>, w: &[i32], zp: i32) {
+fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: &[i32], zp: i32) {
     let span = if zp == 0 { PAIR_SPAN } else { PAIR_SPAN_ZP };
-    let mut a = [0i64; 2];
-    let mut n = 0; // inputs summed in `a` since its last split
-    for row in 0..runs.rows {
-        let Some((mut xs, at)) = runs.row(row) else {
+    // Opaque to the optimiser: `acc` stays in memory, read and written by
+    // the splits only, instead of holding four registers across the loop
+    // (which would spill the loop's own).
+    let acc = core::hint::black_box(acc);
+    let (mut x, mut w) = (x, w);
+    while let Some((xs, xr)) = x.split_at_checked(x.len().min(span)) {
+        let (ws, wr) = w.split_at_checked(2 * xs.len()).unwrap_or((w, &[]));
+        let mut a = [0i64; 2];
+        span_pairs(&mut a, xs, ws, zp);
+        split_pair(a[0], &mut acc[0..2]);
+        split_pair(a[1], &mut acc[2..4]);
+        if xr.is_empty() {
             break;
-        };
-        let mut ws = w.get(at..).unwrap_or(&[]);
-        while !xs.is_empty() {
-            if n == span {
-                split_pair(a[0], &mut acc[0..2]);
-                split_pair(a[1], &mut acc[2..4]);
-                (a, n) = ([0; 2], 0);
-            }
-            let k = xs.len().min(span - n);
-            let Some((xk, xr)) = xs.split_at_checked(k) else {
-                break;
-            };
-            span_pairs(&mut a, xk, ws, zp);
-            (xs, ws, n) = (xr, ws.get(2 * k..).unwrap_or(&[]), n + k);
         }
+        (x, w) = (xr, wr);
     }
-    split_pair(a[0], &mut acc[0..2]);
-    split_pair(a[1], &mut acc[2..4]);
-}
-
-/// Four accumulators from the first four entries of `bias` (zeros past its end).
-#[inline(always)]
-fn init4(bias: &[i32]) -> [i32; 4] {
-    bias.first_chunk::<4>().copied().unwrap_or([0; 4])
 }
 
 /// Row-blocked int8 weights of a dense or conv layer, in one of their two
@@ -465,20 +434,65 @@ pub fn conv2d_blocked_i8(
 }
 
 /// Most taps (`KH·KW·Cin`) of a convolution whose windows `conv_blocks`
-/// gathers into one run per pixel.
-const GATHER: usize = 64;
+/// gathers into one run per pixel (bytes of its stack frame).
+const GATHER: usize = 512;
 
 /// Channels per output stage call of `conv_blocks` (measured: 16 beats 4,
 /// the old one call per pass, everywhere; 32 is 1 % slower on `cnn`, 0.6 %
 /// faster on DS-CNN's 64 channels).
 const STAGE_GROUP: usize = 16;
 
+/// `dst = src` over their common length, four bytes per load and store
+/// where the target allows unaligned words (Cortex-M3 and up). Not
+/// inlined: one small copy (code size).
+#[inline(never)]
+fn copy_run(dst: &mut [i8], src: &[i8]) {
+    let (mut d4, mut s4) = (dst.chunks_exact_mut(4), src.chunks_exact(4));
+    for (d, s) in (&mut d4).zip(&mut s4) {
+        unroll_barrier();
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d4.into_remainder().iter_mut().zip(s4.remainder()) {
+        unroll_barrier();
+        *d = *s;
+    }
+}
+
+/// One run of a pass: `acc += Σ (x - zp)·w` for the pass's 4 rows, its
+/// weights from stored unit `at` of the block (`r` rows, either form).
+/// Blocks of 8 are never faster than 4 in int8 (module docs): one loop
+/// serves them, folded or not. Pair words are blocked by 4 rows
+/// (validated). Not inlined:
+/// one copy of the dispatch (code size).
+#[inline(never)]
+fn dot_run(acc: &mut [i32; 4], x: &[i8], w: BlockedI8<'_>, at: usize, r: usize, zp: i32) {
+    match w {
+        BlockedI8::Bytes(w) => {
+            let w = w.get(at..).unwrap_or(&[]);
+            match (r, zp) {
+                (4, 0) => dot4::<4, false>(acc, x, w, 0),
+                (4, _) => dot4::<4, true>(acc, x, w, zp),
+                _ => dot4::<8, true>(acc, x, w, zp),
+            }
+        }
+        BlockedI8::Pairs(w) => dot_pairs(acc, x, w.get(at..).unwrap_or(&[]), zp),
+    }
+}
+
 /// The dense and convolution loop (arguments validated; `zp` 0 when
 /// folded): pixels, then passes of 4 filters (halves of a block of 8), each
-/// one dot routine per in-bounds kernel row (a contiguous run of
-/// `KW'·in_c` inputs, and of as many weights times R, in NHWC and in the
-/// blocked layout), then the output stage. Passes that are entirely
-/// padding (past `out_c`) are skipped.
+/// one dot routine per run of its window, then the output stage once per
+/// [`STAGE_GROUP`] channels. Passes that are entirely padding (past
+/// `out_c`) are skipped.
+///
+/// A run is an in-bounds kernel row (`KW'·in_c` contiguous inputs in NHWC,
+/// and as many weights times R contiguous in the blocked layout), or, for a
+/// kernel of several rows whose patch fits [`GATHER`], the whole window
+/// copied into one run: its weights already are one (`[KH][KW][Cin][R]`
+/// per block), and its padded taps are copied as the zero point, which
+/// adds `(zp - zp)·w = 0`, exactly what skipping them adds. One call per
+/// pass then covers the patch; short kernel rows (a first layer: Cin = 1,
+/// KW·Cin = 5) would otherwise cost a call each for a few MACs.
 #[inline(never)]
 pub(crate) fn conv_blocks(
     c: &Conv2d,
@@ -500,90 +514,64 @@ pub(crate) fn conv_blocks(
     let per_block = (patch * r) >> shift;
     let halves = (r / 4).max(1); // r is 4 or 8 (never 0: no division by zero)
     let (x_step, w_step) = (c.in_w * cin, (kw * cin * r) >> shift);
-    // Short kernel rows (a first layer: Cin = 1, KW·Cin = 5) make one dot
-    // call per row cost more than its MACs: a window with every tap in
-    // bounds is gathered once per pixel into one contiguous run (its
-    // weights already are one: `[KH][KW][Cin][R]` per block), so that each
-    // pass makes one call over the whole patch.
     let gather = c.window.kernel_h > 1 && patch <= GATHER;
     // Made on the first gathered pixel: a dense layer never pays for it.
     let mut buf: Option<[i8; GATHER]> = None;
+    let mut accs = [[0i32; 4]; STAGE_GROUP / 4];
+    let n_pass = cout.div_ceil(4);
     for_each_window(&c.window, c.in_h, c.in_w, out_h, out_w, |o, th, tw| {
         let Some(pixel) = y.get_mut(o * cout..(o + 1) * cout) else {
             return;
         };
         let mut len = tw.len() * cin;
         let mut x0 = (th.start * c.in_w + tw.start) * cin;
-        let w0 = ((th.lo * kw + tw.lo) * cin * r) >> shift;
+        let mut w0 = ((th.lo * kw + tw.lo) * cin * r) >> shift;
         let mut rows = th.len();
         let mut src = x;
-        if gather && len > 0 && rows * len == patch {
+        if gather {
             let run = buf.get_or_insert([0; GATHER]);
-            for (row, dst) in run.chunks_exact_mut(len).take(rows).enumerate() {
-                let start = x0 + row * x_step;
-                let Some(xs) = x.get(start..start + len) else {
-                    return;
-                };
-                for (d, &v) in dst.iter_mut().zip(xs) {
+            if rows * len != patch {
+                // Padded taps read as the zero point.
+                for v in run.iter_mut().take(patch) {
                     unroll_barrier();
-                    *d = v;
+                    *v = zp as i8;
                 }
             }
-            (src, x0, len, rows) = (&run[..], 0, patch, 1);
+            let d0 = (th.lo * kw + tw.lo) * cin;
+            for row in 0..rows {
+                let (s, d) = (x0 + row * x_step, d0 + row * kw * cin);
+                if let (Some(xs), Some(ds)) = (x.get(s..s + len), run.get_mut(d..d + len)) {
+                    copy_run(ds, xs);
+                }
+            }
+            (src, x0, w0, len, rows) = (&run[..], 0, 0, patch, 1);
         }
         // The output stage once per group of up to STAGE_GROUP channels
         // (its entry costs about as much as 4 outputs), not once per pass;
         // one loop over the passes (a loop per group would be unrolled).
-        let mut accs = [0i32; STAGE_GROUP];
-        let per_group = STAGE_GROUP / 4;
-        let n_pass = cout.div_ceil(4);
-        for (i, bh) in bias.chunks_exact(4).take(n_pass).enumerate() {
+        for (i, b) in bias.chunks_exact(4).take(n_pass).enumerate() {
+            let k = i % accs.len();
+            let (Some(acc), Some(b)) = (accs.get_mut(k), b.first_chunk::<4>()) else {
+                break;
+            };
+            *acc = *b;
             let at = (i / halves) * per_block + w0 + (((i % halves) * 4) >> shift);
-            let mut acc = init4(bh);
-            match w {
-                BlockedI8::Bytes(w) => {
-                    for row in 0..rows {
-                        let start = x0 + row * x_step;
-                        let Some(xs) = src.get(start..start + len) else {
-                            break;
-                        };
-                        let w = w.get(at + row * w_step..).unwrap_or(&[]);
-                        // Blocks of 8 are never faster than 4 in int8
-                        // (module docs): one loop serves them, folded or not.
-                        match (r, zp) {
-                            (4, 0) => dot4::<4, false>(&mut acc, xs, w, 0),
-                            (4, _) => dot4::<4, true>(&mut acc, xs, w, zp),
-                            _ => dot4::<8, true>(&mut acc, xs, w, zp),
-                        }
-                    }
-                }
-                // Pair words are blocked by 4 rows (validated).
-                BlockedI8::Pairs(w) => {
-                    let runs = Runs {
-                        src,
-                        x0,
-                        x_step,
-                        len,
-                        rows,
-                        at,
-                        w_step,
-                    };
-                    dot_pairs(&mut acc, &runs, w, zp);
-                }
+            for row in 0..rows {
+                let start = x0 + row * x_step;
+                let Some(xs) = src.get(start..start + len) else {
+                    break;
+                };
+                dot_run(acc, xs, w, at + row * w_step, r, zp);
             }
-            tap.acc(i * 4, acc.get(..cout - i * 4).unwrap_or(&acc));
-            let k = i % per_group;
-            if let Some(a4) = accs.get_mut(k * 4..k * 4 + 4) {
-                a4.copy_from_slice(&acc);
-            }
-            if k + 1 == per_group || i + 1 == n_pass {
+            tap.acc(i * 4, acc.get(..cout - i * 4).unwrap_or(acc));
+            if k + 1 == accs.len() || i + 1 == n_pass {
                 let g0 = (i - k) * 4;
                 let g = g0..(g0 + STAGE_GROUP).min(cout);
                 let (m, sh) = (&stage.multipliers, &stage.shifts);
                 if let (Some(yg), Some(mg), Some(sg)) =
                     (pixel.get_mut(g.clone()), m.get(g.clone()), sh.get(g))
                 {
-                    stage.write(&accs, mg, sg, yg);
+                    stage.write(accs.as_flattened(), mg, sg, yg);
                 }
             }
         }
@@ -1359,16 +1347,16 @@ mod tests {
     }
 
     proptest! {
-        /// The pair form's 64-bit sums carry from one kernel row to the next
-        /// and are split when a span fills, which may be in the middle of a
-        /// row: kernel rows of 20..=200 inputs, 3 to 5 of them per pass
-        /// (patches of 60..=1000 inputs: one span, several, a boundary
-        /// anywhere), with and without padding (a zero point per load, span
+        /// The pair form over gathered windows (patches up to 512 inputs,
+        /// padded taps copied as the zero point) and kernel rows (larger
+        /// patches), runs longer than a span split inside: kernel rows of
+        /// 20..=200 inputs, 3 to 5 of them per pass (patches of 60..=1000
+        /// inputs), with and without padding (a zero point per load, span
         /// 256; folded, span 512), and at the extremes that bound the span
         /// (x = -128 or 127 everywhere, weights ±127, x - zp up to ±255):
         /// bit for bit against the i8 form and the naive sum.
         #[test]
-        fn conv_pairs_split_spans_across_kernel_rows(
+        fn conv_pairs_match_bytes_and_naive_over_gathered_windows_and_rows(
             c in 4usize..=40, k in 3usize..=5, padded in any::<bool>(), cout in 1usize..=9,
             extreme in any::<bool>(), seed in any::<u64>(),
         ) {
