@@ -67,7 +67,7 @@
 //!   carried across kernel rows): the `cnn` preset's 5×5 conv 16 → 32 (pairs) from
 //!   1.88 to 1.61 instructions per MAC, DS-CNN's 10×4 stride-2 conv from
 //!   4.98 to 4.51; a padded 3×3 conv 16 → 32 on 12×12 from 2.90 to 2.35
-//!   in pairs but from 3.18 to 3.47 in bytes (its border windows now
+//!   in pairs but from 3.18 to 3.49 in bytes (its border windows now
 //!   multiply their padded taps: MACs counted unpadded).
 //! - Depthwise and pooling share one per-channel loop (`channel_windows`):
 //!   accumulators on the stack, channels innermost, about 8 instructions per
