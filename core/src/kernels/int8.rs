@@ -1599,6 +1599,24 @@ mod tests {
             }
         }
 
+        /// 2×2 max pooling without padding (the usual pooling, which the
+        /// random windows above rarely hit): any stride, odd extents,
+        /// channel counts past the window loop's block of 64.
+        #[test]
+        fn max_pool_2x2_matches_naive(
+            h in 2usize..=9, w in 2usize..=9, c in 1usize..=70, sh in 1usize..=3, sw in 1usize..=3,
+            seed in any::<u64>(),
+        ) {
+            let g = Geo { h, w, c, kh: 2, kw: 2, sh, sw, pad: [0; 4] };
+            let mut rng = Rng::new(seed);
+            let pool = Pool2d::new(PoolKind::Max, h, w, c, g.window()).unwrap();
+            let x = bytes(&mut rng, h * w * c, -128, 127);
+            let (oh, ow) = g.out();
+            let mut y = vec![99i8; oh * ow * c];
+            max_pool_i8(&pool, &x, &mut y).unwrap();
+            prop_assert_eq!(Some(y), naive_pool(&g, PoolKind::Max, &x));
+        }
+
         #[test]
         fn global_avg_pool_i8_matches_naive(h in 1usize..=9, w in 1usize..=9, c in 1usize..=70, seed in any::<u64>()) {
             let mut rng = Rng::new(seed);
