@@ -437,6 +437,46 @@ pub fn conv2d_blocked_i8(
 /// gathers into one run per pixel (bytes of its stack frame).
 const GATHER: usize = 512;
 
+/// Inputs per dot call of [`conv2d_blocked_i8`] on a window with every tap
+/// in bounds (the "run"; a dense layer is a 1×1 kernel over all its inputs,
+/// `in_c`): the whole patch `KH·KW·Cin` where the kernel has several rows
+/// and the patch fits the gather buffer (512), else one kernel row
+/// `KW·Cin`. Each call costs a few dozen instructions besides its MACs, so
+/// the run decides which weight form is faster (see [`PAIR_MIN_RUN`]).
+pub fn dot_run_len(kernel_h: usize, kernel_w: usize, in_c: usize) -> usize {
+    let row = kernel_w.saturating_mul(in_c);
+    let patch = kernel_h.saturating_mul(row);
+    if kernel_h > 1 && patch <= GATHER {
+        patch
+    } else {
+        row
+    }
+}
+
+/// The shortest run ([`dot_run_len`]) from which the pair form
+/// ([`BlockedI8::Pairs`]) is faster than bytes on a Cortex-M4: the pair
+/// loop does two MACs per `SMLAL` but pays more per call (two 64-bit
+/// accumulators to set up and split). Measured under QEMU (`cargo xtask
+/// bench firmware`, the `run=` rows, instructions per MAC, bytes / pairs;
+/// the convolutions' runs are their gathered patches, `9·Cin`):
+///
+/// | run | dense `N×32` | conv 3×3 on 12×12×Cin, 16 filters |
+/// |----:|-------------|------------------------------------|
+/// | 8   | 12.86 / 13.59 |            |
+/// | 16  | 7.80 / 7.48 |              |
+/// | 18  |             | 6.83 / 6.39  |
+/// | 24  | 6.12 / 5.45 |              |
+/// | 32  | 5.28 / 4.43 |              |
+/// | 36  |             | 4.80 / 3.89  |
+/// | 48  | 4.43 / 3.41 |              |
+/// | 64  | 4.01 / 2.90 |              |
+/// | 72  |             | 3.82 / 2.68  |
+/// | 144 |             | 3.33 / 2.07  |
+///
+/// The exporter's `auto` weight form and the firmware bench's networks use
+/// this rule.
+pub const PAIR_MIN_RUN: usize = 16;
+
 /// Channels per output stage call of `conv_blocks` (measured: 16 beats 4,
 /// the old one call per pass, everywhere; 32 is 1 % slower on `cnn`, 0.6 %
 /// faster on DS-CNN's 64 channels).

@@ -22,6 +22,7 @@ use super::quant::{QParams, QuantModel};
 use super::ExportError;
 use crate::spec::Hwc;
 use normcore::batchnorm::BnState;
+use normcore::kernels::int8::dot_run_len;
 use normcore::layers::Activation;
 use normcore::model::write::{self, BnDesc, LayerDesc, ModelDesc};
 use normcore::model::{Data, Kind, Model, QuantOut};
@@ -389,34 +390,17 @@ pub enum WeightForm {
 }
 
 /// The shortest run of inputs for which [`WeightForm::Auto`] stores a
-/// layer's weights as pair words. A run is what the kernels' inner loop
-/// walks in one call: all inputs of a dense layer, one kernel row
-/// (`KW·Cin` inputs) of a convolution. The pair loop does two MACs per
-/// `SMLAL` but pays more per run (two 64-bit accumulators to set up and
-/// split), so it wins only on long runs. Measured under QEMU (`cargo xtask
-/// bench firmware`, the `run=` rows, instructions per MAC, bytes / pairs):
-///
-/// | run | dense `N×32` | conv 3×3 on 12×12×Cin, 16 filters |
-/// |----:|-------------|------------------------------------|
-/// | 6   |             | 7.84 / 12.12 |
-/// | 8   | 14.05 / 16.91 |            |
-/// | 12  |             | 5.29 / 6.75  |
-/// | 16  | 8.40 / 9.14 |              |
-/// | 24  | 6.52 / 6.55 | 4.02 / 4.06  |
-/// | 32  | 5.57 / 5.26 |              |
-/// | 48  | 4.63 / 3.96 | 3.39 / 2.72  |
-/// | 64  | 4.16 / 3.32 |              |
-///
-/// The forms break even at a run of about 24; from 32 on the pairs are
-/// clearly faster, which is worth their doubled flash.
-pub const PAIR_MIN_RUN: usize = 32;
+/// layer's weights as pair words: core's, with the measurements behind it
+/// (a run is what the kernels' inner loop walks in one call,
+/// [`normcore::kernels::int8::dot_run_len`]).
+pub use normcore::kernels::int8::PAIR_MIN_RUN;
 
 /// Whether [`WeightForm::Auto`] stores the weights of a layer with `op` on
 /// `input` as pair words (`block_rows` rows per block; pairs need 4).
 pub fn pairs_pay(op: &LayerOp, input: Hwc, block_rows: usize) -> bool {
     let run = match op {
-        LayerOp::Dense(_) => input.len(),                // every input
-        LayerOp::Conv(c) => c.window.kernel_w * input.c, // one kernel row: KW·Cin
+        LayerOp::Dense(_) => input.len(), // every input
+        LayerOp::Conv(c) => dot_run_len(c.window.kernel_h, c.window.kernel_w, input.c),
         _ => return false,
     };
     block_rows == 4 && run >= PAIR_MIN_RUN

@@ -1214,7 +1214,7 @@ fn export_mnist_engine_matches_reference() {
 }
 
 #[test]
-fn auto_weight_form_takes_pairs_from_runs_of_32() {
+fn auto_weight_form_takes_pairs_from_runs_of_16() {
     use normcore::layers::{Conv2d, DepthwiseConv2d, Padding, Window};
     let hwc = |[h, w, c]: [usize; 3]| Hwc { h, w, c };
     let window = |k: usize| Window {
@@ -1245,14 +1245,18 @@ fn auto_weight_form_takes_pairs_from_runs_of_32() {
         (op, hwc(input))
     };
     let pays = |(op, input): (LayerOp, Hwc), r| ncm::pairs_pay(&op, input, r);
+    assert_eq!(ncm::PAIR_MIN_RUN, 16);
     // Dense: the run is every input (flattened).
-    assert!(!pays(layer(1, [1, 1, 31], 0), 4));
-    assert!(pays(layer(1, [1, 1, 32], 0), 4));
-    assert!(pays(layer(1, [2, 2, 16], 0), 4));
-    // Conv: one kernel row, KW·Cin.
-    assert!(!pays(layer(2, [12, 12, 8], 3), 4));
-    assert!(pays(layer(2, [12, 12, 11], 3), 4));
-    assert!(!pays(layer(2, [28, 28, 1], 5), 4));
+    assert!(!pays(layer(1, [1, 1, 15], 0), 4));
+    assert!(pays(layer(1, [1, 1, 16], 0), 4));
+    assert!(pays(layer(1, [2, 2, 4], 0), 4));
+    // Conv with a kernel of 3 rows: the gathered patch 3·KW·Cin while it
+    // fits 512 inputs (a 3×1 kernel on 5 channels: 15; on 6: 18), else one
+    // kernel row KW·Cin (3×3 on 64 channels: 576 > 512, rows of 192).
+    assert!(!pays(layer(2, [12, 12, 5], 1), 4));
+    assert!(pays(layer(2, [12, 12, 6], 1), 4));
+    assert!(pays(layer(2, [28, 28, 2], 5), 4));
+    assert!(pays(layer(2, [12, 12, 64], 3), 4));
     // Only blocks of 4 rows, only dense and conv.
     assert!(!pays(layer(1, [1, 1, 784], 0), 8));
     assert!(!pays(layer(3, [12, 12, 64], 3), 4));

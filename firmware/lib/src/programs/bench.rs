@@ -820,14 +820,16 @@ const DS_CNN: (&str, (usize, usize, usize), &[Net]) = (
 const NET_LAYERS: usize = 12;
 
 /// The int8 weight form `normcore export --weights auto` picks for a
-/// dense or conv layer (host-trainer's `pairs_pay`): pair words when the
-/// inner loop's run (`KW·Cin`, all inputs for dense) is at least 32.
+/// dense or conv layer (host-trainer's `pairs_pay`, core's rule): pair
+/// words when the inner loop's run (`int8::dot_run_len`: all inputs for
+/// dense) is at least `int8::PAIR_MIN_RUN`.
 fn auto_pairs(op: &Op) -> bool {
-    match op {
-        Op::Dense(d) => d.inputs >= 32,
-        Op::Conv(c) => c.window.kernel_w * c.in_c >= 32,
-        _ => false,
-    }
+    let run = match op {
+        Op::Dense(d) => d.inputs,
+        Op::Conv(c) => int8::dot_run_len(c.window.kernel_h, c.window.kernel_w, c.in_c),
+        _ => return false,
+    };
+    run >= int8::PAIR_MIN_RUN
 }
 
 /// The ops and shapes of `net` on an `input` (h, w, c) sample: `(op,
