@@ -222,9 +222,10 @@ fn span_pairs(acc: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
     *acc = a;
 }
 
-/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over one
-/// run of inputs, span by span (at most [`PAIR_SPAN`] inputs, or
-/// [`PAIR_SPAN_ZP`] with a zero point): as `dot4`, from words that each
+/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over the
+/// first span of `x` (at most [`PAIR_SPAN`] inputs, or [`PAIR_SPAN_ZP`]
+/// with a zero point; returns how many: `dot_run` calls again for the
+/// rest): as `dot4`, from words that each
 /// hold the weights of two adjacent rows for one input, `w = lo + 2^24·hi`
 /// (`lo`, `hi` in `[-127, 127]`), two words per input.
 ///
@@ -233,24 +234,14 @@ fn span_pairs(acc: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
 /// sum stays within `±2^23` (the span) the two sums are recovered exactly
 /// (`split_pair`): the results are bit-identical to the i8 form's.
 #[inline(never)]
-fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: &[i32], zp: i32) {
+fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: &[i32], zp: i32) -> usize {
     let span = if zp == 0 { PAIR_SPAN } else { PAIR_SPAN_ZP };
-    // Opaque to the optimiser: `acc` stays in memory, read and written by
-    // the splits only, instead of holding four registers across the loop
-    // (which would spill the loop's own).
-    let acc = core::hint::black_box(acc);
-    let (mut x, mut w) = (x, w);
-    while let Some((xs, xr)) = x.split_at_checked(x.len().min(span)) {
-        let (ws, wr) = w.split_at_checked(2 * xs.len()).unwrap_or((w, &[]));
-        let mut a = [0i64; 2];
-        span_pairs(&mut a, xs, ws, zp);
-        split_pair(a[0], &mut acc[0..2]);
-        split_pair(a[1], &mut acc[2..4]);
-        if xr.is_empty() {
-            break;
-        }
-        (x, w) = (xr, wr);
-    }
+    let x = x.get(..span).unwrap_or(x);
+    let mut a = [0i64; 2];
+    span_pairs(&mut a, x, w, zp);
+    split_pair(a[0], &mut acc[0..2]);
+    split_pair(a[1], &mut acc[2..4]);
+    x.len()
 }
 
 /// Row-blocked int8 weights of a dense or conv layer, in one of their two
@@ -515,7 +506,15 @@ fn dot_run(acc: &mut [i32; 4], x: &[i8], w: BlockedI8<'_>, at: usize, r: usize, 
                 _ => dot4::<8, true>(acc, x, w, zp),
             }
         }
-        BlockedI8::Pairs(w) => dot_pairs(acc, x, w.get(at..).unwrap_or(&[]), zp),
+        BlockedI8::Pairs(w) => {
+            let mut done = 0; // inputs summed (a span per call)
+            while let (Some(xs), Some(ws)) = (x.get(done..), w.get(at + 2 * done..)) {
+                if xs.is_empty() {
+                    break;
+                }
+                done += dot_pairs(acc, xs, ws, zp);
+            }
+        }
     }
 }
 
