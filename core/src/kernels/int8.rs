@@ -474,9 +474,8 @@ pub const PAIR_MIN_RUN: usize = 16;
 const STAGE_GROUP: usize = 16;
 
 /// `dst = src` over their common length, four bytes per load and store
-/// where the target allows unaligned words (Cortex-M3 and up). Not
-/// inlined: one small copy (code size).
-#[inline(never)]
+/// where the target allows unaligned words (Cortex-M3 and up).
+#[inline(always)]
 fn copy_run(dst: &mut [i8], src: &[i8]) {
     let (mut d4, mut s4) = (dst.chunks_exact_mut(4), src.chunks_exact(4));
     for (d, s) in (&mut d4).zip(&mut s4) {
