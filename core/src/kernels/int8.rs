@@ -124,7 +124,17 @@ fn mac4(a: &mut [i32; 4], xv: i32, w: &[i8; 4]) {
 /// spilled. Wider shapes (8 rows, or several inputs per iteration) were
 /// measured slower: LLVM's scheduler hoists the loads and spills.
 #[inline(never)]
-fn dot4<const S: usize, const ZP: bool>(acc: &mut [i32; 4], x: &[i8], w: &[i8], zp: i32) {
+fn dot4<const S: usize, const ZP: bool>(
+    acc: &mut [i32; 4],
+    x: &[i8],
+    w: BlockedI8<'_>,
+    at: usize,
+    zp: i32,
+) {
+    let BlockedI8::Bytes(w) = w else {
+        return;
+    };
+    let w = w.get(at..).unwrap_or(&[]);
     let load = |v: i8| {
         if ZP {
             i32::from(v).wrapping_sub(zp)
@@ -222,10 +232,9 @@ fn span_pairs(acc: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
     *acc = a;
 }
 
-/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over the
-/// first span of `x` (at most [`PAIR_SPAN`] inputs, or [`PAIR_SPAN_ZP`]
-/// with a zero point; returns how many: `dot_run` calls again for the
-/// rest): as `dot4`, from words that each
+/// The pair form (FORMAT.md dtype `i8pair`, blocks of 4 rows) over one
+/// run of inputs, span by span (at most [`PAIR_SPAN`] inputs, or
+/// [`PAIR_SPAN_ZP`] with a zero point): as `dot4`, from words that each
 /// hold the weights of two adjacent rows for one input, `w = lo + 2^24·hi`
 /// (`lo`, `hi` in `[-127, 127]`), two words per input.
 ///
@@ -234,14 +243,27 @@ fn span_pairs(acc: &mut [i64; 2], x: &[i8], w: &[i32], zp: i32) {
 /// sum stays within `±2^23` (the span) the two sums are recovered exactly
 /// (`split_pair`): the results are bit-identical to the i8 form's.
 #[inline(never)]
-fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: &[i32], zp: i32) -> usize {
+fn dot_pairs(acc: &mut [i32; 4], x: &[i8], w: BlockedI8<'_>, at: usize, zp: i32) {
+    let BlockedI8::Pairs(w) = w else {
+        return;
+    };
     let span = if zp == 0 { PAIR_SPAN } else { PAIR_SPAN_ZP };
-    let x = x.get(..span).unwrap_or(x);
-    let mut a = [0i64; 2];
-    span_pairs(&mut a, x, w, zp);
-    split_pair(a[0], &mut acc[0..2]);
-    split_pair(a[1], &mut acc[2..4]);
-    x.len()
+    // Opaque to the optimiser: `acc` stays in memory, read and written by
+    // the splits only, instead of holding four registers across the loop
+    // (which would spill the loop's own).
+    let acc = core::hint::black_box(acc);
+    let (mut x, mut w) = (x, w.get(at..).unwrap_or(&[]));
+    while let Some((xs, xr)) = x.split_at_checked(x.len().min(span)) {
+        let (ws, wr) = w.split_at_checked(2 * xs.len()).unwrap_or((w, &[]));
+        let mut a = [0i64; 2];
+        span_pairs(&mut a, xs, ws, zp);
+        split_pair(a[0], &mut acc[0..2]);
+        split_pair(a[1], &mut acc[2..4]);
+        if xr.is_empty() {
+            break;
+        }
+        (x, w) = (xr, wr);
+    }
 }
 
 /// Row-blocked int8 weights of a dense or conv layer, in one of their two
@@ -488,32 +510,40 @@ fn copy_run(dst: &mut [i8], src: &[i8]) {
     }
 }
 
-/// One run of a pass: `acc += Σ (x - zp)·w` for the pass's 4 rows, its
-/// weights from stored unit `at` of the block (`r` rows, either form).
-/// Blocks of 8 are never faster than 4 in int8 (module docs): one loop
-/// serves them, folded or not. Pair words are blocked by 4 rows
-/// (validated). Not inlined:
-/// one copy of the dispatch (code size).
-#[inline(never)]
-fn dot_run(acc: &mut [i32; 4], x: &[i8], w: BlockedI8<'_>, at: usize, r: usize, zp: i32) {
-    match w {
-        BlockedI8::Bytes(w) => {
-            let w = w.get(at..).unwrap_or(&[]);
-            match (r, zp) {
-                (4, 0) => dot4::<4, false>(acc, x, w, 0),
-                (4, _) => dot4::<4, true>(acc, x, w, zp),
-                _ => dot4::<8, true>(acc, x, w, zp),
-            }
-        }
-        BlockedI8::Pairs(w) => {
-            let mut done = 0; // inputs summed (a span per call)
-            while let (Some(xs), Some(ws)) = (x.get(done..), w.get(at + 2 * done..)) {
-                if xs.is_empty() {
-                    break;
-                }
-                done += dot_pairs(acc, xs, ws, zp);
-            }
-        }
+/// Where the weights of pass `i` (4 filters) start in the blocked weights,
+/// for a run whose first weight is stored unit `w0` of block 0: blocks of
+/// `per_block` units hold one pass (`R = 4`, `h = 0`) or two (`R = 8`, `h =
+/// 1`: bytes only, the second pass 4 bytes in).
+#[derive(Clone, Copy)]
+struct PassAt {
+    per_block: usize,
+    h: usize,
+}
+
+impl PassAt {
+    #[inline(always)]
+    fn at(self, i: usize, w0: usize) -> usize {
+        (i >> self.h) * self.per_block + w0 + (i & self.h) * 4
+    }
+}
+
+/// A dot routine: `acc += Σ (x - zp)·w` over one run `x` for the 4
+/// filters of a pass whose weights start at stored unit `at` of the
+/// blocked weights (`dot4` for bytes, `dot_pairs` for pair words; each
+/// does nothing given the other form).
+type Dot = fn(&mut [i32; 4], &[i8], BlockedI8<'_>, usize, i32);
+
+/// The dot routine for weights `w` in blocks of `r` rows and zero point
+/// `zp` (0 when folded). Blocks of 8 are never faster than 4 in int8
+/// (module docs): one loop serves them, folded or not; pair words are
+/// blocked by 4 rows (validated). Chosen once per layer: the passes then
+/// call it directly, with no dispatch of their own.
+fn dot_for(w: BlockedI8<'_>, r: usize, zp: i32) -> Dot {
+    match (w, r, zp) {
+        (BlockedI8::Pairs(_), _, _) => dot_pairs,
+        (_, 4, 0) => dot4::<4, false>,
+        (_, 4, _) => dot4::<4, true>,
+        _ => dot4::<8, true>,
     }
 }
 
@@ -549,8 +579,11 @@ pub(crate) fn conv_blocks(
     let (cin, kw, cout) = (c.in_c, c.window.kernel_w, c.out_c);
     // Stored units per weight: 1 for bytes, 1/2 for pair words.
     let shift = usize::from(matches!(w, BlockedI8::Pairs(_)));
-    let per_block = (patch * r) >> shift;
-    let halves = (r / 4).max(1); // r is 4 or 8 (never 0: no division by zero)
+    let dot = dot_for(w, r, zp);
+    let passes = PassAt {
+        per_block: (patch * r) >> shift,
+        h: usize::from(r == 8),
+    };
     let (x_step, w_step) = (c.in_w * cin, (kw * cin * r) >> shift);
     let gather = c.window.kernel_h > 1 && patch <= GATHER;
     // Made on the first gathered pixel: a dense layer never pays for it.
@@ -587,31 +620,42 @@ pub(crate) fn conv_blocks(
         // The output stage once per group of up to STAGE_GROUP channels
         // (its entry costs about as much as 4 outputs), not once per pass;
         // one loop over the passes (a loop per group would be unrolled).
-        for (i, b) in bias.chunks_exact(4).take(n_pass).enumerate() {
-            let k = i % accs.len();
-            let (Some(acc), Some(b)) = (accs.get_mut(k), b.first_chunk::<4>()) else {
-                break;
+        // The output stage once per group of up to STAGE_GROUP channels
+        // (its entry costs about as much as 4 outputs), not once per pass.
+        let mut g0 = 0;
+        while g0 < n_pass {
+            let n = (n_pass - g0).min(accs.len());
+            let (Some(group), Some(b)) = (accs.get_mut(..n), bias.get(g0 * 4..)) else {
+                return;
             };
-            *acc = *b;
-            let at = (i / halves) * per_block + w0 + (((i % halves) * 4) >> shift);
+            for (acc, b) in group.iter_mut().zip(b.chunks_exact(4)) {
+                if let Some(b) = b.first_chunk::<4>() {
+                    *acc = *b;
+                }
+            }
             for row in 0..rows {
                 let start = x0 + row * x_step;
                 let Some(xs) = src.get(start..start + len) else {
                     break;
                 };
-                dot_run(acc, xs, w, at + row * w_step, r, zp);
-            }
-            tap.acc(i * 4, acc.get(..cout - i * 4).unwrap_or(acc));
-            if k + 1 == accs.len() || i + 1 == n_pass {
-                let g0 = (i - k) * 4;
-                let g = g0..(g0 + STAGE_GROUP).min(cout);
-                let (m, sh) = (&stage.multipliers, &stage.shifts);
-                if let (Some(yg), Some(mg), Some(sg)) =
-                    (pixel.get_mut(g.clone()), m.get(g.clone()), sh.get(g))
-                {
-                    stage.write(accs.as_flattened(), mg, sg, yg);
+                let w0 = w0 + row * w_step;
+                for (k, acc) in group.iter_mut().enumerate() {
+                    unroll_barrier();
+                    dot(acc, xs, w, passes.at(g0 + k, w0), zp);
                 }
             }
+            for (k, acc) in group.iter().enumerate() {
+                let i = g0 + k;
+                tap.acc(i * 4, acc.get(..cout - i * 4).unwrap_or(acc));
+            }
+            let g = g0 * 4..((g0 + n) * 4).min(cout);
+            let (m, sh) = (&stage.multipliers, &stage.shifts);
+            if let (Some(yg), Some(mg), Some(sg)) =
+                (pixel.get_mut(g.clone()), m.get(g.clone()), sh.get(g))
+            {
+                stage.write(accs.as_flattened(), mg, sg, yg);
+            }
+            g0 += n;
         }
     });
 }
