@@ -62,13 +62,18 @@
 //!   into one contiguous run, its padded taps as the zero point, which add
 //!   `(zp - zp)·w = 0` exactly as skipping them does; its weights are one
 //!   run already (`[KH][KW][Cin][R]` per block), so each pass of 4 filters
-//!   is one dot call over the whole patch. Measured against the previous
-//!   kernels (unpadded windows of at most 64 taps gathered, pair sums
-//!   carried across kernel rows): the `cnn` preset's 5×5 conv 16 → 32 (pairs) from
-//!   1.88 to 1.61 instructions per MAC, DS-CNN's 10×4 stride-2 conv from
-//!   4.98 to 4.51; a padded 3×3 conv 16 → 32 on 12×12 from 2.90 to 2.35
-//!   in pairs but from 3.18 to 3.49 in bytes (its border windows now
-//!   multiply their padded taps: MACs counted unpadded).
+//!   is one dot call over the whole patch. The dot routine (a `dot4`
+//!   variant or `dot_pairs`) is chosen once per layer and called straight
+//!   from the pass loop. Measured against the previous kernels (unpadded
+//!   windows of at most 64 taps gathered, pair sums carried across kernel
+//!   rows, a dispatch per pass): the `cnn` preset's 5×5 conv 16 → 32
+//!   (pairs) from 1.88 to 1.58 instructions per MAC; a padded 3×3 conv
+//!   16 → 32 on 12×12 from 2.90 to 2.27 in pairs but from 3.18 to 3.40 in
+//!   bytes (its border windows now multiply their padded taps: MACs
+//!   counted unpadded). With the gathered run the pair form pays from 16
+//!   inputs ([`PAIR_MIN_RUN`]), so the first convolutions (5×5 on one
+//!   channel; DS-CNN's 10×4) now run in pairs: 5.97 to 4.85 and 4.98 to
+//!   3.42 per MAC.
 //! - Depthwise and pooling share one per-channel loop (`channel_windows`):
 //!   accumulators on the stack, channels innermost, about 8 instructions per
 //!   depthwise MAC plus the per-tap overhead.
@@ -475,16 +480,16 @@ pub fn dot_run_len(kernel_h: usize, kernel_w: usize, in_c: usize) -> usize {
 ///
 /// | run | dense `N×32` | conv 3×3 on 12×12×Cin, 16 filters |
 /// |----:|-------------|------------------------------------|
-/// | 8   | 12.86 / 13.59 |            |
-/// | 16  | 7.80 / 7.48 |              |
-/// | 18  |             | 6.83 / 6.39  |
-/// | 24  | 6.12 / 5.45 |              |
-/// | 32  | 5.28 / 4.43 |              |
-/// | 36  |             | 4.80 / 3.89  |
-/// | 48  | 4.43 / 3.41 |              |
-/// | 64  | 4.01 / 2.90 |              |
-/// | 72  |             | 3.82 / 2.68  |
-/// | 144 |             | 3.33 / 2.07  |
+/// | 8   | 11.74 / 12.63 |            |
+/// | 16  | 7.24 / 7.00 |              |
+/// | 18  |             | 6.15 / 5.79  |
+/// | 24  | 5.75 / 5.13 |              |
+/// | 32  | 5.00 / 4.19 |              |
+/// | 36  |             | 4.40 / 3.54  |
+/// | 48  | 4.25 / 3.25 |              |
+/// | 64  | 3.87 / 2.78 |              |
+/// | 72  |             | 3.61 / 2.49  |
+/// | 144 |             | 3.21 / 1.96  |
 ///
 /// The exporter's `auto` weight form and the firmware bench's networks use
 /// this rule.
