@@ -623,9 +623,6 @@ pub(crate) fn conv_blocks(
             (src, x0, w0, len, rows) = (&run[..], 0, 0, patch, 1);
         }
         // The output stage once per group of up to STAGE_GROUP channels
-        // (its entry costs about as much as 4 outputs), not once per pass;
-        // one loop over the passes (a loop per group would be unrolled).
-        // The output stage once per group of up to STAGE_GROUP channels
         // (its entry costs about as much as 4 outputs), not once per pass.
         let mut g0 = 0;
         while g0 < n_pass {
