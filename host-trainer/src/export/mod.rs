@@ -209,11 +209,12 @@ pub struct ExportArgs {
     #[arg(long, default_value = "4", value_parser = parse_block_rows)]
     block_rows: usize,
     /// int8 dense/conv weight storage: auto (per layer, pairs where they
-    /// are faster: blocks of 4 rows and runs of at least 32 inputs, i.e.
-    /// dense inputs or conv KW·Cin), i8 (one byte per weight) or pairs (two
-    /// weights per 32-bit word, with --block-rows 4: twice the flash, about
-    /// half the instructions per MAC on Cortex-M4 on long rows). All give
-    /// the same outputs bit for bit.
+    /// are faster: blocks of 4 rows and runs of at least 16 inputs, a run
+    /// being all inputs of a dense layer, the window KH·KW·Cin of a conv
+    /// with several kernel rows while it is at most 512, else KW·Cin), i8
+    /// (one byte per weight) or pairs (two weights per 32-bit word, with
+    /// --block-rows 4: twice the flash, about half the instructions per MAC
+    /// on Cortex-M4 on long runs). All give the same outputs bit for bit.
     #[arg(long, value_enum, default_value_t = crate::cli::WeightsArg::Auto)]
     weights: crate::cli::WeightsArg,
     #[command(flatten)]
