@@ -464,11 +464,25 @@ const GATHER: usize = 512;
 pub fn dot_run_len(kernel_h: usize, kernel_w: usize, in_c: usize) -> usize {
     let row = kernel_w.saturating_mul(in_c);
     let patch = kernel_h.saturating_mul(row);
-    if kernel_h > 1 && patch <= GATHER {
+    if gathers(kernel_h, patch) {
         patch
     } else {
         row
     }
+}
+
+/// Whether `conv_blocks` copies each window of a kernel with `kernel_h`
+/// rows and `patch = KH·KW·Cin` taps into one run.
+fn gathers(kernel_h: usize, patch: usize) -> bool {
+    kernel_h > 1 && patch <= GATHER
+}
+
+/// Whether the pair form is the faster one for a dense layer (`1, 1,
+/// inputs`) or a convolution (`KH, KW, Cin`) on a Cortex-M4: its run
+/// ([`dot_run_len`]) is at least [`PAIR_MIN_RUN`]. The exporter's `auto`
+/// weight form (with blocks of 4 rows) and the firmware bench use it.
+pub fn pairs_faster(kernel_h: usize, kernel_w: usize, in_c: usize) -> bool {
+    dot_run_len(kernel_h, kernel_w, in_c) >= PAIR_MIN_RUN
 }
 
 /// The shortest run ([`dot_run_len`]) from which the pair form
@@ -491,8 +505,7 @@ pub fn dot_run_len(kernel_h: usize, kernel_w: usize, in_c: usize) -> usize {
 /// | 72  |             | 3.61 / 2.49  |
 /// | 144 |             | 3.21 / 1.96  |
 ///
-/// The exporter's `auto` weight form and the firmware bench's networks use
-/// this rule.
+/// The rule itself is [`pairs_faster`].
 pub const PAIR_MIN_RUN: usize = 16;
 
 /// Channels per output stage call of `conv_blocks` (measured: 16 beats 4,
@@ -590,7 +603,7 @@ pub(crate) fn conv_blocks(
         h: usize::from(r == 8),
     };
     let (x_step, w_step) = (c.in_w * cin, (kw * cin * r) >> shift);
-    let gather = c.window.kernel_h > 1 && patch <= GATHER;
+    let gather = gathers(c.window.kernel_h, patch);
     // Made on the first gathered pixel: a dense layer never pays for it.
     let mut buf: Option<[i8; GATHER]> = None;
     let mut accs = [[0i32; 4]; STAGE_GROUP / 4];

@@ -22,7 +22,7 @@ use super::quant::{QParams, QuantModel};
 use super::ExportError;
 use crate::spec::Hwc;
 use normcore::batchnorm::BnState;
-use normcore::kernels::int8::dot_run_len;
+use normcore::kernels::int8::pairs_faster;
 use normcore::layers::Activation;
 use normcore::model::write::{self, BnDesc, LayerDesc, ModelDesc};
 use normcore::model::{Data, Kind, Model, QuantOut};
@@ -396,14 +396,15 @@ pub enum WeightForm {
 pub use normcore::kernels::int8::PAIR_MIN_RUN;
 
 /// Whether [`WeightForm::Auto`] stores the weights of a layer with `op` on
-/// `input` as pair words (`block_rows` rows per block; pairs need 4).
+/// `input` as pair words (`block_rows` rows per block; pairs need 4):
+/// core's rule, [`normcore::kernels::int8::pairs_faster`].
 pub fn pairs_pay(op: &LayerOp, input: Hwc, block_rows: usize) -> bool {
-    let run = match op {
-        LayerOp::Dense(_) => input.len(), // every input
-        LayerOp::Conv(c) => dot_run_len(c.window.kernel_h, c.window.kernel_w, input.c),
+    let faster = match op {
+        LayerOp::Dense(_) => pairs_faster(1, 1, input.len()), // every input
+        LayerOp::Conv(c) => pairs_faster(c.window.kernel_h, c.window.kernel_w, input.c),
         _ => return false,
     };
-    block_rows == 4 && run >= PAIR_MIN_RUN
+    block_rows == 4 && faster
 }
 
 // -------------------------------------------------------------- rewriting

@@ -820,16 +820,14 @@ const DS_CNN: (&str, (usize, usize, usize), &[Net]) = (
 const NET_LAYERS: usize = 12;
 
 /// The int8 weight form `normcore export --weights auto` picks for a
-/// dense or conv layer (host-trainer's `pairs_pay`, core's rule): pair
-/// words when the inner loop's run (`int8::dot_run_len`: all inputs for
-/// dense) is at least `int8::PAIR_MIN_RUN`.
+/// dense or conv layer (blocks of 4 rows): core's rule,
+/// `int8::pairs_faster`, as host-trainer's `pairs_pay` applies it.
 fn auto_pairs(op: &Op) -> bool {
-    let run = match op {
-        Op::Dense(d) => d.inputs,
-        Op::Conv(c) => int8::dot_run_len(c.window.kernel_h, c.window.kernel_w, c.in_c),
-        _ => return false,
-    };
-    run >= int8::PAIR_MIN_RUN
+    match op {
+        Op::Dense(d) => int8::pairs_faster(1, 1, d.inputs),
+        Op::Conv(c) => int8::pairs_faster(c.window.kernel_h, c.window.kernel_w, c.in_c),
+        _ => false,
+    }
 }
 
 /// The ops and shapes of `net` on an `input` (h, w, c) sample: `(op,
