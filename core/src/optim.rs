@@ -59,6 +59,10 @@ impl Sgd {
     /// buffer (zeros at the start of training; unused and untouched when
     /// `momentum = 0`, so it may then be empty). `weight_decay` overrides
     /// [`Sgd::weight_decay`] for this tensor when given.
+    ///
+    /// `#[inline]`, so that a caller compiled for wider vectors (the host
+    /// trainer's AVX builds) gets this loop in its own build.
+    #[inline]
     pub fn step(
         &self,
         params: &mut [f32],

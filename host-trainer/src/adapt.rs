@@ -65,26 +65,26 @@ impl Shift {
         let per = d.sample_len();
         match *self {
             Shift::GainOffset { gain, offset } => {
-                for v in &mut out.images {
+                for v in out.images_mut() {
                     *v = (gain * *v + offset).clamp(0.0, 1.0);
                 }
             }
             Shift::Contrast(f) => {
-                for v in &mut out.images {
+                for v in out.images_mut() {
                     *v = (0.5 + f * (*v - 0.5)).clamp(0.0, 1.0);
                 }
             }
             Shift::Invert => {
-                for v in &mut out.images {
+                for v in out.images_mut() {
                     *v = 1.0 - v.clamp(0.0, 1.0);
                 }
             }
             Shift::Blur => {
                 let (h, w, c) = (d.h, d.w, d.c);
                 for (src, dst) in d
-                    .images
+                    .images()
                     .chunks_exact(per)
-                    .zip(out.images.chunks_exact_mut(per))
+                    .zip(out.images_mut().chunks_exact_mut(per))
                 {
                     for y in 0..h {
                         for x in 0..w {
@@ -636,7 +636,7 @@ fn run_all_inputs(
 
 /// Top-1 accuracy of the engine with `overlay` on `data`.
 pub fn accuracy(model: &Model<'_>, overlay: Option<&Overlay<'_>>, data: &Dataset) -> Result<f64> {
-    let out = run_all(model, overlay, &data.images).context("running the test set")?;
+    let out = run_all(model, overlay, data.images()).context("running the test set")?;
     Ok(crate::export::device::accuracy(&out, &data.labels))
 }
 

@@ -576,12 +576,12 @@ pub fn samples_for(
     };
     let mut f32_part = None;
     if let (Some(bytes), Some(arena)) = (model_f32, f32_arena) {
-        let (part, figures) = picked.embed(bytes, arena, &test.images, engine_f32, digest_f32)?;
+        let (part, figures) = picked.embed(bytes, arena, test.images(), engine_f32, digest_f32)?;
         (f32_part, summary.f32) = (Some(part), Some(figures));
     }
     let mut int8_part = None;
     if let (Some(bytes), Some(arena)) = (model_int8, int8_arena) {
-        let levels = quantize_inputs(bytes, &test.images)?;
+        let levels = quantize_inputs(bytes, test.images())?;
         let (part, figures) = picked.embed(bytes, arena, &levels, engine_i8, digest_i8)?;
         (int8_part, summary.int8) = (Some(part), Some(figures));
     }

@@ -57,7 +57,7 @@ impl Data {
         );
         for set in [&mut self.train, &mut self.test] {
             let k = f64::from(scale) / f64::from(set.pixel_scale);
-            for x in &mut set.images {
+            for x in set.images_mut() {
                 *x = (f64::from(*x) * k) as f32;
             }
             set.pixel_scale = scale;

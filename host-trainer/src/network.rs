@@ -807,8 +807,11 @@ impl Network {
 
     /// One SGD update of every parameter from the last backward pass. Weight
     /// decay applies to dense/conv/depthwise weights only, not to biases or
-    /// BN's γ and β.
-    pub fn sgd_step(&mut self, opt: &Sgd) -> Result<(), NetworkError> {
+    /// BN's γ and β. Returns the first layer (1-based) whose parameters
+    /// are not all finite after the update, if any (every layer is updated
+    /// all the same).
+    pub fn sgd_step(&mut self, opt: &Sgd) -> Result<Option<usize>, NetworkError> {
+        let mut non_finite = None;
         for (i, l) in self.layers.iter_mut().enumerate() {
             if l.params.is_empty() {
                 continue;
@@ -818,11 +821,14 @@ impl Network {
             let (pw, pb) = l.params.split_at_mut(wl);
             let (gw, gb) = l.grads.split_at(wl);
             let (vw, vb) = l.velocity.split_at_mut(wl);
-            opt.step(pw, gw, vw, (!decay_weights).then_some(0.0))
+            let weights = hostops::sgd_update(opt, pw, gw, vw, (!decay_weights).then_some(0.0))
                 .map_err(kernel(i))?;
-            opt.step(pb, gb, vb, Some(0.0)).map_err(kernel(i))?;
+            let bias = hostops::sgd_update(opt, pb, gb, vb, Some(0.0)).map_err(kernel(i))?;
+            if !(weights && bias) {
+                non_finite.get_or_insert(i + 1);
+            }
         }
-        Ok(())
+        Ok(non_finite)
     }
 }
 
@@ -1546,7 +1552,7 @@ mod tests {
             weight_decay: 0.1,
             nesterov: false,
         };
-        net.sgd_step(&opt).unwrap();
+        assert_eq!(net.sgd_step(&opt).unwrap(), None);
         for (a, b) in before.layers.iter().zip(&net.layers) {
             let shrink = !matches!(a.r.op, Op::BatchNorm(_));
             for (p, q) in a.weights().iter().zip(b.weights()) {

@@ -259,12 +259,23 @@ impl Guard {
 
 /// The first layer (1-based) and part whose values are not all finite.
 pub fn non_finite_state(net: &Network) -> Option<String> {
+    non_finite_parts(net, true)
+}
+
+/// As [`non_finite_state`], for the BN running statistics only (a training
+/// step checks the weights as it updates them).
+fn non_finite_statistics(net: &Network) -> Option<String> {
+    non_finite_parts(net, false)
+}
+
+fn non_finite_parts(net: &Network, weights: bool) -> Option<String> {
     for (i, l) in net.layers.iter().enumerate() {
-        for (what, v) in [
+        let parts = [
             ("weights", &l.params),
             ("running mean", &l.running_mean),
             ("running variance", &l.running_var),
-        ] {
+        ];
+        for (what, v) in &parts[usize::from(!weights)..] {
             if !all_finite(v) {
                 return Some(format!("layer {} has non-finite {what}", i + 1));
             }
@@ -420,6 +431,13 @@ impl Trainer {
         data.gather(&idx, &mut self.batch_x, &mut self.batch_y)
             .map_err(|e| TrainError::Mismatch(e.to_string()))?;
         self.pos += b;
+        // The next batch's rows start loading while this one trains (at an
+        // epoch's end the next order is not drawn yet: nothing to fetch).
+        let next: Vec<usize> = self.order[self.pos..(self.pos + b).min(self.order.len())]
+            .iter()
+            .map(|&i| i as usize)
+            .collect();
+        data.prefetch(&next);
         let ws = self
             .ws
             .as_mut()
@@ -440,8 +458,12 @@ impl Trainer {
         if let Some(reason) = self.guard.check(loss, self.net.classes()) {
             return Err(diverged(reason));
         }
-        self.net.sgd_step(&sgd)?;
-        if let Some(reason) = non_finite_state(&self.net) {
+        if let Some(layer) = self.net.sgd_step(&sgd)? {
+            return Err(diverged(format!(
+                "layer {layer} has non-finite weights after the update (loss {loss})"
+            )));
+        }
+        if let Some(reason) = non_finite_statistics(&self.net) {
             return Err(diverged(format!("{reason} after the update (loss {loss})")));
         }
         self.step += 1;

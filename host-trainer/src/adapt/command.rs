@@ -93,11 +93,11 @@ pub struct AdaptReport {
 /// Values of `d` outside `[0, 1]`, which the shifts are defined on.
 fn check_unit_range(d: &Dataset, shift: Shift) -> Result<()> {
     let (lo, hi) = d
-        .images
+        .images()
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     ensure!(
-        d.images.is_empty() || (lo >= 0.0 && hi <= 1.0),
+        d.images().is_empty() || (lo >= 0.0 && hi <= 1.0),
         "--shift {} is defined for inputs stored in [0, 1] (digits, MNIST); the data set `{}` \
          has values in [{lo}, {hi}]",
         shift.name(),
@@ -173,19 +173,19 @@ pub fn adapt_file(
         &model,
         &mut o,
         a.method,
-        &picked.images[..unlabeled * per],
+        &picked.images()[..unlabeled * per],
         a.feed,
-        (&picked.images[..labeled * per], &picked.labels[..labeled]),
+        (&picked.images()[..labeled * per], &picked.labels[..labeled]),
     )
     .with_context(|| format!("{name}: adaptation by {} failed", a.method.name()))?;
-    let adapted = run_all(&model, Some(&o), &eval.images)?;
+    let adapted = run_all(&model, Some(&o), eval.images())?;
     let after = crate::export::device::accuracy(&adapted, &eval.labels);
 
     let file = bake(bytes, &o).context("writing the adaptation into the model file")?;
     let check = ModelBytes::new(&file);
     let baked = check.parse().context("the adapted model file")?;
     ensure!(
-        run_all(&baked, None, &eval.images)? == adapted,
+        run_all(&baked, None, eval.images())? == adapted,
         "the adapted model file does not run as the model with its adaptation (a bug)"
     );
     Ok(AdaptReport {

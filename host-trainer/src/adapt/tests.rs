@@ -69,7 +69,7 @@ fn models(f: &Fixture) -> [(&'static str, &ModelBytes); 2] {
 }
 
 fn first(d: &Dataset, n: usize) -> Vec<f32> {
-    d.images[..n * d.sample_len()].to_vec()
+    d.images()[..n * d.sample_len()].to_vec()
 }
 
 #[test]
@@ -88,14 +88,14 @@ fn adapt_empty_overlay_runs_the_file_bit_for_bit() {
             let mut w = words.clone();
             let o = Overlay::load(&model, bytemuck::cast_slice(&words), &mut w).unwrap();
             assert!(!o.is_active());
-            let plain = crate::export::device::run_all(&model, &f.test.images).unwrap();
+            let plain = crate::export::device::run_all(&model, f.test.images()).unwrap();
             assert_eq!(
-                run_all(&model, Some(&o), &f.test.images).unwrap(),
+                run_all(&model, Some(&o), f.test.images()).unwrap(),
                 plain,
                 "{kind}"
             );
             assert_eq!(
-                run_all(&model, None, &f.test.images).unwrap(),
+                run_all(&model, None, f.test.images()).unwrap(),
                 plain,
                 "{kind}"
             );
@@ -148,9 +148,9 @@ fn adapt_refold_with_the_files_statistics_gives_the_file_back() {
                 }
             }
             assert!(o.is_active());
-            let plain = crate::export::device::run_all(&model, &f.test.images).unwrap();
+            let plain = crate::export::device::run_all(&model, f.test.images()).unwrap();
             assert_eq!(
-                run_all(&model, Some(&o), &f.test.images).unwrap(),
+                run_all(&model, Some(&o), f.test.images()).unwrap(),
                 plain,
                 "{kind}"
             );
@@ -294,7 +294,7 @@ fn adapt_overlay_round_trips_and_refuses_foreign_or_damaged_bytes() {
     let shifted = Shift::Contrast(0.4).apply(&f.train).unwrap();
     restat(&model, &mut o, &first(&shifted, 32)).unwrap();
     let saved = o.as_bytes().to_vec();
-    let want = run_all(&model, Some(&o), &f.test.images).unwrap();
+    let want = run_all(&model, Some(&o), f.test.images()).unwrap();
     // Through the power-cut-safe store and back.
     let mut flash = normcore::adapt::store::RamFlash::<{ 4 * 4096 }>::new();
     let mut store = normcore::adapt::store::Store::new(&mut flash, 0, 4 * 4096).unwrap();
@@ -303,7 +303,7 @@ fn adapt_overlay_round_trips_and_refuses_foreign_or_damaged_bytes() {
     let got = store.load(&mut buf).unwrap().unwrap();
     let mut w2 = vec![0u32; saved.len() / 4];
     let o2 = Overlay::load(&model, &buf[..got.len], &mut w2).unwrap();
-    assert_eq!(run_all(&model, Some(&o2), &f.test.images).unwrap(), want);
+    assert_eq!(run_all(&model, Some(&o2), f.test.images()).unwrap(), want);
     // Another model's overlay.
     let other = f.f32.parse().unwrap();
     let mut w3 = vec![0u32; saved.len()];
@@ -354,8 +354,8 @@ fn adapt_overlay_round_trips_and_refuses_foreign_or_damaged_bytes() {
     // Dropping the overlay restores the file.
     o.reset();
     assert_eq!(
-        run_all(&model, Some(&o), &f.test.images).unwrap(),
-        crate::export::device::run_all(&model, &f.test.images).unwrap()
+        run_all(&model, Some(&o), f.test.images()).unwrap(),
+        crate::export::device::run_all(&model, f.test.images()).unwrap()
     );
 }
 
@@ -613,7 +613,7 @@ fn adapt_tail_gradients_match_finite_differences() {
     let mut mem = vec![0u128; model.arena_bytes().div_ceil(16)];
     let n = model.arena_bytes();
     for s in [0usize, 5, 11] {
-        let x = &shift.images[s * per..(s + 1) * per];
+        let x = &shift.images()[s * per..(s + 1) * per];
         let label = usize::from(shift.labels[s]);
         let mut work = vec![0f32; Tail::words_needed(&model, &cfg).unwrap()];
         let mut t = Tail::new(&model, None, cfg, &mut work).unwrap();
@@ -1048,7 +1048,7 @@ fn adapt_bake_runs_as_the_model_with_the_overlay() {
         let test = shift.apply(&f.test).unwrap();
         for (kind, bytes) in models(f) {
             let model = bytes.parse().unwrap();
-            let plain = run_all(&model, None, &test.images).unwrap();
+            let plain = run_all(&model, None, test.images()).unwrap();
             for method in [Method::Restat, Method::Tail, Method::Both] {
                 let what = format!("{kind} {}", method.name());
                 let mut words = new_overlay(&model, method.scope()).unwrap();
@@ -1059,15 +1059,15 @@ fn adapt_bake_runs_as_the_model_with_the_overlay() {
                 if method != Method::Restat {
                     fake_tail(&model, &mut o);
                 }
-                let want = run_all(&model, Some(&o), &test.images).unwrap();
+                let want = run_all(&model, Some(&o), test.images()).unwrap();
                 assert_ne!(want, plain, "{what}: the overlay changes nothing");
                 let baked = bake(bytes.bytes(), &o).unwrap();
                 assert_eq!(baked.len(), bytes.bytes().len(), "{what}");
                 let baked = ModelBytes::new(&baked);
                 let bm = baked.parse().unwrap();
-                assert_eq!(run_all(&bm, None, &test.images).unwrap(), want, "{what}");
+                assert_eq!(run_all(&bm, None, test.images()).unwrap(), want, "{what}");
                 assert_eq!(
-                    crate::export::device::run_all(&bm, &test.images).unwrap(),
+                    crate::export::device::run_all(&bm, test.images()).unwrap(),
                     want,
                     "{what}"
                 );

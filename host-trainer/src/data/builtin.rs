@@ -45,10 +45,10 @@ mod tests {
         assert_eq!(d.name, "digits");
         assert_eq!((d.len(), d.h, d.w, d.c, d.n_classes), (1797, 8, 8, 1, 10));
         assert_eq!(d.pixel_scale, 1.0 / 16.0);
-        assert!(d.images.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        assert!(d.images().iter().all(|&x| (0.0..=1.0).contains(&x)));
         // Raw values are the integers 0..=16 and both ends occur.
-        assert!(d.images.iter().all(|&x| (x * 16.0).fract() == 0.0));
-        assert!(d.images.contains(&0.0) && d.images.contains(&1.0));
+        assert!(d.images().iter().all(|&x| (x * 16.0).fract() == 0.0));
+        assert!(d.images().contains(&0.0) && d.images().contains(&1.0));
         // The test-set class counts the UCI repository page lists.
         assert_eq!(
             d.class_counts(),

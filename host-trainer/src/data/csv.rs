@@ -287,7 +287,7 @@ mod tests {
         let d = parse("1,2,3,0\n4,5,6,2\n", &CsvOptions::default()).unwrap();
         assert_eq!(d.name, "set");
         assert_eq!((d.n, d.h, d.w, d.c, d.n_classes), (2, 1, 1, 3, 3));
-        assert_eq!(d.images, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(d.images(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(d.labels, vec![0, 2]);
         assert_eq!(d.pixel_scale, 1.0);
     }
@@ -296,12 +296,12 @@ mod tests {
     fn with_header_crlf_blank_lines_and_float_labels() {
         let text = "\u{feff}a, b ,label\r\n\r\n 0.5, -1e-3 , 1.0\r\n2,3,4\r\n\r\n";
         let d = parse(text, &CsvOptions::default()).unwrap();
-        assert_eq!(d.images, vec![0.5, -1e-3, 2.0, 3.0]);
+        assert_eq!(d.images(), vec![0.5, -1e-3, 2.0, 3.0]);
         assert_eq!(d.labels, vec![1, 4]);
         assert_eq!(d.n_classes, 5);
         // A header with numeric column names but a word for the label.
         let d = parse("0,1,label\n7,8,1\n", &CsvOptions::default()).unwrap();
-        assert_eq!(d.images, vec![7.0, 8.0]);
+        assert_eq!(d.images(), vec![7.0, 8.0]);
     }
 
     #[test]
@@ -318,7 +318,7 @@ mod tests {
         let d = parse_csv(&gz, "data/tiny.csv.gz", &opts).unwrap();
         assert_eq!(d.name, "tiny");
         assert_eq!((d.n, d.h, d.w, d.c, d.n_classes), (2, 2, 2, 1, 10));
-        assert_eq!(d.images, vec![0.0, 0.25, 0.5, 1.0, 1.0, 1.0, 0.0, 0.125]);
+        assert_eq!(d.images(), vec![0.0, 0.25, 0.5, 1.0, 1.0, 1.0, 0.0, 0.125]);
         assert_eq!(d.pixel_scale, 1.0 / 16.0);
         let named = CsvOptions {
             name: Some("other".into()),
@@ -334,10 +334,10 @@ mod tests {
             ..CsvOptions::default()
         };
         let d = parse("2,-8,0\n4,1,1\n", &opts).unwrap();
-        assert_eq!(d.images, vec![0.25, -1.0, 0.5, 0.125]);
+        assert_eq!(d.images(), vec![0.25, -1.0, 0.5, 0.125]);
         assert_eq!(d.pixel_scale, 0.125);
         let zeros = parse("0,0,0\n", &opts).unwrap();
-        assert_eq!((zeros.images[0], zeros.pixel_scale), (0.0, 1.0));
+        assert_eq!((zeros.images()[0], zeros.pixel_scale), (0.0, 1.0));
     }
 
     #[test]

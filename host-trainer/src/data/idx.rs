@@ -233,16 +233,15 @@ pub fn parse_idx(
             labels: labels.len(),
         });
     }
-    // A division (not a multiplication by 1/255) gives the correctly rounded
-    // byte/255; it vectorises all the same.
-    let pixels: Vec<f32> = idx.data.iter().map(|&b| f32::from(b) / 255.0).collect();
-    Dataset::new(
+    // Values byte / 255 (a division, correctly rounded), bytes kept for
+    // gathering batches; pixel_scale = 1 / 255 = MNIST_PIXEL_SCALE.
+    Dataset::from_bytes(
         name,
-        pixels,
+        idx.data.to_vec(),
+        255.0,
         labels,
         [h, w, 1],
         IDX_CLASSES,
-        MNIST_PIXEL_SCALE,
     )
 }
 
@@ -357,8 +356,8 @@ mod tests {
         assert_eq!(d.pixel_scale, MNIST_PIXEL_SCALE);
         // Sample 1, pixel (row 2, col 3) = byte 1*7 + 13 = 20.
         assert_eq!(d.sample(1)[2 * 5 + 3], 20.0 / 255.0);
-        assert!(d.images.iter().all(|&x| (0.0..=1.0).contains(&x)));
-        for (k, &x) in d.images.iter().enumerate() {
+        assert!(d.images().iter().all(|&x| (0.0..=1.0).contains(&x)));
+        for (k, &x) in d.images().iter().enumerate() {
             assert_eq!(
                 (x / d.pixel_scale).round() as usize,
                 (k / 20 * 7 + k % 20) % 256
@@ -714,7 +713,7 @@ mod tests {
         }
         assert_eq!(train.labels[0], 5);
         assert_eq!(test.labels[0], 7);
-        assert!(train.images.iter().all(|&x| (0.0..=1.0).contains(&x)));
-        assert_eq!(train.images.iter().fold(0.0f32, |m, &x| m.max(x)), 1.0);
+        assert!(train.images().iter().all(|&x| (0.0..=1.0).contains(&x)));
+        assert_eq!(train.images().iter().fold(0.0f32, |m, &x| m.max(x)), 1.0);
     }
 }

@@ -256,7 +256,7 @@ pub fn run_file(bytes: &[u8], test: &crate::data::Dataset) -> Result<FileRun, Ex
             "the file re-written from core's parse differs from the written bytes".into(),
         ));
     }
-    let outputs = device::run_all(&model, &test.images)?;
+    let outputs = device::run_all(&model, test.images())?;
     let layers: Vec<_> = model.layers().collect::<Result<_, _>>()?;
     let bns: Vec<_> = model.bn_records().collect::<Result<_, _>>()?;
     let weight_bytes = layers
@@ -327,7 +327,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     };
     // The f32 file on the device's kernels against the host's batch
     // evaluator of the folded model: equal up to summation order.
-    let host = folded.forward(&data.test.images, data.test.len())?;
+    let host = folded.forward(data.test.images(), data.test.len())?;
     let worst = f32_run
         .outputs
         .iter()

@@ -212,9 +212,9 @@ pub enum InputChoice {
 pub fn input_params(data: &Dataset) -> Result<(QParams, InputChoice), ExportError> {
     let ps = f64::from(data.pixel_scale);
     let mut range = Range::EMPTY;
-    range.add(&data.images);
+    range.add(data.images());
     let (mut raw_min, mut raw_max, mut integer) = (0i64, 0i64, true);
-    for &x in &data.images {
+    for &x in data.images() {
         let r = f64::from(x) / ps;
         let k = r.round();
         if (r - k).abs() > 1e-3 || k.abs() > 1e6 {

@@ -389,11 +389,11 @@ fn digits_quantization(name: &str) {
         .iter()
         .flat_map(|o| o.levels().unwrap().to_vec())
         .collect();
-    let xq = qm.quantize_input(&test.images);
+    let xq = qm.quantize_input(test.images());
     assert_eq!(qm.forward_plain(&xq, test.len()).unwrap(), out);
     let int8_r8 = ncm::write_int8(&qm, 8).unwrap();
     check_layout(&int8_r8);
-    assert_eq!(engine_levels(&int8_r8, &test.images), out);
+    assert_eq!(engine_levels(&int8_r8, test.images()), out);
     // The pair form of the weights: the same outputs, bit for bit, and a
     // file that re-writes to itself; it is blocked by 4 rows only.
     let pairs = ncm::write_int8_form(&qm, 4, ncm::WeightForm::Pairs).unwrap();
@@ -402,7 +402,7 @@ fn digits_quantization(name: &str) {
         super::run_file(&pairs, &test).unwrap().accuracy,
         int8_run.accuracy
     );
-    assert_eq!(engine_levels(&pairs, &test.images), out);
+    assert_eq!(engine_levels(&pairs, test.images()), out);
     assert!(ncm::write_int8_form(&qm, 8, ncm::WeightForm::Pairs).is_err());
     // The default, per-layer form (`--weights auto`): pair words where the
     // runs are long enough, bytes elsewhere; the same outputs bit for bit,
@@ -413,7 +413,7 @@ fn digits_quantization(name: &str) {
         super::run_file(&auto, &test).unwrap().accuracy,
         int8_run.accuracy
     );
-    assert_eq!(engine_levels(&auto, &test.images), out);
+    assert_eq!(engine_levels(&auto, test.images()), out);
     let store = ModelBytes::new(&auto);
     let parsed = store.parse().unwrap();
     assert_eq!(ncm::rewrite(&parsed).unwrap(), auto);
@@ -441,7 +441,7 @@ fn digits_quantization(name: &str) {
 
     // The int8 logits follow the float ones: same class on nearly every
     // test sample, and dequantized within a few output steps.
-    let logits = folded.forward(&test.images, test.len()).unwrap();
+    let logits = folded.forward(test.images(), test.len()).unwrap();
     let k = qm.classes;
     let last = qm.layers.last().unwrap().output_q;
     let (mut agree, mut err) = (0, 0.0f32);
@@ -474,7 +474,7 @@ fn digits_quantization(name: &str) {
     // `device_run`, the helper the firmware tests use, predicts the same.
     let per = test.sample_len();
     for i in [0, 17, test.len() - 1] {
-        let x = &test.images[i * per..(i + 1) * per];
+        let x = &test.images()[i * per..(i + 1) * per];
         assert_eq!(
             super::device_run(&int8_bytes, x).unwrap(),
             int8_run.outputs[i]
@@ -530,17 +530,17 @@ fn export_int8_follows_f32_on_every_op() {
     let l0 = &qm.layers[0];
     assert_eq!(l0.clamp_min, l0.output_q.zero_point);
     assert!(l0.clamp_max <= 127);
-    let xq = qm.quantize_input(&data.images);
-    let out = engine_levels(&ncm::write_int8(&qm, 4).unwrap(), &data.images);
+    let xq = qm.quantize_input(data.images());
+    let out = engine_levels(&ncm::write_int8(&qm, 4).unwrap(), data.images());
     assert_eq!(qm.forward_plain(&xq, n).unwrap(), out);
     assert_eq!(
-        engine_levels(&ncm::write_int8(&qm, 8).unwrap(), &data.images),
+        engine_levels(&ncm::write_int8(&qm, 8).unwrap(), data.images()),
         out
     );
     // Pair-form weights (padded convolutions: the zero point per load).
     let pairs = ncm::write_int8_form(&qm, 4, ncm::WeightForm::Pairs).unwrap();
-    assert_eq!(engine_levels(&pairs, &data.images), out);
-    let logits = folded.forward(&data.images, n).unwrap();
+    assert_eq!(engine_levels(&pairs, data.images()), out);
+    let logits = folded.forward(data.images(), n).unwrap();
     let last = qm.layers.last().unwrap().output_q;
     let range = 255.0 * last.scale;
     let worst = out
@@ -698,7 +698,7 @@ fn export_input_quantization_maps_raw_integers_exactly() {
     );
     let (q, _) = input_params(&d).unwrap();
     assert_eq!((q.scale, q.zero_point), (1.0 / 255.0, -128));
-    for (i, &x) in d.images.iter().enumerate() {
+    for (i, &x) in d.images().iter().enumerate() {
         assert_eq!(i32::from(q.quantize(x)), i as i32 - 128);
     }
     // Signed raw values: -3..=5 keep their integer levels.
@@ -1196,9 +1196,9 @@ fn export_mnist_engine_matches_reference() {
         let bytes = ncm::write_int8(&qm, 4).unwrap();
         let written = std::fs::read(dir.join(format!("{name}-int8.ncm"))).unwrap();
         assert!(bytes == written, "{name}: the int8 file is not the export");
-        let engine = engine_levels(&bytes, &test.images);
+        let engine = engine_levels(&bytes, test.images());
         let plain = qm
-            .forward_plain(&qm.quantize_input(&test.images), test.len())
+            .forward_plain(&qm.quantize_input(test.images()), test.len())
             .unwrap();
         let differ = engine
             .chunks_exact(qm.classes)

@@ -175,7 +175,7 @@ fn pytorch_digits_convnet_imports_with_the_frameworks_accuracy_and_quantizes() {
     let (train, test) = builtin_digits_split().unwrap();
     let reference = f32s("digits_cnn.logits.bin");
     // C = 1: NCHW and NHWC samples are the same bytes.
-    let got = logits(&mut net, &test.images);
+    let got = logits(&mut net, test.images());
     let err = worst(&got, &reference);
     assert!(err <= 1e-4, "relative error {err}");
     let meta: serde_json::Value =

@@ -121,7 +121,7 @@ pub fn default_steps(network: &str) -> u64 {
 
 /// `[0, 1]`: where the shifts are defined.
 fn check_unit_range(d: &Dataset) -> Result<()> {
-    let bad = d.images.iter().find(|v| !(0.0..=1.0).contains(*v));
+    let bad = d.images().iter().find(|v| !(0.0..=1.0).contains(*v));
     ensure!(
         bad.is_none(),
         "the drift scenario's shifts are defined for inputs stored in [0, 1] (digits, MNIST); \
@@ -181,7 +181,7 @@ pub fn drift(bytes: &[u8], data: &Data, seed: u64) -> Result<Drift> {
                 .with_context(|| format!("cannot adapt by {}", method.name()))?;
             let mut o = Overlay::new(&model, method.scope(), &mut words)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let x = &pool_s.images[..n * per];
+            let x = &pool_s.images()[..n * per];
             match adapt_with(
                 &model,
                 &mut o,
@@ -595,7 +595,7 @@ mod tests {
             let shifted = accuracy(&model, None, &test).unwrap();
             for method in [Method::Both, Method::Tail] {
                 for n in [100, 200] {
-                    let x = &pool_s.images[..n * per];
+                    let x = &pool_s.images()[..n * per];
                     let mut line = format!(
                         "{} shifted {:.2} {}@{n}:",
                         shift.name(),
