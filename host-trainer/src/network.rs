@@ -913,7 +913,7 @@ fn forward_chunk(
             layer.bias_opt(),
             ViewMut::new(ys, y)?,
         ),
-        Op::Conv { op, .. } if !cols.is_empty() => {
+        Op::Conv { op, .. } if !cols.is_empty() || hostops::conv_is_narrow(&op) => {
             // The views check the shapes; `cols` holds these samples' lowering.
             let yv = ViewMut::new(ys, y)?;
             same_len(Operand::Weight, op.weight_len()?, layer.weights().len())?;
@@ -999,13 +999,14 @@ fn backward_chunk(
             dw,
             db,
         ),
-        Op::Conv { op, .. } if !cols.is_empty() => {
+        Op::Conv { op, .. } if !cols.is_empty() || hostops::conv_is_narrow(&op) => {
             View::new(xs, x)?;
             View::new(ys, dy)?;
             same_len(Operand::Weight, op.weight_len()?, weights.len())?;
             same_len(Operand::WeightGrad, op.weight_len()?, dw.len())?;
             hostops::conv_backward(
                 &op,
+                x,
                 cols,
                 weights,
                 dy,
