@@ -89,7 +89,7 @@ def time_torch(make, batch, threads, steps, data):
 
 
 def run_normcore(a):
-    cmd = [a.normcore, "bench", "--threads", a.threads, "--repeats", str(a.repeats),
+    cmd = [a.normcore, "bench", "--threads", a.threads, "--repeats", "1",
            "--mlp-steps", str(a.mlp_steps), "--cnn-steps", str(a.cnn_steps)]
     if a.data_dir:
         cmd += ["--data-dir", a.data_dir]
@@ -117,24 +117,42 @@ def main():
     threads = [int(t) for t in a.threads.split(",")]
     with open("/proc/loadavg") as f:
         print("load average before:", f.read().split()[:3])
-    nc = run_normcore(a)
-    med = lambda v: sorted(v)[len(v) // 2]
+    # The two sides alternate, one repetition of every workload each, so
+    # that a slow spell of a shared host falls on both columns alike.
+    nc_runs, pt_runs = [], []
+    for r in range(a.repeats):
+        print(f"repetition {r + 1} of {a.repeats}: normcore", flush=True)
+        nc_runs.append(run_normcore(a))
+        print(f"repetition {r + 1} of {a.repeats}: PyTorch", flush=True)
+        pt = {}
+        for th in threads:
+            pt[("paper-mlp", th)] = time_torch(paper_mlp, 60, th, a.mlp_steps, data) * 1000 / a.mlp_steps
+        for th in threads:
+            pt[("cnn", th)] = time_torch(cnn, 64, th, a.cnn_steps, data) * (60000 / 64) / a.cnn_steps
+        pt_runs.append(pt)
+    med = lambda v: sorted(v)[len(v) // 2] if v else None
     rows = []
-    for th in threads:
-        t = med([time_torch(paper_mlp, 60, th, a.mlp_steps, data) for _ in range(a.repeats)])
-        rows.append(("paper-mlp, batch 60, s per 1,000 steps", th, t * 1000 / a.mlp_steps, nc.get(("paper-mlp", th))))
-    for th in threads:
-        t = med([time_torch(cnn, 64, th, a.cnn_steps, data) for _ in range(a.repeats)])
-        rows.append(("cnn, batch 64, s per epoch", th, t * (60000 / 64) / a.cnn_steps, nc.get(("cnn", th))))
+    for key, name in [("paper-mlp", "paper-mlp, batch 60, s per 1,000 steps"), ("cnn", "cnn, batch 64, s per epoch")]:
+        for th in threads:
+            ncv = med([run[(key, th)] for run in nc_runs if (key, th) in run])
+            ptv = med([run[(key, th)] for run in pt_runs])
+            rows.append((name, th, ptv, ncv))
     with open("/proc/loadavg") as f:
         print("load average after:", f.read().split()[:3])
-    print(f"\nPyTorch {torch.__version__}, median of {a.repeats}; ratio = PyTorch / normcore (> 1: normcore faster)\n")
+    print(f"\nPyTorch {torch.__version__}, median of {a.repeats} alternating repetitions; "
+          "ratio = PyTorch / normcore (> 1: normcore faster)\n")
     print("| workload | threads | PyTorch | normcore | ratio |")
     print("|---|---|---|---|---|")
     for name, th, pt, n in rows:
         r = f"{pt / n:.2f}x" if n else "n/a"
         ns = f"{n:.3f}" if n else "n/a"
         print(f"| {name} | {th} | {pt:.3f} | {ns} | {r} |")
+    by = {(name, th): (pt, n) for name, th, pt, n in rows}
+    for name in dict.fromkeys(name for name, _, _, _ in rows):
+        one, two = by.get((name, 1)), by.get((name, 2))
+        if one and two and one[1] and two[1]:
+            print(f"{name}: the second thread's speed-up, normcore {one[1] / two[1]:.2f}x, "
+                  f"PyTorch {one[0] / two[0]:.2f}x")
 
 
 if __name__ == "__main__":
