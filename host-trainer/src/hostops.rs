@@ -13,21 +13,25 @@
 //!   `kw`), the same comparison (`>`, so the first maximum wins a tie and a
 //!   NaN never replaces the first tap) and the same order of additions in
 //!   the backward scatter (output pixels in NHWC order, channels ascending).
-//! - **Convolution with cached `cols`.** Core's
+//! - **Convolution lowered one part at a time.** Core's
 //!   [`Conv2d`](normcore::layers::Conv2d) lowers a chunk of samples to the
-//!   im2col matrix in a scratch buffer, and its backward pass lowers the
-//!   same input again. [`conv_forward`] keeps each layer's `cols` in the
-//!   workspace, so [`conv_backward`] starts at the products. The lowering
-//!   copies kernel rows with short fixed-size moves (a 5×5 kernel over one
-//!   channel has runs of 5 values, where a `memcpy` call per run cost more
-//!   than the copy). Same matrix products, same shapes, same order as core
-//!   (one product per thread's chunk), so again bit for bit the same —
-//!   except that a weight gradient whose `Cout` is a multiple of 16 and
-//!   whose patch is not (the `cnn` preset's first conv, 16 × 25) is
-//!   computed as `(colsᵀ·dy)ᵀ`, the shape the product vectorises without
-//!   padding (`dw_transposed`); the `gemm` crate happens to sum it in the
-//!   same order (a 300-step `cnn` checkpoint is identical to the other
-//!   form's), but the tests only ask for closeness there.
+//!   im2col matrix in a scratch buffer and multiplies it. [`conv_forward`]
+//!   and [`conv_backward`] lower a few samples at a time (about 512 KiB,
+//!   [`lowering_samples`]) into per-thread scratch and multiply each part
+//!   while it is in cache; the backward pass lowers its part again rather
+//!   than keeping the whole batch's lowering (the `cnn` preset's was 10 MB
+//!   per step, and grows as batch × pixels × patch: a 3×3×64 conv on
+//!   32×32 inputs would keep 300 MB at batch 128). Measured on the `cnn`
+//!   preset, the step time did not change (3.5–3.8 s per epoch either way
+//!   on 1 thread, `normcore bench`, alternating runs); the workspace is
+//!   what shrank. The lowering copies kernel rows with short fixed-size
+//!   moves (a `memcpy` call per run of 80 values cost more than the copy).
+//!   Forward and input gradient: the same products on the same rows as
+//!   core, the same bits. The weight gradient sums the parts' products in
+//!   order, and one whose `Cout` is a multiple of 16 and whose patch is
+//!   not is computed as `(colsᵀ·dy)ᵀ`, the shape the product vectorises
+//!   without padding (`dw_transposed`): close to core's, not always equal
+//!   (tested), and the same on every run.
 //! - **Narrow convolutions without a lowering.** A convolution whose patch
 //!   has at most 32 values (a first layer: 5×5×1, 3×3×3) is computed from
 //!   its input directly ([`conv_is_narrow`]): 8 output pixels × 16 output
@@ -430,14 +434,13 @@ fn conv_geom(op: &Conv2d) -> ConvGeom {
     }
 }
 
-/// Elements of `cols` per sample for `op`: `OH·OW·KH·KW·Cin`, or 0 for a
-/// [narrow](conv_is_narrow) convolution, which keeps no lowering.
-pub fn conv_cols_len(op: &Conv2d) -> usize {
-    if conv_is_narrow(op) {
-        return 0;
-    }
+/// Floats of each of [`conv_forward`]'s and [`conv_backward`]'s scratch
+/// buffers (the lowering, and the lowering's gradient) for batches of up to
+/// `samples`: one part's, `min(samples, parts) · OH·OW·KH·KW·Cin` with
+/// [`lowering_samples`] per part.
+pub fn conv_scratch_len(op: &Conv2d, samples: usize) -> usize {
     let g = conv_geom(op);
-    g.pixels * g.patch
+    samples.min(lowering_samples(&g)) * g.pixels * g.patch
 }
 
 /// Largest patch (`KH·KW·Cin`) of a [narrow](conv_is_narrow) convolution.
@@ -764,13 +767,13 @@ fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 }
 }
 
-/// Convolution forward of `m` whole samples, keeping the lowering: `x`
-/// `[m, H, W, Cin]`, `w` `[Cout, KH, KW, Cin]`, `y` `[m, OH, OW, Cout]`
-/// (overwritten), `cols` at least `m ·` [`conv_cols_len`] (left holding the
-/// lowering of `x` for [`conv_backward`]; a narrow convolution computes
-/// from `x` directly and leaves `cols` alone). Callers check the shapes
-/// (the network builds the views first); a mismatch is an `Err` from the
-/// product.
+/// Convolution forward of `m` whole samples: `x` `[m, H, W, Cin]`, `w`
+/// `[Cout, KH, KW, Cin]`, `y` `[m, OH, OW, Cout]` (overwritten). `cols`
+/// (at least [`conv_scratch_len`]`(op, m)`) is scratch for the lowering,
+/// built and multiplied one part of the batch at a time, so that it is
+/// still in cache when the product reads it (a narrow convolution computes
+/// from `x` directly). Callers check the shapes (the network builds the
+/// views first); a mismatch, or scratch too short, is an `Err`.
 pub fn conv_forward(
     op: &Conv2d,
     x: &[f32],
@@ -781,19 +784,27 @@ pub fn conv_forward(
 ) -> Result<(), Error> {
     let g = conv_geom(op);
     let rows = x.len() / g.in_sample * g.pixels;
+    scratch_fits(op, x.len() / g.in_sample, cols.len())?;
     if conv_is_narrow(op) {
         let (wt, cpad) = narrow_weights(w, op.out_c, g.patch);
         narrow_forward(op, &g, x, &wt, cpad, &mut y[..rows * op.out_c]);
     } else {
-        let cols = &mut cols[..rows * g.patch];
-        im2col(op, &g, x, cols);
         let wt = MatRef::row_major(w, op.out_c, g.patch)?.t();
-        FastGemm.gemm(
-            MatRef::row_major(cols, rows, g.patch)?,
-            wt,
-            MatMut::row_major(y, rows, op.out_c)?,
-            false,
-        )?;
+        let s = lowering_samples(&g);
+        let parts = x
+            .chunks(s * g.in_sample)
+            .zip(y.chunks_mut(s * g.pixels * op.out_c));
+        for (xs, ys) in parts {
+            let rows = xs.len() / g.in_sample * g.pixels;
+            let cols = &mut cols[..rows * g.patch];
+            im2col(op, &g, xs, cols);
+            FastGemm.gemm(
+                MatRef::row_major(cols, rows, g.patch)?,
+                wt,
+                MatMut::row_major(ys, rows, op.out_c)?,
+                false,
+            )?;
+        }
     }
     if let Some(b) = b {
         for pixel in y.chunks_exact_mut(op.out_c) {
@@ -815,15 +826,17 @@ fn dw_transposed(out_c: usize, patch: usize) -> bool {
     out_c % 16 == 0 && patch % 16 != 0
 }
 
-/// Convolution backward of the `m` samples `x` whose lowering
-/// [`conv_forward`] left in `cols` (unused for a narrow convolution):
-/// `dw` (and `db`, `dx` when given) overwritten. `dcols` (at least
-/// `m·OH·OW·KH·KW·Cin` when `dx` is wanted) is scratch.
+/// Convolution backward of the `m` samples `x`: `dw` (and `db`, `dx` when
+/// given) overwritten. `cols` and `dcols` (each at least
+/// [`conv_scratch_len`]`(op, m)`) are scratch: the lowering is built again
+/// here, one part at a time as in [`conv_forward`] (copying it again from
+/// cache costs less than keeping the whole batch's and reading it back
+/// from memory), and the weight gradient sums the parts' products in order.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     op: &Conv2d,
     x: &[f32],
-    cols: &[f32],
+    cols: &mut [f32],
     w: &[f32],
     dy: &[f32],
     dx: Option<&mut [f32]>,
@@ -833,6 +846,7 @@ pub fn conv_backward(
 ) -> Result<(), Error> {
     let g = conv_geom(op);
     let rows = dy.len() / op.out_c;
+    scratch_fits(op, x.len() / g.in_sample, cols.len().min(dcols.len()))?;
     if let Some(db) = db {
         db.fill(0.0);
         for pixel in dy.chunks_exact(op.out_c) {
@@ -848,7 +862,6 @@ pub fn conv_backward(
         }
         return Ok(());
     }
-    let dym = MatRef::row_major(dy, rows, op.out_c)?;
     if conv_is_narrow(op) {
         let cpad = op.out_c.div_ceil(LANES) * LANES;
         let mut dwt = vec![0.0; g.patch * cpad];
@@ -858,40 +871,114 @@ pub fn conv_backward(
                 *v = dwt[p * cpad + o];
             }
         }
-    } else if dw_transposed(op.out_c, g.patch) {
-        let colsm = MatRef::row_major(&cols[..rows * g.patch], rows, g.patch)?;
-        // dwᵀ = colsᵀ·dy, then transposed into place.
-        let mut dwt = vec![0.0; g.patch * op.out_c];
-        FastGemm.gemm(
-            colsm.t(),
-            dym,
-            MatMut::row_major(&mut dwt, g.patch, op.out_c)?,
-            false,
-        )?;
+        if let Some(dx) = dx {
+            let s = lowering_samples(&g);
+            let parts = dy
+                .chunks(s * g.pixels * op.out_c)
+                .zip(dx.chunks_mut(s * g.in_sample));
+            for (dys, dxs) in parts {
+                conv_input_grad(op, &g, w, dys, dxs, dcols)?;
+            }
+        }
+        return Ok(());
+    }
+    // Part by part, as in the forward pass: the lowering of each part is
+    // made again here, where the products read it from cache.
+    let transposed = dw_transposed(op.out_c, g.patch);
+    let mut dwt = if transposed {
+        vec![0.0; g.patch * op.out_c]
+    } else {
+        Vec::new()
+    };
+    let s = lowering_samples(&g);
+    let mut dx = dx;
+    let parts = x
+        .chunks(s * g.in_sample)
+        .zip(dy.chunks(s * g.pixels * op.out_c))
+        .enumerate();
+    for (k, (xs, dys)) in parts {
+        let rows = xs.len() / g.in_sample * g.pixels;
+        let cols = &mut cols[..rows * g.patch];
+        im2col(op, &g, xs, cols);
+        let colsm = MatRef::row_major(cols, rows, g.patch)?;
+        let dym = MatRef::row_major(dys, rows, op.out_c)?;
+        if transposed {
+            // dwᵀ = colsᵀ·dy, then transposed into place.
+            FastGemm.gemm(
+                colsm.t(),
+                dym,
+                MatMut::row_major(&mut dwt, g.patch, op.out_c)?,
+                k > 0,
+            )?;
+        } else {
+            FastGemm.gemm(
+                dym.t(),
+                colsm,
+                MatMut::row_major(dw, op.out_c, g.patch)?,
+                k > 0,
+            )?;
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            let at = k * s * g.in_sample;
+            conv_input_grad(op, &g, w, dys, &mut dx[at..at + xs.len()], dcols)?;
+        }
+    }
+    if transposed {
         for (o, row) in dw.chunks_exact_mut(g.patch).enumerate() {
             for (p, v) in row.iter_mut().enumerate() {
                 *v = dwt[p * op.out_c + o];
             }
         }
-    } else {
-        FastGemm.gemm(
-            dym.t(),
-            MatRef::row_major(&cols[..rows * g.patch], rows, g.patch)?,
-            MatMut::row_major(dw, op.out_c, g.patch)?,
-            false,
-        )?;
-    }
-    if let Some(dx) = dx {
-        let dcols = &mut dcols[..rows * g.patch];
-        FastGemm.gemm(
-            dym,
-            MatRef::row_major(w, op.out_c, g.patch)?,
-            MatMut::row_major(dcols, rows, g.patch)?,
-            false,
-        )?;
-        col2im(op, &g, dcols, dx);
     }
     Ok(())
+}
+
+/// `dx` (overwritten) of the samples whose output gradient is `dy`:
+/// `dcols = dy·w`, scattered back by col2im. `dcols` is scratch of at
+/// least `rows · KH·KW·Cin`.
+fn conv_input_grad(
+    op: &Conv2d,
+    g: &ConvGeom,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dcols: &mut [f32],
+) -> Result<(), Error> {
+    let rows = dy.len() / op.out_c;
+    let dcols = &mut dcols[..rows * g.patch];
+    FastGemm.gemm(
+        MatRef::row_major(dy, rows, op.out_c)?,
+        MatRef::row_major(w, op.out_c, g.patch)?,
+        MatMut::row_major(dcols, rows, g.patch)?,
+        false,
+    )?;
+    col2im(op, g, dcols, dx);
+    Ok(())
+}
+
+/// `Err` unless `len` floats of scratch serve `samples` samples of `op`.
+fn scratch_fits(op: &Conv2d, samples: usize, len: usize) -> Result<(), Error> {
+    let need = conv_scratch_len(op, samples);
+    if len < need {
+        return Err(Error::LengthMismatch {
+            operand: normcore::Operand::Scratch,
+            expected: need,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes of lowering per part of a batch ([`lowering_samples`]): half of
+/// a Zen 5 core's 1 MiB L2 (and of most others' 1–2 MiB), so that the
+/// lowering and the product's packed blocks stay in cache between the
+/// copy and the product.
+const LOWERING_BYTES: usize = 512 << 10;
+
+/// Samples per part of a batch whose lowering [`conv_forward`] and
+/// [`conv_backward`] build and use one part at a time (at least 1).
+fn lowering_samples(g: &ConvGeom) -> usize {
+    (LOWERING_BYTES / 4 / (g.pixels * g.patch).max(1)).max(1)
 }
 
 multiversion! {
@@ -1309,6 +1396,8 @@ mod tests {
         let cases = [
             (28, 28, 1, 16, Window::square(5, 1, 0), 3),
             (12, 12, 16, 32, Window::square(5, 1, 0), 2),
+            // One sample's lowering fills a part: three parts.
+            (40, 40, 16, 8, Window::square(3, 1, 0), 3),
             (7, 6, 3, 5, Window::square(3, 2, 1), 2),
             (5, 5, 4, 6, Window::square(1, 1, 0), 3),
             // Narrow, with 8-pixel blocks between padded borders, a stride
@@ -1374,7 +1463,13 @@ mod tests {
                 &mut scratch,
             )
             .unwrap();
-            let mut cols = vec![0.0; n * conv_cols_len(&op)];
+            let mut cols = vec![0.0; conv_scratch_len(&op, n)];
+            // Scratch too short: an error, nothing written.
+            let mut y = vec![7.0; ys.len().unwrap()];
+            if !cols.is_empty() {
+                let short = conv_forward(&op, &x, &wt, None, &mut y, &mut cols[1..]);
+                assert!(short.is_err() && y.iter().all(|&v| v == 7.0));
+            }
             let mut y = vec![0.0; ys.len().unwrap()];
             conv_forward(&op, &x, &wt, Some(&b), &mut y, &mut cols).unwrap();
             let narrow = conv_is_narrow(&op);
@@ -1404,11 +1499,11 @@ mod tests {
             .unwrap();
             let (mut dx, mut dw, mut db) =
                 (vec![9.0; x.len()], vec![9.0; wt.len()], vec![9.0; cout]);
-            let mut dcols = vec![0.0; n * conv_geom(&op).pixels * conv_geom(&op).patch];
+            let mut dcols = vec![0.0; conv_scratch_len(&op, n)];
             conv_backward(
                 &op,
                 &x,
-                &cols,
+                &mut cols,
                 &wt,
                 &dy,
                 Some(&mut dx),
@@ -1418,7 +1513,11 @@ mod tests {
             )
             .unwrap();
             assert_eq!(bits(&dx), bits(&dx_core), "dx, case {ci}");
-            if narrow || dw_transposed(cout, op.window.kernel_h * op.window.kernel_w * cin) {
+            let parts = n.div_ceil(lowering_samples(&conv_geom(&op)));
+            if narrow
+                || parts > 1
+                || dw_transposed(cout, op.window.kernel_h * op.window.kernel_w * cin)
+            {
                 // The other product (summed in another order): close, not equal.
                 close(&dw, &dw_core, "dw");
             } else {

@@ -144,6 +144,9 @@ pub enum Mode<'a> {
 struct ThreadBufs {
     scratch: Vec<f32>,
     partial: Vec<f32>,
+    /// A convolution's im2col lowering, one part of the batch at a time
+    /// ([`hostops::conv_scratch_len`]; `scratch` is its input gradient's).
+    lowering: Vec<f32>,
 }
 
 /// Activation and gradient buffers for batches of up to `capacity` samples.
@@ -161,10 +164,6 @@ pub struct Workspace {
     /// Per max-pool layer: the argmax of every output of the last forward
     /// pass ([`hostops::maxpool_forward`]); empty for other layers.
     pool_args: Vec<Vec<u32>>,
-    /// Per convolution: the im2col lowering of its input in the last
-    /// forward pass ([`hostops::conv_forward`]), reused by the backward
-    /// pass; empty for other layers.
-    conv_cols: Vec<Vec<f32>>,
     /// Per layer: whether the last forward pass fused this BN layer with
     /// the ReLU after it ([`hostops::bn_forward_train`] wrote the ReLU's
     /// output; the BN's own output buffer was left untouched), so that the
@@ -266,18 +265,20 @@ pub fn check_memory(
         let out = len(r.output);
         max_act = max_act.max(out);
         let dropout = u128::from(matches!(r.op, Op::Dropout(_)));
-        // What the workspace keeps per layer beyond its activations: a
-        // convolution's im2col lowering (`conv_cols`: per sample, output
-        // pixels × KH·KW·Cin floats), a max pool's argmax (`pool_args`: a
-        // u32 per output).
+        // What the workspace keeps per layer beyond its activations: a max
+        // pool's argmax (`pool_args`: a u32 per output). A convolution's
+        // im2col lowering is per thread and one part of a batch at a time
+        // (`ThreadBufs::lowering`, at most about 512 KiB per thread unless
+        // one sample's is larger); it is counted once here, for every
+        // convolution, which bounds the largest.
         let kept = match r.op {
-            Op::Conv { op, .. } => (r.output.h as u128)
-                .saturating_mul(r.output.w as u128)
-                .saturating_mul(op.window.kernel_h as u128)
-                .saturating_mul(op.window.kernel_w as u128)
-                .saturating_mul(r.input.c as u128)
-                .saturating_mul(F32),
             Op::Pool(p) if hostops::maxpool_supported(&p) => out.saturating_mul(4),
+            _ => 0,
+        };
+        let lowering = match r.op {
+            Op::Conv { op, .. } => (hostops::conv_scratch_len(&op, capacity) as u128)
+                .saturating_mul(F32)
+                .saturating_mul(2),
             _ => 0,
         };
         let bytes = params
@@ -285,7 +286,8 @@ pub fn check_memory(
             .saturating_add(bn)
             .saturating_mul(F32)
             .saturating_add(cap.saturating_mul(out).saturating_mul(F32 + dropout))
-            .saturating_add(cap.saturating_mul(kept));
+            .saturating_add(cap.saturating_mul(kept))
+            .saturating_add(lowering);
         if bytes > largest.1 {
             largest = (i, bytes);
         }
@@ -430,7 +432,6 @@ impl Network {
         } else {
             None
         };
-        let per_thread = capacity.div_ceil(threads);
         let mut scratch = 0;
         let mut partial = 0;
         let mut max_act = self.input().len();
@@ -438,11 +439,9 @@ impl Network {
             max_act = max_act.max(l.r.output.len());
             partial = partial.max(l.params.len());
             if let Op::Conv { op, .. } = l.r.op {
-                let need = op
-                    .backward_scratch_len(per_thread)
-                    .map_err(kernel(0))?
-                    .max(op.forward_scratch_len(per_thread).map_err(kernel(0))?);
-                scratch = scratch.max(need);
+                // Sized for the whole batch on one thread (a layer too
+                // small to split runs there); parts cap it.
+                scratch = scratch.max(hostops::conv_scratch_len(&op, capacity));
             }
         }
         let bn_len = |l: &Layer| match l.r.op {
@@ -480,14 +479,6 @@ impl Network {
                     _ => Vec::new(),
                 })
                 .collect(),
-            conv_cols: self
-                .layers
-                .iter()
-                .map(|l| match l.r.op {
-                    Op::Conv { op, .. } => vec![0.0; capacity * hostops::conv_cols_len(&op)],
-                    _ => Vec::new(),
-                })
-                .collect(),
             relu_fused: vec![false; self.layers.len()],
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
@@ -495,6 +486,7 @@ impl Network {
                     // Per-thread weight gradients (with threads) and BN's
                     // partial sums (always).
                     partial: vec![0.0; partial],
+                    lowering: vec![0.0; scratch],
                 })
                 .collect(),
             par_min_work: PAR_MIN_WORK,
@@ -616,11 +608,10 @@ impl Network {
                 Op::Flatten => yout.copy_from_slice(xin),
                 op => {
                     let layer = &self.layers[i];
-                    let run = |(start, y, arg, cols): Chunk<'_>, bufs: &mut ThreadBufs| {
+                    let run = |(start, y, arg): Chunk<'_>, bufs: &mut ThreadBufs| {
                         let m = y.len() / r.output.len();
                         let xc = &xin[start * r.input.len()..(start + m) * r.input.len()];
-                        forward_chunk(layer, op, r, m, xc, y, arg, cols, &mut bufs.scratch)
-                            .map_err(&err)
+                        forward_chunk(layer, op, r, m, xc, y, arg, &mut bufs.lowering).map_err(&err)
                     };
                     let parallel = worth_parallel(r, n, ws.threads, ws.par_min_work);
                     let t = if parallel { ws.threads } else { 1 };
@@ -628,14 +619,10 @@ impl Network {
                     let args = &mut ws.pool_args[i];
                     let arg_per = if args.is_empty() { 0 } else { r.output.len() };
                     let arg_chunks = chunks_mut(args, n, arg_per, t);
-                    let cols = &mut ws.conv_cols[i];
-                    let cols_per = cols.len() / ws.capacity.max(1);
-                    let col_chunks = chunks_mut(cols, n, cols_per, t);
                     let chunks: Vec<Chunk<'_>> = chunks
                         .into_iter()
                         .zip(arg_chunks)
-                        .zip(col_chunks)
-                        .map(|(((start, y), (_, a)), (_, c))| (start, y, a, c))
+                        .map(|((start, y), (_, a))| (start, y, a))
                         .collect();
                     match &ws.pool {
                         Some(pool) if parallel => pool.install(|| {
@@ -739,20 +726,18 @@ impl Network {
                     let wl = r.op.weight_len();
                     let (weights, grads) = (&layer.params[..wl], &mut layer.grads);
                     let args = &ws.pool_args[i];
-                    let cols = &ws.conv_cols[i];
-                    let cols_per = cols.len() / ws.capacity.max(1);
                     let run = |start: usize,
                                m: usize,
                                dxc: Option<&mut [f32]>,
                                g: Option<&mut [f32]>,
-                               scratch: &mut [f32]| {
+                               scratch: &mut [f32],
+                               lowering: &mut [f32]| {
                         let (xi, yo) = (r.input.len(), r.output.len());
                         let arg = if args.is_empty() {
                             &args[..]
                         } else {
                             &args[start * yo..(start + m) * yo]
                         };
-                        let cols = &cols[start * cols_per..(start + m) * cols_per];
                         backward_chunk(
                             op,
                             r,
@@ -762,7 +747,7 @@ impl Network {
                             &yout[start * yo..(start + m) * yo],
                             &dy[start * yo..(start + m) * yo],
                             arg,
-                            cols,
+                            lowering,
                             dxc,
                             g,
                             scratch,
@@ -778,9 +763,13 @@ impl Network {
                                     .zip(ws.bufs.par_iter_mut())
                                     .try_for_each(|((start, dxc), b)| {
                                         let m = dxc.len() / r.input.len();
-                                        let ThreadBufs { scratch, partial } = b;
+                                        let ThreadBufs {
+                                            scratch,
+                                            partial,
+                                            lowering,
+                                        } = b;
                                         let g = (plen > 0).then_some(&mut partial[..plen]);
-                                        run(start, m, need_dx.then_some(dxc), g, scratch)
+                                        run(start, m, need_dx.then_some(dxc), g, scratch, lowering)
                                     })
                             })?;
                             if plen > 0 {
@@ -795,7 +784,15 @@ impl Network {
                         }
                         _ => {
                             let g = (plen > 0).then_some(&mut grads[..]);
-                            run(0, n, need_dx.then_some(dx), g, &mut ws.bufs[0].scratch)?;
+                            let b = &mut ws.bufs[0];
+                            run(
+                                0,
+                                n,
+                                need_dx.then_some(dx),
+                                g,
+                                &mut b.scratch,
+                                &mut b.lowering,
+                            )?;
                         }
                     }
                 }
@@ -873,9 +870,9 @@ fn fans(r: &Resolved) -> (usize, usize) {
     }
 }
 
-/// One thread's share of a forward pass: first sample, output, max-pool
-/// argmax and conv lowering (the last two empty for other layers).
-type Chunk<'a> = (usize, &'a mut [f32], &'a mut [u32], &'a mut [f32]);
+/// One thread's share of a forward pass: first sample, output and max-pool
+/// argmax (empty for other layers).
+type Chunk<'a> = (usize, &'a mut [f32], &'a mut [u32]);
 
 /// `Ok` if a slice has the length its operand needs.
 fn same_len(operand: Operand, expected: usize, actual: usize) -> Result<(), CoreError> {
@@ -899,8 +896,7 @@ fn forward_chunk(
     x: &[f32],
     y: &mut [f32],
     arg: &mut [u32],
-    cols: &mut [f32],
-    scratch: &mut [f32],
+    lowering: &mut [f32],
 ) -> Result<(), CoreError> {
     let xs = r.input.batch(m);
     let ys = r.output.batch(m);
@@ -913,8 +909,8 @@ fn forward_chunk(
             layer.bias_opt(),
             ViewMut::new(ys, y)?,
         ),
-        Op::Conv { op, .. } if !cols.is_empty() || hostops::conv_is_narrow(&op) => {
-            // The views check the shapes; `cols` holds these samples' lowering.
+        Op::Conv { op, .. } => {
+            // The views check the shapes.
             let yv = ViewMut::new(ys, y)?;
             same_len(Operand::Weight, op.weight_len()?, layer.weights().len())?;
             hostops::conv_forward(
@@ -923,17 +919,9 @@ fn forward_chunk(
                 layer.weights(),
                 layer.bias_opt(),
                 yv.into_data(),
-                cols,
+                lowering,
             )
         }
-        Op::Conv { op, .. } => op.forward(
-            &FastGemm,
-            xv,
-            layer.weights(),
-            layer.bias_opt(),
-            ViewMut::new(ys, y)?,
-            scratch,
-        ),
         Op::Depthwise { op, .. } => {
             op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
         }
@@ -969,7 +957,7 @@ fn backward_chunk(
     y: &[f32],
     dy: &[f32],
     arg: &[u32],
-    cols: &[f32],
+    cols: &mut [f32],
     dx: Option<&mut [f32]>,
     grads: Option<&mut [f32]>,
     scratch: &mut [f32],
@@ -999,7 +987,7 @@ fn backward_chunk(
             dw,
             db,
         ),
-        Op::Conv { op, .. } if !cols.is_empty() || hostops::conv_is_narrow(&op) => {
+        Op::Conv { op, .. } => {
             View::new(xs, x)?;
             View::new(ys, dy)?;
             same_len(Operand::Weight, op.weight_len()?, weights.len())?;
@@ -1016,16 +1004,6 @@ fn backward_chunk(
                 scratch,
             )
         }
-        Op::Conv { op, .. } => op.backward(
-            &FastGemm,
-            View::new(xs, x)?,
-            weights,
-            View::new(ys, dy)?,
-            dxv,
-            dw,
-            db,
-            scratch,
-        ),
         Op::Depthwise { op, .. } => {
             op.backward(View::new(xs, x)?, weights, View::new(ys, dy)?, dxv, dw, db)
         }
