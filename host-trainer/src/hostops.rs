@@ -17,7 +17,7 @@
 //!   [`Conv2d`](normcore::layers::Conv2d) lowers a chunk of samples to the
 //!   im2col matrix in a scratch buffer and multiplies it. [`conv_forward`]
 //!   and [`conv_backward`] lower a few samples at a time (about 512 KiB,
-//!   [`lowering_samples`]) into per-thread scratch and multiply each part
+//!   `lowering_samples`) into per-thread scratch and multiply each part
 //!   while it is in cache; the backward pass lowers its part again rather
 //!   than keeping the whole batch's lowering (the `cnn` preset's was 10 MB
 //!   per step, and grows as batch × pixels × patch: a 3×3×64 conv on
@@ -437,7 +437,7 @@ fn conv_geom(op: &Conv2d) -> ConvGeom {
 /// Floats of each of [`conv_forward`]'s and [`conv_backward`]'s scratch
 /// buffers (the lowering, and the lowering's gradient) for batches of up to
 /// `samples`: one part's, `min(samples, parts) · OH·OW·KH·KW·Cin` with
-/// [`lowering_samples`] per part.
+/// `lowering_samples` per part.
 pub fn conv_scratch_len(op: &Conv2d, samples: usize) -> usize {
     let g = conv_geom(op);
     samples.min(lowering_samples(&g)) * g.pixels * g.patch
