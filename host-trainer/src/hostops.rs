@@ -133,6 +133,58 @@ macro_rules! multiversion {
     };
 }
 
+/// Runs `pass::<W>(lo)` over the channels `0..c` in blocks of `W` = 64,
+/// 32 or 16 (the largest that fits what is left), then `rest(lo)` for the
+/// last `c mod 16` channels from `lo`. The per-channel sums below keep a
+/// block's `W` running sums in vector registers while they walk the rows,
+/// where a loop over a runtime number of channels kept them in memory (a
+/// load, an add and a store per row and channel, each row waiting on the
+/// last: the `cnn` preset's first BN spent 0.24 ms of a step in its two
+/// sums that way). Each channel's sum still adds the rows in order: the
+/// same bits as core's loops.
+macro_rules! channel_blocks {
+    ($c:expr, |$lo:ident, $w:ident| $pass:expr, |$rlo:ident| $rest:expr) => {{
+        let c: usize = $c;
+        let mut lo = 0;
+        while c - lo >= 64 {
+            {
+                let $lo = lo;
+                const $w: usize = 64;
+                $pass;
+            }
+            lo += 64;
+        }
+        if c - lo >= 32 {
+            {
+                let $lo = lo;
+                const $w: usize = 32;
+                $pass;
+            }
+            lo += 32;
+        }
+        if c - lo >= 16 {
+            {
+                let $lo = lo;
+                const $w: usize = 16;
+                $pass;
+            }
+            lo += 16;
+        }
+        if lo < c {
+            let $rlo = lo;
+            $rest;
+        }
+    }};
+}
+
+/// `W` values of `v` from `lo` as an array (a block of [`channel_blocks`]).
+#[inline(always)]
+fn block<const W: usize>(v: &[f32], lo: usize) -> [f32; W] {
+    let mut a = [0.0; W];
+    a.copy_from_slice(&v[lo..lo + W]);
+    a
+}
+
 /// Argmax marker of an output whose window lies entirely in the padding:
 /// it is 0 and passes no gradient.
 pub const NO_ARG: u32 = u32::MAX;
@@ -200,30 +252,59 @@ pub fn maxpool_forward(p: &Pool2d, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
                     ap.fill(NO_ARG);
                     continue;
                 }
-                let mut first = true;
-                for ih in hs..hs + (hhi - hlo) {
-                    for iw in ws..ws + (whi - wlo) {
-                        let base = (ih * w + iw) * c;
-                        let xp = &image[base..base + c];
-                        if first {
-                            yp.copy_from_slice(xp);
-                            for (k, a) in ap.iter_mut().enumerate() {
-                                *a = (base + k) as u32;
+                // The window's inputs in scan order (kh, then kw).
+                let taps = (hs..hs + (hhi - hlo))
+                    .flat_map(|ih| (ws..ws + (whi - wlo)).map(move |iw| (ih * w + iw) * c));
+                // Selects, not branches: they vectorise, and random data
+                // would mispredict a branch often. Channels in blocks of
+                // 16-64 held in registers (as BN's sums).
+                channel_blocks!(
+                    c,
+                    |lo, W| {
+                        let mut first = true;
+                        let (mut v, mut a) = ([0.0f32; W], [0u32; W]);
+                        for base in taps.clone() {
+                            let xv = block::<W>(image, base + lo);
+                            let at = (base + lo) as u32;
+                            if first {
+                                v = xv;
+                                a = core::array::from_fn(|l| at + l as u32);
+                                first = false;
+                            } else {
+                                for l in 0..W {
+                                    let take = xv[l] > v[l];
+                                    v[l] = if take { xv[l] } else { v[l] };
+                                    a[l] = if take { at + l as u32 } else { a[l] };
+                                }
                             }
-                            first = false;
-                        } else {
-                            // Selects, not branches: they vectorise, and
-                            // random data would mispredict a branch often.
-                            for (k, ((v, a), &xv)) in
-                                yp.iter_mut().zip(ap.iter_mut()).zip(xp).enumerate()
-                            {
-                                let take = xv > *v;
-                                *v = if take { xv } else { *v };
-                                *a = if take { (base + k) as u32 } else { *a };
+                        }
+                        yp[lo..lo + W].copy_from_slice(&v);
+                        ap[lo..lo + W].copy_from_slice(&a);
+                    },
+                    |lo| {
+                        let (yp, ap) = (&mut yp[lo..], &mut ap[lo..]);
+                        let mut first = true;
+                        for base in taps.clone() {
+                            let base = base + lo;
+                            let xp = &image[base..base + yp.len()];
+                            if first {
+                                yp.copy_from_slice(xp);
+                                for (k, a) in ap.iter_mut().enumerate() {
+                                    *a = (base + k) as u32;
+                                }
+                                first = false;
+                            } else {
+                                for (k, ((v, a), &xv)) in
+                                    yp.iter_mut().zip(ap.iter_mut()).zip(xp).enumerate()
+                                {
+                                    let take = xv > *v;
+                                    *v = if take { xv } else { *v };
+                                    *a = if take { (base + k) as u32 } else { *a };
+                                }
                             }
                         }
                     }
-                }
+                );
             }
         }
     }
@@ -981,58 +1062,6 @@ fn lowering_samples(g: &ConvGeom) -> usize {
     (LOWERING_BYTES / 4 / (g.pixels * g.patch).max(1)).max(1)
 }
 
-/// Runs `pass::<W>(lo)` over the channels `0..c` in blocks of `W` = 64,
-/// 32 or 16 (the largest that fits what is left), then `rest(lo)` for the
-/// last `c mod 16` channels from `lo`. The per-channel sums below keep a
-/// block's `W` running sums in vector registers while they walk the rows,
-/// where a loop over a runtime number of channels kept them in memory (a
-/// load, an add and a store per row and channel, each row waiting on the
-/// last: the `cnn` preset's first BN spent 0.24 ms of a step in its two
-/// sums that way). Each channel's sum still adds the rows in order: the
-/// same bits as core's loops.
-macro_rules! channel_blocks {
-    ($c:expr, |$lo:ident, $w:ident| $pass:expr, |$rlo:ident| $rest:expr) => {{
-        let c: usize = $c;
-        let mut lo = 0;
-        while c - lo >= 64 {
-            {
-                let $lo = lo;
-                const $w: usize = 64;
-                $pass;
-            }
-            lo += 64;
-        }
-        if c - lo >= 32 {
-            {
-                let $lo = lo;
-                const $w: usize = 32;
-                $pass;
-            }
-            lo += 32;
-        }
-        if c - lo >= 16 {
-            {
-                let $lo = lo;
-                const $w: usize = 16;
-                $pass;
-            }
-            lo += 16;
-        }
-        if lo < c {
-            let $rlo = lo;
-            $rest;
-        }
-    }};
-}
-
-/// `W` values of `v` from `lo` as an array (a block of [`channel_blocks`]).
-#[inline(always)]
-fn block<const W: usize>(v: &[f32], lo: usize) -> [f32; W] {
-    let mut a = [0.0; W];
-    a.copy_from_slice(&v[lo..lo + W]);
-    a
-}
-
 multiversion! {
 /// `p[ch] += x[row, ch]` over the rows of `x` in order.
 fn bn_sum(x: &[f32], p: &mut [f32]) {
@@ -1476,7 +1505,13 @@ mod tests {
             },
         ];
         for (wi, win) in windows.into_iter().enumerate() {
-            for &(h, w, c, n) in &[(6, 7, 3, 2), (5, 5, 1, 3), (4, 6, 33, 1)] {
+            for &(h, w, c, n) in &[
+                (6, 7, 3, 2),
+                (5, 5, 1, 3),
+                (4, 6, 33, 1),
+                (4, 5, 16, 2),
+                (3, 4, 116, 1),
+            ] {
                 let p = Pool2d::new(PoolKind::Max, h, w, c, win).unwrap();
                 assert!(maxpool_supported(&p));
                 let ys = p.output_shape(n).unwrap();
