@@ -442,9 +442,9 @@ impl Trainer {
             .ws
             .as_mut()
             .ok_or(TrainError::Config("no workspace".into()))?;
-        self.net
-            .forward(ws, &self.batch_x, Mode::Train(&mut self.noise_rng))?;
-        let loss = self.net.backward(ws, &self.batch_x, &self.batch_y)?;
+        let loss = self
+            .net
+            .train_pass(ws, &self.batch_x, &self.batch_y, &mut self.noise_rng)?;
         let sgd = self.cfg.sgd(self.step);
         let diverged = |reason: String| TrainError::Diverged {
             step: self.step + 1,
