@@ -88,7 +88,7 @@
 use crate::fastgemm::FastGemm;
 use normcore::layers::Activation;
 use normcore::layers::{Conv2d, Pool2d, PoolKind};
-use normcore::{Error, Gemm, MatMut, MatRef};
+use normcore::{Error, Gemm, MatMut, MatRef, Operand};
 use std::ops::Range;
 
 /// Define `fn $name(args) [-> T]` whose body is compiled three times, for
@@ -458,17 +458,9 @@ pub fn sgd_update(
     // (Core's own checks, run on empty tensors, then the lengths.)
     opt.step(&mut [], &[], &mut [], weight_decay)?;
     let momentum = opt.momentum != 0.0;
-    for (operand, len) in [
-        (normcore::Operand::WeightGrad, grads.len()),
-        (normcore::Operand::Velocity, if momentum { velocity.len() } else { params.len() }),
-    ] {
-        if len != params.len() {
-            return Err(Error::LengthMismatch {
-                operand,
-                expected: params.len(),
-                actual: len,
-            });
-        }
+    same_len(Operand::WeightGrad, params.len(), grads.len())?;
+    if momentum {
+        same_len(Operand::Velocity, params.len(), velocity.len())?;
     }
     let mut finite = true;
     for (k, (p, g)) in params
@@ -864,11 +856,18 @@ pub fn conv_forward(
     cols: &mut [f32],
 ) -> Result<(), Error> {
     let g = conv_geom(op);
-    let rows = x.len() / g.in_sample * g.pixels;
-    scratch_fits(op, x.len() / g.in_sample, cols.len())?;
+    let m = x.len() / g.in_sample;
+    let rows = m * g.pixels;
+    same_len(Operand::Input, m * g.in_sample, x.len())?;
+    same_len(Operand::Output, rows * op.out_c, y.len())?;
+    same_len(Operand::Weight, op.out_c * g.patch, w.len())?;
+    if let Some(b) = b {
+        same_len(Operand::Bias, op.out_c, b.len())?;
+    }
+    scratch_fits(op, m, cols.len())?;
     if conv_is_narrow(op) {
         let (wt, cpad) = narrow_weights(w, op.out_c, g.patch);
-        narrow_forward(op, &g, x, &wt, cpad, &mut y[..rows * op.out_c]);
+        narrow_forward(op, &g, x, &wt, cpad, y);
     } else {
         let wt = MatRef::row_major(w, op.out_c, g.patch)?.t();
         let s = lowering_samples(&g);
@@ -926,8 +925,19 @@ pub fn conv_backward(
     dcols: &mut [f32],
 ) -> Result<(), Error> {
     let g = conv_geom(op);
-    let rows = dy.len() / op.out_c;
-    scratch_fits(op, x.len() / g.in_sample, cols.len().min(dcols.len()))?;
+    let m = x.len() / g.in_sample;
+    let rows = m * g.pixels;
+    same_len(Operand::Input, m * g.in_sample, x.len())?;
+    same_len(Operand::OutputGrad, rows * op.out_c, dy.len())?;
+    same_len(Operand::Weight, op.out_c * g.patch, w.len())?;
+    same_len(Operand::WeightGrad, op.out_c * g.patch, dw.len())?;
+    if let Some(db) = &db {
+        same_len(Operand::BiasGrad, op.out_c, db.len())?;
+    }
+    if let Some(dx) = &dx {
+        same_len(Operand::InputGrad, x.len(), dx.len())?;
+    }
+    scratch_fits(op, m, cols.len().min(dcols.len()))?;
     if let Some(db) = db {
         db.fill(0.0);
         for pixel in dy.chunks_exact(op.out_c) {
@@ -1037,12 +1047,24 @@ fn conv_input_grad(
     Ok(())
 }
 
+/// `Err` unless `actual == expected` (the length of `operand`).
+pub(crate) fn same_len(operand: Operand, expected: usize, actual: usize) -> Result<(), Error> {
+    if expected != actual {
+        return Err(Error::LengthMismatch {
+            operand,
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// `Err` unless `len` floats of scratch serve `samples` samples of `op`.
 fn scratch_fits(op: &Conv2d, samples: usize, len: usize) -> Result<(), Error> {
     let need = conv_scratch_len(op, samples);
     if len < need {
         return Err(Error::LengthMismatch {
-            operand: normcore::Operand::Scratch,
+            operand: Operand::Scratch,
             expected: need,
             actual: len,
         });
@@ -1629,11 +1651,50 @@ mod tests {
             )
             .unwrap();
             let mut cols = vec![0.0; conv_scratch_len(&op, n)];
-            // Scratch too short: an error, nothing written.
+            // Scratch too short, or any operand of the wrong length: an
+            // error, nothing written.
             let mut y = vec![7.0; ys.len().unwrap()];
             if !cols.is_empty() {
                 let short = conv_forward(&op, &x, &wt, None, &mut y, &mut cols[1..]);
                 assert!(short.is_err() && y.iter().all(|&v| v == 7.0));
+            }
+            let bad_forward = [
+                conv_forward(&op, &x[1..], &wt, None, &mut y, &mut cols),
+                conv_forward(&op, &x, &wt[1..], None, &mut y, &mut cols),
+                conv_forward(&op, &x, &wt, Some(&b[1..]), &mut y, &mut cols),
+                conv_forward(&op, &x, &wt, None, &mut y[1..], &mut cols),
+            ];
+            for e in bad_forward {
+                assert!(matches!(e, Err(Error::LengthMismatch { .. })), "{e:?}");
+            }
+            assert!(y.iter().all(|&v| v == 7.0));
+            {
+                let (mut dx, mut dw, mut db) =
+                    (vec![7.0; x.len()], vec![7.0; wt.len()], vec![7.0; cout]);
+                let mut dcols = vec![0.0; cols.len()];
+                let mut bwd = |dy: &[f32], dx_len: usize, dw_len: usize, db_len: usize| {
+                    conv_backward(
+                        &op,
+                        &x,
+                        &mut cols,
+                        &wt,
+                        dy,
+                        Some(&mut dx[..dx_len]),
+                        &mut dw[..dw_len],
+                        Some(&mut db[..db_len]),
+                        &mut dcols,
+                    )
+                };
+                let (xl, wl) = (x.len(), wt.len());
+                for e in [
+                    bwd(&dy[1..], xl, wl, cout),
+                    bwd(&dy, xl - 1, wl, cout),
+                    bwd(&dy, xl, wl - 1, cout),
+                    bwd(&dy, xl, wl, cout - 1),
+                ] {
+                    assert!(matches!(e, Err(Error::LengthMismatch { .. })), "{e:?}");
+                }
+                assert!(dx.iter().chain(&dw).chain(&db).all(|&v| v == 7.0));
             }
             let mut y = vec![0.0; ys.len().unwrap()];
             conv_forward(&op, &x, &wt, Some(&b), &mut y, &mut cols).unwrap();

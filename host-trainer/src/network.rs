@@ -21,7 +21,7 @@ use crate::hostops;
 use crate::spec::{Hwc, NetworkSpec, Op, Resolved, SpecError};
 use normcore::batchnorm::BnState;
 use normcore::layers::{self, Activation};
-use normcore::{Error as CoreError, Operand, Rng, Sgd, View, ViewMut};
+use normcore::{Error as CoreError, Rng, Sgd, View, ViewMut};
 use rayon::prelude::*;
 
 /// How weights are initialised (biases start at 0, BN at γ = 1, β = 0).
@@ -903,19 +903,6 @@ fn fans(r: &Resolved) -> (usize, usize) {
 /// argmax (empty for other layers).
 type Chunk<'a> = (usize, &'a mut [f32], &'a mut [u32]);
 
-/// `Ok` if a slice has the length its operand needs.
-fn same_len(operand: Operand, expected: usize, actual: usize) -> Result<(), CoreError> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(CoreError::LengthMismatch {
-            operand,
-            expected,
-            actual,
-        })
-    }
-}
-
 /// Forward of a batch-separable layer on `m` samples.
 fn forward_chunk(
     layer: &Layer,
@@ -938,19 +925,15 @@ fn forward_chunk(
             layer.bias_opt(),
             ViewMut::new(ys, y)?,
         ),
-        Op::Conv { op, .. } => {
-            // The views check the shapes.
-            let yv = ViewMut::new(ys, y)?;
-            same_len(Operand::Weight, op.weight_len()?, layer.weights().len())?;
-            hostops::conv_forward(
-                &op,
-                xv.data(),
-                layer.weights(),
-                layer.bias_opt(),
-                yv.into_data(),
-                lowering,
-            )
-        }
+        // The views check the activations' shapes, hostops the rest.
+        Op::Conv { op, .. } => hostops::conv_forward(
+            &op,
+            xv.data(),
+            layer.weights(),
+            layer.bias_opt(),
+            ViewMut::new(ys, y)?.into_data(),
+            lowering,
+        ),
         Op::Depthwise { op, .. } => {
             op.forward(xv, layer.weights(), layer.bias_opt(), ViewMut::new(ys, y)?)
         }
@@ -1019,8 +1002,6 @@ fn backward_chunk(
         Op::Conv { op, .. } => {
             View::new(xs, x)?;
             View::new(ys, dy)?;
-            same_len(Operand::Weight, op.weight_len()?, weights.len())?;
-            same_len(Operand::WeightGrad, op.weight_len()?, dw.len())?;
             hostops::conv_backward(
                 &op,
                 x,
