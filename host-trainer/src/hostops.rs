@@ -76,8 +76,11 @@
 //! - **AVX-512 and AVX2 builds of the elementwise loops.** The workspace
 //!   compiles for baseline x86-64 (SSE2). The loops here (pooling, BN's
 //!   passes, ReLU, sigmoid, the update) are compiled twice more, with
-//!   AVX-512F and with AVX2 enabled ([`multiversion!`]), and the widest the
-//!   CPU has is picked at run time. The arithmetic is the same (Rust never
+//!   AVX-512F and with AVX2 enabled (`multiversion!`), and the widest the
+//!   CPU has is picked at run time ([`simd`]; `NORMCORE_SIMD=avx2` or
+//!   `baseline` caps it, to measure the other builds: the `cnn` preset at
+//!   1 thread here, 3.1 / 3.5 / 5.2 s per epoch with AVX-512 / AVX2 /
+//!   baseline loops, the `gemm` crate's products unchanged). The arithmetic is the same (Rust never
 //!   fuses a multiply and an add on its own, and the per-channel sums run
 //!   over rows in the same order whatever the vector width), so every
 //!   build gives the same bits. (AVX-512 target features need Rust 1.89,
@@ -91,10 +94,61 @@ use normcore::layers::{Conv2d, Pool2d, PoolKind};
 use normcore::{Error, Gemm, MatMut, MatRef, Operand};
 use std::ops::Range;
 
+/// The vector instructions the `multiversion!` loops use: the widest the
+/// CPU has, capped by the environment variable `NORMCORE_SIMD`
+/// (`avx512`, `avx2` or `baseline`), read once. The cap exists to measure
+/// the builds a machine would not pick on its own (all give the same bits);
+/// an unknown value is reported on stderr and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// Baseline x86-64 (SSE2), or another architecture.
+    Baseline,
+    /// AVX2.
+    Avx2,
+    /// AVX-512F with AVX-512VL.
+    Avx512,
+}
+
+/// See [`Simd`].
+pub fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let detected = if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            Simd::Avx512
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            Simd::Avx2
+        } else {
+            Simd::Baseline
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let detected = Simd::Baseline;
+        let cap = simd_cap(std::env::var("NORMCORE_SIMD").ok().as_deref()).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; ignored");
+            Simd::Avx512
+        });
+        detected.min(cap)
+    })
+}
+
+/// The cap `NORMCORE_SIMD` sets (none when unset).
+fn simd_cap(value: Option<&str>) -> Result<Simd, String> {
+    match value {
+        None | Some("avx512") => Ok(Simd::Avx512),
+        Some("avx2") => Ok(Simd::Avx2),
+        Some("baseline") => Ok(Simd::Baseline),
+        Some(other) => Err(format!(
+            "NORMCORE_SIMD={other:?} is not avx512, avx2 or baseline"
+        )),
+    }
+}
+
 /// Define `fn $name(args) [-> T]` whose body is compiled three times, for
-/// baseline x86-64, with AVX2 and with AVX-512F enabled, the widest build
-/// the CPU supports being taken (detected once, then a cached load).
-/// Elsewhere: the one build.
+/// baseline x86-64, with AVX2 and with AVX-512F/VL enabled, the build
+/// [`simd`] names being taken (a cached load per call). Elsewhere: the one
+/// build.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
@@ -111,21 +165,15 @@ macro_rules! multiversion {
                 fn avx2($($a: $t),*) $(-> $r)? {
                     inner($($a),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: `avx512` only needs the CPU to support
-                    // AVX-512F, which was just detected.
+                match $crate::hostops::simd() {
+                    // SAFETY: `simd` names a level only when the CPU has
+                    // its features (detected at run time).
                     #[allow(unsafe_code)]
-                    let r = unsafe { avx512($($a),*) };
-                    return r;
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: `avx2` only needs the CPU to support AVX2,
-                    // which was just detected.
+                    $crate::hostops::Simd::Avx512 => return unsafe { avx512($($a),*) },
+                    // SAFETY: as above, AVX2.
                     #[allow(unsafe_code)]
-                    let r = unsafe { avx2($($a),*) };
-                    return r;
+                    $crate::hostops::Simd::Avx2 => return unsafe { avx2($($a),*) },
+                    $crate::hostops::Simd::Baseline => {}
                 }
             }
             inner($($a),*)
@@ -1910,6 +1958,21 @@ mod tests {
             assert_eq!(bits(&got.1), bits(&want.1), "dgamma {n}x{per}x{c}");
             assert_eq!(bits(&got.2), bits(&want.2), "dbeta {n}x{per}x{c}");
         }
+    }
+
+    #[test]
+    fn simd_cap_parses_the_three_levels_and_refuses_others() {
+        assert_eq!(simd_cap(None), Ok(Simd::Avx512));
+        assert_eq!(simd_cap(Some("avx512")), Ok(Simd::Avx512));
+        assert_eq!(simd_cap(Some("avx2")), Ok(Simd::Avx2));
+        assert_eq!(simd_cap(Some("baseline")), Ok(Simd::Baseline));
+        let e = simd_cap(Some("sse9")).unwrap_err();
+        assert!(e.contains("\"sse9\"") && e.contains("avx2"), "{e}");
+        assert!(Simd::Baseline < Simd::Avx2 && Simd::Avx2 < Simd::Avx512);
+        // The level in use honours this process's cap (`cargo xtask test`
+        // runs these tests under NORMCORE_SIMD=avx2 and baseline too).
+        let cap = simd_cap(std::env::var("NORMCORE_SIMD").ok().as_deref());
+        assert!(simd() <= cap.unwrap_or(Simd::Avx512));
     }
 
     /// The fused update gives core's `Sgd::step` bits (core's own build,

@@ -457,6 +457,23 @@ fn test() -> Result {
     // the micro:bit (tests/tests/finetune.rs; the boards' default builds
     // above include it, feature `adapt`).
     run(&cargo, ["test", "--workspace", "--release"], &[])?;
+    // The trainer's loops (host-trainer/src/hostops.rs) are built for
+    // AVX-512, AVX2 and baseline x86-64, and the run above took the widest
+    // this machine has; their tests against core run on the others too.
+    for level in ["avx2", "baseline"] {
+        run(
+            &cargo,
+            [
+                "test",
+                "-p",
+                "normcore-trainer",
+                "--release",
+                "--lib",
+                "hostops::",
+            ],
+            &[("NORMCORE_SIMD", level)],
+        )?;
+    }
     // Core's engine with one kind of model (`engine-int8` without
     // `engine-f32`) rejects the other kind (core/tests/engine_features.rs;
     // it runs in the default build above too, with other expectations).
