@@ -110,6 +110,8 @@ def main():
     p.add_argument("--mlp-steps", type=int, default=1000)
     p.add_argument("--cnn-steps", type=int, default=937)
     a = p.parse_args()
+    if a.repeats < 1 or a.mlp_steps < 1 or a.cnn_steps < 1:
+        p.error("--repeats, --mlp-steps and --cnn-steps must be at least 1")
     data = load_mnist(a.data_dir)
     if data is None:
         g = torch.Generator().manual_seed(7)

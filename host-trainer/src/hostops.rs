@@ -555,13 +555,24 @@ fn conv_geom(op: &Conv2d) -> ConvGeom {
     }
 }
 
-/// Floats of each of [`conv_forward`]'s and [`conv_backward`]'s scratch
-/// buffers (the lowering, and the lowering's gradient) for batches of up to
-/// `samples`: one part's, `min(samples, parts) · OH·OW·KH·KW·Cin` with
-/// `lowering_samples` per part.
+/// Floats of one part's lowering for batches of up to `samples`:
+/// `min(samples, lowering_samples) · OH·OW·KH·KW·Cin`. [`conv_forward`]
+/// and [`conv_backward`] need this much `cols` scratch, except for a
+/// narrow convolution (none: see [`conv_lowering_len`]), and this much
+/// `dcols` when an input gradient is wanted.
 pub fn conv_scratch_len(op: &Conv2d, samples: usize) -> usize {
     let g = conv_geom(op);
     samples.min(lowering_samples(&g)) * g.pixels * g.patch
+}
+
+/// The `cols` scratch [`conv_forward`] and [`conv_backward`] need: 0 for
+/// a [narrow](conv_is_narrow) convolution, else [`conv_scratch_len`].
+pub fn conv_lowering_len(op: &Conv2d, samples: usize) -> usize {
+    if conv_is_narrow(op) {
+        0
+    } else {
+        conv_scratch_len(op, samples)
+    }
 }
 
 /// Largest patch (`KH·KW·Cin`) of a [narrow](conv_is_narrow) convolution.
@@ -890,7 +901,7 @@ fn col2im(op: &Conv2d, g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
 
 /// Convolution forward of `m` whole samples: `x` `[m, H, W, Cin]`, `w`
 /// `[Cout, KH, KW, Cin]`, `y` `[m, OH, OW, Cout]` (overwritten). `cols`
-/// (at least [`conv_scratch_len`]`(op, m)`) is scratch for the lowering,
+/// (at least [`conv_lowering_len`]`(op, m)`) is scratch for the lowering,
 /// built and multiplied one part of the batch at a time, so that it is
 /// still in cache when the product reads it (a narrow convolution computes
 /// from `x` directly). Callers check the shapes (the network builds the
@@ -912,7 +923,7 @@ pub fn conv_forward(
     if let Some(b) = b {
         same_len(Operand::Bias, op.out_c, b.len())?;
     }
-    scratch_fits(op, m, cols.len())?;
+    scratch_fits(conv_lowering_len(op, m), cols.len())?;
     if conv_is_narrow(op) {
         let (wt, cpad) = narrow_weights(w, op.out_c, g.patch);
         narrow_forward(op, &g, x, &wt, cpad, y);
@@ -955,8 +966,9 @@ fn dw_transposed(out_c: usize, patch: usize) -> bool {
 }
 
 /// Convolution backward of the `m` samples `x`: `dw` (and `db`, `dx` when
-/// given) overwritten. `cols` and `dcols` (each at least
-/// [`conv_scratch_len`]`(op, m)`) are scratch: the lowering is built again
+/// given) overwritten. `cols` (at least [`conv_lowering_len`]`(op, m)`)
+/// and, when `dx` is wanted, `dcols` (at least [`conv_scratch_len`]`(op,
+/// m)`) are scratch: the lowering is built again
 /// here, one part at a time as in [`conv_forward`] (copying it again from
 /// cache costs less than keeping the whole batch's and reading it back
 /// from memory), and the weight gradient sums the parts' products in order.
@@ -985,7 +997,10 @@ pub fn conv_backward(
     if let Some(dx) = &dx {
         same_len(Operand::InputGrad, x.len(), dx.len())?;
     }
-    scratch_fits(op, m, cols.len().min(dcols.len()))?;
+    scratch_fits(conv_lowering_len(op, m), cols.len())?;
+    if dx.is_some() {
+        scratch_fits(conv_scratch_len(op, m), dcols.len())?;
+    }
     if let Some(db) = db {
         db.fill(0.0);
         for pixel in dy.chunks_exact(op.out_c) {
@@ -1107,9 +1122,8 @@ pub(crate) fn same_len(operand: Operand, expected: usize, actual: usize) -> Resu
     Ok(())
 }
 
-/// `Err` unless `len` floats of scratch serve `samples` samples of `op`.
-fn scratch_fits(op: &Conv2d, samples: usize, len: usize) -> Result<(), Error> {
-    let need = conv_scratch_len(op, samples);
+/// `Err` unless `len` floats of scratch are at least the `need`ed.
+fn scratch_fits(need: usize, len: usize) -> Result<(), Error> {
     if len < need {
         return Err(Error::LengthMismatch {
             operand: Operand::Scratch,
@@ -1698,7 +1712,7 @@ mod tests {
                 &mut scratch,
             )
             .unwrap();
-            let mut cols = vec![0.0; conv_scratch_len(&op, n)];
+            let mut cols = vec![0.0; conv_lowering_len(&op, n)];
             // Scratch too short, or any operand of the wrong length: an
             // error, nothing written.
             let mut y = vec![7.0; ys.len().unwrap()];
@@ -1719,7 +1733,7 @@ mod tests {
             {
                 let (mut dx, mut dw, mut db) =
                     (vec![7.0; x.len()], vec![7.0; wt.len()], vec![7.0; cout]);
-                let mut dcols = vec![0.0; cols.len()];
+                let mut dcols = vec![0.0; conv_scratch_len(&op, n)];
                 let mut bwd = |dy: &[f32], dx_len: usize, dw_len: usize, db_len: usize| {
                     conv_backward(
                         &op,
@@ -1798,6 +1812,122 @@ mod tests {
                 assert_eq!(bits(&dw), bits(&dw_core), "dw, case {ci}");
             }
             assert_eq!(bits(&db), bits(&db_core), "db, case {ci}");
+        }
+    }
+
+    /// The narrow kernels against scalar references that sum in their
+    /// documented order: an output, its in-bounds taps in `(kh, kw, ci)`
+    /// order from 0; a weight gradient, 8-pixel blocks between the padded
+    /// borders as a balanced tree added to the running sum, other pixels
+    /// one by one. Bit for bit, in the build `simd` picked (`cargo xtask
+    /// test` runs this under every build, so the builds agree).
+    #[test]
+    fn narrow_kernels_sum_in_their_documented_order() {
+        let mut rng = Rng::new(17);
+        let cases = [
+            (28, 28, 1, 16, Window::square(5, 1, 0), 2),
+            (7, 6, 3, 5, Window::square(3, 2, 1), 2),
+            (
+                10,
+                19,
+                2,
+                20,
+                Window {
+                    kernel_h: 3,
+                    kernel_w: 3,
+                    stride_h: 1,
+                    stride_w: 2,
+                    padding: Padding::symmetric(1, 1),
+                },
+                2,
+            ),
+        ];
+        for (h, w, cin, cout, win, n) in cases {
+            let op = Conv2d::new(h, w, cin, cout, win).unwrap();
+            assert!(conv_is_narrow(&op));
+            let g = conv_geom(&op);
+            let x: Vec<f32> = (0..n * g.in_sample)
+                .map(|_| rng.uniform(-1.0, 1.0))
+                .collect();
+            let wt: Vec<f32> = (0..cout * g.patch)
+                .map(|_| rng.uniform(-1.0, 1.0))
+                .collect();
+            let dy: Vec<f32> = (0..n * g.pixels * cout)
+                .map(|_| rng.uniform(-1.0, 1.0))
+                .collect();
+            // The in-bounds taps of one output pixel: (tap index, input offset).
+            let taps_of = |oh: usize, ow: usize| -> Vec<(usize, usize)> {
+                let mut v = Vec::new();
+                for kh in 0..win.kernel_h {
+                    for kw in 0..win.kernel_w {
+                        let ih = (oh * win.stride_h + kh).checked_sub(win.padding.top);
+                        let iw = (ow * win.stride_w + kw).checked_sub(win.padding.left);
+                        if let (Some(ih), Some(iw)) = (ih, iw) {
+                            if ih < h && iw < w {
+                                for ci in 0..cin {
+                                    v.push((
+                                        (kh * win.kernel_w + kw) * cin + ci,
+                                        (ih * w + iw) * cin + ci,
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                v
+            };
+            let mut y_ref = vec![0.0f32; dy.len()];
+            let mut dw_ref = vec![0.0f32; wt.len()];
+            for s in 0..n {
+                let (xs, base) = (&x[s * g.in_sample..], s * g.pixels);
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        for o in 0..cout {
+                            let mut acc = 0.0f32;
+                            for (p, at) in taps_of(oh, ow) {
+                                acc += xs[at] * wt[o * g.patch + p];
+                            }
+                            y_ref[(base + oh * g.out_w + ow) * cout + o] = acc;
+                        }
+                    }
+                    let mut ow = 0;
+                    while ow < g.out_w {
+                        let block =
+                            ow + BLOCK <= g.out_w && interior_block(&op, oh, ow, BLOCK).is_some();
+                        if block {
+                            let taps: Vec<Vec<(usize, usize)>> =
+                                (0..BLOCK).map(|j| taps_of(oh, ow + j)).collect();
+                            for (k, &(p, _)) in taps[0].iter().enumerate() {
+                                for o in 0..cout {
+                                    let t = |j: usize| {
+                                        xs[taps[j][k].1]
+                                            * dy[(base + oh * g.out_w + ow + j) * cout + o]
+                                    };
+                                    let sum = ((t(0) + t(1)) + (t(2) + t(3)))
+                                        + ((t(4) + t(5)) + (t(6) + t(7)));
+                                    dw_ref[o * g.patch + p] += sum;
+                                }
+                            }
+                            ow += BLOCK;
+                        } else {
+                            for (p, at) in taps_of(oh, ow) {
+                                for o in 0..cout {
+                                    dw_ref[o * g.patch + p] +=
+                                        xs[at] * dy[(base + oh * g.out_w + ow) * cout + o];
+                                }
+                            }
+                            ow += 1;
+                        }
+                    }
+                }
+            }
+            let mut y = vec![7.0; dy.len()];
+            conv_forward(&op, &x, &wt, None, &mut y, &mut []).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y_ref), "forward {h}x{w}x{cin}->{cout}");
+            let mut dw = vec![7.0; wt.len()];
+            conv_backward(&op, &x, &mut [], &wt, &dy, None, &mut dw, None, &mut []).unwrap();
+            assert_eq!(bits(&dw), bits(&dw_ref), "dw {h}x{w}x{cin}->{cout}");
         }
     }
 

@@ -1,10 +1,13 @@
 //! A trainable sequential network on the host, built on core's layer math.
 //!
 //! The layer math is core's (`normcore`), called directly or through the
-//! host's equivalents in [`hostops`] (max pooling that records its argmax,
-//! convolutions that keep their im2col lowering for the backward pass, BN
-//! and ReLU loops built for AVX2 too: the same arithmetic, the same bits on
-//! one thread). This module owns the buffers (parameters, gradients,
+//! host's equivalents in [`hostops`]: max pooling that records its argmax;
+//! BN, ReLU, sigmoid and the SGD update as core's loops built for AVX-512
+//! and AVX2 too (the same arithmetic, core's bits on one thread);
+//! convolutions lowered one cache-sized part at a time, and narrow ones
+//! (a first layer) computed directly, whose weight gradients (and the
+//! narrow ones' outputs) sum in another order than core's product. This
+//! module owns the buffers (parameters, gradients,
 //! momenta, running statistics, activations) and spreads work over threads:
 //! each thread runs a batch-separable layer on a contiguous slice of the
 //! batch, and weight gradients (sums over the batch) are reduced from
@@ -245,6 +248,7 @@ pub fn check_memory(
     spec: &NetworkSpec,
     layers: &[Resolved],
     capacity: usize,
+    threads: usize,
 ) -> Result<(), NetworkError> {
     const F32: u128 = 4;
     let cap = capacity as u128;
@@ -267,18 +271,19 @@ pub fn check_memory(
         let dropout = u128::from(matches!(r.op, Op::Dropout(_)));
         // What the workspace keeps per layer beyond its activations: a max
         // pool's argmax (`pool_args`: a u32 per output). A convolution's
-        // im2col lowering is per thread and one part of a batch at a time
-        // (`ThreadBufs::lowering`, at most about 512 KiB per thread unless
-        // one sample's is larger); it is counted once here, for every
-        // convolution, which bounds the largest.
+        // lowering and the lowering's gradient are per-thread scratch, one
+        // part of a batch at a time (`ThreadBufs::lowering` and `scratch`,
+        // about 512 KiB each unless one sample's is larger): counted here
+        // for every convolution and every thread, which bounds the largest.
         let kept = match r.op {
             Op::Pool(p) if hostops::maxpool_supported(&p) => out.saturating_mul(4),
             _ => 0,
         };
         let lowering = match r.op {
-            Op::Conv { op, .. } => (hostops::conv_scratch_len(&op, capacity) as u128)
+            Op::Conv { op, .. } => (hostops::conv_lowering_len(&op, capacity) as u128)
+                .saturating_add(hostops::conv_scratch_len(&op, capacity) as u128)
                 .saturating_mul(F32)
-                .saturating_mul(2),
+                .saturating_mul(threads as u128),
             _ => 0,
         };
         let bytes = params
@@ -357,7 +362,7 @@ impl Network {
     /// Build a network from its description with freshly initialised weights.
     pub fn new(spec: NetworkSpec, init: Init, rng: &mut Rng) -> Result<Self, NetworkError> {
         let resolved = spec.resolve()?;
-        check_memory(&spec, &resolved, 0)?;
+        check_memory(&spec, &resolved, 0, 1)?;
         let layers = resolved
             .into_iter()
             .map(|r| {
@@ -420,8 +425,8 @@ impl Network {
     /// A workspace for batches of up to `capacity` samples on `threads` threads.
     pub fn workspace(&self, capacity: usize, threads: usize) -> Result<Workspace, NetworkError> {
         let resolved: Vec<Resolved> = self.layers.iter().map(|l| l.r).collect();
-        check_memory(&self.spec, &resolved, capacity)?;
         let threads = threads.max(1);
+        check_memory(&self.spec, &resolved, capacity, threads)?;
         let pool = if threads > 1 {
             Some(std::sync::Arc::new(
                 rayon::ThreadPoolBuilder::new()
@@ -432,16 +437,20 @@ impl Network {
         } else {
             None
         };
-        let mut scratch = 0;
+        let (mut scratch, mut lowering) = (0, 0);
         let mut partial = 0;
         let mut max_act = self.input().len();
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             max_act = max_act.max(l.r.output.len());
             partial = partial.max(l.params.len());
             if let Op::Conv { op, .. } = l.r.op {
                 // Sized for the whole batch on one thread (a layer too
-                // small to split runs there); parts cap it.
-                scratch = scratch.max(hostops::conv_scratch_len(&op, capacity));
+                // small to split runs there); parts cap them. The first
+                // layer's input gradient is never formed.
+                lowering = lowering.max(hostops::conv_lowering_len(&op, capacity));
+                if i > 0 {
+                    scratch = scratch.max(hostops::conv_scratch_len(&op, capacity));
+                }
             }
         }
         let bn_len = |l: &Layer| match l.r.op {
@@ -486,7 +495,7 @@ impl Network {
                     // Per-thread weight gradients (with threads) and BN's
                     // partial sums (always).
                     partial: vec![0.0; partial],
-                    lowering: vec![0.0; scratch],
+                    lowering: vec![0.0; lowering],
                 })
                 .collect(),
             par_min_work: PAR_MIN_WORK,
@@ -1413,6 +1422,16 @@ mod tests {
         assert_eq!(l2.to_bits(), l3.to_bits());
         assert_eq!(z2, z3);
         assert_eq!(g2, g3);
+        // A training step's passes inside the pool (`train_pass`) give the
+        // same bits as the passes called from outside it.
+        let mut d = net0.clone();
+        let mut ws = d.workspace(y.len(), 2).unwrap();
+        ws.par_min_work = min_work;
+        let l4 = d.train_pass(&mut ws, &x, &y, &mut Rng::new(7)).unwrap();
+        assert_eq!(l4.to_bits(), l2.to_bits());
+        assert_eq!(ws.logits(), &z2[..]);
+        let g4: Vec<Vec<f32>> = d.layers.iter().map(|l| l.grads.clone()).collect();
+        assert_eq!(g4, g2);
     }
 
     #[test]
@@ -1563,6 +1582,35 @@ mod tests {
             }
             assert_eq!(a.bias(), b.bias());
         }
+    }
+
+    /// The update reports the first layer whose parameters are not finite
+    /// afterwards, and still updates every layer.
+    #[test]
+    fn sgd_step_reports_the_first_non_finite_layer() {
+        let mut net = net(MLP, Init::He, 1);
+        for l in &mut net.layers {
+            l.grads.fill(1.0);
+        }
+        let with_params: Vec<usize> = (0..net.layers.len())
+            .filter(|&i| !net.layers[i].params.is_empty())
+            .collect();
+        assert!(with_params.len() >= 2);
+        let (first, last) = (with_params[0], with_params[with_params.len() - 1]);
+        net.layers[last].grads[0] = f32::INFINITY;
+        let before = net.clone();
+        let opt = Sgd {
+            lr: 0.1,
+            ..Sgd::default()
+        };
+        assert_eq!(net.sgd_step(&opt).unwrap(), Some(last + 1));
+        for (a, b) in before.layers.iter().zip(&net.layers) {
+            for (p, q) in a.params.iter().zip(&b.params) {
+                assert_ne!(p, q, "every parameter moved");
+            }
+        }
+        net.layers[first].grads[1] = f32::NAN;
+        assert_eq!(net.sgd_step(&opt).unwrap(), Some(first + 1));
     }
 
     #[test]
