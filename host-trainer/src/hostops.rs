@@ -181,19 +181,26 @@ macro_rules! multiversion {
     };
 }
 
-/// Runs `pass::<W>(lo)` over the channels `0..c` in blocks of `W` = 64,
-/// 32 or 16 (the largest that fits what is left), then `rest(lo)` for the
-/// last `c mod 16` channels from `lo`. The per-channel sums below keep a
-/// block's `W` running sums in vector registers while they walk the rows,
-/// where a loop over a runtime number of channels kept them in memory (a
-/// load, an add and a store per row and channel, each row waiting on the
-/// last: the `cnn` preset's first BN spent 0.24 ms of a step in its two
-/// sums that way). Each channel's sum still adds the rows in order: the
-/// same bits as core's loops.
+/// For rows of `c` ≤ 64 channels: runs `pass::<W>(lo)` over the channels
+/// in blocks of `W` = 64, 32 or 16 (the largest that fits what is left),
+/// then `rest(lo)` for the last `c mod 16` channels from `lo`. The
+/// per-channel sums below keep a block's `W` running sums in vector
+/// registers while they walk the rows, where a loop over a runtime number
+/// of channels kept them in memory (a load, an add and a store per row and
+/// channel, each row waiting on the last: the `cnn` preset's first BN spent
+/// 0.24 ms of a step in its two sums that way). Wider rows are one pass of
+/// `rest(0)`: their many independent vectors per row hide that wait, and
+/// blocks would walk the rows once per block. Each channel's sum still adds
+/// the rows in order: the same bits as core's loops.
 macro_rules! channel_blocks {
     ($c:expr, |$lo:ident, $w:ident| $pass:expr, |$rlo:ident| $rest:expr) => {{
         let c: usize = $c;
-        let mut lo = 0;
+        // Past 64 channels, no block: `rest` takes them all.
+        let mut lo = if c > 64 { c } else { 0 };
+        if c > 64 {
+            let $rlo = 0;
+            $rest;
+        }
         while c - lo >= 64 {
             {
                 let $lo = lo;
