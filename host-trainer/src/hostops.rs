@@ -80,10 +80,10 @@
 //!   CPU has is picked at run time ([`simd`]; `NORMCORE_SIMD=avx2` or
 //!   `baseline` caps it, to measure the other builds: the `cnn` preset at
 //!   1 thread here, 3.1 / 3.5 / 5.2 s per epoch with AVX-512 / AVX2 /
-//!   baseline loops, the `gemm` crate's products unchanged). The arithmetic is the same (Rust never
-//!   fuses a multiply and an add on its own, and the per-channel sums run
-//!   over rows in the same order whatever the vector width), so every
-//!   build gives the same bits. (AVX-512 target features need Rust 1.89,
+//!   baseline loops, the `gemm` crate's products unchanged). The
+//!   arithmetic is the same (Rust never fuses a multiply and an add on its
+//!   own, and the per-channel sums run over rows in the same order
+//!   whatever the vector width), so every build gives the same bits. (AVX-512 target features need Rust 1.89,
 //!   this crate's minimum; core and the firmware keep 1.87.)
 //!
 //! The tests below compare every function here against core.
@@ -195,39 +195,34 @@ macro_rules! multiversion {
 macro_rules! channel_blocks {
     ($c:expr, |$lo:ident, $w:ident| $pass:expr, |$rlo:ident| $rest:expr) => {{
         let c: usize = $c;
-        // Past 64 channels, no block: `rest` takes them all.
-        let mut lo = if c > 64 { c } else { 0 };
         if c > 64 {
             let $rlo = 0;
             $rest;
-        }
-        while c - lo >= 64 {
-            {
+        } else {
+            // 64, 32 and 16 each at most once: c ≤ 64.
+            let mut lo = 0;
+            if c - lo >= 64 {
                 let $lo = lo;
                 const $w: usize = 64;
                 $pass;
+                lo += 64;
             }
-            lo += 64;
-        }
-        if c - lo >= 32 {
-            {
+            if c - lo >= 32 {
                 let $lo = lo;
                 const $w: usize = 32;
                 $pass;
+                lo += 32;
             }
-            lo += 32;
-        }
-        if c - lo >= 16 {
-            {
+            if c - lo >= 16 {
                 let $lo = lo;
                 const $w: usize = 16;
                 $pass;
+                lo += 16;
             }
-            lo += 16;
-        }
-        if lo < c {
-            let $rlo = lo;
-            $rest;
+            if lo < c {
+                let $rlo = lo;
+                $rest;
+            }
         }
     }};
 }
@@ -1027,11 +1022,7 @@ pub fn conv_backward(
         let cpad = op.out_c.div_ceil(LANES) * LANES;
         let mut dwt = vec![0.0; g.patch * cpad];
         narrow_weight_grad(op, &g, x, dy, cpad, &mut dwt);
-        for (o, row) in dw.chunks_exact_mut(g.patch).enumerate() {
-            for (p, v) in row.iter_mut().enumerate() {
-                *v = dwt[p * cpad + o];
-            }
-        }
+        from_tap_major(&dwt, cpad, dw, g.patch);
         if let Some(dx) = dx {
             let s = lowering_samples(&g);
             let parts = dy
@@ -1085,13 +1076,19 @@ pub fn conv_backward(
         }
     }
     if transposed {
-        for (o, row) in dw.chunks_exact_mut(g.patch).enumerate() {
-            for (p, v) in row.iter_mut().enumerate() {
-                *v = dwt[p * op.out_c + o];
-            }
-        }
+        from_tap_major(&dwt, op.out_c, dw, g.patch);
     }
     Ok(())
+}
+
+/// `dw` `[Cout, patch]` (overwritten) from `dwt` `[patch, stride]`, its
+/// tap-major transpose with rows of `stride ≥ Cout` values.
+fn from_tap_major(dwt: &[f32], stride: usize, dw: &mut [f32], patch: usize) {
+    for (o, row) in dw.chunks_exact_mut(patch).enumerate() {
+        for (p, v) in row.iter_mut().enumerate() {
+            *v = dwt[p * stride + o];
+        }
+    }
 }
 
 /// `dx` (overwritten) of the samples whose output gradient is `dy`:
@@ -1643,6 +1640,29 @@ mod tests {
         }
     }
 
+    /// A narrow convolution `(H, W, Cin, Cout, window, samples)` with
+    /// 8-pixel blocks between padded borders, a stride and a partial
+    /// channel group.
+    const NARROW_PADDED: (usize, usize, usize, usize, Window, usize) = (
+        10,
+        19,
+        2,
+        20,
+        Window {
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 2,
+            padding: Padding {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            },
+        },
+        2,
+    );
+
     /// Bit-for-bit agreement with core's convolution (given scratch for the
     /// whole batch, so that core also runs one product), forward and
     /// backward, over padded, strided and pointwise geometries.
@@ -1656,27 +1676,7 @@ mod tests {
             (40, 40, 16, 8, Window::square(3, 1, 0), 3),
             (7, 6, 3, 5, Window::square(3, 2, 1), 2),
             (5, 5, 4, 6, Window::square(1, 1, 0), 3),
-            // Narrow, with 8-pixel blocks between padded borders, a stride
-            // and a partial channel group.
-            (
-                10,
-                19,
-                2,
-                20,
-                Window {
-                    kernel_h: 3,
-                    kernel_w: 3,
-                    stride_h: 1,
-                    stride_w: 2,
-                    padding: Padding {
-                        top: 1,
-                        bottom: 1,
-                        left: 1,
-                        right: 1,
-                    },
-                },
-                2,
-            ),
+            NARROW_PADDED,
             (
                 6,
                 5,
@@ -1834,20 +1834,7 @@ mod tests {
         let cases = [
             (28, 28, 1, 16, Window::square(5, 1, 0), 2),
             (7, 6, 3, 5, Window::square(3, 2, 1), 2),
-            (
-                10,
-                19,
-                2,
-                20,
-                Window {
-                    kernel_h: 3,
-                    kernel_w: 3,
-                    stride_h: 1,
-                    stride_w: 2,
-                    padding: Padding::symmetric(1, 1),
-                },
-                2,
-            ),
+            NARROW_PADDED,
         ];
         for (h, w, cin, cout, win, n) in cases {
             let op = Conv2d::new(h, w, cin, cout, win).unwrap();

@@ -148,7 +148,8 @@ struct ThreadBufs {
     scratch: Vec<f32>,
     partial: Vec<f32>,
     /// A convolution's im2col lowering, one part of the batch at a time
-    /// ([`hostops::conv_scratch_len`]; `scratch` is its input gradient's).
+    /// ([`hostops::conv_lowering_len`]; `scratch`, [`hostops::conv_scratch_len`],
+    /// is its input gradient's).
     lowering: Vec<f32>,
 }
 
