@@ -6,6 +6,8 @@
 //!   at 1 and 2 threads.
 //!
 //! Times are wall-clock medians of `--repeats` runs, after a warm-up.
+//! `--layers` also prints, for the last run of each workload, every
+//! layer's forward and backward time per step (`Workspace::time_layers`).
 
 use crate::data::Dataset;
 use crate::network::Init;
@@ -39,6 +41,17 @@ pub struct BenchArgs {
     /// Skip the CNN measurements.
     #[arg(long)]
     no_cnn: bool,
+    /// Also print each layer's forward and backward milliseconds per step
+    /// (of the last run of each workload).
+    #[arg(long)]
+    layers: bool,
+}
+
+/// One timed run: seconds in all, and per layer (kind, forward ms per
+/// step, backward ms per step) when timed.
+struct Run {
+    seconds: f64,
+    layers: Vec<(&'static str, f64, f64)>,
 }
 
 fn load(dir: Option<&std::path::Path>) -> (Dataset, &'static str) {
@@ -63,7 +76,8 @@ fn time_steps(
     threads: usize,
     steps: u64,
     data: &Dataset,
-) -> Result<f64> {
+    layers: bool,
+) -> Result<Run> {
     let cfg = TrainConfig {
         batch,
         lr: 0.05,
@@ -77,11 +91,50 @@ fn time_steps(
     for _ in 0..20 {
         t.train_step(data)?;
     }
+    if let Some(ws) = t.workspace_mut().filter(|_| layers) {
+        ws.time_layers(true);
+    }
     let start = Instant::now();
     for _ in 0..steps {
         t.train_step(data)?;
     }
-    Ok(start.elapsed().as_secs_f64())
+    let seconds = start.elapsed().as_secs_f64();
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps.max(1) as f64;
+    let times = t
+        .workspace_mut()
+        .map(|ws| ws.layer_times().to_vec())
+        .unwrap_or_default();
+    let kinds = t.net.spec.layers.iter().map(|l| l.kind());
+    let layers = kinds
+        .zip(times)
+        .map(|(kind, [f, b])| (kind, per_step(f), per_step(b)))
+        .collect();
+    Ok(Run { seconds, layers })
+}
+
+/// The per-layer table of one workload (nothing when not timed).
+fn print_layers(name: &str, threads: usize, run: &Run) {
+    if run.layers.is_empty() {
+        return;
+    }
+    println!();
+    println!("{name}, {threads} thread(s), ms per step (last run):");
+    println!();
+    println!("| layer | kind | forward | backward |");
+    println!("|---|---|---|---|");
+    for (i, (kind, f, b)) in run.layers.iter().enumerate() {
+        println!("| {} | {kind} | {f:.3} | {b:.3} |", i + 1);
+    }
+}
+
+/// The median run's seconds and the last run (for its layer table).
+fn summarise(runs: Vec<Run>) -> (f64, Run) {
+    let median = median(runs.iter().map(|r| r.seconds).collect());
+    let last = runs.into_iter().last().unwrap_or(Run {
+        seconds: 0.0,
+        layers: Vec::new(),
+    });
+    (median, last)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,30 +150,38 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!();
     println!("| workload | threads | measured | result |");
     println!("|---|---|---|---|");
+    let mut tables = Vec::new();
     for name in ["paper-mlp", "paper-mlp-nobn"] {
         for &th in &a.threads {
             let runs = (0..repeats)
-                .map(|_| time_steps(name, 60, th, a.mlp_steps, &data))
+                .map(|_| time_steps(name, 60, th, a.mlp_steps, &data, a.layers))
                 .collect::<Result<Vec<_>>>()?;
-            let per_1000 = median(runs) * 1000.0 / a.mlp_steps as f64;
+            let (median, last) = summarise(runs);
+            let per_1000 = median * 1000.0 / a.mlp_steps as f64;
             println!(
                 "| {name}, batch 60 | {th} | {} steps | {per_1000:.3} s per 1,000 steps |",
                 a.mlp_steps
             );
+            tables.push((name, th, last));
         }
     }
     if !a.no_cnn {
         let steps_per_epoch = 60_000.0 / 64.0;
         for &th in &a.threads {
             let runs = (0..repeats)
-                .map(|_| time_steps("cnn", 64, th, a.cnn_steps, &data))
+                .map(|_| time_steps("cnn", 64, th, a.cnn_steps, &data, a.layers))
                 .collect::<Result<Vec<_>>>()?;
-            let per_epoch = median(runs) * steps_per_epoch / a.cnn_steps as f64;
+            let (median, last) = summarise(runs);
+            let per_epoch = median * steps_per_epoch / a.cnn_steps as f64;
             println!(
                 "| cnn, batch 64 | {th} | {} steps | {per_epoch:.2} s per 60,000-sample epoch |",
                 a.cnn_steps
             );
+            tables.push(("cnn", th, last));
         }
+    }
+    for (name, th, run) in &tables {
+        print_layers(name, *th, run);
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ use normcore::batchnorm::BnState;
 use normcore::layers::{self, Activation};
 use normcore::{Error as CoreError, Rng, Sgd, View, ViewMut};
 use rayon::prelude::*;
+use std::time::{Duration, Instant};
 
 /// How weights are initialised (biases start at 0, BN at γ = 1, β = 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,6 +178,10 @@ pub struct Workspace {
     /// Per-layer work below which a layer runs on one thread
     /// ([`PAR_MIN_WORK`]; lowered by tests to exercise the threaded paths).
     par_min_work: usize,
+    /// Per layer, wall time spent in its forward (`[0]`) and backward
+    /// (`[1]`) pass since [`Workspace::time_layers`] switched timing on;
+    /// empty while it is off.
+    layer_times: Vec<[Duration; 2]>,
     /// Samples in the last forward pass.
     n: usize,
 }
@@ -500,6 +505,7 @@ impl Network {
                 })
                 .collect(),
             par_min_work: PAR_MIN_WORK,
+            layer_times: Vec::new(),
             n: 0,
         })
     }
@@ -529,7 +535,9 @@ impl Network {
         };
         ws.relu_fused.fill(false);
         let mut skip = false;
+        let mut clock = None;
         for i in 0..self.layers.len() {
+            lap(&mut ws.layer_times, &mut clock, Some(i), 0);
             if std::mem::take(&mut skip) {
                 // A ReLU whose output its BN layer wrote.
                 continue;
@@ -650,6 +658,7 @@ impl Network {
                 }
             }
         }
+        lap(&mut ws.layer_times, &mut clock, None, 0);
         Ok(ws.logits())
     }
 
@@ -702,6 +711,9 @@ impl Network {
         }
         let k = self.classes();
         let last = self.layers.len() - 1;
+        // The loss counts as the last layer's backward pass.
+        let mut clock = None;
+        lap(&mut ws.layer_times, &mut clock, Some(last), 1);
         let err_loss = kernel(last);
         let loss = layers::loss::softmax_cross_entropy(
             &ws.acts[last][..n * k],
@@ -719,6 +731,9 @@ impl Network {
         .map_err(&err_loss)?;
         let mut cur = 0; // ws.grad[cur] holds ∂L/∂(output of layer i)
         for i in (0..self.layers.len()).rev() {
+            if i != last {
+                lap(&mut ws.layer_times, &mut clock, Some(i), 1);
+            }
             if i > 0 && ws.relu_fused[i - 1] {
                 // This ReLU's backward runs inside its BN layer's.
                 continue;
@@ -838,6 +853,7 @@ impl Network {
             }
             cur = 1 - cur;
         }
+        lap(&mut ws.layer_times, &mut clock, None, 1);
         Ok(loss)
     }
 
@@ -1062,7 +1078,47 @@ impl hostops::Partial for ThreadBufs {
     }
 }
 
+/// Per-layer timing ([`Workspace::time_layers`]): adds the time since the
+/// last lap to the layer `clock` names (pass 0 forward, 1 backward), then
+/// starts timing `next`. Nothing when timing is off (`times` empty).
+fn lap(
+    times: &mut [[Duration; 2]],
+    clock: &mut Option<(usize, Instant)>,
+    next: Option<usize>,
+    pass: usize,
+) {
+    if times.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    if let Some((layer, start)) = clock.take() {
+        if let Some(t) = times.get_mut(layer) {
+            t[pass] += now - start;
+        }
+    }
+    *clock = next.map(|l| (l, now));
+}
+
 impl Workspace {
+    /// Switches per-layer timing on (with every total at zero) or off. While
+    /// on, [`Workspace::layer_times`] accumulates each layer's wall time in
+    /// forward and backward passes (a fused BN + ReLU counts as the BN
+    /// layer, the loss as the last layer's backward); `normcore bench
+    /// --layers` prints it.
+    pub fn time_layers(&mut self, on: bool) {
+        self.layer_times = if on {
+            vec![[Duration::ZERO; 2]; self.acts.len()]
+        } else {
+            Vec::new()
+        };
+    }
+
+    /// Per layer, `[forward, backward]` wall time since timing was switched
+    /// on; empty while it is off.
+    pub fn layer_times(&self) -> &[[Duration; 2]] {
+        &self.layer_times
+    }
+
     /// Runs `f` on this workspace's thread pool (directly when it has
     /// none). A training step runs its forward and backward passes inside
     /// one call: each layer's parallel part then starts from a pool thread,
@@ -1583,6 +1639,33 @@ mod tests {
             }
             assert_eq!(a.bias(), b.bias());
         }
+    }
+
+    /// Per-layer timing covers every layer of both passes, changes no
+    /// result, and switches off.
+    #[test]
+    fn layer_timing_covers_both_passes_and_changes_nothing() {
+        let net0 = net(CNN_GAP, Init::He, 2);
+        let (x, y) = batch(&net0, 6, 4);
+        let (mut a, mut b) = (net0.clone(), net0);
+        let mut wa = a.workspace(6, 1).unwrap();
+        let mut wb = b.workspace(6, 1).unwrap();
+        assert!(wb.layer_times().is_empty());
+        wb.time_layers(true);
+        let la = a.train_pass(&mut wa, &x, &y, &mut Rng::new(3)).unwrap();
+        let lb = b.train_pass(&mut wb, &x, &y, &mut Rng::new(3)).unwrap();
+        assert_eq!(la.to_bits(), lb.to_bits());
+        assert_eq!(wa.logits(), wb.logits());
+        let times = wb.layer_times();
+        assert_eq!(times.len(), b.layers.len());
+        // Every layer with parameters did work in both passes.
+        for (l, t) in b.layers.iter().zip(times) {
+            if !l.params.is_empty() {
+                assert!(t[0] > Duration::ZERO && t[1] > Duration::ZERO, "{t:?}");
+            }
+        }
+        wb.time_layers(false);
+        assert!(wb.layer_times().is_empty());
     }
 
     /// The update reports the first layer whose parameters are not finite

@@ -470,6 +470,11 @@ impl Trainer {
         Ok(loss)
     }
 
+    /// The training workspace, once the first step has made it.
+    pub fn workspace_mut(&mut self) -> Option<&mut Workspace> {
+        self.ws.as_mut()
+    }
+
     /// Whether the divergence rule sees nothing suspicious: the last batch
     /// loss is not above 10 x its reference. Periodic checkpoints are
     /// taken only then.
